@@ -1,0 +1,131 @@
+//! Deleting expired sessions: the purge pass and the thread that runs it on a timer.
+
+use std::ops::Bound;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Sender, select};
+
+use crate::codec;
+use crate::error::Result;
+use crate::events::Event;
+use crate::id::Digest;
+use crate::shared::{Shared, Swap};
+use crate::stats::Counters;
+
+/// Deletes every session whose indexed expiry is at or before now, walking the `expiry`
+/// tree in time order and stopping at the first entry in the future. Works in batches of
+/// `cleanup_batch` entries; no lock is held between entries, so foreground work goes on.
+pub(crate) fn purge(shared: &Shared) -> Result<usize> {
+    let now = shared.now();
+    let end = codec::expiry_key(now, &Digest([0xff; 32]));
+    let mut start = Bound::Unbounded;
+    let mut purged = 0;
+    loop {
+        let batch: Vec<sled::IVec> = shared
+            .expiry
+            .range::<&[u8], _>((start.as_ref().map(|k: &Vec<u8>| k.as_slice()), Bound::Included(&end[..])))
+            .keys()
+            .take(shared.config.cleanup_batch)
+            .collect::<std::result::Result<_, _>>()?;
+        let Some(last) = batch.last() else { break };
+        start = Bound::Excluded(last.to_vec());
+        let full = batch.len() == shared.config.cleanup_batch;
+        let mut removals = sled::Batch::default();
+        let mut stale = 0;
+        for key in &batch {
+            match codec::parse_expiry_key(key) {
+                Some((expires_at, digest)) => {
+                    if expire_one(shared, &digest, expires_at)? {
+                        purged += 1;
+                    } else {
+                        stale += 1;
+                    }
+                }
+                None => stale += 1,
+            }
+            removals.remove(key);
+        }
+        shared.expiry.apply_batch(removals)?;
+        Counters::add(&shared.counters.stale_index_entries_removed, stale);
+        if !full {
+            break;
+        }
+    }
+    Counters::add(&shared.counters.expired_purged, purged as u64);
+    Counters::add(&shared.counters.cleanup_passes, 1);
+    if purged > 0 {
+        tracing::debug!(purged, "deleted expired sessions");
+    }
+    Ok(purged)
+}
+
+/// Deletes the record of `digest` if its stored expiry is still `expires_at` (a session
+/// refreshed since the index entry was written survives). Returns whether it deleted.
+fn expire_one(shared: &Shared, digest: &Digest, expires_at: u64) -> Result<bool> {
+    let user = {
+        let _guard = shared.lock(digest);
+        let Some((bytes, header)) = shared.raw_locked(digest)? else {
+            return Ok(false);
+        };
+        if header.expires_at != expires_at {
+            return Ok(false);
+        }
+        if let Swap::Conflict(()) = shared.delete(digest, &bytes, &header, false)? {
+            return Ok(false);
+        }
+        codec::parse_user_only(&bytes).ok().flatten().map(str::to_owned)
+    };
+    shared.events.emit(&shared.counters, || Event::Expired {
+        handle: digest.handle(),
+        user,
+    });
+    Ok(true)
+}
+
+/// The background thread of one open store.
+pub(crate) struct CleanupThread {
+    stop: Sender<()>,
+    wake: Sender<()>,
+    handle: JoinHandle<()>,
+}
+
+impl CleanupThread {
+    pub(crate) fn spawn(shared: Arc<Shared>) -> std::io::Result<CleanupThread> {
+        let (stop, stop_rx) = crossbeam_channel::bounded::<()>(1);
+        let (wake, wake_rx) = crossbeam_channel::bounded::<()>(1);
+        let handle = std::thread::Builder::new()
+            .name("sessile-cleanup".into())
+            .spawn(move || {
+                let ticker = crossbeam_channel::tick(shared.config.cleanup_interval);
+                loop {
+                    select! {
+                        recv(stop_rx) -> _ => break,
+                        recv(wake_rx) -> _ => run_pass(&shared),
+                        recv(ticker) -> _ => run_pass(&shared),
+                    }
+                }
+            })?;
+        Ok(CleanupThread { stop, wake, handle })
+    }
+
+    pub(crate) fn wake(&self) {
+        // A full channel means a pass is already requested.
+        let _ = self.wake.try_send(());
+    }
+
+    /// Signals the thread and waits for it to finish its current batch and exit.
+    pub(crate) fn stop(self) {
+        let _ = self.stop.try_send(());
+        if self.handle.join().is_err() {
+            tracing::error!("the cleanup thread panicked");
+        }
+    }
+}
+
+fn run_pass(shared: &Shared) {
+    if let Err(e) = purge(shared) {
+        Counters::add(&shared.counters.cleanup_errors, 1);
+        tracing::warn!(error = %e, "cleanup pass failed; retrying next interval");
+    }
+}

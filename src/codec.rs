@@ -1,0 +1,324 @@
+//! Every byte layout sessile writes: session records and the keys of the index trees.
+//!
+//! A record is a format byte, a fixed big-endian header, the user, and a bincode payload:
+//!
+//! ```text
+//! 0       format (1)
+//! 1..9    expires_at, ms since the Unix epoch, u64 big-endian
+//! 9..17   last_seen
+//! 17..25  created_at
+//! 25..33  version (incremented by every write)
+//! 33..35  user length, u16 big-endian (0xFFFF: no user)
+//! 35..    user bytes (UTF-8), then bincode(standard, limited) of BTreeMap<String, bytes>
+//! ```
+//!
+//! The header lets `touch`, `len` and the cleanup thread read expiry and user without
+//! decoding the data. Each value in the map is itself bincode of the caller's type, so one
+//! value that no longer matches its type does not make the others unreadable.
+
+use std::collections::BTreeMap;
+
+use bincode::config::standard;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_bytes::ByteBuf;
+
+use crate::id::Digest;
+
+/// The record format this build writes and reads.
+pub(crate) const RECORD_FORMAT: u8 = 1;
+/// The store format (`meta/format`) this build writes and reads.
+pub(crate) const STORE_FORMAT: u32 = 1;
+/// Upper bound on what any decode may allocate, whatever a length prefix claims.
+pub(crate) const DECODE_LIMIT: usize = 4 << 20;
+
+const HEADER_LEN: usize = 33;
+const NO_USER: u16 = u16::MAX;
+
+/// The data of a session: key -> encoded value.
+pub(crate) type Data = BTreeMap<String, ByteBuf>;
+
+/// The fixed part of a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Header {
+    pub(crate) expires_at: u64,
+    pub(crate) last_seen: u64,
+    pub(crate) created_at: u64,
+    pub(crate) version: u64,
+}
+
+/// Why bytes read from disk could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CodecError {
+    #[error("record is truncated")]
+    Truncated,
+    #[error("unknown record format {0}")]
+    UnknownFormat(u8),
+    #[error("user name is not valid UTF-8")]
+    BadUser,
+    #[error("payload does not decode: {0}")]
+    Payload(#[from] bincode::error::DecodeError),
+    #[error("{0} trailing bytes after the payload")]
+    Trailing(usize),
+}
+
+/// A fully decoded record.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Record {
+    pub(crate) header: Header,
+    pub(crate) user: Option<String>,
+    pub(crate) data: Data,
+}
+
+fn be_u64(bytes: &[u8], at: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_be_bytes(b)
+}
+
+/// Reads the header; checks the format byte.
+pub(crate) fn parse_header(bytes: &[u8]) -> Result<Header, CodecError> {
+    if bytes.len() < HEADER_LEN + 2 {
+        return Err(CodecError::Truncated);
+    }
+    if bytes[0] != RECORD_FORMAT {
+        return Err(CodecError::UnknownFormat(bytes[0]));
+    }
+    Ok(Header {
+        expires_at: be_u64(bytes, 1),
+        last_seen: be_u64(bytes, 9),
+        created_at: be_u64(bytes, 17),
+        version: be_u64(bytes, 25),
+    })
+}
+
+/// Reads the user and returns it with the offset of the payload.
+fn parse_user(bytes: &[u8]) -> Result<(Option<&str>, usize), CodecError> {
+    parse_header(bytes)?;
+    let len = u16::from_be_bytes([bytes[HEADER_LEN], bytes[HEADER_LEN + 1]]);
+    let start = HEADER_LEN + 2;
+    if len == NO_USER {
+        return Ok((None, start));
+    }
+    let end = start + usize::from(len);
+    let user = bytes.get(start..end).ok_or(CodecError::Truncated)?;
+    let user = std::str::from_utf8(user).map_err(|_| CodecError::BadUser)?;
+    Ok((Some(user), end))
+}
+
+/// The user of a record, without decoding its data.
+pub(crate) fn parse_user_only(bytes: &[u8]) -> Result<Option<&str>, CodecError> {
+    Ok(parse_user(bytes)?.0)
+}
+
+/// Everything after the header: user and data. Two records with equal tails hold the same
+/// user and data.
+pub(crate) fn tail(bytes: &[u8]) -> &[u8] {
+    bytes.get(HEADER_LEN..).unwrap_or(&[])
+}
+
+/// Decodes a whole record. Never panics and never allocates more than [`DECODE_LIMIT`].
+pub(crate) fn decode_record(bytes: &[u8]) -> Result<Record, CodecError> {
+    let header = parse_header(bytes)?;
+    let (user, start) = parse_user(bytes)?;
+    let cfg = standard().with_limit::<DECODE_LIMIT>();
+    let (data, read): (Data, usize) = bincode::serde::decode_from_slice(&bytes[start..], cfg)?;
+    let trailing = bytes.len() - start - read;
+    if trailing != 0 {
+        return Err(CodecError::Trailing(trailing));
+    }
+    Ok(Record {
+        header,
+        user: user.map(str::to_owned),
+        data,
+    })
+}
+
+/// Encodes a record. The caller checks the size against its limit.
+pub(crate) fn encode_record(
+    header: &Header,
+    user: Option<&str>,
+    data: &Data,
+) -> Result<Vec<u8>, bincode::error::EncodeError> {
+    let mut out = Vec::with_capacity(64 + data.len() * 32);
+    out.push(RECORD_FORMAT);
+    write_header(&mut out, header);
+    match user {
+        // Callers reject user names over MAX_USER_LEN (far below u16::MAX) before this.
+        Some(u) => {
+            let len = u16::try_from(u.len()).unwrap_or(NO_USER - 1);
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(&u.as_bytes()[..usize::from(len)]);
+        }
+        None => out.extend_from_slice(&NO_USER.to_be_bytes()),
+    }
+    bincode::serde::encode_into_std_write(data, &mut out, standard())?;
+    Ok(out)
+}
+
+fn write_header(out: &mut Vec<u8>, h: &Header) {
+    out.extend_from_slice(&h.expires_at.to_be_bytes());
+    out.extend_from_slice(&h.last_seen.to_be_bytes());
+    out.extend_from_slice(&h.created_at.to_be_bytes());
+    out.extend_from_slice(&h.version.to_be_bytes());
+}
+
+/// Overwrites the header of an encoded record in place.
+pub(crate) fn set_header(bytes: &mut [u8], header: &Header) {
+    if bytes.len() >= HEADER_LEN {
+        bytes[1..9].copy_from_slice(&header.expires_at.to_be_bytes());
+        bytes[9..17].copy_from_slice(&header.last_seen.to_be_bytes());
+        bytes[17..25].copy_from_slice(&header.created_at.to_be_bytes());
+        bytes[25..33].copy_from_slice(&header.version.to_be_bytes());
+    }
+}
+
+/// A copy of `bytes` (a record whose header parsed) with a new header.
+pub(crate) fn with_header(bytes: &[u8], header: &Header) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    out.push(RECORD_FORMAT);
+    write_header(&mut out, header);
+    out.extend_from_slice(tail(bytes));
+    out
+}
+
+/// Encodes one value of a session.
+pub(crate) fn encode_value<T: Serialize + ?Sized>(
+    value: &T,
+) -> Result<Vec<u8>, bincode::error::EncodeError> {
+    bincode::serde::encode_to_vec(value, standard())
+}
+
+/// Decodes one value of a session; the whole input must be used.
+pub(crate) fn decode_value<T: DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<T, Box<dyn std::error::Error + Send + Sync>> {
+    let cfg = standard().with_limit::<DECODE_LIMIT>();
+    let (value, read) = bincode::serde::decode_from_slice(bytes, cfg)?;
+    if read != bytes.len() {
+        return Err(format!("{} trailing bytes", bytes.len() - read).into());
+    }
+    Ok(value)
+}
+
+/// `expiry` tree key: expires_at (u64 big-endian) ‖ digest. Sorts by time.
+pub(crate) fn expiry_key(expires_at: u64, digest: &Digest) -> [u8; 40] {
+    let mut key = [0u8; 40];
+    key[..8].copy_from_slice(&expires_at.to_be_bytes());
+    key[8..].copy_from_slice(&digest.0);
+    key
+}
+
+/// Inverse of [`expiry_key`]; `None` for a key of the wrong length.
+pub(crate) fn parse_expiry_key(key: &[u8]) -> Option<(u64, Digest)> {
+    if key.len() != 40 {
+        return None;
+    }
+    Some((be_u64(key, 0), Digest::from_slice(&key[8..])?))
+}
+
+/// `users` tree prefix of all entries of `user`: len (u16 big-endian) ‖ user.
+pub(crate) fn user_prefix(user: &str) -> Vec<u8> {
+    let len = u16::try_from(user.len()).unwrap_or(u16::MAX);
+    let mut key = Vec::with_capacity(2 + user.len() + 32);
+    key.extend_from_slice(&len.to_be_bytes());
+    key.extend_from_slice(&user.as_bytes()[..usize::from(len).min(user.len())]);
+    key
+}
+
+/// `users` tree key: [`user_prefix`] ‖ digest.
+pub(crate) fn user_key(user: &str, digest: &Digest) -> Vec<u8> {
+    let mut key = user_prefix(user);
+    key.extend_from_slice(&digest.0);
+    key
+}
+
+/// Inverse of [`user_key`].
+pub(crate) fn parse_user_key(key: &[u8]) -> Option<(&str, Digest)> {
+    let len = usize::from(u16::from_be_bytes([*key.first()?, *key.get(1)?]));
+    if key.len() != 2 + len + 32 {
+        return None;
+    }
+    let user = std::str::from_utf8(&key[2..2 + len]).ok()?;
+    Some((user, Digest::from_slice(&key[2 + len..])?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Record {
+        let mut data = Data::new();
+        data.insert("a".into(), ByteBuf::from(vec![1, 2, 3]));
+        data.insert("cart".into(), ByteBuf::from(encode_value(&vec![1u32, 2]).expect("enc")));
+        Record {
+            header: Header {
+                expires_at: 1_700_000_100_000,
+                last_seen: 1_700_000_000_000,
+                created_at: 1_699_999_000_000,
+                version: 7,
+            },
+            user: Some("alice".into()),
+            data,
+        }
+    }
+
+    #[test]
+    fn record_round_trips() {
+        let r = sample();
+        let bytes = encode_record(&r.header, r.user.as_deref(), &r.data).expect("encode");
+        assert_eq!(decode_record(&bytes).expect("decode"), r);
+        assert_eq!(parse_user_only(&bytes).expect("user"), Some("alice"));
+        let none = encode_record(&r.header, None, &Data::new()).expect("encode");
+        assert_eq!(decode_record(&none).expect("decode").user, None);
+    }
+
+    #[test]
+    fn header_patch_keeps_the_rest() {
+        let r = sample();
+        let bytes = encode_record(&r.header, r.user.as_deref(), &r.data).expect("encode");
+        let h = Header { expires_at: 5, last_seen: 4, created_at: 3, version: 8 };
+        let patched = with_header(&bytes, &h);
+        let back = decode_record(&patched).expect("decode");
+        assert_eq!(back.header, h);
+        assert_eq!(back.data, r.data);
+        assert_eq!(tail(&patched), tail(&bytes));
+    }
+
+    #[test]
+    fn every_truncation_and_garbage_is_an_error_not_a_panic() {
+        let r = sample();
+        let bytes = encode_record(&r.header, r.user.as_deref(), &r.data).expect("encode");
+        for n in 0..bytes.len() {
+            assert!(decode_record(&bytes[..n]).is_err(), "prefix {n} decoded");
+        }
+        let mut long = bytes.clone();
+        long.push(0);
+        assert!(decode_record(&long).is_err());
+        let mut other = bytes.clone();
+        other[0] = 9;
+        assert!(matches!(decode_record(&other), Err(CodecError::UnknownFormat(9))));
+    }
+
+    #[test]
+    fn a_huge_length_prefix_is_refused_without_allocating() {
+        let h = Header { expires_at: 1, last_seen: 1, created_at: 1, version: 1 };
+        let mut bytes = encode_record(&h, None, &Data::new()).expect("encode");
+        bytes.truncate(bytes.len() - 1);
+        // bincode varint: 0xFD then a u64 claiming 2^60 map entries.
+        bytes.push(0xFD);
+        bytes.extend_from_slice(&(1u64 << 60).to_le_bytes());
+        assert!(decode_record(&bytes).is_err());
+    }
+
+    #[test]
+    fn index_keys_sort_by_time_and_round_trip() {
+        let d = Digest([7; 32]);
+        assert!(expiry_key(1, &d) < expiry_key(256, &Digest([0; 32])));
+        assert_eq!(parse_expiry_key(&expiry_key(42, &d)), Some((42, d)));
+        assert_eq!(parse_user_key(&user_key("bob", &d)), Some(("bob", d)));
+        assert!(user_key("bob", &d).starts_with(&user_prefix("bob")));
+        assert!(!user_key("bobby", &d).starts_with(&user_prefix("bob")));
+        assert_eq!(parse_user_key(b"\x00"), None);
+    }
+}

@@ -1,0 +1,169 @@
+//! The one error type of the crate.
+
+use std::path::PathBuf;
+
+use crate::id::ParseIdError;
+
+/// A specialized `Result` for sessile operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in sessile.
+///
+/// The enum is `#[non_exhaustive]`: match the variants you handle and keep a
+/// catch-all arm for the rest.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The folder is already open, by this process or another one. sled keeps an
+    /// exclusive lock on it while a [`Store`](crate::Store) is open.
+    #[error(
+        "the session store at {path:?} is already open (in this or another process); \
+         stop the other user of the folder or drop the other Store first"
+    )]
+    Locked {
+        /// The folder that is locked.
+        path: PathBuf,
+    },
+
+    /// The folder cannot be used: it is a file, cannot be created, or cannot be written.
+    #[error("cannot use {path:?} as a session store folder: {source}")]
+    Folder {
+        /// The folder that was given to [`Config::new`](crate::Config::new).
+        path: PathBuf,
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The store was written by a newer version of sessile, whose format this version does
+    /// not understand. Nothing was changed on disk.
+    #[error(
+        "the session store at {path:?} has format version {found}; this version of sessile \
+         reads format {supported} and older: upgrade sessile or export the sessions"
+    )]
+    UnsupportedFormat {
+        /// The folder.
+        path: PathBuf,
+        /// The format version found on disk.
+        found: u32,
+        /// The newest format version this build reads.
+        supported: u32,
+    },
+
+    /// The store's metadata is damaged (for example a format marker of the wrong size).
+    #[error("the session store is damaged: {0}")]
+    Corrupt(String),
+
+    /// An error from the storage engine (sled), such as an I/O error or a damaged file.
+    #[error("storage engine error: {0}")]
+    Storage(#[source] StorageError),
+
+    /// A value, key, user name or whole record is bigger than its limit. Nothing was
+    /// stored and the session was left unchanged.
+    #[error("{what} is {size} bytes, over the limit of {limit} bytes")]
+    TooLarge {
+        /// What was too large.
+        what: Oversized,
+        /// Its size in bytes.
+        size: usize,
+        /// The limit in bytes.
+        limit: usize,
+    },
+
+    /// The session no longer exists: it was destroyed, or it expired. `save` returns this
+    /// instead of bringing the session back.
+    #[error("session not found: it was destroyed or has expired")]
+    NotFound,
+
+    /// A session token did not have the expected shape.
+    #[error(transparent)]
+    InvalidToken(#[from] ParseIdError),
+
+    /// A [`Config`](crate::Config) value is out of range.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+
+    /// A value could not be serialized.
+    #[error("could not encode the value of {key:?}: {source}")]
+    Encode {
+        /// The session key whose value failed.
+        key: String,
+        /// The serializer's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// A stored value could not be deserialized into the requested type.
+    #[error("could not decode the value of {key:?} into the requested type: {source}")]
+    Decode {
+        /// The session key whose value failed.
+        key: String,
+        /// The deserializer's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// The operating system's random number generator failed, so no token could be made.
+    #[error("the operating system's random number generator failed: {0}")]
+    Entropy(String),
+}
+
+/// What an [`Error::TooLarge`] refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Oversized {
+    /// One value inside a session.
+    Value,
+    /// A key inside a session.
+    Key,
+    /// A user name.
+    User,
+    /// The whole encoded session record.
+    Record,
+}
+
+impl std::fmt::Display for Oversized {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Oversized::Value => "the value",
+            Oversized::Key => "the key",
+            Oversized::User => "the user name",
+            Oversized::Record => "the session record",
+        })
+    }
+}
+
+/// An error reported by the storage engine. Its `Display` and `source()` carry the
+/// details; the engine's own type is not part of sessile's API.
+#[derive(Debug)]
+pub struct StorageError(sled::Error);
+
+impl std::fmt::Display for StorageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for StorageError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.0 {
+            sled::Error::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<sled::Error> for Error {
+    fn from(e: sled::Error) -> Self {
+        Error::Storage(StorageError(e))
+    }
+}
+
+impl<E: Into<Error>> From<sled::transaction::TransactionError<E>> for Error {
+    fn from(e: sled::transaction::TransactionError<E>) -> Self {
+        match e {
+            sled::transaction::TransactionError::Abort(e) => e.into(),
+            sled::transaction::TransactionError::Storage(e) => e.into(),
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! Idle and absolute timeouts: when a session expires, and whether it is still live.
+
+use crate::codec::Header;
+use crate::config::Config;
+
+/// The expiry of a session active at `now` and created at `created_at`: the idle timeout
+/// from now, capped by the absolute timeout from creation.
+pub(crate) fn expires_at(config: &Config, now: u64, created_at: u64) -> u64 {
+    let idle = now.saturating_add(config.idle_ms);
+    match config.absolute_ms {
+        Some(absolute) => idle.min(created_at.saturating_add(absolute)),
+        None => idle,
+    }
+}
+
+/// Whether a record is live at `now`. Besides its stored expiry, the current timeouts are
+/// applied to its times, so shortening a timeout in the config takes effect at once for
+/// sessions written under the old one.
+pub(crate) fn is_live(config: &Config, header: &Header, now: u64) -> bool {
+    header.expires_at > now
+        && header.last_seen.saturating_add(config.idle_ms) > now
+        && config
+            .absolute_ms
+            .is_none_or(|a| header.created_at.saturating_add(a) > now)
+}
+
+/// Whether a write that would move the expiry from `old` to `new` can be skipped.
+pub(crate) fn within_granularity(config: &Config, old: u64, new: u64) -> bool {
+    new >= old && new - old < config.granularity_ms()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn config() -> Config {
+        Config::new("unused")
+            .idle_timeout(Duration::from_secs(10))
+            .absolute_timeout(Duration::from_secs(25))
+    }
+
+    #[test]
+    fn idle_is_capped_by_absolute() {
+        let c = config();
+        assert_eq!(expires_at(&c, 1_000, 1_000), 11_000);
+        assert_eq!(expires_at(&c, 20_000, 1_000), 26_000);
+        assert_eq!(expires_at(&c.clone().no_absolute_timeout(), 20_000, 1_000), 30_000);
+    }
+
+    #[test]
+    fn liveness_uses_stored_expiry_and_current_timeouts() {
+        let c = config();
+        let h = Header { expires_at: 11_000, last_seen: 1_000, created_at: 1_000, version: 1 };
+        assert!(is_live(&c, &h, 10_999));
+        assert!(!is_live(&c, &h, 11_000));
+        let shorter = c.idle_timeout(Duration::from_secs(5));
+        assert!(!is_live(&shorter, &h, 6_000));
+    }
+
+    #[test]
+    fn granularity_skips_small_forward_moves_only() {
+        let c = config(); // granularity 500 ms
+        assert!(within_granularity(&c, 1_000, 1_499));
+        assert!(!within_granularity(&c, 1_000, 1_500));
+        assert!(!within_granularity(&c, 1_000, 999));
+    }
+}

@@ -1,0 +1,262 @@
+//! Session tokens, the digests stored in their place, and the handles shown to people.
+
+use std::fmt;
+use std::str::FromStr;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::TryRng as _;
+
+use crate::error::{Error, Result};
+
+const TOKEN_BYTES: usize = 32;
+/// Length of a token's text form: 32 bytes in unpadded URL-safe base64.
+const TOKEN_CHARS: usize = 43;
+const HANDLE_BYTES: usize = 16;
+/// blake3 key-derivation context: gives sessile's digests their own domain.
+const DIGEST_CONTEXT: &str = "sessile 2026-11 session token digest v1";
+
+/// A session token: 256 random bits, shown as 43 characters of URL-safe base64.
+///
+/// This is the secret that goes in the cookie. The store never writes it to disk: it
+/// keeps only a digest of it. `Debug` prints the session's [`SessionHandle`] instead of the
+/// token, so a stray `{:?}` in a log line does not leak a live credential.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), sessile::Error> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// let store = sessile::Store::open(dir.path().join("sessions"))?;
+/// let session = store.create()?;
+/// let token = session.id().to_string();
+/// assert_eq!(token.len(), 43);
+/// let parsed: sessile::SessionId = token.parse()?;
+/// assert_eq!(&parsed, session.id());
+/// assert!("not a token".parse::<sessile::SessionId>().is_err());
+/// # Ok(()) }
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct SessionId([u8; TOKEN_BYTES]);
+
+impl SessionId {
+    /// Makes a new token from the operating system's random number generator.
+    pub(crate) fn generate() -> Result<Self> {
+        let mut bytes = [0u8; TOKEN_BYTES];
+        rand::rngs::SysRng
+            .try_fill_bytes(&mut bytes)
+            .map_err(|e| Error::Entropy(e.to_string()))?;
+        Ok(SessionId(bytes))
+    }
+
+    /// The digest under which the session is stored.
+    pub(crate) fn digest(&self) -> Digest {
+        Digest(blake3::derive_key(DIGEST_CONTEXT, &self.0))
+    }
+
+    /// The session's handle: safe to show in a UI or a log, useless as a cookie.
+    pub fn handle(&self) -> SessionHandle {
+        self.digest().handle()
+    }
+}
+
+impl fmt::Display for SessionId {
+    /// Writes the token itself (43 URL-safe base64 characters): this is what goes in the
+    /// cookie, so treat the output as a secret.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut buf = [0u8; TOKEN_CHARS];
+        // The buffer is exactly the encoded length of 32 bytes, so this cannot fail;
+        // fall back to the allocating encoder rather than panic all the same.
+        match URL_SAFE_NO_PAD.encode_slice(self.0, &mut buf) {
+            Ok(n) => f.write_str(std::str::from_utf8(&buf[..n]).map_err(|_| fmt::Error)?),
+            Err(_) => f.write_str(&URL_SAFE_NO_PAD.encode(self.0)),
+        }
+    }
+}
+
+impl fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionId(handle {})", self.handle())
+    }
+}
+
+impl FromStr for SessionId {
+    type Err = ParseIdError;
+
+    /// Parses a token. Anything but exactly 43 URL-safe base64 characters that decode to
+    /// 32 bytes is rejected.
+    fn from_str(s: &str) -> std::result::Result<Self, ParseIdError> {
+        if s.len() != TOKEN_CHARS {
+            return Err(ParseIdError(()));
+        }
+        let mut bytes = [0u8; TOKEN_BYTES + 3];
+        match URL_SAFE_NO_PAD.decode_slice(s.as_bytes(), &mut bytes) {
+            Ok(TOKEN_BYTES) => {
+                let mut token = [0u8; TOKEN_BYTES];
+                token.copy_from_slice(&bytes[..TOKEN_BYTES]);
+                Ok(SessionId(token))
+            }
+            _ => Err(ParseIdError(())),
+        }
+    }
+}
+
+impl TryFrom<&str> for SessionId {
+    type Error = ParseIdError;
+
+    fn try_from(s: &str) -> std::result::Result<Self, ParseIdError> {
+        s.parse()
+    }
+}
+
+/// The error returned when a string is not a well-formed session token.
+///
+/// It says nothing about the input, so that a token never ends up in a log through it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed session token: expected 43 URL-safe base64 characters")]
+pub struct ParseIdError(());
+
+/// A keyed digest of a token: the key of the session's record on disk.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct Digest(pub(crate) [u8; 32]);
+
+impl Digest {
+    pub(crate) fn handle(&self) -> SessionHandle {
+        let mut h = [0u8; HANDLE_BYTES];
+        h.copy_from_slice(&self.0[..HANDLE_BYTES]);
+        SessionHandle(h)
+    }
+
+    pub(crate) fn from_slice(bytes: &[u8]) -> Option<Digest> {
+        Some(Digest(bytes.try_into().ok()?))
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Digest({})", self.handle())
+    }
+}
+
+/// A short public name for a session: the first 16 bytes of its digest, shown as 32
+/// lowercase hex characters.
+///
+/// Handles identify a session in lists, logs and events ("revoke this device") without
+/// being usable as a cookie: they cannot be turned back into the token, and they never
+/// parse as a [`SessionId`].
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// let store = sessile::Store::open(dir.path().join("sessions"))?;
+/// let session = store.create()?;
+/// let handle = session.handle();
+/// let text = handle.to_string();
+/// assert_eq!(text.len(), 32);
+/// assert_eq!(text.parse::<sessile::SessionHandle>()?, handle);
+/// assert!(text.parse::<sessile::SessionId>().is_err());
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionHandle([u8; HANDLE_BYTES]);
+
+impl SessionHandle {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Display for SessionHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for SessionHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionHandle({self})")
+    }
+}
+
+impl FromStr for SessionHandle {
+    type Err = ParseHandleError;
+
+    /// Parses 32 hex characters (either case).
+    fn from_str(s: &str) -> std::result::Result<Self, ParseHandleError> {
+        let s = s.as_bytes();
+        if s.len() != HANDLE_BYTES * 2 {
+            return Err(ParseHandleError(()));
+        }
+        let mut out = [0u8; HANDLE_BYTES];
+        for (i, pair) in s.chunks_exact(2).enumerate() {
+            let hi = hex_digit(pair[0]).ok_or(ParseHandleError(()))?;
+            let lo = hex_digit(pair[1]).ok_or(ParseHandleError(()))?;
+            out[i] = hi << 4 | lo;
+        }
+        Ok(SessionHandle(out))
+    }
+}
+
+fn hex_digit(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// The error returned when a string is not a well-formed [`SessionHandle`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed session handle: expected 32 hex characters")]
+pub struct ParseHandleError(());
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_round_trips_and_rejects_bad_input() {
+        let id = SessionId::generate().expect("rng");
+        let text = id.to_string();
+        assert_eq!(text.len(), TOKEN_CHARS);
+        assert_eq!(text.parse::<SessionId>().expect("parse"), id);
+        for bad in [
+            "",
+            "abc",
+            &text[..42],
+            &format!("{text}A"),
+            &text.replace(|_| true, "+"),
+            "ééééééééééééééééééééé+",
+        ] {
+            assert!(bad.parse::<SessionId>().is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn non_canonical_trailing_bits_are_rejected() {
+        // 43 chars encode 258 bits; the last char carries 2 unused bits that must be 0.
+        let mut text = SessionId([0; 32]).to_string();
+        text.pop();
+        text.push('B');
+        assert!(text.parse::<SessionId>().is_err());
+    }
+
+    #[test]
+    fn debug_never_shows_the_token() {
+        let id = SessionId::generate().expect("rng");
+        assert!(!format!("{id:?}").contains(&id.to_string()));
+    }
+
+    #[test]
+    fn handle_round_trips() {
+        let h = SessionId::generate().expect("rng").handle();
+        assert_eq!(h.to_string().parse::<SessionHandle>().expect("parse"), h);
+        assert!("zz".repeat(16).parse::<SessionHandle>().is_err());
+    }
+}

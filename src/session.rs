@@ -1,0 +1,191 @@
+//! A session as the application sees it: an ID, times, an optional user and typed values.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_bytes::ByteBuf;
+
+use crate::clock::from_ms;
+use crate::codec::{self, Data, Header};
+use crate::error::{Error, Oversized, Result};
+use crate::id::{Digest, SessionHandle, SessionId};
+
+/// Size limits copied from the store's config into each session.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) max_record_size: usize,
+    pub(crate) max_key_len: usize,
+}
+
+/// A session: its token, its times, an optional user and a map of named values.
+///
+/// A `Session` is a copy of the stored record taken at [`Store::load`](crate::Store::load)
+/// or [`Store::create`](crate::Store::create). Changing it changes nothing on disk until
+/// [`Store::save`](crate::Store::save) (or use [`Store::update`](crate::Store::update) for
+/// an atomic read-modify-write). Values are any `serde` type, each stored on its own with
+/// bincode, so one value that no longer matches its type leaves the others readable.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), sessile::Error> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// let store = sessile::Store::open(dir.path().join("sessions"))?;
+/// let mut session = store.create()?;
+/// session.insert("cart", &vec![1u32, 2])?;
+/// assert_eq!(session.get::<Vec<u32>>("cart")?, Some(vec![1, 2]));
+/// store.save(&session)?;
+///
+/// let loaded = store.load(session.id())?.expect("live session");
+/// assert_eq!(loaded.keys().collect::<Vec<_>>(), ["cart"]);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub(crate) id: SessionId,
+    pub(crate) digest: Digest,
+    pub(crate) header: Header,
+    pub(crate) user: Option<String>,
+    pub(crate) data: Arc<Data>,
+    pub(crate) limits: Limits,
+}
+
+impl Session {
+    /// The session's token. `id().to_string()` is what goes in the cookie.
+    pub fn id(&self) -> &SessionId {
+        &self.id
+    }
+
+    /// The session's public handle, for lists, logs and "revoke this device".
+    pub fn handle(&self) -> SessionHandle {
+        self.digest.handle()
+    }
+
+    /// When the session was created.
+    pub fn created_at(&self) -> SystemTime {
+        from_ms(self.header.created_at)
+    }
+
+    /// When the session was last saved or touched, as of the moment it was read.
+    pub fn last_seen(&self) -> SystemTime {
+        from_ms(self.header.last_seen)
+    }
+
+    /// When the session expires, as of the moment it was read. A later `save` or `touch`
+    /// moves the stored expiry; load the session again to see it.
+    pub fn expires_at(&self) -> SystemTime {
+        from_ms(self.header.expires_at)
+    }
+
+    /// The user this session belongs to, if any.
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
+    /// Gives the session to a user (or to nobody). Saved by the next
+    /// [`Store::save`](crate::Store::save), which also updates the per-user index; a
+    /// name over [`MAX_USER_LEN`](crate::MAX_USER_LEN) bytes makes that save fail with
+    /// [`Error::TooLarge`].
+    pub fn set_user(&mut self, user: Option<&str>) {
+        self.user = user.map(str::to_owned);
+    }
+
+    /// Reads the value stored under `key` as a `T`. `Ok(None)` if there is none.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Decode`] if the stored bytes are not a `T` (for example after the type
+    /// changed between releases). Other values are unaffected.
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        let Some(bytes) = self.data.get(key) else {
+            return Ok(None);
+        };
+        codec::decode_value(bytes).map(Some).map_err(|source| Error::Decode {
+            key: key.to_owned(),
+            source,
+        })
+    }
+
+    /// The raw bytes stored under `key`, as written by [`insert`](Self::insert) (bincode)
+    /// or [`insert_bytes`](Self::insert_bytes).
+    pub fn get_bytes(&self, key: &str) -> Option<&[u8]> {
+        self.data.get(key).map(|b| b.as_slice())
+    }
+
+    /// Stores `value` under `key`, replacing what was there.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Encode`] if `value` cannot be serialized; [`Error::TooLarge`] if the key or
+    /// the encoded value is over its limit. On error the session is unchanged.
+    pub fn insert<T: Serialize + ?Sized>(&mut self, key: &str, value: &T) -> Result<()> {
+        let bytes = codec::encode_value(value).map_err(|e| Error::Encode {
+            key: key.to_owned(),
+            source: Box::new(e),
+        })?;
+        self.insert_bytes(key, bytes)
+    }
+
+    /// Stores raw bytes under `key`. [`get`](Self::get) reads them only if they are bincode
+    /// of the requested type; [`get_bytes`](Self::get_bytes) returns them as they are.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TooLarge`] if the key or the value is over its limit; the session is then
+    /// unchanged.
+    pub fn insert_bytes(&mut self, key: &str, bytes: Vec<u8>) -> Result<()> {
+        if key.len() > self.limits.max_key_len {
+            return Err(Error::TooLarge {
+                what: Oversized::Key,
+                size: key.len(),
+                limit: self.limits.max_key_len,
+            });
+        }
+        if bytes.len() > self.limits.max_record_size {
+            return Err(Error::TooLarge {
+                what: Oversized::Value,
+                size: bytes.len(),
+                limit: self.limits.max_record_size,
+            });
+        }
+        Arc::make_mut(&mut self.data).insert(key.to_owned(), ByteBuf::from(bytes));
+        Ok(())
+    }
+
+    /// Removes the value under `key`; returns whether there was one.
+    pub fn remove(&mut self, key: &str) -> bool {
+        if !self.data.contains_key(key) {
+            return false;
+        }
+        Arc::make_mut(&mut self.data).remove(key).is_some()
+    }
+
+    /// Removes every value. The user and the times are kept.
+    pub fn clear(&mut self) {
+        if !self.data.is_empty() {
+            Arc::make_mut(&mut self.data).clear();
+        }
+    }
+
+    /// Whether the session holds no values.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// How many values the session holds.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Whether a value is stored under `key`.
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.data.contains_key(key)
+    }
+
+    /// The keys of the session's values, in sorted order.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.data.keys().map(String::as_str)
+    }
+}
