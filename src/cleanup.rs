@@ -24,7 +24,10 @@ pub(crate) fn purge(shared: &Shared) -> Result<usize> {
     loop {
         let batch: Vec<sled::IVec> = shared
             .expiry
-            .range::<&[u8], _>((start.as_ref().map(|k: &Vec<u8>| k.as_slice()), Bound::Included(&end[..])))
+            .range::<&[u8], _>((
+                start.as_ref().map(|k: &Vec<u8>| k.as_slice()),
+                Bound::Included(&end[..]),
+            ))
             .keys()
             .take(shared.config.cleanup_batch)
             .collect::<std::result::Result<_, _>>()?;
@@ -74,7 +77,10 @@ fn expire_one(shared: &Shared, digest: &Digest, expires_at: u64) -> Result<bool>
         if let Swap::Conflict(()) = shared.delete(digest, &bytes, &header, false)? {
             return Ok(false);
         }
-        codec::parse_user_only(&bytes).ok().flatten().map(str::to_owned)
+        codec::parse_user_only(&bytes)
+            .ok()
+            .flatten()
+            .map(str::to_owned)
     };
     shared.events.emit(&shared.counters, || Event::Expired {
         handle: digest.handle(),

@@ -250,7 +250,10 @@ mod tests {
     fn sample() -> Record {
         let mut data = Data::new();
         data.insert("a".into(), ByteBuf::from(vec![1, 2, 3]));
-        data.insert("cart".into(), ByteBuf::from(encode_value(&vec![1u32, 2]).expect("enc")));
+        data.insert(
+            "cart".into(),
+            ByteBuf::from(encode_value(&vec![1u32, 2]).expect("enc")),
+        );
         Record {
             header: Header {
                 expires_at: 1_700_000_100_000,
@@ -277,7 +280,12 @@ mod tests {
     fn header_patch_keeps_the_rest() {
         let r = sample();
         let bytes = encode_record(&r.header, r.user.as_deref(), &r.data).expect("encode");
-        let h = Header { expires_at: 5, last_seen: 4, created_at: 3, version: 8 };
+        let h = Header {
+            expires_at: 5,
+            last_seen: 4,
+            created_at: 3,
+            version: 8,
+        };
         let patched = with_header(&bytes, &h);
         let back = decode_record(&patched).expect("decode");
         assert_eq!(back.header, h);
@@ -297,12 +305,20 @@ mod tests {
         assert!(decode_record(&long).is_err());
         let mut other = bytes.clone();
         other[0] = 9;
-        assert!(matches!(decode_record(&other), Err(CodecError::UnknownFormat(9))));
+        assert!(matches!(
+            decode_record(&other),
+            Err(CodecError::UnknownFormat(9))
+        ));
     }
 
     #[test]
     fn a_huge_length_prefix_is_refused_without_allocating() {
-        let h = Header { expires_at: 1, last_seen: 1, created_at: 1, version: 1 };
+        let h = Header {
+            expires_at: 1,
+            last_seen: 1,
+            created_at: 1,
+            version: 1,
+        };
         let mut bytes = encode_record(&h, None, &Data::new()).expect("encode");
         bytes.truncate(bytes.len() - 1);
         // bincode varint: 0xFD then a u64 claiming 2^60 map entries.

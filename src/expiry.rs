@@ -46,13 +46,21 @@ mod tests {
         let c = config();
         assert_eq!(expires_at(&c, 1_000, 1_000), 11_000);
         assert_eq!(expires_at(&c, 20_000, 1_000), 26_000);
-        assert_eq!(expires_at(&c.clone().no_absolute_timeout(), 20_000, 1_000), 30_000);
+        assert_eq!(
+            expires_at(&c.clone().no_absolute_timeout(), 20_000, 1_000),
+            30_000
+        );
     }
 
     #[test]
     fn liveness_uses_stored_expiry_and_current_timeouts() {
         let c = config();
-        let h = Header { expires_at: 11_000, last_seen: 1_000, created_at: 1_000, version: 1 };
+        let h = Header {
+            expires_at: 11_000,
+            last_seen: 1_000,
+            created_at: 1_000,
+            version: 1,
+        };
         assert!(is_live(&c, &h, 10_999));
         assert!(!is_live(&c, &h, 11_000));
         let shorter = c.idle_timeout(Duration::from_secs(5));

@@ -5,6 +5,7 @@ mod cleanup;
 mod clock;
 mod codec;
 mod config;
+mod dump;
 mod error;
 mod events;
 mod expiry;
@@ -15,11 +16,13 @@ mod shared;
 mod stats;
 mod store;
 mod users;
+mod verify;
 
 pub use crate::clock::{Clock, ManualClock};
 pub use crate::config::{
     Config, DEFAULT_ABSOLUTE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, Durability, MAX_USER_LEN,
 };
+pub use crate::dump::SessionDump;
 pub use crate::error::{Error, Oversized, Result, StorageError};
 pub use crate::events::{DestroyReason, Event};
 pub use crate::id::{ParseHandleError, ParseIdError, SessionHandle, SessionId};
@@ -27,3 +30,4 @@ pub use crate::session::Session;
 pub use crate::stats::Stats;
 pub use crate::store::Store;
 pub use crate::users::SessionInfo;
+pub use crate::verify::VerifyReport;

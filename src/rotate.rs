@@ -80,7 +80,10 @@ impl Store {
                         "a freshly generated token was already in use".into(),
                     )));
                 }
-                e.insert(&codec::expiry_key(header.expires_at, &new_digest)[..], &[][..])?;
+                e.insert(
+                    &codec::expiry_key(header.expires_at, &new_digest)[..],
+                    &[][..],
+                )?;
                 if let Some(user) = new_user {
                     u.insert(codec::user_key(user, &new_digest), &[][..])?;
                 }
@@ -106,7 +109,11 @@ impl Store {
         session.id = new_id;
         session.digest = new_digest;
         session.header = header;
-        if let Some(user) = session.user.clone().filter(|u| Some(u) != old_user.as_ref()) {
+        if let Some(user) = session
+            .user
+            .clone()
+            .filter(|u| Some(u) != old_user.as_ref())
+        {
             sh.enforce_user_limit(&user, &new_digest)?;
         }
         Ok(())

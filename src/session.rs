@@ -102,10 +102,12 @@ impl Session {
         let Some(bytes) = self.data.get(key) else {
             return Ok(None);
         };
-        codec::decode_value(bytes).map(Some).map_err(|source| Error::Decode {
-            key: key.to_owned(),
-            source,
-        })
+        codec::decode_value(bytes)
+            .map(Some)
+            .map_err(|source| Error::Decode {
+                key: key.to_owned(),
+                source,
+            })
     }
 
     /// The raw bytes stored under `key`, as written by [`insert`](Self::insert) (bincode)

@@ -66,8 +66,8 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn new(db: sled::Db, config: Config) -> Result<Shared> {
-        let cache = (config.cache_entries > 0)
-            .then(|| quick_cache::sync::Cache::new(config.cache_entries));
+        let cache =
+            (config.cache_entries > 0).then(|| quick_cache::sync::Cache::new(config.cache_entries));
         Ok(Shared {
             sessions: db.open_tree("sessions")?,
             expiry: db.open_tree("expiry")?,
@@ -276,7 +276,10 @@ impl Shared {
         header: &Header,
         remove_expiry_entry: bool,
     ) -> Result<Swap> {
-        let user = codec::parse_user_only(bytes).ok().flatten().map(str::to_owned);
+        let user = codec::parse_user_only(bytes)
+            .ok()
+            .flatten()
+            .map(str::to_owned);
         let swapped = self
             .sessions
             .compare_and_swap(digest.0, Some(bytes), None::<IVec>)?;
@@ -285,7 +288,8 @@ impl Shared {
             return Ok(Swap::Conflict(()));
         }
         if remove_expiry_entry {
-            self.expiry.remove(codec::expiry_key(header.expires_at, digest))?;
+            self.expiry
+                .remove(codec::expiry_key(header.expires_at, digest))?;
         }
         if let Some(user) = user {
             self.users.remove(codec::user_key(&user, digest))?;

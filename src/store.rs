@@ -262,9 +262,16 @@ impl Store {
                 version: old_header.version.wrapping_add(1),
             };
             codec::set_header(&mut record.bytes, &record.header);
-            let old_user = codec::parse_user_only(&old).ok().flatten().map(str::to_owned);
+            let old_user = codec::parse_user_only(&old)
+                .ok()
+                .flatten()
+                .map(str::to_owned);
             let assigned = record.user.clone().filter(|u| Some(u) != old_user.as_ref());
-            match sh.write(digest, Some((&old, &old_header, old_user.as_deref())), record)? {
+            match sh.write(
+                digest,
+                Some((&old, &old_header, old_user.as_deref())),
+                record,
+            )? {
                 Swap::Done => return Ok(assigned),
                 Swap::Conflict(back) => record = back,
             }
@@ -321,7 +328,10 @@ impl Store {
                 created_at: old_header.created_at,
                 version: old_header.version.wrapping_add(1),
             };
-            let user = codec::parse_user_only(&old).ok().flatten().map(str::to_owned);
+            let user = codec::parse_user_only(&old)
+                .ok()
+                .flatten()
+                .map(str::to_owned);
             let data = sh
                 .cached(&digest)
                 .filter(|e| e.bytes == old)
@@ -370,7 +380,11 @@ impl Store {
     ///
     /// [`Error::TooLarge`] if the changed record is over its limit (nothing is written);
     /// [`Error::Storage`] on a storage failure.
-    pub fn update<R>(&self, id: &SessionId, f: impl FnOnce(&mut Session) -> R) -> Result<Option<R>> {
+    pub fn update<R>(
+        &self,
+        id: &SessionId,
+        f: impl FnOnce(&mut Session) -> R,
+    ) -> Result<Option<R>> {
         let sh = &self.shared;
         let digest = id.digest();
         let (result, assigned) = {
@@ -494,7 +508,10 @@ impl Store {
 }
 
 fn conflict() -> Error {
-    Error::Corrupt("the record kept changing under a locked write; is another process writing the folder?".into())
+    Error::Corrupt(
+        "the record kept changing under a locked write; is another process writing the folder?"
+            .into(),
+    )
 }
 
 fn prepare_folder(path: &Path) -> Result<()> {
@@ -521,11 +538,9 @@ fn prepare_folder(path: &Path) -> Result<()> {
 
 fn open_error(e: sled::Error, path: &Path) -> Error {
     match e {
-        sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-            Error::Locked {
-                path: path.to_path_buf(),
-            }
-        }
+        sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => Error::Locked {
+            path: path.to_path_buf(),
+        },
         sled::Error::Io(io)
             if matches!(
                 io.kind(),
@@ -586,7 +601,10 @@ impl Shared {
                 }
             }
             let (bytes, header): (IVec, Header) = outcome.ok_or_else(conflict)?;
-            let user = codec::parse_user_only(&bytes).ok().flatten().map(str::to_owned);
+            let user = codec::parse_user_only(&bytes)
+                .ok()
+                .flatten()
+                .map(str::to_owned);
             (expiry::is_live(&self.config, &header, self.now()), user)
         };
         self.events.emit(&self.counters, || Event::Destroyed {

@@ -40,9 +40,9 @@ impl Shared {
                 continue;
             };
             let _guard = self.lock(&digest);
-            let found = self.raw_locked(&digest)?.filter(|(bytes, _)| {
-                codec::parse_user_only(bytes).ok().flatten() == Some(user)
-            });
+            let found = self
+                .raw_locked(&digest)?
+                .filter(|(bytes, _)| codec::parse_user_only(bytes).ok().flatten() == Some(user));
             match found {
                 Some((_, header)) if expiry::is_live(&self.config, &header, now) => {
                     live.push((digest, header));
@@ -150,16 +150,19 @@ impl Store {
     ///
     /// [`Error::Storage`](crate::Error::Storage) on a storage failure.
     pub fn destroy_by_handle(&self, handle: &SessionHandle) -> Result<bool> {
-        let found = self.shared.sessions.scan_prefix(handle.as_bytes()).keys().next();
+        let found = self
+            .shared
+            .sessions
+            .scan_prefix(handle.as_bytes())
+            .keys()
+            .next();
         let Some(key) = found.transpose()? else {
             return Ok(false);
         };
         let Some(digest) = Digest::from_slice(&key) else {
             return Ok(false);
         };
-        let live = self
-            .shared
-            .destroy_digest(&digest, DestroyReason::Handle)?;
+        let live = self.shared.destroy_digest(&digest, DestroyReason::Handle)?;
         self.shared.db.flush()?;
         Ok(live == Some(true))
     }

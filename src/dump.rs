@@ -1,0 +1,162 @@
+//! Whole-store listing, export and import of records, for operators and migrations.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+use crate::codec::{self, Data, Header, Record};
+use crate::error::{Error, Result};
+use crate::id::{Digest, SessionHandle};
+use crate::shared::{CAS_ATTEMPTS, NewRecord, Swap};
+use crate::store::Store;
+
+/// One stored session as plain data: what [`Store::dump`] yields and [`Store::restore`]
+/// writes back. Round-trips every field exactly.
+///
+/// `key` is the digest the record is stored under (URL-safe base64), not the token: a
+/// dump can move sessions to another folder, where the same cookies keep working, but it
+/// cannot be replayed as cookies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct SessionDump {
+    /// The storage key: 32-byte digest of the token, URL-safe base64 without padding.
+    pub key: String,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_at: u64,
+    /// Last save or touch, milliseconds since the Unix epoch.
+    pub last_seen: u64,
+    /// Stored expiry, milliseconds since the Unix epoch.
+    pub expires_at: u64,
+    /// Write counter of the record.
+    pub version: u64,
+    /// The user the session belongs to.
+    pub user: Option<String>,
+    /// The values, as the bytes stored for each key.
+    pub values: BTreeMap<String, Vec<u8>>,
+}
+
+impl SessionDump {
+    fn of(key: &[u8], record: Record) -> SessionDump {
+        SessionDump {
+            key: URL_SAFE_NO_PAD.encode(key),
+            created_at: record.header.created_at,
+            last_seen: record.header.last_seen,
+            expires_at: record.header.expires_at,
+            version: record.header.version,
+            user: record.user,
+            values: record
+                .data
+                .into_iter()
+                .map(|(k, v)| (k, v.into_vec()))
+                .collect(),
+        }
+    }
+
+    /// The session's handle.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] if `key` is not a base64 32-byte digest.
+    pub fn handle(&self) -> Result<SessionHandle> {
+        Ok(parse_key(&self.key)?.handle())
+    }
+
+    /// Whether the stored expiry is after `now_ms`.
+    pub fn is_live_at(&self, now_ms: u64) -> bool {
+        self.expires_at > now_ms
+    }
+}
+
+fn parse_key(key: &str) -> Result<Digest> {
+    URL_SAFE_NO_PAD
+        .decode(key)
+        .ok()
+        .and_then(|b| Digest::from_slice(&b))
+        .ok_or_else(|| Error::Corrupt(format!("{key:?} is not a session key")))
+}
+
+impl Store {
+    /// Every stored session, live or expired, in storage order. Records that do not decode
+    /// are skipped (see [`verify`](Self::verify)).
+    pub fn dump(&self) -> impl Iterator<Item = Result<SessionDump>> + '_ {
+        self.shared.sessions.iter().filter_map(|item| {
+            let (key, bytes) = match item {
+                Ok(kv) => kv,
+                Err(e) => return Some(Err(e.into())),
+            };
+            let record = codec::decode_record(&bytes).ok()?;
+            Some(Ok(SessionDump::of(&key, record)))
+        })
+    }
+
+    /// The stored session with this handle, live or expired.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Storage`] on a storage failure.
+    pub fn inspect(&self, handle: &SessionHandle) -> Result<Option<SessionDump>> {
+        for item in self.shared.sessions.scan_prefix(handle.as_bytes()) {
+            let (key, bytes) = item?;
+            if let Ok(record) = codec::decode_record(&bytes) {
+                return Ok(Some(SessionDump::of(&key, record)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Writes a dumped session into this store, replacing any record under the same key,
+    /// with its index entries. Times are kept as dumped (an expired session stays expired).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] for a malformed key; [`Error::TooLarge`] if the record is over
+    /// this store's limits; [`Error::Storage`] on a storage failure.
+    pub fn restore(&self, dump: &SessionDump) -> Result<()> {
+        let sh = &self.shared;
+        let digest = parse_key(&dump.key)?;
+        let data: Data = dump
+            .values
+            .iter()
+            .map(|(k, v)| (k.clone(), ByteBuf::from(v.clone())))
+            .collect();
+        let mut bytes = sh.encode(dump.user.as_deref(), &data)?;
+        let header = Header {
+            expires_at: dump.expires_at,
+            last_seen: dump.last_seen,
+            created_at: dump.created_at,
+            version: dump.version,
+        };
+        codec::set_header(&mut bytes, &header);
+        let data = Arc::new(data);
+        let _guard = sh.lock(&digest);
+        let mut record = NewRecord {
+            bytes,
+            header,
+            user: dump.user.clone(),
+            data: Some(data),
+        };
+        for _ in 0..CAS_ATTEMPTS {
+            let old = sh.raw_locked(&digest)?;
+            let old_user = old
+                .as_ref()
+                .and_then(|(b, _)| codec::parse_user_only(b).ok().flatten().map(str::to_owned));
+            let old_ref = old.as_ref().map(|(b, h)| (b, h, old_user.as_deref()));
+            match sh.write(&digest, old_ref, record)? {
+                Swap::Done => return Ok(()),
+                Swap::Conflict(back) => record = back,
+            }
+        }
+        Err(Error::Corrupt(
+            "the record kept changing during restore".into(),
+        ))
+    }
+
+    /// The format version of the store on disk.
+    pub fn format_version(&self) -> u32 {
+        codec::STORE_FORMAT
+    }
+}
