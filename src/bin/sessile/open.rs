@@ -1,0 +1,119 @@
+//! Opening a store folder the way an operator needs it: no cleanup thread, no folder
+//! created by accident, and errors that say what to do.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sessile::{Config, Error, Store};
+
+use crate::exit::{self, CliError};
+
+/// The largest record sessile accepts whatever a server configured (4 MiB), so an import
+/// never refuses a session its server stored.
+pub const LARGEST_RECORD: usize = 4 << 20;
+
+/// Whether the folder must already hold a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Folder {
+    /// Inspection and maintenance: the folder must exist and hold a store.
+    Existing,
+    /// `import`: create the folder if it is missing.
+    CreateIfMissing,
+}
+
+/// The settings every command opens a store with.
+///
+/// - No cleanup thread: looking at a store never purges it behind the operator's back.
+/// - A session counts as live while its stored expiry is in the future. The server wrote
+///   that expiry from its own timeouts, which this tool does not know; sessile's defaults
+///   (30 minutes idle, 12 hours absolute) would otherwise make sessions of a server with
+///   longer timeouts look expired, and `revoke --user` would leave them alive.
+pub fn config(dir: &Path) -> Config {
+    Config::new(dir)
+        .cleanup_thread(false)
+        .idle_timeout(Duration::MAX)
+        .no_absolute_timeout()
+        .max_record_size(LARGEST_RECORD)
+}
+
+/// Opens the store in `dir` with [`config`] changed by `tweak`.
+pub fn open(
+    dir: &Path,
+    folder: Folder,
+    tweak: impl FnOnce(Config) -> Config,
+) -> Result<Store, CliError> {
+    check_folder(dir, folder)?;
+    tweak(config(dir))
+        .open()
+        .map_err(|e| open_error(e, dir))
+}
+
+fn check_folder(dir: &Path, folder: Folder) -> Result<(), CliError> {
+    let shown = dir.display();
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => {
+            return Err(CliError::failed(format!(
+                "{shown} is a file, not a session store folder"
+            )));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return match folder {
+                Folder::CreateIfMissing => Ok(()),
+                Folder::Existing => Err(CliError::not_found(format!(
+                    "there is no session store at {shown}: the folder does not exist"
+                ))
+                .hint("check the path (the folder the server was configured with); this command never creates a store")),
+            };
+        }
+        Err(e) => return Err(CliError::from(e).context(shown)),
+    }
+    // sled keeps its log in a file named `db` next to `conf`; a folder without it holds no
+    // store yet, and opening it would make an empty one.
+    if dir.join("db").is_file() {
+        return Ok(());
+    }
+    let empty = std::fs::read_dir(dir)
+        .map_err(|e| CliError::from(e).context(&shown))?
+        .next()
+        .is_none();
+    match folder {
+        Folder::CreateIfMissing if empty => Ok(()),
+        Folder::CreateIfMissing => Err(CliError::failed(format!(
+            "{shown} is not empty and holds no session store"
+        ))
+        .hint("import into a new or empty folder")),
+        Folder::Existing => Err(CliError::not_found(format!(
+            "there is no session store in {shown}: it has no sled database (no `db` file)"
+        ))
+        .hint("check the path (the folder the server was configured with); this command never creates a store")),
+    }
+}
+
+fn open_error(e: Error, dir: &Path) -> CliError {
+    let shown = dir.display();
+    match e {
+        Error::Locked { .. } => CliError::with_code(
+            exit::LOCKED,
+            format!(
+                "the session store at {shown} is open in another process, most likely a \
+                 running server (sled locks the folder while it is open)"
+            ),
+        )
+        .hint(
+            "stop the server and run the command again, or work on a copy: import an export \
+             the server took (`sessile import NEW_DIR FILE`) and point this command at NEW_DIR",
+        ),
+        Error::UnsupportedFormat { .. } => CliError::from(e)
+            .hint("use the sessile release that wrote this store, or a newer one".to_string()),
+        other => CliError::from(other).context(format!("opening {shown}")),
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+}
