@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::events::Events;
 use crate::expiry;
 use crate::id::{Digest, SessionId};
+use crate::registry::Registration;
 use crate::session::{Limits, Session};
 use crate::stats::Counters;
 
@@ -62,10 +63,12 @@ pub(crate) struct Shared {
     pub(crate) events: Events,
     cache: Option<quick_cache::sync::Cache<Digest, Arc<Entry>>>,
     stripes: Box<[Mutex<()>]>,
+    /// Declared last so it is dropped after `db`: the folder counts as open until then.
+    _registration: Registration,
 }
 
 impl Shared {
-    pub(crate) fn new(db: sled::Db, config: Config) -> Result<Shared> {
+    pub(crate) fn new(db: sled::Db, config: Config, registration: Registration) -> Result<Shared> {
         let cache =
             (config.cache_entries > 0).then(|| quick_cache::sync::Cache::new(config.cache_entries));
         Ok(Shared {
@@ -79,6 +82,7 @@ impl Shared {
             cache,
             config,
             db,
+            _registration: registration,
         })
     }
 

@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::events::{DestroyReason, Event};
 use crate::expiry;
 use crate::id::{Digest, SessionId};
+use crate::registry::Registration;
 use crate::session::Session;
 use crate::shared::{CAS_ATTEMPTS, NewRecord, Shared, Swap};
 use crate::stats::Stats;
@@ -92,13 +93,15 @@ impl Store {
     pub(crate) fn open_with(config: Config) -> Result<Store> {
         let path = config.path.clone();
         prepare_folder(&path)?;
+        let registration = Registration::new(&path)?;
         let db = sled::Config::new()
             .path(&path)
             .cache_capacity(config.storage_cache_bytes)
             .open()
             .map_err(|e| open_error(e, &path))?;
+        let registration = registration.opened();
         check_format(&db, &path)?;
-        let shared = Arc::new(Shared::new(db, config)?);
+        let shared = Arc::new(Shared::new(db, config, registration)?);
         let cleanup = if shared.config.cleanup_thread {
             let thread = CleanupThread::spawn(Arc::clone(&shared))
                 .map_err(|source| Error::Folder { path, source })?;

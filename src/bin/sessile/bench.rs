@@ -87,7 +87,11 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<u8, CliError> {
         if threads == 1 { "" } else { "s" },
         args.seconds
     )?;
-    writeln!(out, "temporary store: {} (deleted afterwards)", path.display())?;
+    writeln!(
+        out,
+        "temporary store: {} (deleted afterwards)",
+        path.display()
+    )?;
     writeln!(out)?;
     out.flush()?;
 
@@ -149,10 +153,25 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<u8, CliError> {
         ]
     };
     let rows = vec![
-        row("lookup", "Store::load (decode, expiry check)", lookup, raw_get),
+        row(
+            "lookup",
+            "Store::load (decode, expiry check)",
+            lookup,
+            raw_get,
+        ),
         row("lookup", "sled Tree::get (raw)", raw_get, raw_get),
-        row("create", "Store::create + insert + save", create, raw_insert),
-        row("create", "sled Tree::insert of the record (raw)", raw_insert, raw_insert),
+        row(
+            "create",
+            "Store::create + insert + save",
+            create,
+            raw_insert,
+        ),
+        row(
+            "create",
+            "sled Tree::insert of the record (raw)",
+            raw_insert,
+            raw_insert,
+        ),
     ];
     fmt::table(
         out,

@@ -126,8 +126,10 @@ pub fn export(dir: &Path, file: &Path, force: bool, out: &mut dyn Write) -> Resu
     let store = open::open(dir, Folder::Existing, |c| c)?;
     let to_stdout = file == Path::new("-");
     if !to_stdout && !force && file.exists() {
-        return Err(CliError::failed(format!("{} already exists", file.display()))
-            .hint("pass --force to replace it, or choose another file name"));
+        return Err(
+            CliError::failed(format!("{} already exists", file.display()))
+                .hint("pass --force to replace it, or choose another file name"),
+        );
     }
     let progress = spinner("exporting");
     let write_all = |w: &mut dyn Write| -> Result<u64, CliError> {
@@ -147,7 +149,13 @@ pub fn export(dir: &Path, file: &Path, force: bool, out: &mut dyn Write) -> Resu
             n += 1;
             progress.inc(1);
         }
-        serde_json::to_writer(&mut *w, &Trailer { end: true, sessions: n })?;
+        serde_json::to_writer(
+            &mut *w,
+            &Trailer {
+                end: true,
+                sessions: n,
+            },
+        )?;
         w.write_all(b"\n")?;
         w.flush()?;
         Ok(n)
@@ -214,11 +222,14 @@ fn read_dump(
     let mut lines = reader.lines();
     let first = match lines.next() {
         Some(line) => line.map_err(|e| CliError::from(e).context(at(1)))?,
-        None => return Err(CliError::failed(format!("{name} is empty, not a sessile dump"))),
+        None => {
+            return Err(CliError::failed(format!(
+                "{name} is empty, not a sessile dump"
+            )));
+        }
     };
-    let header: Header = serde_json::from_str(&first).map_err(|e| {
-        CliError::failed(format!("{}: not a sessile dump header: {e}", at(1)))
-    })?;
+    let header: Header = serde_json::from_str(&first)
+        .map_err(|e| CliError::failed(format!("{}: not a sessile dump header: {e}", at(1))))?;
     if header.format != FORMAT {
         return Err(CliError::failed(format!(
             "{}: format is {:?}, expected {FORMAT:?}",
@@ -264,7 +275,10 @@ fn read_dump(
         count += 1;
     }
     match trailer {
-        Some(Trailer { end: true, sessions }) if sessions == count => Ok(count),
+        Some(Trailer {
+            end: true,
+            sessions,
+        }) if sessions == count => Ok(count),
         Some(Trailer { sessions, .. }) => Err(CliError::failed(format!(
             "{name} is damaged: its end line says {sessions} sessions, it holds {count}"
         ))),

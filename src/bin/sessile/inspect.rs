@@ -234,9 +234,7 @@ pub fn list(
         }
     }
     drop(store);
-    rows.sort_by(|a, b| {
-        (a.created_at_ms, &a.handle).cmp(&(b.created_at_ms, &b.handle))
-    });
+    rows.sort_by(|a, b| (a.created_at_ms, &a.handle).cmp(&(b.created_at_ms, &b.handle)));
     if let Some(limit) = filter.limit {
         rows.truncate(limit);
     }
@@ -324,7 +322,8 @@ pub fn show(
                 .map(|(key, v)| Value {
                     key: key.clone(),
                     size: v.len(),
-                    bytes: values.then(|| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v)),
+                    bytes: values
+                        .then(|| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v)),
                 })
                 .collect(),
         };
@@ -375,7 +374,12 @@ pub fn show(
                 row
             })
             .collect();
-        fmt::table(out, &headers, &[Align::Left, Align::Right, Align::Left], &rows)?;
+        fmt::table(
+            out,
+            &headers,
+            &[Align::Left, Align::Right, Align::Left],
+            &rows,
+        )?;
     }
     Ok(OK)
 }

@@ -215,11 +215,7 @@ fn run(command: Command, out: &mut dyn Write) -> Result<u8, CliError> {
                 (false, true) => inspect::Which::All,
                 (false, false) => inspect::Which::Live,
             };
-            let filter = inspect::ListFilter {
-                user,
-                which,
-                limit,
-            };
+            let filter = inspect::ListFilter { user, which, limit };
             inspect::list(&dir, &filter, output.json, out)
         }
         Command::Show {

@@ -191,7 +191,8 @@ pub fn verify(dir: &Path, repair: bool, json: bool, out: &mut dyn Write) -> Resu
         writeln!(out)?;
         return Ok(code);
     }
-    let problems = |r: &VerifyReport| r.undecodable + r.missing_expiry_entries + r.missing_user_entries;
+    let problems =
+        |r: &VerifyReport| r.undecodable + r.missing_expiry_entries + r.missing_user_entries;
     let r = &found;
     fmt::fields(
         out,
@@ -201,7 +202,10 @@ pub fn verify(dir: &Path, repair: bool, json: bool, out: &mut dyn Write) -> Resu
                 format!("{} ({} live, {} expired)", r.records, r.live, r.expired),
             ),
             ("undecodable records", r.undecodable.to_string()),
-            ("missing expiry entries", r.missing_expiry_entries.to_string()),
+            (
+                "missing expiry entries",
+                r.missing_expiry_entries.to_string(),
+            ),
             ("missing user entries", r.missing_user_entries.to_string()),
             (
                 "stale expiry entries",

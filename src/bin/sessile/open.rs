@@ -43,9 +43,7 @@ pub fn open(
     tweak: impl FnOnce(Config) -> Config,
 ) -> Result<Store, CliError> {
     check_folder(dir, folder)?;
-    tweak(config(dir))
-        .open()
-        .map_err(|e| open_error(e, dir))
+    tweak(config(dir)).open().map_err(|e| open_error(e, dir))
 }
 
 fn check_folder(dir: &Path, folder: Folder) -> Result<(), CliError> {

@@ -1,0 +1,330 @@
+//! An [actix-session] 0.11 store: sessions for actix-web that survive restarts, with
+//! sessile's expiry and logout guarantees.
+//!
+//! [actix-session]: https://docs.rs/actix-session/0.11
+//!
+//! # Usage
+//!
+//! ```no_run
+//! use actix_session::SessionMiddleware;
+//! use actix_web::{App, HttpServer, cookie::Key};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = sessile::actix::ActixStore::new(sessile::Store::open("./sessile-data")?);
+//! let key = Key::generate(); // keep it across restarts, or every cookie dies with the server
+//! let for_app = store.clone();
+//! HttpServer::new(move || {
+//!     App::new().wrap(SessionMiddleware::new(for_app.clone(), key.clone()))
+//! })
+//! .bind("127.0.0.1:3000")?
+//! .run()
+//! .await?;
+//! store.flush().await?; // after the server stopped
+//! # Ok(()) }
+//! ```
+//!
+//! Log a user in with `session.renew()` and `session.insert(USER_KEY, name)`, and log out
+//! with `session.purge()`. `examples/actix_server.rs` is a whole server.
+//!
+//! # What the store does for each call
+//!
+//! - `save` creates a record under a fresh 256-bit sessile token, which becomes the
+//!   session key in the cookie.
+//! - `load` never returns an expired session, even before the cleanup thread has run.
+//! - `update` keeps the key and writes the new state. If the session was destroyed or has
+//!   expired meanwhile (for example logged out by a concurrent request), it writes
+//!   nothing and returns the old key, which no longer loads: the next request starts a
+//!   fresh session. (actix-session's Redis store instead saves the state under a new
+//!   key, which would bring a logged-out session back.)
+//! - `update_ttl` is a touch: it writes nothing unless the expiry moves by more than the
+//!   touch granularity.
+//! - `delete` is flushed to disk before it returns.
+//! - The TTL actix passes is honoured, capped by the store's idle timeout (from the last
+//!   write) and absolute timeout (from creation).
+//! - Reads served from sessile's cache run in place; every read that may touch the disk,
+//!   every write and every flush runs on tokio's blocking pool, never on the actix worker.
+//!
+//! # How records are stored
+//!
+//! actix-session's values are JSON strings; each is stored as its UTF-8 bytes. The value
+//! under [`USER_KEY`] (a JSON string) becomes the session's user in sessile's per-user
+//! index. On load, the session's handle is put under [`HANDLE_KEY`], since actix-session
+//! does not show handlers the session key; it is never stored.
+
+use std::collections::HashMap;
+
+use actix_session::storage::{LoadError, SaveError, SessionKey, SessionStore, UpdateError};
+use time::Duration;
+
+use super::engine::{Contents, OffExecutorError, Saved, off_executor};
+use crate::codec::Data;
+use crate::error::Error;
+use crate::id::{SessionHandle, SessionId};
+use crate::shared::{CAS_ATTEMPTS, Entry, Shared};
+use crate::store::Store;
+use crate::users::SessionInfo;
+
+/// The session key whose value (a string) is the logged-in user.
+///
+/// ```
+/// # fn login(session: actix_session::Session) -> Result<(), actix_session::SessionInsertError> {
+/// session.renew(); // a fresh key on every privilege change
+/// session.insert(sessile::actix::USER_KEY, "alice")?;
+/// # Ok(()) }
+/// ```
+pub const USER_KEY: &str = "sessile.user";
+
+/// The session key under which a loaded session carries its own [`SessionHandle`] as a
+/// string, for "this device" in a device list and for
+/// [`ActixStore::destroy_user_except`]. Read-only: it is dropped when the session is
+/// saved, and a new session gets it from its second request on.
+///
+/// ```
+/// # fn current(session: &actix_session::Session) -> Result<(), Box<dyn std::error::Error>> {
+/// let handle: Option<sessile::SessionHandle> = session
+///     .get::<String>(sessile::actix::HANDLE_KEY)?
+///     .and_then(|h| h.parse().ok());
+/// # Ok(()) }
+/// ```
+pub const HANDLE_KEY: &str = "sessile.handle";
+
+/// An actix-session store backed by a sessile [`Store`].
+///
+/// Cheap to clone; every clone uses the same store. See the [module docs](self) for usage
+/// and guarantees.
+#[derive(Clone, Debug)]
+pub struct ActixStore {
+    store: Store,
+}
+
+/// The error type of the async helpers of [`ActixStore`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl ActixStore {
+    /// Wraps an open store. The store's idle and absolute timeouts cap every session's
+    /// TTL; its other settings (durability, limits, cleanup) apply as they are.
+    pub fn new(store: Store) -> ActixStore {
+        ActixStore { store }
+    }
+
+    /// The sessile store underneath, for statistics, events and maintenance. Its
+    /// methods block: call them from `actix_web::web::block` in async code.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The live sessions of `user` (saved with `user` under [`USER_KEY`]), oldest
+    /// first, for a "your devices" page.
+    ///
+    /// # Errors
+    ///
+    /// A storage failure, or a failed blocking task.
+    pub async fn sessions_of(&self, user: &str) -> Result<Vec<SessionInfo>, BoxError> {
+        let user = user.to_owned();
+        Ok(off_executor(&self.store, move |s| s.sessions_of(&user)).await?)
+    }
+
+    /// Destroys every live session of `user` except the one with handle `keep` (read it
+    /// from [`HANDLE_KEY`]), or all of them with `None`. Flushed before it returns.
+    /// Returns how many sessions were destroyed.
+    ///
+    /// # Errors
+    ///
+    /// A storage failure, or a failed blocking task.
+    pub async fn destroy_user_except(
+        &self,
+        user: &str,
+        keep: Option<SessionHandle>,
+    ) -> Result<usize, BoxError> {
+        let user = user.to_owned();
+        Ok(off_executor(&self.store, move |s| {
+            s.shared.destroy_user_except(&user, keep)
+        })
+        .await?)
+    }
+
+    /// Writes everything to disk, off the executor. Call it when the server shuts down.
+    ///
+    /// # Errors
+    ///
+    /// A storage failure, or a failed blocking task.
+    pub async fn flush(&self) -> Result<(), BoxError> {
+        Ok(off_executor(&self.store, Store::flush).await?)
+    }
+
+    /// The expiry (ms since the epoch, sessile's clock) of a write now with `ttl`.
+    fn until(&self, ttl: &Duration) -> u64 {
+        let ttl = u64::try_from(ttl.whole_milliseconds()).unwrap_or(0);
+        self.store.shared.now().saturating_add(ttl)
+    }
+}
+
+/// Splits actix's state into sessile's user and values.
+fn contents(
+    shared: &Shared,
+    mut state: HashMap<String, String>,
+) -> Result<Contents, anyhow::Error> {
+    state.remove(HANDLE_KEY);
+    let user = match state.remove(USER_KEY) {
+        Some(json) => serde_json::from_str::<Option<String>>(&json).map_err(|e| {
+            anyhow::anyhow!("the value under {USER_KEY:?} must be a string or null: {e}")
+        })?,
+        None => None,
+    };
+    let mut data = Data::new();
+    for (key, value) in state {
+        shared.check_key(&key)?;
+        data.insert(key, serde_bytes::ByteBuf::from(value.into_bytes()));
+    }
+    Ok(Contents { user, data })
+}
+
+/// Builds actix's state from a live sessile record.
+fn state(entry: &Entry, handle: SessionHandle) -> Result<HashMap<String, String>, LoadError> {
+    let mut state = HashMap::with_capacity(entry.data.len() + 2);
+    for (key, bytes) in entry.data.iter() {
+        match std::str::from_utf8(bytes) {
+            Ok(value) => {
+                state.insert(key.clone(), value.to_owned());
+            }
+            Err(_) => tracing::warn!(
+                handle = %handle,
+                key = %key,
+                "skipped a session value that is not text (was it written without the actix adapter?)"
+            ),
+        }
+    }
+    let json = |s: &str| serde_json::to_string(s).map_err(|e| LoadError::Other(e.into()));
+    if let Some(user) = &entry.user {
+        state.insert(USER_KEY.to_owned(), json(user)?);
+    }
+    state.insert(HANDLE_KEY.to_owned(), json(&handle.to_string())?);
+    Ok(state)
+}
+
+fn is_encoding(e: &OffExecutorError) -> bool {
+    matches!(
+        e,
+        OffExecutorError::Store(Error::TooLarge { .. } | Error::Encode { .. })
+    )
+}
+
+impl SessionStore for ActixStore {
+    async fn load(
+        &self,
+        session_key: &SessionKey,
+    ) -> Result<Option<HashMap<String, String>>, LoadError> {
+        let Ok(id) = session_key.as_ref().parse::<SessionId>() else {
+            return Ok(None);
+        };
+        let digest = id.digest();
+        let entry = match self.store.shared.live_cached(&digest) {
+            Some(entry) => entry,
+            None => off_executor(&self.store, move |s| s.shared.live_entry(&digest))
+                .await
+                .map_err(|e| LoadError::Other(e.into()))?,
+        };
+        entry.map(|e| state(&e, digest.handle())).transpose()
+    }
+
+    async fn save(
+        &self,
+        session_state: HashMap<String, String>,
+        ttl: &Duration,
+    ) -> Result<SessionKey, SaveError> {
+        let contents =
+            contents(&self.store.shared, session_state).map_err(SaveError::Serialization)?;
+        let requested = self.until(ttl);
+        let id = off_executor(&self.store, move |s| {
+            let mut contents = Some(contents);
+            for _ in 0..CAS_ATTEMPTS {
+                let Some(c) = contents.take() else { break };
+                let copy = Contents {
+                    user: c.user.clone(),
+                    data: c.data.clone(),
+                };
+                let id = SessionId::generate()?;
+                if s.shared.insert_new(&id.digest(), c, requested)? {
+                    return Ok(Some(id));
+                }
+                contents = Some(copy);
+            }
+            Ok(None)
+        })
+        .await
+        .map_err(|e| {
+            if is_encoding(&e) {
+                SaveError::Serialization(e.into())
+            } else {
+                SaveError::Other(e.into())
+            }
+        })?;
+        let id = id.ok_or_else(|| {
+            SaveError::Other(anyhow::anyhow!(
+                "sessile: every generated token was already in use"
+            ))
+        })?;
+        SessionKey::try_from(id.to_string()).map_err(|e| SaveError::Other(e.into()))
+    }
+
+    async fn update(
+        &self,
+        session_key: SessionKey,
+        session_state: HashMap<String, String>,
+        ttl: &Duration,
+    ) -> Result<SessionKey, UpdateError> {
+        let Ok(id) = session_key.as_ref().parse::<SessionId>() else {
+            // Not one of ours, so nothing to update; it will not load either.
+            return Ok(session_key);
+        };
+        let contents =
+            contents(&self.store.shared, session_state).map_err(UpdateError::Serialization)?;
+        let requested = self.until(ttl);
+        let digest = id.digest();
+        let saved = off_executor(&self.store, move |s| {
+            s.shared.save_until(&digest, contents, requested)
+        })
+        .await
+        .map_err(|e| {
+            if is_encoding(&e) {
+                UpdateError::Serialization(e.into())
+            } else {
+                UpdateError::Other(e.into())
+            }
+        })?;
+        if saved == Saved::Gone {
+            tracing::debug!(handle = %digest.handle(), "not updating a session that is gone");
+        }
+        Ok(session_key)
+    }
+
+    async fn update_ttl(&self, session_key: &SessionKey, ttl: &Duration) -> anyhow::Result<()> {
+        let Ok(id) = session_key.as_ref().parse::<SessionId>() else {
+            return Ok(());
+        };
+        let digest = id.digest();
+        let requested = self.until(ttl);
+        if self
+            .store
+            .shared
+            .touch_from_cache(&digest, requested)
+            .is_some()
+        {
+            return Ok(());
+        }
+        off_executor(&self.store, move |s| {
+            s.shared.touch_until(&digest, requested)
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn delete(&self, session_key: &SessionKey) -> anyhow::Result<()> {
+        let Ok(id) = session_key.as_ref().parse::<SessionId>() else {
+            return Ok(());
+        };
+        let digest = id.digest();
+        off_executor(&self.store, move |s| s.shared.destroy_durably(&digest)).await?;
+        Ok(())
+    }
+}

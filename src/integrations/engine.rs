@@ -1,0 +1,536 @@
+//! The write path the adapters share: records with a caller-chosen expiry, stored under a
+//! caller-chosen digest, with the same protocol as the core store (stripe lock, then
+//! `raw_locked`, then compare-and-swap through `Shared::write`, cache kept in step).
+//!
+//! Frameworks bring their own idea of a session's lifetime (tower-sessions' `expiry_date`,
+//! actix-session's TTL). Here it is honoured but capped: a record never lives past the
+//! store's idle timeout from its last write, nor past the absolute timeout from its
+//! creation, so the store's guarantees hold whatever the framework asks for.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::codec::{self, Data, Header};
+use crate::config::Config;
+use crate::error::{Error, Oversized, Result};
+use crate::events::{DestroyReason, Event};
+use crate::expiry;
+use crate::id::{Digest, SessionHandle};
+use crate::shared::{CAS_ATTEMPTS, Entry, NewRecord, Shared, Swap};
+use crate::store::Store;
+
+/// What an adapter asks to store: the user (sessile's per-user index) and the values.
+pub(crate) struct Contents {
+    pub(crate) user: Option<String>,
+    pub(crate) data: Data,
+}
+
+/// The outcome of [`Shared::save_until`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Saved {
+    /// A new version of the record was written.
+    Written,
+    /// Values, user and expiry were (nearly) what is stored: nothing was written.
+    Unchanged,
+    /// The session was destroyed or has expired (or the requested expiry has passed);
+    /// nothing was written and it stays gone.
+    Gone,
+}
+
+/// The expiry a write at `now` gets: what the framework asked for, capped by the store's
+/// idle and absolute timeouts.
+fn capped(config: &Config, now: u64, created_at: u64, requested: u64) -> u64 {
+    requested.min(expiry::expires_at(config, now, created_at))
+}
+
+/// Whether a write moving the expiry from `old` to `new` can be skipped. The step is the
+/// store's touch granularity, but never more than 1/20 of the lifetime left, so a
+/// framework TTL much shorter than the idle timeout still gets its expiry moved.
+fn skip_expiry_move(config: &Config, now: u64, old: u64, new: u64) -> bool {
+    let step = config.granularity_ms().min(new.saturating_sub(now) / 20);
+    new >= old && new - old < step
+}
+
+/// When a record stops being live: its stored expiry, or earlier if the store's current
+/// timeouts say so (see `expiry::is_live`).
+pub(crate) fn effective_expiry(config: &Config, header: &Header) -> u64 {
+    let mut at = header
+        .expires_at
+        .min(header.last_seen.saturating_add(config.idle_ms));
+    if let Some(absolute) = config.absolute_ms {
+        at = at.min(header.created_at.saturating_add(absolute));
+    }
+    at
+}
+
+fn conflict() -> Error {
+    Error::Corrupt(
+        "the record kept changing under a locked write; is another process writing the folder?"
+            .into(),
+    )
+}
+
+impl Shared {
+    /// Rejects a key longer than the configured limit, as `Session::insert_bytes` does.
+    pub(crate) fn check_key(&self, key: &str) -> Result<()> {
+        if key.len() > self.config.max_key_len {
+            return Err(Error::TooLarge {
+                what: Oversized::Key,
+                size: key.len(),
+                limit: self.config.max_key_len,
+            });
+        }
+        Ok(())
+    }
+
+    /// The record of `digest` if it is live, without touching the disk or taking a lock
+    /// when it is in the read cache. `None` means "not known without I/O".
+    pub(crate) fn live_cached(&self, digest: &Digest) -> Option<Option<Arc<Entry>>> {
+        let entry = self.cached(digest)?;
+        let live = expiry::is_live(&self.config, &entry.header, self.now());
+        Some(live.then_some(entry))
+    }
+
+    /// Stores a new record under `digest` unless a record (live or not) is already there,
+    /// expiring at `requested` (ms since the epoch) or earlier if the store's timeouts say
+    /// so. Returns `false`, writing nothing, if the key is taken.
+    ///
+    /// A requested expiry already in the past claims the key without writing anything.
+    pub(crate) fn insert_new(
+        &self,
+        digest: &Digest,
+        contents: Contents,
+        requested: u64,
+    ) -> Result<bool> {
+        let Contents { user, data } = contents;
+        let mut bytes = self.encode(user.as_deref(), &data)?;
+        let written = {
+            let _guard = self.lock(digest);
+            if self.sessions.contains_key(digest.0)? {
+                return Ok(false);
+            }
+            let now = self.now();
+            let header = Header {
+                expires_at: capped(&self.config, now, now, requested),
+                last_seen: now,
+                created_at: now,
+                version: 1,
+            };
+            if header.expires_at <= now {
+                return Ok(true);
+            }
+            codec::set_header(&mut bytes, &header);
+            let record = NewRecord {
+                bytes,
+                header,
+                user: user.clone(),
+                data: Some(Arc::new(data)),
+            };
+            match self.write(digest, None, record)? {
+                Swap::Done => true,
+                Swap::Conflict(_) => return Ok(false),
+            }
+        };
+        if written {
+            self.events.emit(&self.counters, || Event::Created {
+                handle: digest.handle(),
+            });
+            if let Some(user) = user {
+                self.enforce_user_limit(&user, digest)?;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Replaces the values and user of the live record of `digest` and moves its expiry to
+    /// `requested` (capped by the store's timeouts). A session that was destroyed or has
+    /// expired stays gone ([`Saved::Gone`]). A save that changes nothing and moves the
+    /// expiry by less than the touch granularity writes nothing.
+    pub(crate) fn save_until(
+        &self,
+        digest: &Digest,
+        contents: Contents,
+        requested: u64,
+    ) -> Result<Saved> {
+        let Contents { user, data } = contents;
+        let bytes = self.encode(user.as_deref(), &data)?;
+        let mut record = NewRecord {
+            bytes,
+            header: Header {
+                expires_at: 0,
+                last_seen: 0,
+                created_at: 0,
+                version: 0,
+            },
+            user,
+            data: Some(Arc::new(data)),
+        };
+        let assigned = {
+            let _guard = self.lock(digest);
+            let mut outcome = None;
+            for _ in 0..CAS_ATTEMPTS {
+                let now = self.now();
+                let Some((old, old_header)) = self.raw_locked(digest)? else {
+                    return Ok(Saved::Gone);
+                };
+                if !expiry::is_live(&self.config, &old_header, now) {
+                    return Ok(Saved::Gone);
+                }
+                let expires_at = capped(&self.config, now, old_header.created_at, requested);
+                if expires_at <= now {
+                    outcome = Some(None);
+                    break;
+                }
+                if codec::tail(&old) == codec::tail(&record.bytes)
+                    && skip_expiry_move(&self.config, now, old_header.expires_at, expires_at)
+                {
+                    return Ok(Saved::Unchanged);
+                }
+                record.header = Header {
+                    expires_at,
+                    last_seen: now,
+                    created_at: old_header.created_at,
+                    version: old_header.version.wrapping_add(1),
+                };
+                codec::set_header(&mut record.bytes, &record.header);
+                let old_user = codec::parse_user_only(&old)
+                    .ok()
+                    .flatten()
+                    .map(str::to_owned);
+                let assigned = record.user.clone().filter(|u| Some(u) != old_user.as_ref());
+                match self.write(
+                    digest,
+                    Some((&old, &old_header, old_user.as_deref())),
+                    record,
+                )? {
+                    Swap::Done => {
+                        outcome = Some(Some(assigned));
+                        break;
+                    }
+                    Swap::Conflict(back) => record = back,
+                }
+            }
+            outcome.ok_or_else(conflict)?
+        };
+        match assigned {
+            // The framework asked for an expiry that has already passed.
+            None => {
+                self.destroy_digest(digest, DestroyReason::Destroy)?;
+                Ok(Saved::Gone)
+            }
+            Some(assigned) => {
+                if let Some(user) = assigned {
+                    self.enforce_user_limit(&user, digest)?;
+                }
+                Ok(Saved::Written)
+            }
+        }
+    }
+
+    /// What [`touch_until`](Self::touch_until) returns, if the read cache alone can tell
+    /// (the session is dead, or the expiry would move too little to write). No I/O.
+    pub(crate) fn touch_from_cache(&self, digest: &Digest, requested: u64) -> Option<bool> {
+        let entry = self.cached(digest)?;
+        let now = self.now();
+        if !expiry::is_live(&self.config, &entry.header, now) {
+            return Some(false);
+        }
+        let target = capped(&self.config, now, entry.header.created_at, requested);
+        (target > now && skip_expiry_move(&self.config, now, entry.header.expires_at, target))
+            .then_some(true)
+    }
+
+    /// Moves the expiry of the live record of `digest` to `requested` (capped by the
+    /// store's timeouts) without rewriting its values. Returns whether the session is
+    /// live. Writes nothing when the move is smaller than the touch granularity, deciding
+    /// from the read cache when it can.
+    pub(crate) fn touch_until(&self, digest: &Digest, requested: u64) -> Result<bool> {
+        if let Some(live) = self.touch_from_cache(digest, requested) {
+            return Ok(live);
+        }
+        let mut expired_by_request = false;
+        {
+            let _guard = self.lock(digest);
+            for _ in 0..CAS_ATTEMPTS {
+                let now = self.now();
+                let Some((old, old_header)) = self.raw_locked(digest)? else {
+                    return Ok(false);
+                };
+                if !expiry::is_live(&self.config, &old_header, now) {
+                    return Ok(false);
+                }
+                let expires_at = capped(&self.config, now, old_header.created_at, requested);
+                if expires_at <= now {
+                    expired_by_request = true;
+                    break;
+                }
+                if skip_expiry_move(&self.config, now, old_header.expires_at, expires_at) {
+                    return Ok(true);
+                }
+                let header = Header {
+                    expires_at,
+                    last_seen: now,
+                    created_at: old_header.created_at,
+                    version: old_header.version.wrapping_add(1),
+                };
+                let user = codec::parse_user_only(&old)
+                    .ok()
+                    .flatten()
+                    .map(str::to_owned);
+                let data = self
+                    .cached(digest)
+                    .filter(|e| e.bytes == old)
+                    .map(|e| Arc::clone(&e.data));
+                let record = NewRecord {
+                    bytes: codec::with_header(&old, &header),
+                    header,
+                    user: user.clone(),
+                    data,
+                };
+                if let Swap::Done =
+                    self.write(digest, Some((&old, &old_header, user.as_deref())), record)?
+                {
+                    return Ok(true);
+                }
+            }
+        }
+        if expired_by_request {
+            self.destroy_digest(digest, DestroyReason::Destroy)?;
+            return Ok(false);
+        }
+        Err(conflict())
+    }
+
+    /// Destroys the record of `digest` and flushes, so a crash cannot bring it back.
+    /// Returns whether a live session was destroyed.
+    pub(crate) fn destroy_durably(&self, digest: &Digest) -> Result<bool> {
+        let live = self.destroy_digest(digest, DestroyReason::Destroy)?;
+        self.db.flush()?;
+        Ok(live == Some(true))
+    }
+
+    /// Destroys every live session of `user` but the one with handle `keep`, then
+    /// flushes. Returns how many live sessions were destroyed.
+    pub(crate) fn destroy_user_except(
+        &self,
+        user: &str,
+        keep: Option<SessionHandle>,
+    ) -> Result<usize> {
+        let mut destroyed = 0;
+        for (digest, _) in self.user_sessions(user)? {
+            if Some(digest.handle()) == keep {
+                continue;
+            }
+            if self.destroy_digest(&digest, DestroyReason::UserRevoked)? == Some(true) {
+                destroyed += 1;
+            }
+        }
+        self.db.flush()?;
+        Ok(destroyed)
+    }
+}
+
+/// Why a store call made from async code failed.
+#[derive(Debug)]
+pub(crate) enum OffExecutorError {
+    /// The store reported an error.
+    Store(Error),
+    /// The blocking task panicked or was cancelled with its runtime.
+    Task(String),
+}
+
+impl fmt::Display for OffExecutorError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OffExecutorError::Store(e) => write!(f, "sessile: {e}"),
+            OffExecutorError::Task(e) => write!(f, "sessile: blocking task failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for OffExecutorError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            OffExecutorError::Store(e) => Some(e),
+            OffExecutorError::Task(_) => None,
+        }
+    }
+}
+
+impl From<Error> for OffExecutorError {
+    fn from(e: Error) -> Self {
+        OffExecutorError::Store(e)
+    }
+}
+
+/// Runs `f` on tokio's blocking thread pool, so disk reads, writes and flushes never stall
+/// an async worker thread. Outside a tokio runtime it runs `f` in place.
+pub(crate) async fn off_executor<T, F>(
+    store: &Store,
+    f: F,
+) -> std::result::Result<T, OffExecutorError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Store) -> Result<T> + Send + 'static,
+{
+    let store = store.clone();
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => match runtime.spawn_blocking(move || f(&store)).await {
+            Ok(result) => Ok(result?),
+            Err(e) => Err(OffExecutorError::Task(e.to_string())),
+        },
+        Err(_) => Ok(f(&store)?),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::clock::ManualClock;
+
+    fn open(dir: &std::path::Path, clock: &ManualClock) -> Store {
+        Config::new(dir.join("s"))
+            .idle_timeout(Duration::from_secs(100))
+            .absolute_timeout(Duration::from_secs(1000))
+            .cleanup_thread(false)
+            .clock(clock.clock())
+            .open()
+            .expect("open")
+    }
+
+    fn contents(user: Option<&str>, pairs: &[(&str, &[u8])]) -> Contents {
+        Contents {
+            user: user.map(str::to_owned),
+            data: pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), serde_bytes::ByteBuf::from(v.to_vec())))
+                .collect(),
+        }
+    }
+
+    fn now_ms(clock: &ManualClock) -> u64 {
+        crate::clock::duration_ms(
+            clock
+                .now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default(),
+        )
+    }
+
+    #[test]
+    fn insert_new_never_overwrites() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = ManualClock::new();
+        let store = open(dir.path(), &clock);
+        let sh = &store.shared;
+        let d = Digest([7; 32]);
+        let far = now_ms(&clock) + 50_000;
+        assert!(
+            sh.insert_new(&d, contents(None, &[("a", b"1")]), far)
+                .expect("insert")
+        );
+        assert!(
+            !sh.insert_new(&d, contents(None, &[("a", b"2")]), far)
+                .expect("insert")
+        );
+        let entry = sh.live_entry(&d).expect("read").expect("live");
+        assert_eq!(entry.data.get("a").map(|b| b.as_slice()), Some(&b"1"[..]));
+    }
+
+    #[test]
+    fn requested_expiry_is_capped_by_idle_and_honoured_below_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = ManualClock::new();
+        let store = open(dir.path(), &clock);
+        let sh = &store.shared;
+        let (short, long) = (Digest([1; 32]), Digest([2; 32]));
+        let now = now_ms(&clock);
+        sh.insert_new(&short, contents(None, &[]), now + 10_000)
+            .expect("insert");
+        sh.insert_new(&long, contents(None, &[]), now + 10_000_000)
+            .expect("insert");
+        clock.advance(Duration::from_secs(11));
+        assert!(sh.live_entry(&short).expect("read").is_none());
+        let entry = sh.live_entry(&long).expect("read").expect("live");
+        assert_eq!(effective_expiry(&sh.config, &entry.header), now + 100_000);
+    }
+
+    #[test]
+    fn save_of_a_destroyed_session_does_not_bring_it_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = ManualClock::new();
+        let store = open(dir.path(), &clock);
+        let sh = &store.shared;
+        let d = Digest([3; 32]);
+        let far = now_ms(&clock) + 50_000;
+        sh.insert_new(&d, contents(Some("al"), &[]), far)
+            .expect("insert");
+        assert!(sh.destroy_durably(&d).expect("destroy"));
+        let saved = sh.save_until(&d, contents(Some("al"), &[("x", b"1")]), far);
+        assert_eq!(saved.expect("save"), Saved::Gone);
+        assert!(sh.live_entry(&d).expect("read").is_none());
+        assert!(store.sessions_of("al").expect("list").is_empty());
+    }
+
+    #[test]
+    fn unchanged_save_with_a_small_expiry_move_writes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = ManualClock::new();
+        let store = open(dir.path(), &clock);
+        let sh = &store.shared;
+        let d = Digest([4; 32]);
+        let ttl = 50_000;
+        sh.insert_new(&d, contents(None, &[("k", b"v")]), now_ms(&clock) + ttl)
+            .expect("insert");
+        clock.advance(Duration::from_millis(100));
+        let same = sh.save_until(&d, contents(None, &[("k", b"v")]), now_ms(&clock) + ttl);
+        assert_eq!(same.expect("save"), Saved::Unchanged);
+        let changed = sh.save_until(&d, contents(None, &[("k", b"w")]), now_ms(&clock) + ttl);
+        assert_eq!(changed.expect("save"), Saved::Written);
+        // A short TTL still moves on: 1/20 of the 50 s left is 2.5 s.
+        clock.advance(Duration::from_secs(3));
+        let moved = sh.save_until(&d, contents(None, &[("k", b"w")]), now_ms(&clock) + ttl);
+        assert_eq!(moved.expect("save"), Saved::Written);
+    }
+
+    #[test]
+    fn touch_until_extends_a_short_ttl_and_reports_dead_sessions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = ManualClock::new();
+        let store = open(dir.path(), &clock);
+        let sh = &store.shared;
+        let d = Digest([5; 32]);
+        sh.insert_new(&d, contents(None, &[]), now_ms(&clock) + 2_000)
+            .expect("insert");
+        for _ in 0..5 {
+            clock.advance(Duration::from_millis(1_500));
+            assert!(sh.touch_until(&d, now_ms(&clock) + 2_000).expect("touch"));
+        }
+        clock.advance(Duration::from_millis(2_001));
+        assert!(!sh.touch_until(&d, now_ms(&clock) + 2_000).expect("touch"));
+        assert!(!sh.touch_until(&Digest([6; 32]), u64::MAX).expect("touch"));
+    }
+
+    #[test]
+    fn destroy_user_except_keeps_one_session() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = ManualClock::new();
+        let store = open(dir.path(), &clock);
+        let sh = &store.shared;
+        let far = now_ms(&clock) + 50_000;
+        for b in 10..13 {
+            sh.insert_new(&Digest([b; 32]), contents(Some("bo"), &[]), far)
+                .expect("insert");
+        }
+        let keep = Digest([11; 32]).handle();
+        assert_eq!(
+            sh.destroy_user_except("bo", Some(keep)).expect("destroy"),
+            2
+        );
+        let left = store.sessions_of("bo").expect("list");
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].handle, keep);
+    }
+}

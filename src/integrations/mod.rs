@@ -1,0 +1,16 @@
+//! Adapters for web frameworks' session layers, each behind its own feature.
+//!
+//! - [`tower`] (feature `tower`): a `tower_sessions::SessionStore` for axum and other
+//!   tower services, tower-sessions 0.15.
+//! - [`actix`] (feature `actix`): an `actix_session::storage::SessionStore` for
+//!   actix-web, actix-session 0.11.
+//!
+//! Both sit on the same internal write path ([`engine`]): records written with a
+//! caller-chosen expiry, create-if-absent, saves that never bring back a destroyed
+//! session, and all disk work moved off the async executor.
+
+#[cfg(feature = "actix")]
+pub mod actix;
+mod engine;
+#[cfg(feature = "tower")]
+pub mod tower;

@@ -1,0 +1,346 @@
+//! A [tower-sessions] 0.15 store: sessions for axum (and any tower service) that survive
+//! restarts, with sessile's expiry and logout guarantees.
+//!
+//! [tower-sessions]: https://docs.rs/tower-sessions/0.15
+//!
+//! # Usage
+//!
+//! ```no_run
+//! use tower_sessions::{Expiry, SessionManagerLayer, cookie::time::Duration};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = sessile::tower::TowerStore::new(sessile::Store::open("./sessile-data")?);
+//! let layer = SessionManagerLayer::new(store.clone())
+//!     .with_expiry(Expiry::OnInactivity(Duration::minutes(30)));
+//! let app: axum::Router = axum::Router::new()
+//!     .route("/", axum::routing::get(|| async { "hello" }))
+//!     .layer(layer);
+//! // ... serve `app`; on shutdown:
+//! store.flush().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! In a handler, log a user in with `session.cycle_id()` followed by
+//! `session.insert(USER_KEY, name)`, and log out with `session.flush()` (not `clear()`,
+//! which keeps an empty record alive until it expires). `examples/server.rs` is a whole
+//! server.
+//!
+//! # What the store guarantees
+//!
+//! - `create` never overwrites a stored record: if the record key of the new
+//!   [`Id`] is taken, it picks another `Id`.
+//! - `load` never returns an expired session, even before the cleanup thread has run.
+//! - `save` of a session that was deleted meanwhile (logged out by a concurrent request,
+//!   expired) writes nothing: a logged-out session is never brought back.
+//! - The record's `expiry_date` is honoured, capped by the store's idle timeout (from the
+//!   last write) and absolute timeout (from creation). Configure the [`Store`]'s idle
+//!   timeout at least as long as tower-sessions' expiry if tower's should decide alone.
+//! - With `with_always_save(true)`, a save whose data is unchanged and whose expiry moves
+//!   by less than the touch granularity writes nothing, so rolling sessions cost no disk
+//!   writes on every request.
+//! - Reads served from sessile's cache run in place; every read that may touch the disk,
+//!   every write and every flush runs on tokio's blocking pool
+//!   ([`spawn_blocking`](tokio::task::spawn_blocking)), never on an async worker.
+//! - `delete` is flushed to disk before it returns.
+//!
+//! # How records are stored
+//!
+//! The record key is a domain-separated blake3 digest of the 16 bytes of tower's `Id`, so
+//! the folder holds no usable cookie value. Each value of `Record::data` is stored as JSON
+//! bytes under its key ([`Session::get_bytes`](crate::Session::get_bytes) returns them);
+//! such a record is meant to be read through this adapter, not with
+//! [`Session::get`](crate::Session::get), which expects bincode. The value under
+//! [`USER_KEY`] (a string) becomes the session's user in sessile's per-user index, which
+//! [`sessions_of`](TowerStore::sessions_of) and
+//! [`destroy_user_except`](TowerStore::destroy_user_except) use.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use time::OffsetDateTime;
+use tower_sessions_core::session::{Id, Record};
+use tower_sessions_core::session_store::{self, ExpiredDeletion, SessionStore};
+
+use super::engine::{self, Contents, OffExecutorError, Saved, off_executor};
+use crate::codec::Data;
+use crate::error::Error;
+use crate::id::{Digest, SessionHandle};
+use crate::shared::{CAS_ATTEMPTS, Entry, Shared};
+use crate::store::Store;
+use crate::users::SessionInfo;
+
+/// The session key whose string value is the logged-in user.
+///
+/// Saving a session with a string under this key puts it in sessile's per-user index
+/// (see [`Store::sessions_of`]); removing the key (or setting it to `null`) takes it out.
+///
+/// ```
+/// # async fn login(session: tower_sessions::Session) -> Result<(), tower_sessions::session::Error> {
+/// session.cycle_id().await?; // a fresh ID on every privilege change
+/// session.insert(sessile::tower::USER_KEY, "alice").await?;
+/// # Ok(()) }
+/// ```
+pub const USER_KEY: &str = "sessile.user";
+
+/// blake3 key-derivation context for record keys derived from tower-sessions IDs.
+const ID_CONTEXT: &str = "sessile 2026-11 tower-sessions id digest v1";
+
+/// A tower-sessions store backed by a sessile [`Store`].
+///
+/// Cheap to clone; every clone uses the same store. See the [module docs](self) for usage
+/// and guarantees.
+#[derive(Clone, Debug)]
+pub struct TowerStore {
+    store: Store,
+}
+
+impl TowerStore {
+    /// Wraps an open store. The store's idle and absolute timeouts cap every session's
+    /// expiry; its other settings (durability, limits, cleanup) apply as they are.
+    pub fn new(store: Store) -> TowerStore {
+        TowerStore { store }
+    }
+
+    /// The sessile store underneath, for statistics, events and maintenance. Its
+    /// methods block: call them from [`spawn_blocking`](tokio::task::spawn_blocking) in
+    /// async code.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The sessile handle of the session with tower ID `id`: the handle that
+    /// [`sessions_of`](Self::sessions_of) lists and events name. It cannot be turned back
+    /// into the ID.
+    pub fn handle(&self, id: &Id) -> SessionHandle {
+        digest(id).handle()
+    }
+
+    /// The live sessions of `user` (saved with `user` under [`USER_KEY`]), oldest
+    /// first, for a "your devices" page.
+    ///
+    /// # Errors
+    ///
+    /// A storage failure, or a failed blocking task.
+    pub async fn sessions_of(&self, user: &str) -> Result<Vec<SessionInfo>, BoxError> {
+        let user = user.to_owned();
+        Ok(off_executor(&self.store, move |s| s.sessions_of(&user)).await?)
+    }
+
+    /// Destroys every live session of `user` except the one with ID `keep` ("log out my
+    /// other devices"), or all of them with `None`. Flushed before it returns. Returns
+    /// how many sessions were destroyed.
+    ///
+    /// # Errors
+    ///
+    /// A storage failure, or a failed blocking task.
+    pub async fn destroy_user_except(
+        &self,
+        user: &str,
+        keep: Option<&Id>,
+    ) -> Result<usize, BoxError> {
+        let user = user.to_owned();
+        let keep = keep.map(|id| self.handle(id));
+        Ok(off_executor(&self.store, move |s| {
+            s.shared.destroy_user_except(&user, keep)
+        })
+        .await?)
+    }
+
+    /// Writes everything to disk, off the executor. Call it when the server shuts down.
+    ///
+    /// # Errors
+    ///
+    /// A storage failure, or a failed blocking task.
+    pub async fn flush(&self) -> Result<(), BoxError> {
+        Ok(off_executor(&self.store, Store::flush).await?)
+    }
+}
+
+/// The error type of the async helpers of [`TowerStore`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn digest(id: &Id) -> Digest {
+    Digest(blake3::derive_key(ID_CONTEXT, &id.0.to_le_bytes()))
+}
+
+fn to_ms(at: OffsetDateTime) -> u64 {
+    u64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+}
+
+fn from_ms(ms: u64) -> OffsetDateTime {
+    let nanos = i128::from(ms) * 1_000_000;
+    OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+fn backend(e: OffExecutorError) -> session_store::Error {
+    match e {
+        OffExecutorError::Store(
+            e @ (Error::TooLarge { .. } | Error::Encode { .. } | Error::InvalidConfig(_)),
+        ) => session_store::Error::Encode(e.to_string()),
+        other => session_store::Error::Backend(other.to_string()),
+    }
+}
+
+/// Splits tower's data into sessile's user and values (JSON bytes).
+fn contents(shared: &Shared, record: &Record) -> Result<Contents, session_store::Error> {
+    let mut data = Data::new();
+    let mut user = None;
+    for (key, value) in &record.data {
+        if key == USER_KEY {
+            user = match value {
+                Value::String(s) => Some(s.clone()),
+                Value::Null => None,
+                _ => {
+                    return Err(session_store::Error::Encode(format!(
+                        "the value under {USER_KEY:?} must be a string or null"
+                    )));
+                }
+            };
+            continue;
+        }
+        shared
+            .check_key(key)
+            .map_err(|e| session_store::Error::Encode(e.to_string()))?;
+        let bytes =
+            serde_json::to_vec(value).map_err(|e| session_store::Error::Encode(e.to_string()))?;
+        data.insert(key.clone(), serde_bytes::ByteBuf::from(bytes));
+    }
+    Ok(Contents { user, data })
+}
+
+/// Builds tower's record from a live sessile record.
+fn record(shared: &Shared, id: Id, entry: &Entry) -> Record {
+    let mut data = HashMap::with_capacity(entry.data.len() + 1);
+    for (key, bytes) in entry.data.iter() {
+        match serde_json::from_slice::<Value>(bytes) {
+            Ok(value) => {
+                data.insert(key.clone(), value);
+            }
+            Err(e) => tracing::warn!(
+                handle = %digest(&id).handle(),
+                key = %key,
+                error = %e,
+                "skipped a session value that is not JSON (was it written without the tower adapter?)"
+            ),
+        }
+    }
+    if let Some(user) = &entry.user {
+        data.insert(USER_KEY.to_owned(), Value::String(user.clone()));
+    }
+    Record {
+        id,
+        data,
+        expiry_date: from_ms(engine::effective_expiry(&shared.config, &entry.header)),
+    }
+}
+
+#[async_trait]
+impl SessionStore for TowerStore {
+    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
+        let contents = contents(&self.store.shared, record)?;
+        let requested = to_ms(record.expiry_date);
+        let mut id = record.id;
+        let chosen = off_executor(&self.store, move |s| {
+            let mut contents = Some(contents);
+            for _ in 0..CAS_ATTEMPTS {
+                let Some(c) = contents.take() else { break };
+                let key = digest(&id);
+                // insert_new consumes the contents; keep a copy for a retry.
+                let copy = Contents {
+                    user: c.user.clone(),
+                    data: c.data.clone(),
+                };
+                if s.shared.insert_new(&key, c, requested)? {
+                    return Ok(Some(id));
+                }
+                contents = Some(copy);
+                id = Id::default();
+            }
+            Ok(None)
+        })
+        .await
+        .map_err(backend)?;
+        match chosen {
+            Some(id) => {
+                record.id = id;
+                Ok(())
+            }
+            None => Err(session_store::Error::Backend(
+                "sessile: every generated session ID was already in use".into(),
+            )),
+        }
+    }
+
+    async fn save(&self, record: &Record) -> session_store::Result<()> {
+        let contents = contents(&self.store.shared, record)?;
+        let requested = to_ms(record.expiry_date);
+        let key = digest(&record.id);
+        let saved = off_executor(&self.store, move |s| {
+            s.shared.save_until(&key, contents, requested)
+        })
+        .await
+        .map_err(backend)?;
+        if saved == Saved::Gone {
+            tracing::debug!(handle = %key.handle(), "not saving a session that is gone");
+        }
+        Ok(())
+    }
+
+    async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
+        let key = digest(id);
+        let shared = &self.store.shared;
+        let entry = match shared.live_cached(&key) {
+            Some(entry) => entry,
+            None => off_executor(&self.store, move |s| s.shared.live_entry(&key))
+                .await
+                .map_err(backend)?,
+        };
+        Ok(entry.map(|e| record(shared, *id, &e)))
+    }
+
+    async fn delete(&self, id: &Id) -> session_store::Result<()> {
+        let key = digest(id);
+        off_executor(&self.store, move |s| s.shared.destroy_durably(&key))
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ExpiredDeletion for TowerStore {
+    /// Deletes every expired session now (sessile's cleanup thread also does this on its
+    /// own interval, so calling this is optional).
+    async fn delete_expired(&self) -> session_store::Result<()> {
+        off_executor(&self.store, Store::purge_expired)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_map_to_distinct_keys_apart_from_token_digests() {
+        let a = Id(1);
+        let b = Id(2);
+        assert_ne!(digest(&a), digest(&b));
+        assert_eq!(digest(&a), digest(&Id(1)));
+        // Not the plain hash of the bytes: a different domain from any other digest.
+        assert_ne!(digest(&a).0, *blake3::hash(&1i128.to_le_bytes()).as_bytes());
+    }
+
+    #[test]
+    fn times_round_trip_through_milliseconds() {
+        let at = OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("valid");
+        assert_eq!(from_ms(to_ms(at)), at);
+        assert_eq!(
+            to_ms(OffsetDateTime::UNIX_EPOCH - time::Duration::days(1)),
+            0
+        );
+    }
+}
