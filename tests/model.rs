@@ -1,0 +1,124 @@
+//! Model-based test: random sequences of store operations under a manual clock (advance
+//! time, create, insert and save, load, touch, update, destroy, regenerate, purge, reopen,
+//! user queries), each applied to a real store and to a plain in-memory model, with every
+//! session compared after every step. The fuzz target `fuzz/fuzz_targets/ops.rs` runs
+//! the same model (see `tests/support_reliability/model.rs`) on libFuzzer's inputs.
+
+mod support_reliability;
+
+use proptest::prelude::*;
+use support_reliability::model::{self, Op};
+
+fn cases() -> u32 {
+    std::env::var("MODEL_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(48)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: cases(),
+        // Each case opens a sled store; shrinking a failure is still worth it.
+        max_shrink_iters: 2_000,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn store_matches_the_model(
+        bytes in proptest::collection::vec(any::<u8>(), 0..360),
+        cache in any::<bool>(),
+    ) {
+        let ops = Op::decode(&bytes);
+        let dir = tempfile::tempdir().expect("tempdir");
+        model::run(&ops, cache, dir.path());
+    }
+}
+
+/// A fixed scenario that walks the boundaries the random cases may miss: expiry exactly
+/// at the idle timeout, the absolute cap, touches inside and outside the granularity,
+/// saves of destroyed sessions, rotation, purge and reopen.
+#[test]
+fn boundary_walk_matches_the_model() {
+    use Op::*;
+    let ops = [
+        Create,
+        Insert {
+            slot: 0,
+            key: 0,
+            value: 1,
+        },
+        SetUser {
+            slot: 0,
+            user: Some(0),
+        },
+        Save { slot: 0 },
+        Create,
+        Advance(499),
+        Touch { slot: 0 },
+        Advance(1),
+        Touch { slot: 1 },
+        Save { slot: 0 },
+        Update {
+            slot: 0,
+            change: true,
+        },
+        Update {
+            slot: 0,
+            change: false,
+        },
+        SessionsOf { user: 0 },
+        Regenerate { slot: 0 },
+        Reopen,
+        Advance(9_999),
+        Len,
+        Touch { slot: 0 },
+        Advance(10_000),
+        Save { slot: 1 },
+        Touch { slot: 1 },
+        Regenerate { slot: 1 },
+        Len,
+        Purge,
+        Create,
+        Destroy { slot: 2 },
+        Save { slot: 2 },
+        Create,
+        SetUser {
+            slot: 3,
+            user: Some(1),
+        },
+        Save { slot: 3 },
+        Create,
+        SetUser {
+            slot: 4,
+            user: Some(1),
+        },
+        Save { slot: 4 },
+        DestroyUser {
+            user: 1,
+            except: Some(3),
+        },
+        SessionsOf { user: 1 },
+        Advance(9_000),
+        Touch { slot: 3 },
+        Advance(9_000),
+        Touch { slot: 3 },
+        Advance(9_000),
+        Touch { slot: 3 },
+        Advance(9_000),
+        Touch { slot: 3 },
+        Advance(9_000),
+        Touch { slot: 3 },
+        Advance(9_000),
+        Touch { slot: 3 },
+        Advance(9_000),
+        Touch { slot: 3 },
+        Reopen,
+        Purge,
+        Len,
+    ];
+    let dir = tempfile::tempdir().expect("tempdir");
+    model::run(&ops, true, dir.path());
+    let dir = tempfile::tempdir().expect("tempdir");
+    model::run(&ops, false, dir.path());
+}

@@ -1,0 +1,478 @@
+//! A plain in-memory model of what a sessile store should hold, and a runner that applies
+//! one sequence of operations to a real [`Store`] (with a [`ManualClock`]) and to the
+//! model, comparing every session after every step.
+//!
+//! Shared by `tests/model.rs` (proptest, runs in `cargo test`) and
+//! `fuzz/fuzz_targets/ops.rs` (libFuzzer). Both turn raw bytes into operations with
+//! [`Op::decode`], so a fuzzer finding can be replayed as a proptest case and back.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sessile::{Config, Error, ManualClock, Session, SessionId, Store};
+
+const IDLE_MS: u64 = 10_000;
+const ABSOLUTE_MS: u64 = 60_000;
+const GRANULARITY_MS: u64 = 500;
+const START_MS: u64 = 1_700_000_000_000;
+const MAX_SLOTS: usize = 6;
+const USERS: [&str; 3] = ["alice", "bob", "carol"];
+const KEYS: [&str; 3] = ["a", "b", "c"];
+/// The key `update` increments (8 bytes, little-endian).
+const COUNTER: &str = "n";
+
+/// One step. `slot` picks one of the sessions the "client" holds (modulo how many).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Advance(u32),
+    Create,
+    Insert { slot: u8, key: u8, value: u8 },
+    Remove { slot: u8, key: u8 },
+    SetUser { slot: u8, user: Option<u8> },
+    Save { slot: u8 },
+    Load { slot: u8 },
+    Touch { slot: u8 },
+    Update { slot: u8, change: bool },
+    Destroy { slot: u8 },
+    Regenerate { slot: u8 },
+    Purge,
+    Reopen,
+    SessionsOf { user: u8 },
+    Len,
+    DestroyUser { user: u8, except: Option<u8> },
+}
+
+impl Op {
+    /// Three bytes per operation; a trailing partial chunk is ignored.
+    pub fn decode(bytes: &[u8]) -> Vec<Op> {
+        bytes
+            .chunks_exact(3)
+            .map(|c| {
+                let (a, b) = (c[1], c[2]);
+                match c[0] % 17 {
+                    0 => Op::Advance(match a % 5 {
+                        0 => u32::from(b),
+                        1 => u32::from(b) * 100,
+                        2 => u32::from(b) * 1_000,
+                        3 => [1, 499, 500, 9_999, 10_000, 60_000][usize::from(b) % 6],
+                        _ => 5_000,
+                    }),
+                    1 | 2 => Op::Create,
+                    3 => Op::Insert {
+                        slot: a,
+                        key: b % 3,
+                        value: b / 3,
+                    },
+                    4 => Op::Remove { slot: a, key: b },
+                    5 => Op::SetUser {
+                        slot: a,
+                        user: (b % 4 != 3).then_some(b % 4),
+                    },
+                    6 => Op::Save { slot: a },
+                    7 => Op::Load { slot: a },
+                    8 => Op::Touch { slot: a },
+                    9 => Op::Update {
+                        slot: a,
+                        change: b % 4 != 0,
+                    },
+                    10 => Op::Destroy { slot: a },
+                    11 => Op::Regenerate { slot: a },
+                    12 => Op::Purge,
+                    13 => Op::Reopen,
+                    14 => Op::SessionsOf { user: a },
+                    15 => Op::Len,
+                    _ => Op::DestroyUser {
+                        user: a,
+                        except: (b % 2 == 0).then_some(b / 2),
+                    },
+                }
+            })
+            .collect()
+    }
+}
+
+/// What the model expects stored under one token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stored {
+    created: u64,
+    last_seen: u64,
+    expires: u64,
+    user: Option<String>,
+    data: BTreeMap<String, Vec<u8>>,
+}
+
+#[derive(Debug, Default)]
+struct Model {
+    now: u64,
+    /// token -> record, live or expired-but-not-purged.
+    records: BTreeMap<String, Stored>,
+    /// Tokens destroyed or rotated away: must never load again.
+    dead: BTreeSet<String>,
+}
+
+impl Model {
+    fn live(&self, token: &str) -> Option<&Stored> {
+        self.records.get(token).filter(|r| r.expires > self.now)
+    }
+
+    fn expires_for(&self, created: u64) -> u64 {
+        (self.now + IDLE_MS).min(created + ABSOLUTE_MS)
+    }
+
+    /// The write `save` or `update` makes; `false` if it is skipped (nothing changed and
+    /// the expiry would move by less than the granularity).
+    fn commit(&mut self, token: &str, user: Option<String>, data: BTreeMap<String, Vec<u8>>) {
+        let now = self.now;
+        let Some(r) = self.records.get(token) else {
+            return;
+        };
+        let expires = self.expires_for(r.created);
+        let r = self.records.get_mut(token).expect("checked above");
+        if r.user == user && r.data == data && within_granularity(r.expires, expires) {
+            return;
+        }
+        r.user = user;
+        r.data = data;
+        r.last_seen = now;
+        r.expires = expires;
+    }
+}
+
+fn within_granularity(old: u64, new: u64) -> bool {
+    new >= old && new - old < GRANULARITY_MS
+}
+
+fn ms(t: SystemTime) -> u64 {
+    u64::try_from(
+        t.duration_since(UNIX_EPOCH)
+            .expect("after epoch")
+            .as_millis(),
+    )
+    .expect("fits u64")
+}
+
+fn data_of(s: &Session) -> BTreeMap<String, Vec<u8>> {
+    s.keys()
+        .map(|k| (k.to_owned(), s.get_bytes(k).expect("listed key").to_vec()))
+        .collect()
+}
+
+fn counter(s: &Session) -> u64 {
+    s.get_bytes(COUNTER)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map_or(0, u64::from_le_bytes)
+}
+
+fn config(path: &Path, clock: &ManualClock, cache: bool) -> Config {
+    Config::new(path)
+        .idle_timeout(Duration::from_millis(IDLE_MS))
+        .absolute_timeout(Duration::from_millis(ABSOLUTE_MS))
+        .touch_granularity(Duration::from_millis(GRANULARITY_MS))
+        .cleanup_thread(false)
+        .cache_entries(if cache { 4 } else { 0 })
+        .clock(clock.clock())
+}
+
+/// Runs `ops` against a fresh store in `dir` and against the model; panics (with the step
+/// and operation) at the first difference. `cache` picks a tiny read cache (so entries
+/// are evicted and re-read from disk) or none.
+pub fn run(ops: &[Op], cache: bool, dir: &Path) {
+    let clock = ManualClock::starting_at(UNIX_EPOCH + Duration::from_millis(START_MS));
+    let path = dir.join("store");
+    let mut store = config(&path, &clock, cache).open().expect("open");
+    let mut model = Model {
+        now: START_MS,
+        ..Model::default()
+    };
+    let mut slots: Vec<Session> = Vec::new();
+    let mut created = 0usize;
+    for (step, op) in ops.iter().enumerate() {
+        let ctx = format!("step {step}: {op:?}");
+        if *op == Op::Reopen {
+            // Dropping the last handle stops the cleanup thread and flushes.
+            drop(store);
+            store = config(&path, &clock, cache).open().expect(&ctx);
+        } else {
+            apply(
+                *op,
+                &ctx,
+                &clock,
+                &store,
+                &mut model,
+                &mut slots,
+                &mut created,
+            );
+        }
+        check_all(&store, &model, &ctx);
+    }
+    let report = store.verify(false).expect("verify");
+    assert!(report.is_consistent(), "after all steps: {report:?}");
+    assert_eq!(report.quarantined, 0, "nothing should be quarantined");
+}
+
+fn apply(
+    op: Op,
+    ctx: &str,
+    clock: &ManualClock,
+    store: &Store,
+    model: &mut Model,
+    slots: &mut Vec<Session>,
+    created: &mut usize,
+) {
+    let pick = |slot: u8, slots: &[Session]| -> Option<usize> {
+        (!slots.is_empty()).then(|| usize::from(slot) % slots.len())
+    };
+    match op {
+        Op::Advance(by) => {
+            clock.advance(Duration::from_millis(u64::from(by)));
+            model.now += u64::from(by);
+        }
+        Op::Create => {
+            let s = store.create().expect(ctx);
+            let token = s.id().to_string();
+            assert!(
+                !model.records.contains_key(&token) && !model.dead.contains(&token),
+                "{ctx}: token reused"
+            );
+            model.records.insert(
+                token,
+                Stored {
+                    created: model.now,
+                    last_seen: model.now,
+                    expires: model.expires_for(model.now),
+                    user: None,
+                    data: BTreeMap::new(),
+                },
+            );
+            if slots.len() < MAX_SLOTS {
+                slots.push(s);
+            } else {
+                slots[*created % MAX_SLOTS] = s;
+            }
+            *created += 1;
+        }
+        Op::Insert { slot, key, value } => {
+            if let Some(i) = pick(slot, slots) {
+                slots[i]
+                    .insert_bytes(KEYS[usize::from(key) % 3], vec![value])
+                    .expect(ctx);
+            }
+        }
+        Op::Remove { slot, key } => {
+            if let Some(i) = pick(slot, slots) {
+                slots[i].remove(KEYS[usize::from(key) % 3]);
+            }
+        }
+        Op::SetUser { slot, user } => {
+            if let Some(i) = pick(slot, slots) {
+                slots[i].set_user(user.map(|u| USERS[usize::from(u) % 3]));
+            }
+        }
+        Op::Save { slot } => {
+            let Some(i) = pick(slot, slots) else { return };
+            let token = slots[i].id().to_string();
+            let got = store.save(&slots[i]);
+            if model.live(&token).is_some() {
+                got.expect(ctx);
+                let (user, data) = (slots[i].user().map(str::to_owned), data_of(&slots[i]));
+                model.commit(&token, user, data);
+            } else {
+                assert!(
+                    matches!(got, Err(Error::NotFound)),
+                    "{ctx}: save of a dead session gave {got:?}"
+                );
+            }
+        }
+        Op::Load { slot } => {
+            let Some(i) = pick(slot, slots) else { return };
+            // The comparison itself happens in check_all; here the client refreshes its
+            // copy, as a request handler would.
+            if let Some(s) = store.load(slots[i].id()).expect(ctx) {
+                slots[i] = s;
+            }
+        }
+        Op::Touch { slot } => {
+            let Some(i) = pick(slot, slots) else { return };
+            let token = slots[i].id().to_string();
+            let got = store.touch(slots[i].id()).expect(ctx);
+            let now = model.now;
+            let expected = match model.live(&token).map(|r| r.created) {
+                Some(created) => {
+                    let target = model.expires_for(created);
+                    let r = model.records.get_mut(&token).expect("live");
+                    if !within_granularity(r.expires, target) {
+                        r.last_seen = now;
+                        r.expires = target;
+                    }
+                    true
+                }
+                None => false,
+            };
+            assert_eq!(got, expected, "{ctx}: touch");
+        }
+        Op::Update { slot, change } => {
+            let Some(i) = pick(slot, slots) else { return };
+            let token = slots[i].id().to_string();
+            let got = store
+                .update(slots[i].id(), |s| {
+                    if change {
+                        let n = counter(s) + 1;
+                        s.insert_bytes(COUNTER, n.to_le_bytes().to_vec())
+                            .expect("small value");
+                    }
+                    counter(s)
+                })
+                .expect(ctx);
+            let expected = model.live(&token).cloned().map(|r| {
+                let mut data = r.data.clone();
+                let n = data
+                    .get(COUNTER)
+                    .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+                    .map_or(0, u64::from_le_bytes)
+                    + u64::from(change);
+                if change {
+                    data.insert(COUNTER.to_owned(), n.to_le_bytes().to_vec());
+                }
+                model.commit(&token, r.user, data);
+                n
+            });
+            assert_eq!(got, expected, "{ctx}: update");
+        }
+        Op::Destroy { slot } => {
+            let Some(i) = pick(slot, slots) else { return };
+            let token = slots[i].id().to_string();
+            let got = store.destroy(slots[i].id()).expect(ctx);
+            let expected = model.live(&token).is_some();
+            model.records.remove(&token);
+            model.dead.insert(token);
+            assert_eq!(got, expected, "{ctx}: destroy");
+        }
+        Op::Regenerate { slot } => {
+            let Some(i) = pick(slot, slots) else { return };
+            let old = slots[i].id().to_string();
+            let live = model.live(&old).cloned();
+            let got = store.regenerate(&mut slots[i]);
+            match live {
+                Some(r) => {
+                    got.expect(ctx);
+                    let new = slots[i].id().to_string();
+                    assert_ne!(new, old, "{ctx}: token did not change");
+                    model.records.remove(&old);
+                    model.dead.insert(old);
+                    let record = Stored {
+                        created: r.created,
+                        last_seen: model.now,
+                        expires: model.expires_for(r.created),
+                        user: slots[i].user().map(str::to_owned),
+                        data: data_of(&slots[i]),
+                    };
+                    model.records.insert(new, record);
+                }
+                None => {
+                    assert!(
+                        matches!(got, Err(Error::NotFound)),
+                        "{ctx}: regenerate of a dead session gave {got:?}"
+                    );
+                    assert_eq!(slots[i].id().to_string(), old, "{ctx}: token changed");
+                }
+            }
+        }
+        Op::Purge => {
+            let got = store.purge_expired().expect(ctx);
+            let now = model.now;
+            let before = model.records.len();
+            model.records.retain(|_, r| r.expires > now);
+            assert_eq!(got, before - model.records.len(), "{ctx}: purged");
+        }
+        // Handled by `run`, which owns the store.
+        Op::Reopen => {}
+        Op::SessionsOf { user } => {
+            let user = USERS[usize::from(user) % 3];
+            let got = store.sessions_of(user).expect(ctx);
+            let mut expected: Vec<(String, u64, u64, u64)> = model
+                .records
+                .iter()
+                .filter(|(_, r)| r.expires > model.now && r.user.as_deref() == Some(user))
+                .map(|(t, r)| {
+                    let id: SessionId = t.parse().expect("token");
+                    (id.handle().to_string(), r.created, r.last_seen, r.expires)
+                })
+                .collect();
+            expected.sort();
+            let mut got: Vec<(String, u64, u64, u64)> = got
+                .iter()
+                .map(|i| {
+                    (
+                        i.handle.to_string(),
+                        ms(i.created_at),
+                        ms(i.last_seen),
+                        ms(i.expires_at),
+                    )
+                })
+                .collect();
+            assert!(
+                got.windows(2).all(|w| w[0].1 <= w[1].1),
+                "{ctx}: sessions_of not oldest first: {got:?}"
+            );
+            got.sort();
+            assert_eq!(got, expected, "{ctx}: sessions_of({user})");
+        }
+        Op::Len => {
+            let live = model.records.values().filter(|r| r.expires > model.now);
+            assert_eq!(store.len().expect(ctx), live.count(), "{ctx}: len");
+        }
+        Op::DestroyUser { user, except } => {
+            let user = USERS[usize::from(user) % 3];
+            let except = except.and_then(|e| pick(e, slots)).map(|i| slots[i].id());
+            let got = store.destroy_user(user, except).expect(ctx);
+            let keep = except.map(ToString::to_string);
+            let now = model.now;
+            let doomed: Vec<String> = model
+                .records
+                .iter()
+                .filter(|(t, r)| {
+                    r.expires > now
+                        && r.user.as_deref() == Some(user)
+                        && Some(t.as_str()) != keep.as_deref()
+                })
+                .map(|(t, _)| t.clone())
+                .collect();
+            for t in &doomed {
+                model.records.remove(t);
+                model.dead.insert(t.clone());
+            }
+            assert_eq!(got, doomed.len(), "{ctx}: destroy_user({user})");
+        }
+    }
+}
+
+/// Every session the model knows loads exactly as the model says; dead tokens stay dead.
+fn check_all(store: &Store, model: &Model, ctx: &str) {
+    for (token, r) in &model.records {
+        let id: SessionId = token.parse().expect("token");
+        let got = store.load(&id).expect(ctx);
+        if r.expires <= model.now {
+            assert!(got.is_none(), "{ctx}: expired session {token} loaded");
+            continue;
+        }
+        let s = got.unwrap_or_else(|| panic!("{ctx}: live session {token} missing: {r:?}"));
+        let seen = Stored {
+            created: ms(s.created_at()),
+            last_seen: ms(s.last_seen()),
+            expires: ms(s.expires_at()),
+            user: s.user().map(str::to_owned),
+            data: data_of(&s),
+        };
+        assert_eq!(&seen, r, "{ctx}: session {token}");
+    }
+    for token in &model.dead {
+        let id: SessionId = token.parse().expect("token");
+        assert!(
+            store.load(&id).expect(ctx).is_none(),
+            "{ctx}: dead session {token} is back"
+        );
+    }
+}
