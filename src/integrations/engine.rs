@@ -53,6 +53,10 @@ fn skip_expiry_move(config: &Config, now: u64, old: u64, new: u64) -> bool {
 
 /// When a record stops being live: its stored expiry, or earlier if the store's current
 /// timeouts say so (see `expiry::is_live`).
+#[cfg_attr(
+    not(feature = "tower"),
+    allow(dead_code, reason = "only tower reads it")
+)]
 pub(crate) fn effective_expiry(config: &Config, header: &Header) -> u64 {
     let mut at = header
         .expires_at
@@ -229,6 +233,10 @@ impl Shared {
 
     /// What [`touch_until`](Self::touch_until) returns, if the read cache alone can tell
     /// (the session is dead, or the expiry would move too little to write). No I/O.
+    #[cfg_attr(
+        not(feature = "actix"),
+        allow(dead_code, reason = "only actix touches")
+    )]
     pub(crate) fn touch_from_cache(&self, digest: &Digest, requested: u64) -> Option<bool> {
         let entry = self.cached(digest)?;
         let now = self.now();
@@ -244,6 +252,10 @@ impl Shared {
     /// store's timeouts) without rewriting its values. Returns whether the session is
     /// live. Writes nothing when the move is smaller than the touch granularity, deciding
     /// from the read cache when it can.
+    #[cfg_attr(
+        not(feature = "actix"),
+        allow(dead_code, reason = "only actix touches")
+    )]
     pub(crate) fn touch_until(&self, digest: &Digest, requested: u64) -> Result<bool> {
         if let Some(live) = self.touch_from_cache(digest, requested) {
             return Ok(live);

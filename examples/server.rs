@@ -1,0 +1,240 @@
+//! An axum server whose sessions survive restarts: tower-sessions on a sessile store.
+//!
+//! ```sh
+//! cargo run --example server --features tower
+//! ```
+//!
+//! Settings (environment):
+//! - `SESSILE_DATA`: data folder, default `./sessile-data` (sessions in `sessions/`, the
+//!   cookie-signing key in `cookie-key`, mode 0600, made on first start);
+//! - `SESSILE_ADDR`: listen address, default `127.0.0.1:3000`;
+//! - `SESSILE_COOKIE_KEY`: the cookie-signing key as base64 of at least 64 bytes, instead
+//!   of the key file.
+//!
+//! Routes (all JSON):
+//! - `GET /` -> `{"user": null | "name", "visits": N}`, N counting the loads of `/` in
+//!   this session;
+//! - `POST /login` with form field `user` -> new session ID, user set;
+//! - `POST /logout` -> the session is destroyed;
+//! - `GET /devices` -> the user's sessions (handles and times);
+//! - `POST /logout-others` -> destroys the user's other sessions.
+//!
+//! Ctrl-C or SIGTERM stops it gracefully; the store is flushed (off the executor) before
+//! it exits.
+
+use std::error::Error;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Form, Json, Router};
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sessile::tower::{TowerStore, USER_KEY};
+use tower_sessions::cookie::Key;
+use tower_sessions::cookie::time::Duration;
+use tower_sessions::{Expiry, Session, SessionManagerLayer};
+
+const VISITS: &str = "visits";
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
+    let data = PathBuf::from(std::env::var_os("SESSILE_DATA").unwrap_or("./sessile-data".into()));
+    let addr = std::env::var("SESSILE_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
+
+    // Opening reads the folder: do it on the blocking pool, like every other disk access.
+    let folder = data.clone();
+    let (store, key) = tokio::task::spawn_blocking(move || {
+        let key = cookie_key(&folder)?;
+        let store = sessile::Config::new(folder.join("sessions")).open()?;
+        Ok::<_, Box<dyn Error + Send + Sync>>((store, key))
+    })
+    .await??;
+    let store = TowerStore::new(store);
+
+    let sessions = SessionManagerLayer::new(store.clone())
+        .with_signed(key)
+        .with_expiry(Expiry::OnInactivity(Duration::minutes(30)));
+    let app = Router::new()
+        .route("/", get(index))
+        .route("/login", post(login))
+        .route("/logout", post(logout))
+        .route("/devices", get(devices))
+        .route("/logout-others", post(logout_others))
+        .layer(sessions)
+        .with_state(store.clone());
+
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    println!("listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    store.flush().await?;
+    println!("stopped; sessions flushed to {}", data.display());
+    Ok(())
+}
+
+/// `GET /`: counts this session's visits.
+async fn index(session: Session) -> Result<Json<Value>, AppError> {
+    let visits = session.get::<u64>(VISITS).await?.unwrap_or(0) + 1;
+    session.insert(VISITS, visits).await?;
+    let user = session.get::<String>(USER_KEY).await?;
+    Ok(Json(json!({ "user": user, "visits": visits })))
+}
+
+#[derive(Deserialize)]
+struct Login {
+    user: String,
+}
+
+/// `POST /login`: a fresh session ID (against session fixation), then the user.
+async fn login(session: Session, Form(form): Form<Login>) -> Result<Response, AppError> {
+    let user = form.user.trim();
+    if user.is_empty() || user.len() > sessile::MAX_USER_LEN {
+        let error = json!({ "error": "the form field `user` must hold 1 to 1024 bytes" });
+        return Ok((StatusCode::BAD_REQUEST, Json(error)).into_response());
+    }
+    session.cycle_id().await?;
+    session.insert(USER_KEY, user).await?;
+    let visits = session.get::<u64>(VISITS).await?.unwrap_or(0);
+    Ok(Json(json!({ "user": user, "visits": visits })).into_response())
+}
+
+/// `POST /logout`: `flush` deletes the record; `clear` would keep an empty one.
+async fn logout(session: Session) -> Result<Json<Value>, AppError> {
+    session.flush().await?;
+    Ok(Json(json!({ "user": null, "logged_out": true })))
+}
+
+/// `GET /devices`: the logged-in user's sessions, by handle (never by cookie value).
+async fn devices(State(store): State<TowerStore>, session: Session) -> Result<Response, AppError> {
+    let Some(user) = session.get::<String>(USER_KEY).await? else {
+        return Ok(not_logged_in());
+    };
+    let current = session.id().map(|id| store.handle(&id));
+    let list: Vec<Value> = store
+        .sessions_of(&user)
+        .await?
+        .into_iter()
+        .map(|s| {
+            json!({
+                "handle": s.handle.to_string(),
+                "current": Some(s.handle) == current,
+                "created_at": unix_seconds(s.created_at),
+                "last_seen": unix_seconds(s.last_seen),
+                "expires_at": unix_seconds(s.expires_at),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "user": user, "devices": list })).into_response())
+}
+
+/// `POST /logout-others`: destroys every session of the user but this one.
+async fn logout_others(
+    State(store): State<TowerStore>,
+    session: Session,
+) -> Result<Response, AppError> {
+    let Some(user) = session.get::<String>(USER_KEY).await? else {
+        return Ok(not_logged_in());
+    };
+    let current = session.id();
+    let destroyed = store.destroy_user_except(&user, current.as_ref()).await?;
+    Ok(Json(json!({ "user": user, "destroyed": destroyed })).into_response())
+}
+
+fn not_logged_in() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        Json(json!({ "error": "not logged in" })),
+    )
+        .into_response()
+}
+
+fn unix_seconds(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The cookie-signing key: from `SESSILE_COOKIE_KEY`, else from `<data>/cookie-key`,
+/// created (mode 0600) on first start. It must outlive restarts, or every cookie dies
+/// with the server.
+fn cookie_key(data: &Path) -> Result<Key, Box<dyn Error + Send + Sync>> {
+    if let Ok(text) = std::env::var("SESSILE_COOKIE_KEY") {
+        let bytes = base64::engine::general_purpose::STANDARD.decode(text.trim())?;
+        return Ok(Key::try_from(bytes.as_slice())?);
+    }
+    let mut folder = std::fs::DirBuilder::new();
+    folder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut folder, 0o700);
+    folder.create(data)?;
+    let path = data.join("cookie-key");
+    match std::fs::read(&path) {
+        Ok(bytes) => Ok(Key::try_from(bytes.as_slice())?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = Key::generate();
+            let mut file = std::fs::OpenOptions::new();
+            file.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
+            let mut file = file.open(&path)?;
+            file.write_all(key.master())?;
+            file.sync_all()?;
+            Ok(key)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            eprintln!("cannot listen for Ctrl-C: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                eprintln!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    println!("shutting down");
+}
+
+/// Any failure in a handler: logged, answered with a 500 that says nothing more.
+struct AppError(Box<dyn Error + Send + Sync>);
+
+impl<E: Into<Box<dyn Error + Send + Sync>>> From<E> for AppError {
+    fn from(e: E) -> Self {
+        AppError(e.into())
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        eprintln!("request failed: {}", self.0);
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({ "error": "internal error" })),
+        )
+            .into_response()
+    }
+}
