@@ -1,0 +1,229 @@
+//! The adapter conformance suite (tests/adapter_suite) run against both adapters, each
+//! behind a real server of its framework: axum + tower-sessions, actix-web +
+//! actix-session.
+
+#![cfg(any(feature = "tower", feature = "actix"))]
+
+#[macro_use]
+mod adapter_suite;
+
+#[cfg(feature = "tower")]
+mod tower_backend {
+    use std::time::Duration;
+
+    use axum::Json;
+    use axum::Router;
+    use axum::extract::Path;
+    use axum::http::StatusCode;
+    use axum::routing::{get, post};
+    use serde_json::{Value, json};
+    use sessile::Store;
+    use sessile::tower::{TowerStore, USER_KEY};
+    use tower_sessions::cookie::Key;
+    use tower_sessions::{Expiry, Session, SessionManagerLayer};
+
+    use super::adapter_suite::{Backend, KEY, Server};
+
+    pub struct Tower;
+
+    type Answer = Result<Json<Value>, StatusCode>;
+
+    fn fail(e: tower_sessions::session::Error) -> StatusCode {
+        eprintln!("session error: {e}");
+        StatusCode::INTERNAL_SERVER_ERROR
+    }
+
+    async fn get_value(session: Session, Path(key): Path<String>) -> Answer {
+        let value = session.get::<Value>(&key).await.map_err(fail)?;
+        Ok(Json(json!({ "value": value })))
+    }
+
+    async fn set(session: Session, Path((key, value)): Path<(String, String)>) -> Answer {
+        session.insert(&key, value).await.map_err(fail)?;
+        Ok(Json(json!({})))
+    }
+
+    async fn remove(session: Session, Path(key): Path<String>) -> Answer {
+        session.remove::<Value>(&key).await.map_err(fail)?;
+        Ok(Json(json!({})))
+    }
+
+    async fn incr(session: Session) -> Answer {
+        let n = session.get::<u64>("n").await.map_err(fail)?.unwrap_or(0) + 1;
+        session.insert("n", n).await.map_err(fail)?;
+        Ok(Json(json!({ "value": n })))
+    }
+
+    async fn cycle(session: Session) -> Answer {
+        session.cycle_id().await.map_err(fail)?;
+        Ok(Json(json!({})))
+    }
+
+    async fn login(session: Session, Path(user): Path<String>) -> Answer {
+        session.cycle_id().await.map_err(fail)?;
+        session.insert(USER_KEY, user).await.map_err(fail)?;
+        Ok(Json(json!({})))
+    }
+
+    async fn logout(session: Session) -> Answer {
+        session.flush().await.map_err(fail)?;
+        Ok(Json(json!({})))
+    }
+
+    impl Backend for Tower {
+        fn serve(store: Store, listener: std::net::TcpListener, ttl: Duration) -> Server {
+            let addr = listener.local_addr().expect("addr");
+            listener.set_nonblocking(true).expect("nonblocking");
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            let for_server = store.clone();
+            let thread = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                runtime.block_on(async move {
+                    let store = TowerStore::new(for_server);
+                    let ttl = tower_sessions::cookie::time::Duration::try_from(ttl).expect("ttl");
+                    let layer = SessionManagerLayer::new(store.clone())
+                        .with_secure(false)
+                        .with_signed(Key::from(&KEY))
+                        .with_expiry(Expiry::OnInactivity(ttl));
+                    let app = Router::new()
+                        .route("/get/{key}", get(get_value))
+                        .route("/set/{key}/{value}", post(set))
+                        .route("/remove/{key}", post(remove))
+                        .route("/incr", post(incr))
+                        .route("/cycle", post(cycle))
+                        .route("/login/{user}", post(login))
+                        .route("/logout", post(logout))
+                        .layer(layer);
+                    let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(async move {
+                            let _ = stop_rx.await;
+                        })
+                        .await
+                        .expect("serve");
+                    store.flush().await.expect("flush");
+                });
+            });
+            let stop = Box::new(move || {
+                let _ = stop_tx.send(());
+            });
+            Server::new(addr, store, stop, thread)
+        }
+    }
+}
+
+#[cfg(feature = "actix")]
+mod actix_backend {
+    use std::time::Duration;
+
+    use actix_session::config::PersistentSession;
+    use actix_session::{Session, SessionMiddleware};
+    use actix_web::cookie::Key;
+    use actix_web::{App, HttpResponse, HttpServer, web};
+    use serde_json::{Value, json};
+    use sessile::Store;
+    use sessile::actix::{ActixStore, USER_KEY};
+
+    use super::adapter_suite::{Backend, KEY, Server};
+
+    pub struct Actix;
+
+    type Answer = actix_web::Result<HttpResponse>;
+
+    async fn get_value(session: Session, key: web::Path<String>) -> Answer {
+        let value = session.get::<Value>(&key)?;
+        Ok(HttpResponse::Ok().json(json!({ "value": value })))
+    }
+
+    async fn set(session: Session, path: web::Path<(String, String)>) -> Answer {
+        let (key, value) = path.into_inner();
+        session.insert(key, value)?;
+        Ok(HttpResponse::Ok().json(json!({})))
+    }
+
+    async fn remove(session: Session, key: web::Path<String>) -> Answer {
+        session.remove(&key);
+        Ok(HttpResponse::Ok().json(json!({})))
+    }
+
+    async fn incr(session: Session) -> Answer {
+        let n = session.get::<u64>("n")?.unwrap_or(0) + 1;
+        session.insert("n", n)?;
+        Ok(HttpResponse::Ok().json(json!({ "value": n })))
+    }
+
+    async fn cycle(session: Session) -> Answer {
+        session.renew();
+        Ok(HttpResponse::Ok().json(json!({})))
+    }
+
+    async fn login(session: Session, user: web::Path<String>) -> Answer {
+        session.renew();
+        session.insert(USER_KEY, user.into_inner())?;
+        Ok(HttpResponse::Ok().json(json!({})))
+    }
+
+    async fn logout(session: Session) -> Answer {
+        session.purge();
+        Ok(HttpResponse::Ok().json(json!({})))
+    }
+
+    impl Backend for Actix {
+        fn serve(store: Store, listener: std::net::TcpListener, ttl: Duration) -> Server {
+            let addr = listener.local_addr().expect("addr");
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            let for_server = store.clone();
+            let thread = std::thread::spawn(move || {
+                actix_web::rt::System::new().block_on(async move {
+                    let store = ActixStore::new(for_server);
+                    let ttl = actix_web::cookie::time::Duration::try_from(ttl).expect("ttl");
+                    let key = Key::from(&KEY);
+                    let for_app = store.clone();
+                    let server = HttpServer::new(move || {
+                        App::new()
+                            .wrap(
+                                SessionMiddleware::builder(for_app.clone(), key.clone())
+                                    .cookie_secure(false)
+                                    .session_lifecycle(
+                                        PersistentSession::default().session_ttl(ttl),
+                                    )
+                                    .build(),
+                            )
+                            .route("/get/{key}", web::get().to(get_value))
+                            .route("/set/{key}/{value}", web::post().to(set))
+                            .route("/remove/{key}", web::post().to(remove))
+                            .route("/incr", web::post().to(incr))
+                            .route("/cycle", web::post().to(cycle))
+                            .route("/login/{user}", web::post().to(login))
+                            .route("/logout", web::post().to(logout))
+                    })
+                    .workers(2)
+                    .disable_signals()
+                    .listen(listener)
+                    .expect("listen")
+                    .run();
+                    let handle = server.handle();
+                    actix_web::rt::spawn(async move {
+                        let _ = stop_rx.await;
+                        handle.stop(true).await;
+                    });
+                    server.await.expect("serve");
+                    store.flush().await.expect("flush");
+                });
+            });
+            let stop = Box::new(move || {
+                let _ = stop_tx.send(());
+            });
+            Server::new(addr, store, stop, thread)
+        }
+    }
+}
+
+#[cfg(feature = "tower")]
+conformance_suite!(tower, crate::tower_backend::Tower);
+#[cfg(feature = "actix")]
+conformance_suite!(actix, crate::actix_backend::Actix);
