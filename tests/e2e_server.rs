@@ -108,7 +108,10 @@ impl Running {
             if let Some(exit) = child.try_wait().expect("wait") {
                 break exit;
             }
-            assert!(Instant::now() < deadline, "server did not exit after SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "server did not exit after SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(20));
         };
         assert!(exit.success(), "server exited with {exit}");
@@ -136,8 +139,15 @@ fn sessions_survive_a_sigterm_restart_of_the_example_server() {
     let anonymous = laptop.clone();
     let login = laptop.post_form("/login", "user=alice");
     assert_eq!(login.status, 200, "{login:?}");
-    assert_ne!(laptop.cookie("id"), anonymous.cookie("id"), "login rotates the ID");
-    assert_eq!(laptop.get("/").json(), json!({ "user": "alice", "visits": 3 }));
+    assert_ne!(
+        laptop.cookie("id"),
+        anonymous.cookie("id"),
+        "login rotates the ID"
+    );
+    assert_eq!(
+        laptop.get("/").json(),
+        json!({ "user": "alice", "visits": 3 })
+    );
     // The last write right before the signal must survive it.
     assert_eq!(laptop.post_form("/login", "user=alice").status, 200);
     server.terminate();
@@ -150,7 +160,10 @@ fn sessions_survive_a_sigterm_restart_of_the_example_server() {
 
     let server = Running::start(&data);
     laptop.addr = server.addr;
-    assert_eq!(laptop.get("/").json(), json!({ "user": "alice", "visits": 4 }));
+    assert_eq!(
+        laptop.get("/").json(),
+        json!({ "user": "alice", "visits": 4 })
+    );
     let mut old = anonymous;
     old.addr = server.addr;
     assert_eq!(
@@ -164,12 +177,19 @@ fn sessions_survive_a_sigterm_restart_of_the_example_server() {
     let devices = laptop.get("/devices").json();
     let list = devices["devices"].as_array().expect("a list");
     assert_eq!(list.len(), 2, "{devices}");
-    assert_eq!(list.iter().filter(|d| d["current"] == json!(true)).count(), 1);
+    assert_eq!(
+        list.iter().filter(|d| d["current"] == json!(true)).count(),
+        1
+    );
     assert_eq!(
         laptop.post("/logout-others").json(),
         json!({ "user": "alice", "destroyed": 1 })
     );
-    assert_eq!(phone.get("/").json()["user"], json!(null), "phone logged out");
+    assert_eq!(
+        phone.get("/").json()["user"],
+        json!(null),
+        "phone logged out"
+    );
 
     let before_logout = laptop.clone();
     assert_eq!(laptop.post("/logout").status, 200);

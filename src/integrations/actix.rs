@@ -9,7 +9,7 @@
 //! use actix_session::SessionMiddleware;
 //! use actix_web::{App, HttpServer, cookie::Key};
 //!
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 //! let store = sessile::actix::ActixStore::new(sessile::Store::open("./sessile-data")?);
 //! let key = Key::generate(); // keep it across restarts, or every cookie dies with the server
 //! let for_app = store.clone();

@@ -8,7 +8,7 @@
 //! ```no_run
 //! use tower_sessions::{Expiry, SessionManagerLayer, cookie::time::Duration};
 //!
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 //! let store = sessile::tower::TowerStore::new(sessile::Store::open("./sessile-data")?);
 //! let layer = SessionManagerLayer::new(store.clone())
 //!     .with_expiry(Expiry::OnInactivity(Duration::minutes(30)));

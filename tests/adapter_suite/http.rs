@@ -70,13 +70,19 @@ impl Client {
     fn send(&self, method: &str, path: &str, form: Option<&str>) -> Response {
         let mut stream = TcpStream::connect_timeout(&self.addr, Duration::from_secs(10))
             .unwrap_or_else(|e| panic!("connect to {}: {e}", self.addr));
-        stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
         let mut head = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
             self.addr
         );
         if !self.cookies.is_empty() {
-            let pairs: Vec<String> = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let pairs: Vec<String> = self
+                .cookies
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
             head.push_str(&format!("Cookie: {}\r\n", pairs.join("; ")));
         }
         let body = form.unwrap_or("");

@@ -132,7 +132,11 @@ pub fn insert_get_remove<B: Backend>() {
     ok(alice.post("/remove/a"));
     assert_eq!(value(&mut alice, "a"), Value::Null);
     assert_eq!(value(&mut alice, "b"), json!("two"));
-    assert_eq!(server.store().len().expect("len"), 1, "bob never stored anything");
+    assert_eq!(
+        server.store().len().expect("len"),
+        1,
+        "bob never stored anything"
+    );
 }
 
 pub fn bogus_cookies_give_a_fresh_session<B: Backend>() {
@@ -166,7 +170,11 @@ pub fn bogus_cookies_give_a_fresh_session<B: Backend>() {
         assert_eq!(value(&mut mallory, "m"), json!("1"));
         assert_eq!(value(&mut mallory, "a"), Value::Null);
     }
-    assert_eq!(value(&mut alice, "a"), json!("secret"), "the real session is intact");
+    assert_eq!(
+        value(&mut alice, "a"),
+        json!("secret"),
+        "the real session is intact"
+    );
 }
 
 pub fn expiry_with_a_short_ttl<B: Backend>() {
@@ -179,7 +187,11 @@ pub fn expiry_with_a_short_ttl<B: Backend>() {
     std::thread::sleep(ttl + Duration::from_millis(300));
     // The client still sends the cookie: the server must not honour it.
     alice.cookies.insert(COOKIE.to_owned(), cookie);
-    assert_eq!(value(&mut alice, "a"), Value::Null, "expired session was loaded");
+    assert_eq!(
+        value(&mut alice, "a"),
+        Value::Null,
+        "expired session was loaded"
+    );
     assert_eq!(server.store().len().expect("len"), 0);
 }
 
@@ -201,7 +213,11 @@ pub fn store_idle_timeout_caps_the_framework_ttl<B: Backend>() {
     clock.advance(Duration::from_secs(40));
     ok(alice.post("/set/a/2")); // activity moves the idle expiry
     clock.advance(Duration::from_secs(40));
-    assert_eq!(value(&mut alice, "a"), json!("2"), "still inside the idle timeout");
+    assert_eq!(
+        value(&mut alice, "a"),
+        json!("2"),
+        "still inside the idle timeout"
+    );
     clock.advance(Duration::from_secs(21));
     assert_eq!(value(&mut alice, "a"), Value::Null, "idle timeout passed");
 }
@@ -230,14 +246,28 @@ pub fn login_and_logout<B: Backend>() {
     assert_eq!(value(&mut alice, "sessile.user"), json!("alice"));
     assert_eq!(server.store().sessions_of("alice").expect("list").len(), 1);
     let mut fixated = anonymous;
-    assert_eq!(value(&mut fixated, "a"), Value::Null, "login changed the ID");
+    assert_eq!(
+        value(&mut fixated, "a"),
+        Value::Null,
+        "login changed the ID"
+    );
 
     let replay = alice.clone();
     ok(alice.post("/logout"));
     assert_eq!(value(&mut alice, "a"), Value::Null);
     let mut replay = replay;
-    assert_eq!(value(&mut replay, "a"), Value::Null, "a logged-out cookie is dead");
-    assert!(server.store().sessions_of("alice").expect("list").is_empty());
+    assert_eq!(
+        value(&mut replay, "a"),
+        Value::Null,
+        "a logged-out cookie is dead"
+    );
+    assert!(
+        server
+            .store()
+            .sessions_of("alice")
+            .expect("list")
+            .is_empty()
+    );
     assert_eq!(server.store().len().expect("len"), 0);
 }
 
@@ -293,9 +323,17 @@ pub fn saves_racing_a_logout_never_bring_it_back<B: Backend>() {
         w.join().expect("writer");
     }
     let mut replay = logged_in;
-    assert_eq!(value(&mut replay, "sessile.user"), Value::Null, "the session came back");
+    assert_eq!(
+        value(&mut replay, "sessile.user"),
+        Value::Null,
+        "the session came back"
+    );
     assert!(
-        server.store().sessions_of("alice").expect("list").is_empty(),
+        server
+            .store()
+            .sessions_of("alice")
+            .expect("list")
+            .is_empty(),
         "a save after the logout brought the user's session back"
     );
 }
@@ -319,7 +357,6 @@ pub fn restart_keeps_the_session<B: Backend>() {
 }
 
 /// Instantiates the whole suite for one backend.
-
 macro_rules! conformance_suite {
     ($module:ident, $backend:ty) => {
         mod $module {
