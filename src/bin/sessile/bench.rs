@@ -264,7 +264,7 @@ fn measure(
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 s.spawn(move || -> Result<(u64, Duration), CliError> {
-                    let mut rng = SplitMix(0x9e37_79b9 ^ (t as u64) << 32);
+                    let mut rng = SplitMix(0x9e37_79b9 ^ ((t as u64) << 32));
                     let start = Instant::now();
                     let mut ops = 0u64;
                     loop {

@@ -305,15 +305,14 @@ pub fn import(dir: &Path, file: &Path, merge: bool, out: &mut dyn Write) -> Resu
     source.rewind()?;
 
     let store = open::open(dir, Folder::CreateIfMissing, |c| c)?;
-    if !merge {
-        if let Some(first) = store.dump().next() {
-            first?;
-            return Err(CliError::failed(format!(
-                "{} already holds sessions",
-                dir.display()
-            ))
-            .hint("import into a new or empty folder, or pass --merge (sessions with the same key are replaced)"));
-        }
+    if !merge && let Some(first) = store.dump().next() {
+        first?;
+        return Err(
+            CliError::failed(format!("{} already holds sessions", dir.display())).hint(
+                "import into a new or empty folder, or pass --merge \
+                 (sessions with the same key are replaced)",
+            ),
+        );
     }
     let progress = bar(total, "importing");
     let imported = read_dump(BufReader::new(&mut source), &name, |dump| {

@@ -68,12 +68,15 @@ pub fn size(bytes: u64) -> String {
 /// `1,234,567`.
 pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
+    let head = match digits.len() % 3 {
+        0 => 3,
+        r => r,
+    };
+    let (first, rest) = digits.split_at(head.min(digits.len()));
+    let mut out = first.to_string();
+    for group in rest.as_bytes().chunks(3) {
+        out.push(',');
+        out.push_str(&String::from_utf8_lossy(group));
     }
     out
 }

@@ -369,7 +369,7 @@ pub fn show(
             .map(|(key, v)| {
                 let mut row = vec![key.clone(), format!("{} B", v.len())];
                 if values {
-                    row.push(v.escape_ascii().to_string());
+                    row.push(format!("\"{}\"", v.escape_ascii()));
                 }
                 row
             })
