@@ -39,10 +39,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         })?
         .ok_or("the session vanished")??;
 
+    let age = session.created_at().elapsed().unwrap_or_default().as_secs();
     println!(
-        "visit {visits} of session {} (created {:?}); run me again",
-        session.handle(),
-        session.created_at()
+        "visit {visits} of session {} (created {age} s ago); run me again",
+        session.handle()
     );
     Ok(())
 }

@@ -229,10 +229,8 @@ impl Shared {
             self.expiry.insert(new_expiry_key, &[])?;
         }
         let user_changed = old_user != new.user.as_deref();
-        if user_changed {
-            if let Some(user) = &new.user {
-                self.users.insert(codec::user_key(user, digest), &[])?;
-            }
+        if let Some(user) = new.user.as_ref().filter(|_| user_changed) {
+            self.users.insert(codec::user_key(user, digest), &[])?;
         }
         let bytes = IVec::from(new.bytes);
         let swapped = self.sessions.compare_and_swap(
@@ -250,10 +248,8 @@ impl Shared {
         if let Some(e) = old_expiry.filter(|e| *e != new.header.expires_at) {
             self.expiry.remove(codec::expiry_key(e, digest))?;
         }
-        if user_changed {
-            if let Some(user) = old_user {
-                self.users.remove(codec::user_key(user, digest))?;
-            }
+        if let Some(user) = old_user.filter(|_| user_changed) {
+            self.users.remove(codec::user_key(user, digest))?;
         }
         match new.data {
             Some(data) => self.remember(
@@ -323,14 +319,14 @@ impl Shared {
 
     /// Encodes user and data of `session` with a placeholder header, checking the limits.
     pub(crate) fn encode(&self, user: Option<&str>, data: &Data) -> Result<Vec<u8>> {
-        if let Some(user) = user {
-            if user.len() > crate::config::MAX_USER_LEN {
-                return Err(Error::TooLarge {
-                    what: crate::error::Oversized::User,
-                    size: user.len(),
-                    limit: crate::config::MAX_USER_LEN,
-                });
-            }
+        if let Some(user) = user
+            && user.len() > crate::config::MAX_USER_LEN
+        {
+            return Err(Error::TooLarge {
+                what: crate::error::Oversized::User,
+                size: user.len(),
+                limit: crate::config::MAX_USER_LEN,
+            });
         }
         let placeholder = Header {
             expires_at: 0,

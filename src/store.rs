@@ -458,10 +458,8 @@ impl Store {
         let mut n = 0;
         for item in sh.sessions.iter() {
             let (_, bytes) = item?;
-            if let Ok(h) = codec::parse_header(&bytes) {
-                if expiry::is_live(&sh.config, &h, now) {
-                    n += 1;
-                }
+            if codec::parse_header(&bytes).is_ok_and(|h| expiry::is_live(&sh.config, &h, now)) {
+                n += 1;
             }
         }
         Ok(n)
