@@ -227,3 +227,59 @@ mod actix_backend {
 conformance_suite!(tower, crate::tower_backend::Tower);
 #[cfg(feature = "actix")]
 conformance_suite!(actix, crate::actix_backend::Actix);
+
+/// The store contract called directly, for what HTTP cannot force: an ID collision.
+#[cfg(feature = "tower")]
+mod tower_contract {
+    use std::collections::HashMap;
+
+    use serde_json::json;
+    use sessile::tower::TowerStore;
+    use tower_sessions::cookie::time::{Duration, OffsetDateTime};
+    use tower_sessions::session::{Id, Record};
+    use tower_sessions::session_store::SessionStore;
+
+    fn record(id: i128, value: &str) -> Record {
+        Record {
+            id: Id(id),
+            data: HashMap::from([("v".to_owned(), json!(value))]),
+            expiry_date: OffsetDateTime::now_utc() + Duration::minutes(5),
+        }
+    }
+
+    #[tokio::test]
+    async fn create_picks_a_new_id_instead_of_overwriting() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = TowerStore::new(sessile::Store::open(dir.path().join("s")).expect("open"));
+        let mut first = record(5, "first");
+        store.create(&mut first).await.expect("create");
+        assert_eq!(first.id, Id(5));
+        let mut second = record(5, "second");
+        store.create(&mut second).await.expect("create");
+        assert_ne!(second.id, Id(5), "the taken ID was replaced");
+        let loaded = store.load(&Id(5)).await.expect("load").expect("live");
+        assert_eq!(loaded.data["v"], json!("first"), "never overwritten");
+        let loaded = store.load(&second.id).await.expect("load").expect("live");
+        assert_eq!(loaded.data["v"], json!("second"));
+    }
+
+    #[tokio::test]
+    async fn save_after_delete_and_past_expiry_keep_the_session_gone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = TowerStore::new(sessile::Store::open(dir.path().join("s")).expect("open"));
+        let mut r = record(9, "x");
+        store.create(&mut r).await.expect("create");
+        store.delete(&r.id).await.expect("delete");
+        store
+            .save(&r)
+            .await
+            .expect("save of a deleted record is not an error");
+        assert!(store.load(&r.id).await.expect("load").is_none());
+
+        let mut r = record(10, "y");
+        store.create(&mut r).await.expect("create");
+        r.expiry_date = OffsetDateTime::now_utc() - Duration::seconds(1);
+        store.save(&r).await.expect("save");
+        assert!(store.load(&r.id).await.expect("load").is_none());
+    }
+}
