@@ -1,0 +1,288 @@
+//! `load` of one session, through each store's own API, on the same population: N
+//! sessions holding about 200 bytes of data, looked up with Zipf-skewed and uniform
+//! popularity, one thread, inside one tokio current-thread runtime.
+//!
+//! Contenders: sessile's `Store::load`, sessile's tower-sessions adapter, and
+//! tower-sessions-sled-store 0.2, tower-sessions-rusqlite-store 0.15 (SQLite in WAL mode)
+//! and tower-sessions-moka-store 0.15 (in memory: the upper bound of a store that forgets
+//! everything on restart), each through its own `SessionStore::load`.
+//!
+//! `cargo bench --manifest-path benches/peers/Cargo.toml`; `SESSILE_BENCH_SIZES=10000` to
+//! pick the size; `SESSILE_BENCH_QUICK=1` (or `cargo test`) for a small run.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use std::hint::black_box;
+
+use criterion::{Criterion, Throughput};
+use sessile::{SessionId, Store};
+use time::OffsetDateTime;
+
+fn smoke() -> bool {
+    std::env::var_os("SESSILE_BENCH_QUICK").is_some_and(|v| v != "0")
+        || !std::env::args().any(|a| a == "--bench")
+}
+
+fn sizes() -> Vec<usize> {
+    if let Ok(s) = std::env::var("SESSILE_BENCH_SIZES") {
+        return s.split(',').filter_map(|n| n.trim().parse().ok()).collect();
+    }
+    if smoke() { vec![2_000] } else { vec![100_000] }
+}
+
+/// SplitMix64, as in the main benches.
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
+    }
+}
+
+/// Zipf (s = 1.1) or uniform picks into `0..n`, as in benches/common.
+fn picks(n: usize, len: usize, zipf: bool) -> Vec<u32> {
+    let mut rng = Rng(42);
+    if !zipf {
+        return (0..len).map(|_| rng.below(n) as u32).collect();
+    }
+    let mut cdf = Vec::with_capacity(n);
+    let mut sum = 0.0;
+    for k in 1..=n {
+        sum += (k as f64).powf(-1.1);
+        cdf.push(sum);
+    }
+    let mut perm: Vec<u32> = (0..n as u32).collect();
+    for i in (1..n).rev() {
+        perm.swap(i, rng.below(i + 1));
+    }
+    (0..len)
+        .map(|_| {
+            let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * sum;
+            perm[cdf.partition_point(|c| *c < u).min(n - 1)]
+        })
+        .collect()
+}
+
+/// The payload, as tower-sessions holds it: JSON values by key.
+fn json_data(i: u64) -> HashMap<String, serde_json::Value> {
+    let mut d = HashMap::new();
+    d.insert("user_id".to_string(), serde_json::json!(1_000_000 + i));
+    d.insert(
+        "csrf".to_string(),
+        serde_json::json!("p8yJ1bQm4Xw0n3zVt7uKcE2sLd9hRa5fGi6oYj-MNkW"),
+    );
+    d.insert("locale".to_string(), serde_json::json!("en-GB"));
+    d.insert(
+        "cart".to_string(),
+        serde_json::json!([
+            100_001, 100_002, 100_003, 250_000, 250_001, 999_999, 123_456, 654_321
+        ]),
+    );
+    d.insert(
+        "flash".to_string(),
+        serde_json::json!("Your changes were saved. Check your inbox to confirm your address."),
+    );
+    d
+}
+
+/// The same payload through sessile's own API.
+fn fill(s: &mut sessile::Session, i: u64) {
+    s.insert("user_id", &(1_000_000 + i)).expect("insert");
+    s.insert("csrf", "p8yJ1bQm4Xw0n3zVt7uKcE2sLd9hRa5fGi6oYj-MNkW")
+        .expect("insert");
+    s.insert("locale", "en-GB").expect("insert");
+    s.insert(
+        "cart",
+        &[
+            100_001u32, 100_002, 100_003, 250_000, 250_001, 999_999, 123_456, 654_321,
+        ],
+    )
+    .expect("insert");
+    s.insert(
+        "flash",
+        "Your changes were saved. Check your inbox to confirm your address.",
+    )
+    .expect("insert");
+}
+
+/// Benchmarks `op(i)` for the indices in `seq`, all awaited inside one `block_on`.
+fn bench_async<F, Fut>(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    rt: &tokio::runtime::Runtime,
+    seq: &[u32],
+    op: F,
+) where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let mask = seq.len() - 1;
+    g.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for i in 0..iters as usize {
+                    let found = op(seq[i & mask] as usize).await;
+                    debug_assert!(found);
+                    black_box(found);
+                }
+                start.elapsed()
+            })
+        })
+    });
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    c = if smoke() {
+        c.warm_up_time(Duration::from_millis(200))
+            .measurement_time(Duration::from_millis(500))
+            .sample_size(10)
+    } else {
+        c.warm_up_time(Duration::from_secs(1))
+            .measurement_time(Duration::from_secs(3))
+            .sample_size(20)
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    for n in sizes() {
+        run(&mut c, &rt, n);
+    }
+    c.final_summary();
+}
+
+fn run(c: &mut Criterion, rt: &tokio::runtime::Runtime, n: usize) {
+    use tower_sessions_core_014::SessionStore as _;
+    use tower_sessions_core_015::SessionStore as _;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let expiry = OffsetDateTime::now_utc() + time::Duration::hours(1);
+    let t = Instant::now();
+
+    // sessile, through its own API.
+    let store = Store::open(dir.path().join("sessile")).expect("open");
+    let ids: Vec<SessionId> = (0..n)
+        .map(|i| {
+            let mut s = store.create().expect("create");
+            fill(&mut s, i as u64);
+            store.save(&s).expect("save");
+            s.id().clone()
+        })
+        .collect();
+
+    // sessile's tower-sessions adapter (core 0.15), in its own folder.
+    let adapter = sessile_adapter::open(&dir.path().join("sessile-tower"));
+    let adapter_ids: Vec<tower_sessions_core_015::session::Id> = rt.block_on(async {
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            let mut r = tower_sessions_core_015::session::Record {
+                id: Default::default(),
+                data: json_data(i as u64),
+                expiry_date: expiry,
+            };
+            adapter.create(&mut r).await.expect("create");
+            out.push(r.id);
+        }
+        out
+    });
+
+    // tower-sessions-sled-store 0.2, on sled's default config as its docs show.
+    let sled_db = sled::open(dir.path().join("sled-store")).expect("sled");
+    let sled_store =
+        tower_sessions_sled_store::SledStore::new(sled_db.open_tree("sessions").expect("tree"));
+    // tower-sessions-moka-store 0.15, in memory.
+    let moka = tower_sessions_moka_store::MokaStore::new(Some(n as u64 * 2));
+    let ids14: Vec<tower_sessions_core_014::session::Id> = rt.block_on(async {
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            let r = tower_sessions_core_014::session::Record {
+                id: Default::default(),
+                data: json_data(i as u64),
+                expiry_date: expiry,
+            };
+            sled_store.save(&r).await.expect("save");
+            moka.save(&r).await.expect("save");
+            out.push(r.id);
+        }
+        out
+    });
+
+    // tower-sessions-rusqlite-store 0.15 on a file, WAL mode.
+    let (sqlite, sqlite_ids) = rt.block_on(async {
+        let conn = tokio_rusqlite::Connection::open(dir.path().join("sessions.sqlite"))
+            .await
+            .expect("sqlite");
+        conn.call(|c| {
+            c.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")?;
+            Ok::<_, tokio_rusqlite::rusqlite::Error>(())
+        })
+        .await
+        .expect("pragma");
+        let store = tower_sessions_rusqlite_store::RusqliteStore::new(conn);
+        store.migrate().await.expect("migrate");
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            let r = tower_sessions_core_015::session::Record {
+                id: Default::default(),
+                data: json_data(i as u64),
+                expiry_date: expiry,
+            };
+            store.save(&r).await.expect("save");
+            out.push(r.id);
+        }
+        (store, out)
+    });
+    eprintln!(
+        "populated 5 stores with {n} sessions each in {:.1?}",
+        t.elapsed()
+    );
+
+    for zipf in [true, false] {
+        let seq = picks(n, (2 * n).next_power_of_two().max(4096), zipf);
+        let dist = if zipf { "zipf" } else { "uniform" };
+        let mut g = c.benchmark_group(format!("peers/{n}/{dist}"));
+        g.throughput(Throughput::Elements(1));
+        bench_async(&mut g, "sessile_store_load", rt, &seq, |i| {
+            let r = store.load(&ids[i]).expect("load").is_some();
+            async move { r }
+        });
+        bench_async(&mut g, sessile_adapter::NAME, rt, &seq, |i| {
+            let fut = adapter.load(&adapter_ids[i]);
+            async move { fut.await.expect("load").is_some() }
+        });
+        bench_async(&mut g, "tower_sessions_sled_store", rt, &seq, |i| {
+            let fut = sled_store.load(&ids14[i]);
+            async move { fut.await.expect("load").is_some() }
+        });
+        bench_async(&mut g, "tower_sessions_rusqlite_store", rt, &seq, |i| {
+            let fut = sqlite.load(&sqlite_ids[i]);
+            async move { fut.await.expect("load").is_some() }
+        });
+        bench_async(&mut g, "tower_sessions_moka_store", rt, &seq, |i| {
+            let fut = moka.load(&ids14[i]);
+            async move { fut.await.expect("load").is_some() }
+        });
+        g.finish();
+    }
+}
+
+/// sessile's tower-sessions adapter.
+mod sessile_adapter {
+    pub const NAME: &str = "sessile_tower_adapter";
+
+    pub fn open(path: &std::path::Path) -> sessile::tower::TowerStore {
+        let store = sessile::Store::open(path).expect("open");
+        sessile::tower::TowerStore::new(store)
+    }
+}
