@@ -225,9 +225,10 @@ pub fn verify(dir: &Path, repair: bool, json: bool, out: &mut dyn Write) -> Resu
             let n = problems(r);
             writeln!(
                 out,
-                "{n} problem{} found; `sessile verify --repair {}` fixes them",
+                "{n} problem{} found; `sessile verify --repair {}` fixes {}",
                 plural(n),
-                dir.display()
+                dir.display(),
+                if n == 1 { "it" } else { "them" }
             )?;
         }
         (Some(_), true) => {
@@ -235,17 +236,16 @@ pub fn verify(dir: &Path, repair: bool, json: bool, out: &mut dyn Write) -> Resu
             if n == 0 && r.stale_expiry_entries + r.stale_user_entries == 0 {
                 writeln!(out, "ok: the store is consistent; nothing to repair")?;
             } else {
+                let stale = r.stale_expiry_entries + r.stale_user_entries;
+                let also = match stale {
+                    0 => String::new(),
+                    1 => " and removed 1 stale index entry".to_string(),
+                    _ => format!(" and removed {stale} stale index entries"),
+                };
                 writeln!(
                     out,
-                    "repaired {n} problem{} (and removed {} stale index entr{}); \
-                     the store is consistent now",
-                    plural(n),
-                    r.stale_expiry_entries + r.stale_user_entries,
-                    if r.stale_expiry_entries + r.stale_user_entries == 1 {
-                        "y"
-                    } else {
-                        "ies"
-                    }
+                    "repaired {n} problem{}{also}; the store is consistent now",
+                    plural(n)
                 )?;
             }
             if r.undecodable > 0 {
