@@ -92,6 +92,10 @@ impl Config {
     }
 
     /// A session expires this long after it was last saved or touched. Default 30 minutes.
+    ///
+    /// Both timeouts also apply to sessions already stored: shortening one takes effect at
+    /// once for every session, including those written under a longer setting. Tools that
+    /// open a server's folder should use the server's timeouts.
     pub fn idle_timeout(mut self, idle: Duration) -> Config {
         self.idle_ms = duration_ms(idle);
         self

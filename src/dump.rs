@@ -155,8 +155,9 @@ impl Store {
         ))
     }
 
-    /// The format version of the store on disk.
+    /// The format version of the store on disk (`meta/format`), as read when it was
+    /// opened. Opening refuses formats newer than this build understands.
     pub fn format_version(&self) -> u32 {
-        codec::STORE_FORMAT
+        self.shared.format
     }
 }

@@ -61,6 +61,8 @@ pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) counters: Counters,
     pub(crate) events: Events,
+    /// `meta/format` of the store as found when it was opened.
+    pub(crate) format: u32,
     cache: Option<quick_cache::sync::Cache<Digest, Arc<Entry>>>,
     stripes: Box<[Mutex<()>]>,
     /// Declared last so it is dropped after `db`: the folder counts as open until then.
@@ -68,7 +70,12 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(db: sled::Db, config: Config, registration: Registration) -> Result<Shared> {
+    pub(crate) fn new(
+        db: sled::Db,
+        config: Config,
+        registration: Registration,
+        format: u32,
+    ) -> Result<Shared> {
         let cache =
             (config.cache_entries > 0).then(|| quick_cache::sync::Cache::new(config.cache_entries));
         Ok(Shared {
@@ -82,6 +89,7 @@ impl Shared {
             cache,
             config,
             db,
+            format,
             _registration: registration,
         })
     }

@@ -100,8 +100,8 @@ impl Store {
             .open()
             .map_err(|e| open_error(e, &path))?;
         let registration = registration.opened();
-        check_format(&db, &path)?;
-        let shared = Arc::new(Shared::new(db, config, registration)?);
+        let format = check_format(&db, &path)?;
+        let shared = Arc::new(Shared::new(db, config, registration, format)?);
         let cleanup = if shared.config.cleanup_thread {
             let thread = CleanupThread::spawn(Arc::clone(&shared))
                 .map_err(|source| Error::Folder { path, source })?;
@@ -557,12 +557,13 @@ fn open_error(e: sled::Error, path: &Path) -> Error {
     }
 }
 
-fn check_format(db: &sled::Db, path: &Path) -> Result<()> {
+/// Reads (or, in a new store, writes) `meta/format` and returns it.
+fn check_format(db: &sled::Db, path: &Path) -> Result<u32> {
     let meta = db.open_tree("meta")?;
     match meta.get("format")? {
         None => {
             meta.insert("format", &STORE_FORMAT.to_be_bytes())?;
-            Ok(())
+            Ok(STORE_FORMAT)
         }
         Some(v) => {
             let bytes: [u8; 4] = v.as_ref().try_into().map_err(|_| {
@@ -575,7 +576,7 @@ fn check_format(db: &sled::Db, path: &Path) -> Result<()> {
                     found,
                     supported: STORE_FORMAT,
                 }),
-                _ => Ok(()),
+                found => Ok(found),
             }
         }
     }
