@@ -1,0 +1,212 @@
+//! Concurrency stress: many threads mix update, touch, load, save, destroy, regenerate and
+//! purge on overlapping sessions while the cleanup thread runs and expired sessions are
+//! purged. Afterwards nothing has panicked, `verify` finds the invariants intact, every
+//! counter incremented through `update` is exact, and no destroyed session is back.
+//! Bounded by an operation count and a wall-clock budget (about two seconds).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use sessile::{Config, Error, ManualClock, Session, SessionId};
+
+const THREADS: usize = 8;
+const COUNTERS: usize = 4;
+const OPS_PER_THREAD: usize = 4_000;
+const BUDGET: Duration = Duration::from_secs(2);
+
+fn read_n(s: &Session) -> u64 {
+    s.get_bytes("n")
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map_or(0, u64::from_le_bytes)
+}
+
+#[test]
+fn concurrent_mixed_operations_keep_the_invariants_and_exact_counters() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new();
+    let store = Config::new(dir.path().join("store"))
+        .idle_timeout(Duration::from_secs(60))
+        .touch_granularity(Duration::ZERO)
+        .cleanup_interval(Duration::from_millis(5))
+        .cleanup_batch(8)
+        .cache_entries(64)
+        .clock(clock.clock())
+        .open()
+        .expect("open");
+
+    // Sessions that expire halfway through, for the purges and the cleanup thread.
+    let doomed: Vec<SessionId> = (0..200)
+        .map(|_| store.create().expect("create").id().clone())
+        .collect();
+    clock.advance(Duration::from_secs(30));
+    // Counters: only update, touch and load touch them, so every increment must count.
+    let counters: Vec<SessionId> = (0..COUNTERS)
+        .map(|_| store.create().expect("create").id().clone())
+        .collect();
+    // Victims: everything at once, including destroy and regenerate.
+    let victims: Arc<Mutex<Vec<Session>>> = Arc::new(Mutex::new(
+        (0..32).map(|_| store.create().expect("create")).collect(),
+    ));
+    let increments: Arc<Vec<AtomicU64>> =
+        Arc::new((0..COUNTERS).map(|_| AtomicU64::new(0)).collect());
+    let destroyed: Arc<Mutex<Vec<SessionId>>> = Arc::new(Mutex::new(Vec::new()));
+    let start = Arc::new(Barrier::new(THREADS + 1));
+    let deadline = Instant::now() + BUDGET;
+
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (store, counters, victims, increments, destroyed, start) = (
+                store.clone(),
+                counters.clone(),
+                Arc::clone(&victims),
+                Arc::clone(&increments),
+                Arc::clone(&destroyed),
+                Arc::clone(&start),
+            );
+            std::thread::spawn(move || {
+                let mut rng = 0x2545_F491_4F6C_DD1Du64 ^ (t as u64 + 1) * 0x9E37_79B9;
+                let mut next = move || {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    rng
+                };
+                start.wait();
+                let mut ops = 0;
+                while ops < OPS_PER_THREAD && Instant::now() < deadline {
+                    ops += 1;
+                    let r = next();
+                    let c = (r >> 8) as usize % COUNTERS;
+                    match r % 16 {
+                        0..=5 => {
+                            let got = store
+                                .update(&counters[c], |s| {
+                                    let n = read_n(s) + 1;
+                                    s.insert_bytes("n", n.to_le_bytes().to_vec()).map(|()| n)
+                                })
+                                .expect("update");
+                            let n = got.expect("counter live").expect("insert");
+                            assert!(n > 0);
+                            increments[c].fetch_add(1, Ordering::Relaxed);
+                        }
+                        6 => assert!(store.touch(&counters[c]).expect("touch")),
+                        7 => assert!(store.load(&counters[c]).expect("load").is_some()),
+                        8 | 9 => {
+                            // update, touch or load a victim that may be gone meanwhile.
+                            let id = {
+                                let v = victims.lock();
+                                (!v.is_empty())
+                                    .then(|| v[(r >> 16) as usize % v.len()].id().clone())
+                            };
+                            if let Some(id) = id {
+                                let _ = store.update(&id, |s| s.insert("x", &r)).expect("update");
+                                let _ = store.touch(&id).expect("touch");
+                                let _ = store.load(&id).expect("load");
+                            }
+                        }
+                        10 => {
+                            let s = {
+                                let v = victims.lock();
+                                (!v.is_empty()).then(|| v[(r >> 16) as usize % v.len()].clone())
+                            };
+                            if let Some(mut s) = s {
+                                s.set_user(Some(["a", "b"][(r >> 20) as usize % 2]));
+                                match store.save(&s) {
+                                    Ok(()) | Err(Error::NotFound) => {}
+                                    Err(e) => panic!("save: {e}"),
+                                }
+                            }
+                        }
+                        11 => {
+                            let s = {
+                                let mut v = victims.lock();
+                                (!v.is_empty()).then(|| {
+                                    let i = (r >> 16) as usize % v.len();
+                                    v.swap_remove(i)
+                                })
+                            };
+                            if let Some(s) = s {
+                                store.destroy(s.id()).expect("destroy");
+                                destroyed.lock().push(s.id().clone());
+                                victims.lock().push(store.create().expect("create"));
+                            }
+                        }
+                        12 | 13 => {
+                            let s = {
+                                let mut v = victims.lock();
+                                (!v.is_empty()).then(|| {
+                                    let i = (r >> 16) as usize % v.len();
+                                    v.swap_remove(i)
+                                })
+                            };
+                            if let Some(mut s) = s {
+                                let old = s.id().clone();
+                                match store.regenerate(&mut s) {
+                                    Ok(()) => {
+                                        destroyed.lock().push(old);
+                                        victims.lock().push(s);
+                                    }
+                                    Err(Error::NotFound) => victims.lock().push(s),
+                                    Err(e) => panic!("regenerate: {e}"),
+                                }
+                            }
+                        }
+                        14 => {
+                            store.purge_expired().expect("purge");
+                        }
+                        _ => {
+                            let _ = store.sessions_of("a").expect("sessions_of");
+                            let _ = store.destroy_user("b", None).expect("destroy_user");
+                        }
+                    }
+                }
+                ops
+            })
+        })
+        .collect();
+
+    start.wait();
+    // Halfway through, the doomed sessions expire under the workers' feet.
+    std::thread::sleep(BUDGET / 4);
+    clock.advance(Duration::from_secs(31));
+    let mut total_ops = 0;
+    for w in workers {
+        total_ops += w.join().expect("a worker panicked");
+    }
+    assert!(
+        total_ops > THREADS * 50,
+        "the workers barely ran: {total_ops}"
+    );
+
+    let report = store.verify(false).expect("verify");
+    assert!(report.is_consistent(), "{report:?}");
+    assert_eq!(report.quarantined, 0);
+    assert_eq!(store.stats().cleanup_errors, 0);
+    for (id, expected) in counters.iter().zip(increments.iter()) {
+        let s = store.load(id).expect("load").expect("counter live");
+        assert_eq!(
+            read_n(&s),
+            expected.load(Ordering::Relaxed),
+            "lost increments"
+        );
+    }
+    for id in destroyed.lock().iter() {
+        assert!(
+            store.load(id).expect("load").is_none(),
+            "destroyed session is back"
+        );
+    }
+    for id in &doomed {
+        assert!(
+            store.load(id).expect("load").is_none(),
+            "expired session loaded"
+        );
+    }
+    store.purge_expired().expect("purge");
+    let report = store.verify(false).expect("verify");
+    assert!(report.is_consistent(), "{report:?}");
+    assert_eq!(report.expired, 0, "purge left expired records: {report:?}");
+    assert_eq!(report.stale_expiry_entries, 0, "{report:?}");
+}
