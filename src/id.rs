@@ -125,8 +125,19 @@ impl TryFrom<&str> for SessionId {
 pub struct ParseIdError(());
 
 /// A keyed digest of a token: the key of the session's record on disk.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Digest(pub(crate) [u8; 32]);
+
+/// Hashes the first 8 bytes only: a digest is already uniformly random (and not chosen by
+/// a client), so hash maps and the read cache need nothing more, and hashing 32 bytes was
+/// 7% of a cached lookup. Equal digests still hash equal.
+impl std::hash::Hash for Digest {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let mut head = [0u8; 8];
+        head.copy_from_slice(&self.0[..8]);
+        state.write_u64(u64::from_le_bytes(head));
+    }
+}
 
 impl Digest {
     pub(crate) fn handle(&self) -> SessionHandle {
