@@ -153,7 +153,7 @@ fn config(path: &Path, clock: &ManualClock, durability: Durability) -> Config {
 struct Rng(u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -161,7 +161,7 @@ impl Rng {
     }
 
     fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.next_u64() % n
     }
 }
 
@@ -258,7 +258,7 @@ impl Child {
                         .expect("small");
                 }
                 let len = self.rng.below(48) as usize;
-                let v: Vec<u8> = (0..len).map(|_| self.rng.next() as u8).collect();
+                let v: Vec<u8> = (0..len).map(|_| self.rng.next_u64() as u8).collect();
                 local.insert_bytes("v", v).expect("small");
                 if self.rng.below(3) == 0 {
                     let u = self.rng.below(5) as usize;
@@ -502,7 +502,7 @@ impl Parent {
         } else {
             Durability::Background
         };
-        let seed = self.rng.next();
+        let seed = self.rng.next_u64();
         let log_name = format!("log-{i}");
         self.write_state(seed, every, &log_name);
         let log_path = self.dir.join(&log_name);
