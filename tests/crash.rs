@@ -496,7 +496,7 @@ impl Parent {
     }
 
     fn iteration(&mut self, i: u64) {
-        let every = i % 2 == 0;
+        let every = (i & 1) == 0;
         let durability = if every {
             Durability::EveryWrite
         } else {
@@ -759,14 +759,13 @@ impl Parent {
                 .map(|s| s.handle.to_string())
                 .collect();
             for (token, states) in &resolved {
-                if let Some(PState::Live(s)) = states.last() {
-                    if s.user.as_deref() == Some(user) {
-                        assert!(
-                            listed.contains(&handle_of(token)),
-                            "iteration {i}: {token} missing from sessions_of({user})"
-                        );
-                    }
-                }
+                let Some(PState::Live(s)) = states.last() else {
+                    continue;
+                };
+                assert!(
+                    s.user.as_deref() != Some(user) || listed.contains(&handle_of(token)),
+                    "iteration {i}: {token} missing from sessions_of({user})"
+                );
             }
         }
         self.tokens = resolved;

@@ -122,3 +122,23 @@ fn boundary_walk_matches_the_model() {
     let dir = tempfile::tempdir().expect("tempdir");
     model::run(&ops, false, dir.path());
 }
+
+/// The committed `ops` fuzz seeds, including inputs that once found bugs, replay through
+/// the same model on every `cargo test`.
+#[test]
+fn ops_fuzz_corpus_replays_through_the_model() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/ops");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).expect("corpus dir") {
+        let data = std::fs::read(entry.expect("entry").path()).expect("read");
+        // The same framing as fuzz/fuzz_targets/ops.rs.
+        let Some((&first, rest)) = data.split_first() else {
+            continue;
+        };
+        let ops = Op::decode(&rest[..rest.len().min(600)]);
+        let tmp = tempfile::tempdir().expect("tempdir");
+        model::run(&ops, first & 1 == 1, tmp.path());
+        n += 1;
+    }
+    assert!(n >= 5, "the ops seed corpus is missing");
+}

@@ -66,7 +66,7 @@ fn concurrent_mixed_operations_keep_the_invariants_and_exact_counters() {
                 Arc::clone(&start),
             );
             std::thread::spawn(move || {
-                let mut rng = 0x2545_F491_4F6C_DD1Du64 ^ (t as u64 + 1) * 0x9E37_79B9;
+                let mut rng = 0x2545_F491_4F6C_DD1Du64 ^ ((t as u64 + 1) * 0x9E37_79B9);
                 let mut next = move || {
                     rng ^= rng << 13;
                     rng ^= rng >> 7;
