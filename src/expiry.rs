@@ -24,9 +24,24 @@ pub(crate) fn is_live(config: &Config, header: &Header, now: u64) -> bool {
             .is_none_or(|a| header.created_at.saturating_add(a) > now)
 }
 
-/// Whether a write that would move the expiry from `old` to `new` can be skipped.
-pub(crate) fn within_granularity(config: &Config, old: u64, new: u64) -> bool {
-    new >= old && new - old < config.granularity_ms()
+/// The expiry a write at `now` gives a session created at `created_at`: [`expires_at`],
+/// capped by an expiry the caller asked for (an adapter's framework TTL), if any.
+pub(crate) fn next_expiry(
+    config: &Config,
+    now: u64,
+    created_at: u64,
+    requested: Option<u64>,
+) -> u64 {
+    let own = expires_at(config, now, created_at);
+    requested.map_or(own, |r| r.min(own))
+}
+
+/// Whether a write at `now` that would move the expiry from `old` to `new` can be skipped.
+/// The step is the touch granularity, but never more than 1/20 of the lifetime left, so a
+/// lifetime much shorter than the idle timeout still gets its expiry moved.
+pub(crate) fn within_granularity(config: &Config, now: u64, old: u64, new: u64) -> bool {
+    let step = config.granularity_ms().min(new.saturating_sub(now) / 20);
+    new >= old && new - old < step
 }
 
 #[cfg(test)]
@@ -70,8 +85,12 @@ mod tests {
     #[test]
     fn granularity_skips_small_forward_moves_only() {
         let c = config(); // granularity 500 ms
-        assert!(within_granularity(&c, 1_000, 1_499));
-        assert!(!within_granularity(&c, 1_000, 1_500));
-        assert!(!within_granularity(&c, 1_000, 999));
+        assert!(within_granularity(&c, 0, 20_000, 20_499));
+        assert!(!within_granularity(&c, 0, 20_000, 20_500));
+        assert!(!within_granularity(&c, 0, 20_000, 19_999));
+        // A short remaining lifetime shrinks the step: 2 s left -> 100 ms.
+        assert!(!within_granularity(&c, 18_600, 20_000, 20_300));
+        assert_eq!(next_expiry(&c, 1_000, 1_000, Some(5_000)), 5_000);
+        assert_eq!(next_expiry(&c, 1_000, 1_000, None), 11_000);
     }
 }

@@ -4,6 +4,7 @@
 mod cleanup;
 mod clock;
 mod codec;
+mod commit;
 mod config;
 mod dump;
 mod error;

@@ -9,6 +9,7 @@ use sled::IVec;
 
 use crate::cleanup::{self, CleanupThread};
 use crate::codec::{self, Data, Header, STORE_FORMAT};
+use crate::commit::{self, Committed, conflict};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::events::{DestroyReason, Event};
@@ -207,79 +208,29 @@ impl Store {
     ///   written);
     /// - [`Error::Storage`] on a storage failure.
     pub fn save(&self, session: &Session) -> Result<()> {
-        let bytes = self.shared.encode(session.user(), &session.data)?;
-        let assigned = {
-            let _guard = self.shared.lock(&session.digest);
-            self.commit_locked(
-                &session.digest,
-                bytes,
-                session.user.clone(),
-                Arc::clone(&session.data),
-            )?
+        let record = NewRecord {
+            bytes: self.shared.encode(session.user(), &session.data)?,
+            user: session.user.clone(),
+            data: Some(Arc::clone(&session.data)),
+            ..commit::unchanged_record()
         };
-        if let Some(user) = assigned {
-            self.shared.enforce_user_limit(&user, &session.digest)?;
-        }
-        Ok(())
+        let committed = {
+            let _guard = self.shared.lock(&session.digest);
+            self.shared.commit_locked(&session.digest, record, None)?
+        };
+        self.after_commit(&session.digest, committed)
     }
 
-    /// Writes a new version of the live record of `digest`. Returns the user if this write
-    /// gave the session to a (new) user. Caller holds the stripe lock.
-    fn commit_locked(
-        &self,
-        digest: &Digest,
-        bytes: Vec<u8>,
-        user: Option<String>,
-        data: Arc<Data>,
-    ) -> Result<Option<String>> {
-        let sh = &self.shared;
-        let mut record = NewRecord {
-            bytes,
-            header: Header {
-                expires_at: 0,
-                last_seen: 0,
-                created_at: 0,
-                version: 0,
-            },
-            user,
-            data: Some(data),
-        };
-        for _ in 0..CAS_ATTEMPTS {
-            let now = sh.now();
-            let Some((old, old_header)) = sh.raw_locked(digest)? else {
-                return Err(Error::NotFound);
-            };
-            if !expiry::is_live(&sh.config, &old_header, now) {
-                return Err(Error::NotFound);
-            }
-            let expires_at = expiry::expires_at(&sh.config, now, old_header.created_at);
-            if codec::tail(&old) == codec::tail(&record.bytes)
-                && expiry::within_granularity(&sh.config, old_header.expires_at, expires_at)
-            {
-                return Ok(None);
-            }
-            record.header = Header {
-                expires_at,
-                last_seen: now,
-                created_at: old_header.created_at,
-                version: old_header.version.wrapping_add(1),
-            };
-            codec::set_header(&mut record.bytes, &record.header);
-            let old_user = codec::parse_user_only(&old)
-                .ok()
-                .flatten()
-                .map(str::to_owned);
-            let assigned = record.user.clone().filter(|u| Some(u) != old_user.as_ref());
-            match sh.write(
-                digest,
-                Some((&old, &old_header, old_user.as_deref())),
-                record,
-            )? {
-                Swap::Done => return Ok(assigned),
-                Swap::Conflict(back) => record = back,
-            }
+    /// Applies the per-user limit after a write that gave the session to a user; maps a
+    /// session that is gone to [`Error::NotFound`].
+    fn after_commit(&self, digest: &Digest, committed: Committed) -> Result<()> {
+        match committed {
+            Committed::Written {
+                assigned: Some(user),
+            } => self.shared.enforce_user_limit(&user, digest),
+            Committed::Written { assigned: None } | Committed::Unchanged => Ok(()),
+            Committed::Gone | Committed::Lapsed => Err(Error::NotFound),
         }
-        Err(conflict())
     }
 
     /// Extends the idle expiry of a live session without reading or writing its values.
@@ -294,64 +245,15 @@ impl Store {
     pub fn touch(&self, id: &SessionId) -> Result<bool> {
         let sh = &self.shared;
         let digest = id.digest();
-        // Fast path: decide from the cached copy (or a lock-free read) whether to write.
-        let now = sh.now();
-        let header = match sh.cached(&digest) {
-            Some(entry) => Some(entry.header),
-            None => match sh.sessions.get(digest.0)? {
-                Some(bytes) => codec::parse_header(&bytes).ok(),
-                None => return Ok(false),
-            },
-        };
-        if let Some(h) = header {
-            if !expiry::is_live(&sh.config, &h, now) {
-                return Ok(false);
-            }
-            let target = expiry::expires_at(&sh.config, now, h.created_at);
-            if expiry::within_granularity(&sh.config, h.expires_at, target) {
-                return Ok(true);
-            }
+        if let Some(live) = sh.touch_without_write(&digest, None)? {
+            return Ok(live);
         }
         let _guard = sh.lock(&digest);
-        for _ in 0..CAS_ATTEMPTS {
-            let now = sh.now();
-            let Some((old, old_header)) = sh.raw_locked(&digest)? else {
-                return Ok(false);
-            };
-            if !expiry::is_live(&sh.config, &old_header, now) {
-                return Ok(false);
-            }
-            let expires_at = expiry::expires_at(&sh.config, now, old_header.created_at);
-            if expiry::within_granularity(&sh.config, old_header.expires_at, expires_at) {
-                return Ok(true);
-            }
-            let header = Header {
-                expires_at,
-                last_seen: now,
-                created_at: old_header.created_at,
-                version: old_header.version.wrapping_add(1),
-            };
-            let user = codec::parse_user_only(&old)
-                .ok()
-                .flatten()
-                .map(str::to_owned);
-            let data = sh
-                .cached(&digest)
-                .filter(|e| e.bytes == old)
-                .map(|e| Arc::clone(&e.data));
-            let record = NewRecord {
-                bytes: codec::with_header(&old, &header),
-                header,
-                user: user.clone(),
-                data,
-            };
-            if let Swap::Done =
-                sh.write(&digest, Some((&old, &old_header, user.as_deref())), record)?
-            {
-                return Ok(true);
-            }
-        }
-        Err(conflict())
+        let committed = sh.commit_locked(&digest, commit::unchanged_record(), None)?;
+        Ok(matches!(
+            committed,
+            Committed::Written { .. } | Committed::Unchanged
+        ))
     }
 
     /// Atomically reads, changes and writes a live session.
@@ -390,7 +292,7 @@ impl Store {
     ) -> Result<Option<R>> {
         let sh = &self.shared;
         let digest = id.digest();
-        let (result, assigned) = {
+        let (result, committed) = {
             let _guard = sh.lock(&digest);
             let Some(entry) = sh.entry_locked(&digest)? else {
                 return Ok(None);
@@ -400,13 +302,15 @@ impl Store {
             }
             let mut session = sh.session(id.clone(), digest, &entry);
             let result = f(&mut session);
-            let bytes = sh.encode(session.user(), &session.data)?;
-            let assigned = self.commit_locked(&digest, bytes, session.user, session.data)?;
-            (result, assigned)
+            let record = NewRecord {
+                bytes: sh.encode(session.user(), &session.data)?,
+                user: session.user,
+                data: Some(session.data),
+                ..commit::unchanged_record()
+            };
+            (result, sh.commit_locked(&digest, record, None)?)
         };
-        if let Some(user) = assigned {
-            sh.enforce_user_limit(&user, &digest)?;
-        }
+        self.after_commit(&digest, committed)?;
         Ok(Some(result))
     }
 
@@ -506,13 +410,6 @@ impl Store {
     pub fn subscribe(&self) -> Receiver<Event> {
         self.shared.events.subscribe()
     }
-}
-
-fn conflict() -> Error {
-    Error::Corrupt(
-        "the record kept changing under a locked write; is another process writing the folder?"
-            .into(),
-    )
 }
 
 fn prepare_folder(path: &Path) -> Result<()> {

@@ -307,7 +307,8 @@ impl SessionStore for ActixStore {
         if self
             .store
             .shared
-            .touch_from_cache(&digest, requested)
+            .touch_from_cache(&digest, Some(requested))
+            .flatten()
             .is_some()
         {
             return Ok(());

@@ -11,12 +11,13 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::codec::{self, Data, Header};
+use crate::commit::{self, Committed};
 use crate::config::Config;
 use crate::error::{Error, Oversized, Result};
 use crate::events::{DestroyReason, Event};
 use crate::expiry;
 use crate::id::{Digest, SessionHandle};
-use crate::shared::{CAS_ATTEMPTS, Entry, NewRecord, Shared, Swap};
+use crate::shared::{Entry, NewRecord, Shared, Swap};
 use crate::store::Store;
 
 /// What an adapter asks to store: the user (sessile's per-user index) and the values.
@@ -37,20 +38,6 @@ pub(crate) enum Saved {
     Gone,
 }
 
-/// The expiry a write at `now` gets: what the framework asked for, capped by the store's
-/// idle and absolute timeouts.
-fn capped(config: &Config, now: u64, created_at: u64, requested: u64) -> u64 {
-    requested.min(expiry::expires_at(config, now, created_at))
-}
-
-/// Whether a write moving the expiry from `old` to `new` can be skipped. The step is the
-/// store's touch granularity, but never more than 1/20 of the lifetime left, so a
-/// framework TTL much shorter than the idle timeout still gets its expiry moved.
-fn skip_expiry_move(config: &Config, now: u64, old: u64, new: u64) -> bool {
-    let step = config.granularity_ms().min(new.saturating_sub(now) / 20);
-    new >= old && new - old < step
-}
-
 /// When a record stops being live: its stored expiry, or earlier if the store's current
 /// timeouts say so (see `expiry::is_live`).
 #[cfg_attr(
@@ -65,13 +52,6 @@ pub(crate) fn effective_expiry(config: &Config, header: &Header) -> u64 {
         at = at.min(header.created_at.saturating_add(absolute));
     }
     at
-}
-
-fn conflict() -> Error {
-    Error::Corrupt(
-        "the record kept changing under a locked write; is another process writing the folder?"
-            .into(),
-    )
 }
 
 impl Shared {
@@ -115,7 +95,7 @@ impl Shared {
             }
             let now = self.now();
             let header = Header {
-                expires_at: capped(&self.config, now, now, requested),
+                expires_at: expiry::next_expiry(&self.config, now, now, Some(requested)),
                 last_seen: now,
                 created_at: now,
                 version: 1,
@@ -157,95 +137,37 @@ impl Shared {
         requested: u64,
     ) -> Result<Saved> {
         let Contents { user, data } = contents;
-        let bytes = self.encode(user.as_deref(), &data)?;
-        let mut record = NewRecord {
-            bytes,
-            header: Header {
-                expires_at: 0,
-                last_seen: 0,
-                created_at: 0,
-                version: 0,
-            },
+        let record = NewRecord {
+            bytes: self.encode(user.as_deref(), &data)?,
             user,
             data: Some(Arc::new(data)),
+            ..commit::unchanged_record()
         };
-        let assigned = {
+        let committed = {
             let _guard = self.lock(digest);
-            let mut outcome = None;
-            for _ in 0..CAS_ATTEMPTS {
-                let now = self.now();
-                let Some((old, old_header)) = self.raw_locked(digest)? else {
-                    return Ok(Saved::Gone);
-                };
-                if !expiry::is_live(&self.config, &old_header, now) {
-                    return Ok(Saved::Gone);
-                }
-                let expires_at = capped(&self.config, now, old_header.created_at, requested);
-                if expires_at <= now {
-                    outcome = Some(None);
-                    break;
-                }
-                if codec::tail(&old) == codec::tail(&record.bytes)
-                    && skip_expiry_move(&self.config, now, old_header.expires_at, expires_at)
-                {
-                    return Ok(Saved::Unchanged);
-                }
-                record.header = Header {
-                    expires_at,
-                    last_seen: now,
-                    created_at: old_header.created_at,
-                    version: old_header.version.wrapping_add(1),
-                };
-                codec::set_header(&mut record.bytes, &record.header);
-                let old_user = codec::parse_user_only(&old)
-                    .ok()
-                    .flatten()
-                    .map(str::to_owned);
-                let assigned = record.user.clone().filter(|u| Some(u) != old_user.as_ref());
-                match self.write(
-                    digest,
-                    Some((&old, &old_header, old_user.as_deref())),
-                    record,
-                )? {
-                    Swap::Done => {
-                        outcome = Some(Some(assigned));
-                        break;
-                    }
-                    Swap::Conflict(back) => record = back,
-                }
-            }
-            outcome.ok_or_else(conflict)?
+            self.commit_locked(digest, record, Some(requested))?
         };
-        match assigned {
-            // The framework asked for an expiry that has already passed.
-            None => {
-                self.destroy_digest(digest, DestroyReason::Destroy)?;
-                Ok(Saved::Gone)
-            }
-            Some(assigned) => {
+        self.after_adapter_commit(digest, committed)
+    }
+
+    /// The adapters' view of a commit: a lapsed expiry deletes the record, a new user
+    /// gets the per-user limit applied.
+    fn after_adapter_commit(&self, digest: &Digest, committed: Committed) -> Result<Saved> {
+        match committed {
+            Committed::Written { assigned } => {
                 if let Some(user) = assigned {
                     self.enforce_user_limit(&user, digest)?;
                 }
                 Ok(Saved::Written)
             }
+            Committed::Unchanged => Ok(Saved::Unchanged),
+            Committed::Gone => Ok(Saved::Gone),
+            // The framework asked for an expiry that has already passed.
+            Committed::Lapsed => {
+                self.destroy_digest(digest, DestroyReason::Destroy)?;
+                Ok(Saved::Gone)
+            }
         }
-    }
-
-    /// What [`touch_until`](Self::touch_until) returns, if the read cache alone can tell
-    /// (the session is dead, or the expiry would move too little to write). No I/O.
-    #[cfg_attr(
-        not(feature = "actix"),
-        allow(dead_code, reason = "only actix touches")
-    )]
-    pub(crate) fn touch_from_cache(&self, digest: &Digest, requested: u64) -> Option<bool> {
-        let entry = self.cached(digest)?;
-        let now = self.now();
-        if !expiry::is_live(&self.config, &entry.header, now) {
-            return Some(false);
-        }
-        let target = capped(&self.config, now, entry.header.created_at, requested);
-        (target > now && skip_expiry_move(&self.config, now, entry.header.expires_at, target))
-            .then_some(true)
     }
 
     /// Moves the expiry of the live record of `digest` to `requested` (capped by the
@@ -257,60 +179,14 @@ impl Shared {
         allow(dead_code, reason = "only actix touches")
     )]
     pub(crate) fn touch_until(&self, digest: &Digest, requested: u64) -> Result<bool> {
-        if let Some(live) = self.touch_from_cache(digest, requested) {
+        if let Some(live) = self.touch_without_write(digest, Some(requested))? {
             return Ok(live);
         }
-        let mut expired_by_request = false;
-        {
+        let committed = {
             let _guard = self.lock(digest);
-            for _ in 0..CAS_ATTEMPTS {
-                let now = self.now();
-                let Some((old, old_header)) = self.raw_locked(digest)? else {
-                    return Ok(false);
-                };
-                if !expiry::is_live(&self.config, &old_header, now) {
-                    return Ok(false);
-                }
-                let expires_at = capped(&self.config, now, old_header.created_at, requested);
-                if expires_at <= now {
-                    expired_by_request = true;
-                    break;
-                }
-                if skip_expiry_move(&self.config, now, old_header.expires_at, expires_at) {
-                    return Ok(true);
-                }
-                let header = Header {
-                    expires_at,
-                    last_seen: now,
-                    created_at: old_header.created_at,
-                    version: old_header.version.wrapping_add(1),
-                };
-                let user = codec::parse_user_only(&old)
-                    .ok()
-                    .flatten()
-                    .map(str::to_owned);
-                let data = self
-                    .cached(digest)
-                    .filter(|e| e.bytes == old)
-                    .map(|e| Arc::clone(&e.data));
-                let record = NewRecord {
-                    bytes: codec::with_header(&old, &header),
-                    header,
-                    user: user.clone(),
-                    data,
-                };
-                if let Swap::Done =
-                    self.write(digest, Some((&old, &old_header, user.as_deref())), record)?
-                {
-                    return Ok(true);
-                }
-            }
-        }
-        if expired_by_request {
-            self.destroy_digest(digest, DestroyReason::Destroy)?;
-            return Ok(false);
-        }
-        Err(conflict())
+            self.commit_locked(digest, commit::unchanged_record(), Some(requested))?
+        };
+        Ok(self.after_adapter_commit(digest, committed)? != Saved::Gone)
     }
 
     /// Destroys the record of `digest` and flushes, so a crash cannot bring it back.
