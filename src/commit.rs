@@ -3,8 +3,9 @@
 
 use std::sync::Arc;
 
-use crate::codec::{self, Header};
+use crate::codec::{self, Data, Header};
 use crate::error::{Error, Result};
+use crate::events::Event;
 use crate::expiry;
 use crate::id::Digest;
 use crate::shared::{CAS_ATTEMPTS, NewRecord, Shared, Swap};
@@ -21,6 +22,17 @@ pub(crate) enum Committed {
     Gone,
     /// The caller asked for an expiry that has already passed: nothing was written; the
     /// caller deletes the record.
+    Lapsed,
+}
+
+/// What [`Shared::insert_record`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Inserted {
+    /// The record was stored with this header.
+    Written(Header),
+    /// A record (live or not) already has this key: nothing was written.
+    Taken,
+    /// The requested expiry has already passed: nothing was written.
     Lapsed,
 }
 
@@ -47,6 +59,51 @@ pub(crate) fn conflict() -> Error {
 }
 
 impl Shared {
+    /// Stores a new session under `digest` unless a record is already there. Its expiry is
+    /// the idle timeout from now, capped by `requested` if given. Emits `Created` and
+    /// applies the per-user limit.
+    pub(crate) fn insert_record(
+        &self,
+        digest: &Digest,
+        user: Option<String>,
+        data: Arc<Data>,
+        requested: Option<u64>,
+    ) -> Result<Inserted> {
+        let mut bytes = self.encode(user.as_deref(), &data)?;
+        let header = {
+            let _guard = self.lock(digest);
+            let now = self.now();
+            let header = Header {
+                expires_at: expiry::next_expiry(&self.config, now, now, requested),
+                last_seen: now,
+                created_at: now,
+                version: 1,
+            };
+            if header.expires_at <= now {
+                return Ok(Inserted::Lapsed);
+            }
+            codec::set_header(&mut bytes, &header);
+            let record = NewRecord {
+                bytes,
+                header,
+                user: user.clone(),
+                data: Some(data),
+            };
+            // The compare-and-swap against "absent" is the check that the key is free.
+            if let Swap::Conflict(_) = self.write(digest, None, record)? {
+                return Ok(Inserted::Taken);
+            }
+            header
+        };
+        self.events.emit(&self.counters, || Event::Created {
+            handle: digest.handle(),
+        });
+        if let Some(user) = user {
+            self.enforce_user_limit(&user, digest)?;
+        }
+        Ok(Inserted::Written(header))
+    }
+
     /// Writes `record` (user and data, encoded with a placeholder header) as the new
     /// version of the live record of `digest`, or, with `record.bytes` empty, only moves
     /// its expiry. The expiry is the idle timeout from now, capped by the absolute timeout

@@ -17,11 +17,19 @@ pub(crate) fn expires_at(config: &Config, now: u64, created_at: u64) -> u64 {
 /// applied to its times, so shortening a timeout in the config takes effect at once for
 /// sessions written under the old one.
 pub(crate) fn is_live(config: &Config, header: &Header, now: u64) -> bool {
-    header.expires_at > now
-        && header.last_seen.saturating_add(config.idle_ms) > now
-        && config
-            .absolute_ms
-            .is_none_or(|a| header.created_at.saturating_add(a) > now)
+    live_until(config, header) > now
+}
+
+/// When a record stops being live: its stored expiry, or earlier if the current timeouts
+/// applied to its times say so.
+pub(crate) fn live_until(config: &Config, header: &Header) -> u64 {
+    let idle = header
+        .expires_at
+        .min(header.last_seen.saturating_add(config.idle_ms));
+    match config.absolute_ms {
+        Some(absolute) => idle.min(header.created_at.saturating_add(absolute)),
+        None => idle,
+    }
 }
 
 /// The expiry a write at `now` gives a session created at `created_at`: [`expires_at`],

@@ -19,6 +19,20 @@ pub(crate) struct Limits {
     pub(crate) max_key_len: usize,
 }
 
+impl Limits {
+    /// Rejects a value key longer than the limit.
+    pub(crate) fn check_key(&self, key: &str) -> Result<()> {
+        if key.len() > self.max_key_len {
+            return Err(Error::TooLarge {
+                what: Oversized::Key,
+                size: key.len(),
+                limit: self.max_key_len,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// A session: its token, its times, an optional user and a map of named values.
 ///
 /// A `Session` is a copy of the stored record taken at [`Store::load`](crate::Store::load)
@@ -138,13 +152,7 @@ impl Session {
     /// [`Error::TooLarge`] if the key or the value is over its limit; the session is then
     /// unchanged.
     pub fn insert_bytes(&mut self, key: &str, bytes: Vec<u8>) -> Result<()> {
-        if key.len() > self.limits.max_key_len {
-            return Err(Error::TooLarge {
-                what: Oversized::Key,
-                size: key.len(),
-                limit: self.limits.max_key_len,
-            });
-        }
+        self.limits.check_key(key)?;
         if bytes.len() > self.limits.max_record_size {
             return Err(Error::TooLarge {
                 what: Oversized::Value,

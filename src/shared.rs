@@ -174,15 +174,23 @@ impl Shared {
     /// The decoded record of `digest` if it is live: from the cache without a lock, or
     /// from disk under the stripe lock (so a concurrent write cannot be cached over).
     pub(crate) fn live_entry(&self, digest: &Digest) -> Result<Option<Arc<Entry>>> {
-        let entry = match self.cached(digest) {
-            Some(entry) => Some(entry),
-            None => {
-                let _guard = self.lock(digest);
-                self.entry_locked(digest)?
-            }
+        if let Some(answer) = self.live_cached(digest) {
+            return Ok(answer);
+        }
+        let entry = {
+            let _guard = self.lock(digest);
+            self.entry_locked(digest)?
         };
         let now = self.now();
         Ok(entry.filter(|e| expiry::is_live(&self.config, &e.header, now)))
+    }
+
+    /// [`live_entry`](Self::live_entry) from the read cache alone, without I/O or a lock
+    /// (for async callers). `None` means "not cached".
+    pub(crate) fn live_cached(&self, digest: &Digest) -> Option<Option<Arc<Entry>>> {
+        let entry = self.cached(digest)?;
+        let live = expiry::is_live(&self.config, &entry.header, self.now());
+        Some(live.then_some(entry))
     }
 
     /// The stored bytes and header of `digest` without decoding the data (cache first).

@@ -9,7 +9,7 @@ use sled::IVec;
 
 use crate::cleanup::{self, CleanupThread};
 use crate::codec::{self, Data, Header, STORE_FORMAT};
-use crate::commit::{self, Committed, conflict};
+use crate::commit::{self, Committed, Inserted, conflict};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::events::{DestroyReason, Event};
@@ -138,30 +138,10 @@ impl Store {
         for _ in 0..CAS_ATTEMPTS {
             let id = SessionId::generate()?;
             let digest = id.digest();
-            let now = sh.now();
-            let header = Header {
-                expires_at: expiry::expires_at(&sh.config, now, now),
-                last_seen: now,
-                created_at: now,
-                version: 1,
-            };
             let data = Arc::new(Data::new());
-            let bytes = codec::encode_record(&header, None, &data).map_err(|e| Error::Encode {
-                key: String::new(),
-                source: Box::new(e),
-            })?;
-            let guard = sh.lock(&digest);
-            let record = NewRecord {
-                bytes,
-                header,
-                user: None,
-                data: Some(Arc::clone(&data)),
-            };
-            if let Swap::Done = sh.write(&digest, None, record)? {
-                drop(guard);
-                sh.events.emit(&sh.counters, || Event::Created {
-                    handle: digest.handle(),
-                });
+            if let Inserted::Written(header) =
+                sh.insert_record(&digest, None, Arc::clone(&data), None)?
+            {
                 return Ok(Session {
                     id,
                     digest,

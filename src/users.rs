@@ -57,6 +57,26 @@ impl Shared {
         Ok(live)
     }
 
+    /// Destroys every live session of `user` but the one with handle `keep`, then
+    /// flushes. Returns how many live sessions were destroyed.
+    pub(crate) fn destroy_user_except(
+        &self,
+        user: &str,
+        keep: Option<SessionHandle>,
+    ) -> Result<usize> {
+        let mut destroyed = 0;
+        for (digest, _) in self.user_sessions(user)? {
+            if Some(digest.handle()) == keep {
+                continue;
+            }
+            if self.destroy_digest(&digest, DestroyReason::UserRevoked)? == Some(true) {
+                destroyed += 1;
+            }
+        }
+        self.db.flush()?;
+        Ok(destroyed)
+    }
+
     /// Destroys `user`'s oldest sessions until they have at most the configured maximum,
     /// never the session `keep`.
     pub(crate) fn enforce_user_limit(&self, user: &str, keep: &Digest) -> Result<()> {
@@ -125,22 +145,8 @@ impl Store {
     ///
     /// [`Error::Storage`](crate::Error::Storage) on a storage failure.
     pub fn destroy_user(&self, user: &str, except: Option<&SessionId>) -> Result<usize> {
-        let keep = except.map(SessionId::digest);
-        let mut destroyed = 0;
-        for (digest, _) in self.shared.user_sessions(user)? {
-            if Some(digest) == keep {
-                continue;
-            }
-            if self
-                .shared
-                .destroy_digest(&digest, DestroyReason::UserRevoked)?
-                == Some(true)
-            {
-                destroyed += 1;
-            }
-        }
-        self.shared.db.flush()?;
-        Ok(destroyed)
+        self.shared
+            .destroy_user_except(user, except.map(SessionId::handle))
     }
 
     /// Destroys the session with this handle ("revoke this device"). Returns whether a

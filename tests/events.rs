@@ -73,7 +73,9 @@ fn events_never_contain_the_token() {
     let events = store.subscribe();
     let s = store.create().expect("create");
     store.destroy(s.id()).expect("destroy");
-    for e in events.try_iter() {
+    let got: Vec<Event> = events.try_iter().collect();
+    assert_eq!(got.len(), 2, "Created and Destroyed: {got:?}");
+    for e in got {
         assert!(!format!("{e:?}").contains(&s.id().to_string()));
     }
 }

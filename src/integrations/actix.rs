@@ -173,7 +173,7 @@ fn contents(
     };
     let mut data = Data::new();
     for (key, value) in state {
-        shared.check_key(&key)?;
+        shared.limits().check_key(&key)?;
         data.insert(key, serde_bytes::ByteBuf::from(value.into_bytes()));
     }
     Ok(Contents { user, data })

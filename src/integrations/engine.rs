@@ -10,14 +10,12 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::codec::{self, Data, Header};
-use crate::commit::{self, Committed};
-use crate::config::Config;
-use crate::error::{Error, Oversized, Result};
-use crate::events::{DestroyReason, Event};
-use crate::expiry;
-use crate::id::{Digest, SessionHandle};
-use crate::shared::{Entry, NewRecord, Shared, Swap};
+use crate::codec::Data;
+use crate::commit::{self, Committed, Inserted};
+use crate::error::{Error, Result};
+use crate::events::DestroyReason;
+use crate::id::Digest;
+use crate::shared::{NewRecord, Shared};
 use crate::store::Store;
 
 /// What an adapter asks to store: the user (sessile's per-user index) and the values.
@@ -38,43 +36,7 @@ pub(crate) enum Saved {
     Gone,
 }
 
-/// When a record stops being live: its stored expiry, or earlier if the store's current
-/// timeouts say so (see `expiry::is_live`).
-#[cfg_attr(
-    not(feature = "tower"),
-    allow(dead_code, reason = "only tower reads it")
-)]
-pub(crate) fn effective_expiry(config: &Config, header: &Header) -> u64 {
-    let mut at = header
-        .expires_at
-        .min(header.last_seen.saturating_add(config.idle_ms));
-    if let Some(absolute) = config.absolute_ms {
-        at = at.min(header.created_at.saturating_add(absolute));
-    }
-    at
-}
-
 impl Shared {
-    /// Rejects a key longer than the configured limit, as `Session::insert_bytes` does.
-    pub(crate) fn check_key(&self, key: &str) -> Result<()> {
-        if key.len() > self.config.max_key_len {
-            return Err(Error::TooLarge {
-                what: Oversized::Key,
-                size: key.len(),
-                limit: self.config.max_key_len,
-            });
-        }
-        Ok(())
-    }
-
-    /// The record of `digest` if it is live, without touching the disk or taking a lock
-    /// when it is in the read cache. `None` means "not known without I/O".
-    pub(crate) fn live_cached(&self, digest: &Digest) -> Option<Option<Arc<Entry>>> {
-        let entry = self.cached(digest)?;
-        let live = expiry::is_live(&self.config, &entry.header, self.now());
-        Some(live.then_some(entry))
-    }
-
     /// Stores a new record under `digest` unless a record (live or not) is already there,
     /// expiring at `requested` (ms since the epoch) or earlier if the store's timeouts say
     /// so. Returns `false`, writing nothing, if the key is taken.
@@ -87,43 +49,8 @@ impl Shared {
         requested: u64,
     ) -> Result<bool> {
         let Contents { user, data } = contents;
-        let mut bytes = self.encode(user.as_deref(), &data)?;
-        let written = {
-            let _guard = self.lock(digest);
-            if self.sessions.contains_key(digest.0)? {
-                return Ok(false);
-            }
-            let now = self.now();
-            let header = Header {
-                expires_at: expiry::next_expiry(&self.config, now, now, Some(requested)),
-                last_seen: now,
-                created_at: now,
-                version: 1,
-            };
-            if header.expires_at <= now {
-                return Ok(true);
-            }
-            codec::set_header(&mut bytes, &header);
-            let record = NewRecord {
-                bytes,
-                header,
-                user: user.clone(),
-                data: Some(Arc::new(data)),
-            };
-            match self.write(digest, None, record)? {
-                Swap::Done => true,
-                Swap::Conflict(_) => return Ok(false),
-            }
-        };
-        if written {
-            self.events.emit(&self.counters, || Event::Created {
-                handle: digest.handle(),
-            });
-            if let Some(user) = user {
-                self.enforce_user_limit(&user, digest)?;
-            }
-        }
-        Ok(true)
+        let inserted = self.insert_record(digest, user, Arc::new(data), Some(requested))?;
+        Ok(inserted != Inserted::Taken)
     }
 
     /// Replaces the values and user of the live record of `digest` and moves its expiry to
@@ -196,26 +123,6 @@ impl Shared {
         self.db.flush()?;
         Ok(live == Some(true))
     }
-
-    /// Destroys every live session of `user` but the one with handle `keep`, then
-    /// flushes. Returns how many live sessions were destroyed.
-    pub(crate) fn destroy_user_except(
-        &self,
-        user: &str,
-        keep: Option<SessionHandle>,
-    ) -> Result<usize> {
-        let mut destroyed = 0;
-        for (digest, _) in self.user_sessions(user)? {
-            if Some(digest.handle()) == keep {
-                continue;
-            }
-            if self.destroy_digest(&digest, DestroyReason::UserRevoked)? == Some(true) {
-                destroyed += 1;
-            }
-        }
-        self.db.flush()?;
-        Ok(destroyed)
-    }
 }
 
 /// Why a store call made from async code failed.
@@ -277,6 +184,7 @@ mod tests {
 
     use super::*;
     use crate::clock::ManualClock;
+    use crate::config::Config;
 
     fn open(dir: &std::path::Path, clock: &ManualClock) -> Store {
         Config::new(dir.join("s"))
@@ -342,7 +250,10 @@ mod tests {
         clock.advance(Duration::from_secs(11));
         assert!(sh.live_entry(&short).expect("read").is_none());
         let entry = sh.live_entry(&long).expect("read").expect("live");
-        assert_eq!(effective_expiry(&sh.config, &entry.header), now + 100_000);
+        assert_eq!(
+            crate::expiry::live_until(&sh.config, &entry.header),
+            now + 100_000
+        );
     }
 
     #[test]

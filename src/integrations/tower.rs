@@ -62,9 +62,10 @@ use time::OffsetDateTime;
 use tower_sessions_core::session::{Id, Record};
 use tower_sessions_core::session_store::{self, ExpiredDeletion, SessionStore};
 
-use super::engine::{self, Contents, OffExecutorError, Saved, off_executor};
+use super::engine::{Contents, OffExecutorError, Saved, off_executor};
 use crate::codec::Data;
 use crate::error::Error;
+use crate::expiry;
 use crate::id::{Digest, SessionHandle};
 use crate::shared::{CAS_ATTEMPTS, Entry, Shared};
 use crate::store::Store;
@@ -200,6 +201,7 @@ fn contents(shared: &Shared, record: &Record) -> Result<Contents, session_store:
             continue;
         }
         shared
+            .limits()
             .check_key(key)
             .map_err(|e| session_store::Error::Encode(e.to_string()))?;
         let bytes =
@@ -231,7 +233,7 @@ fn record(shared: &Shared, id: Id, entry: &Entry) -> Record {
     Record {
         id,
         data,
-        expiry_date: from_ms(engine::effective_expiry(&shared.config, &entry.header)),
+        expiry_date: from_ms(expiry::live_until(&shared.config, &entry.header)),
     }
 }
 
