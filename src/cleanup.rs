@@ -10,13 +10,25 @@ use crate::codec;
 use crate::error::Result;
 use crate::events::Event;
 use crate::id::Digest;
-use crate::shared::{Shared, Swap};
+use crate::state::StoreState;
 use crate::stats::Counters;
+use crate::write::Swap;
+
+/// What the cleanup did with one `expiry` entry.
+enum Expired {
+    /// The record was deleted; the entry goes with it.
+    Purged,
+    /// The entry matches no record with that expiry: it is dropped.
+    Stale,
+    /// The record has that expiry but is not due by the clock read under its lock (the
+    /// wall clock stepped back during the pass): record and entry stay.
+    NotYet,
+}
 
 /// Deletes every session whose indexed expiry is at or before now, walking the `expiry`
 /// tree in time order and stopping at the first entry in the future. Works in batches of
 /// `cleanup_batch` entries; no lock is held between entries, so foreground work goes on.
-pub(crate) fn purge(shared: &Shared) -> Result<usize> {
+pub(crate) fn purge(shared: &StoreState) -> Result<usize> {
     let now = shared.now();
     let end = codec::expiry_key(now, &Digest([0xff; 32]));
     let mut start = Bound::Unbounded;
@@ -37,15 +49,14 @@ pub(crate) fn purge(shared: &Shared) -> Result<usize> {
         let mut removals = sled::Batch::default();
         let mut stale = 0;
         for key in &batch {
-            match codec::parse_expiry_key(key) {
-                Some((expires_at, digest)) => {
-                    if expire_one(shared, &digest, expires_at)? {
-                        purged += 1;
-                    } else {
-                        stale += 1;
-                    }
-                }
-                None => stale += 1,
+            let outcome = match codec::parse_expiry_key(key) {
+                Some((expires_at, digest)) => expire_one(shared, &digest, expires_at)?,
+                None => Expired::Stale,
+            };
+            match outcome {
+                Expired::Purged => purged += 1,
+                Expired::Stale => stale += 1,
+                Expired::NotYet => continue,
             }
             removals.remove(key);
         }
@@ -64,29 +75,31 @@ pub(crate) fn purge(shared: &Shared) -> Result<usize> {
 }
 
 /// Deletes the record of `digest` if its stored expiry is still `expires_at` (a session
-/// refreshed since the index entry was written survives). Returns whether it deleted.
-fn expire_one(shared: &Shared, digest: &Digest, expires_at: u64) -> Result<bool> {
+/// refreshed since the index entry was written survives) and that time has come by the
+/// clock read under the stripe lock (a clock stepped back since the pass began spares
+/// the session).
+fn expire_one(shared: &StoreState, digest: &Digest, expires_at: u64) -> Result<Expired> {
     let user = {
-        let _guard = shared.lock(digest);
-        let Some((bytes, header)) = shared.raw_locked(digest)? else {
-            return Ok(false);
+        let held = shared.locks.stripe(digest)?;
+        let Some(old) = shared.record_locked(digest, &held)? else {
+            return Ok(Expired::Stale);
         };
-        if header.expires_at != expires_at {
-            return Ok(false);
+        if old.header.expires_at != expires_at {
+            return Ok(Expired::Stale);
         }
-        if let Swap::Conflict(()) = shared.delete(digest, &bytes, &header, false)? {
-            return Ok(false);
+        if expires_at > shared.now() {
+            return Ok(Expired::NotYet);
         }
-        codec::parse_user_only(&bytes)
-            .ok()
-            .flatten()
-            .map(str::to_owned)
+        if shared.delete_record(digest, &old, false, &held)? == Swap::Conflict {
+            return Ok(Expired::NotYet);
+        }
+        old.user.clone()
     };
     shared.events.emit(&shared.counters, || Event::Expired {
         handle: digest.handle(),
         user,
     });
-    Ok(true)
+    Ok(Expired::Purged)
 }
 
 /// The background thread of one open store.
@@ -97,7 +110,7 @@ pub(crate) struct CleanupThread {
 }
 
 impl CleanupThread {
-    pub(crate) fn spawn(shared: Arc<Shared>) -> std::io::Result<CleanupThread> {
+    pub(crate) fn spawn(shared: Arc<StoreState>) -> std::io::Result<CleanupThread> {
         let (stop, stop_rx) = crossbeam_channel::bounded::<()>(1);
         let (wake, wake_rx) = crossbeam_channel::bounded::<()>(1);
         let handle = std::thread::Builder::new()
@@ -129,7 +142,7 @@ impl CleanupThread {
     }
 }
 
-fn run_pass(shared: &Shared) {
+fn run_pass(shared: &StoreState) {
     if let Err(e) = purge(shared) {
         Counters::add(&shared.counters.cleanup_errors, 1);
         tracing::warn!(error = %e, "cleanup pass failed; retrying next interval");

@@ -67,6 +67,15 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 pub const DEFAULT_ABSOLUTE_TIMEOUT: Duration = Duration::from_secs(12 * 3600);
 /// The largest user name a session can carry, in bytes.
 pub const MAX_USER_LEN: usize = 1024;
+/// The longest idle or absolute timeout a [`Config`] accepts: 10 years of 365 days.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+const MAX_CLEANUP_INTERVAL: Duration = Duration::from_secs(7 * 24 * 3600);
+const MAX_CLEANUP_BATCH: usize = 1_000_000;
+const MAX_CACHE_ENTRIES: usize = 1 << 24;
+const STORAGE_CACHE_BYTES: std::ops::RangeInclusive<u64> = (1 << 20)..=(1 << 40);
+const MAX_SESSIONS_PER_USER: usize = 1_000_000;
+const MAX_EVENT_CAPACITY: usize = 1 << 20;
 
 impl Config {
     /// Settings with every default, for a store in the folder `path` (created on open if
@@ -91,7 +100,8 @@ impl Config {
         }
     }
 
-    /// A session expires this long after it was last saved or touched. Default 30 minutes.
+    /// A session expires this long after it was last saved or touched. Default 30 minutes;
+    /// from 1 ms to [`MAX_TIMEOUT`].
     ///
     /// Both timeouts also apply to sessions already stored: shortening one takes effect at
     /// once for every session, including those written under a longer setting. Tools that
@@ -102,7 +112,8 @@ impl Config {
     }
 
     /// A session expires this long after it was created, however active it is. Default 12
-    /// hours. OWASP recommends both an idle and an absolute timeout.
+    /// hours; from 1 ms to [`MAX_TIMEOUT`]. OWASP recommends both an idle and an absolute
+    /// timeout.
     pub fn absolute_timeout(mut self, absolute: Duration) -> Config {
         self.absolute_ms = Some(duration_ms(absolute));
         self
@@ -116,20 +127,22 @@ impl Config {
 
     /// `touch` and unchanged saves skip the disk write when they would move the expiry by
     /// less than this. Default: 1/20 of the idle timeout (90 s for 30 minutes), so a session
-    /// may expire up to that much earlier than `last activity + idle`.
+    /// may expire up to that much earlier than `last activity + idle`. At most the idle
+    /// timeout; zero writes on every touch.
     pub fn touch_granularity(mut self, granularity: Duration) -> Config {
         self.touch_granularity_ms = Some(duration_ms(granularity));
         self
     }
 
-    /// How often the cleanup thread deletes expired sessions. Default 60 seconds.
+    /// How often the cleanup thread deletes expired sessions. Default 60 seconds; from 1 ms
+    /// to 7 days.
     pub fn cleanup_interval(mut self, interval: Duration) -> Config {
         self.cleanup_interval = interval;
         self
     }
 
     /// How many expired sessions the cleanup deletes per batch before letting other work
-    /// through. Default 1024.
+    /// through. Default 1024; from 1 to 1,000,000.
     pub fn cleanup_batch(mut self, batch: usize) -> Config {
         self.cleanup_batch = batch;
         self
@@ -163,29 +176,33 @@ impl Config {
     }
 
     /// How many decoded sessions the in-memory read cache holds. Default 16384; 0 turns
-    /// the cache off.
+    /// the cache off; at most 16,777,216.
     pub fn cache_entries(mut self, entries: usize) -> Config {
         self.cache_entries = entries;
         self
     }
 
     /// Memory sled may use for its page cache, in bytes. Default 64 MiB (sled's own
-    /// default is 1 GiB).
+    /// default is 1 GiB); from 1 MiB to 1 TiB.
     pub fn storage_cache_bytes(mut self, bytes: u64) -> Config {
         self.storage_cache_bytes = bytes;
         self
     }
 
     /// When a save gives a session to a user who already has `n` live sessions, that
-    /// user's oldest sessions (by creation time) are destroyed to keep `n`. Default: no
-    /// limit.
+    /// user's oldest sessions (by creation time) are destroyed to keep `n`, never the
+    /// session being saved. Default: no limit; `n` from 1 to 1,000,000.
+    ///
+    /// Two logins of one user at the same moment leave exactly `n` sessions (the caps are
+    /// applied one after the other under a per-user lock), never fewer.
     pub fn max_sessions_per_user(mut self, n: usize) -> Config {
         self.max_sessions_per_user = Some(n);
         self
     }
 
-    /// Capacity of each [`Store::subscribe`] channel. Default 1024. Events that do not fit
-    /// are dropped and counted, never waited for.
+    /// Capacity of each [`Store::subscribe`] channel. Default 1024; from 1 to 1,048,576
+    /// (the channel's buffer is allocated when subscribing). Events that do not fit are
+    /// dropped and counted, never waited for.
     pub fn event_capacity(mut self, capacity: usize) -> Config {
         self.event_capacity = capacity;
         self
@@ -203,31 +220,53 @@ impl Config {
     }
 
     fn validate(&self) -> Result<()> {
-        let invalid = |msg: &str| Err(Error::InvalidConfig(msg.to_string()));
-        if self.idle_ms == 0 {
-            return invalid("idle_timeout must be at least 1 ms");
+        fn check(ok: bool, msg: impl FnOnce() -> String) -> Result<()> {
+            if ok {
+                Ok(())
+            } else {
+                Err(Error::InvalidConfig(msg()))
+            }
         }
-        if self.absolute_ms == Some(0) {
-            return invalid("absolute_timeout must be at least 1 ms");
-        }
-        if self.cleanup_interval.is_zero() {
-            return invalid("cleanup_interval must be positive");
-        }
-        if self.cleanup_batch == 0 {
-            return invalid("cleanup_batch must be at least 1");
-        }
-        if self.max_record_size < 128 || self.max_record_size > DECODE_LIMIT {
-            return Err(Error::InvalidConfig(format!(
-                "max_record_size must be between 128 and {DECODE_LIMIT} bytes"
-            )));
-        }
-        if self.max_sessions_per_user == Some(0) {
-            return invalid("max_sessions_per_user must be at least 1");
-        }
-        if self.event_capacity == 0 {
-            return invalid("event_capacity must be at least 1");
-        }
-        Ok(())
+        let max_timeout = duration_ms(MAX_TIMEOUT);
+        check((1..=max_timeout).contains(&self.idle_ms), || {
+            format!("idle_timeout must be from 1 ms to {MAX_TIMEOUT:?}")
+        })?;
+        check(
+            self.absolute_ms
+                .is_none_or(|a| (1..=max_timeout).contains(&a)),
+            || format!("absolute_timeout must be from 1 ms to {MAX_TIMEOUT:?}"),
+        )?;
+        check(
+            self.touch_granularity_ms.is_none_or(|g| g <= self.idle_ms),
+            || "touch_granularity must not exceed idle_timeout".into(),
+        )?;
+        check(
+            !self.cleanup_interval.is_zero() && self.cleanup_interval <= MAX_CLEANUP_INTERVAL,
+            || format!("cleanup_interval must be from 1 ms to {MAX_CLEANUP_INTERVAL:?}"),
+        )?;
+        check(
+            (1..=MAX_CLEANUP_BATCH).contains(&self.cleanup_batch),
+            || format!("cleanup_batch must be from 1 to {MAX_CLEANUP_BATCH}"),
+        )?;
+        check((128..=DECODE_LIMIT).contains(&self.max_record_size), || {
+            format!("max_record_size must be from 128 to {DECODE_LIMIT} bytes")
+        })?;
+        check(self.cache_entries <= MAX_CACHE_ENTRIES, || {
+            format!("cache_entries must be at most {MAX_CACHE_ENTRIES}")
+        })?;
+        check(
+            STORAGE_CACHE_BYTES.contains(&self.storage_cache_bytes),
+            || format!("storage_cache_bytes must be from {STORAGE_CACHE_BYTES:?} bytes"),
+        )?;
+        check(
+            self.max_sessions_per_user
+                .is_none_or(|n| (1..=MAX_SESSIONS_PER_USER).contains(&n)),
+            || format!("max_sessions_per_user must be from 1 to {MAX_SESSIONS_PER_USER}"),
+        )?;
+        check(
+            (1..=MAX_EVENT_CAPACITY).contains(&self.event_capacity),
+            || format!("event_capacity must be from 1 to {MAX_EVENT_CAPACITY}"),
+        )
     }
 
     /// The granularity in milliseconds, defaulted from the idle timeout.

@@ -11,8 +11,8 @@ use serde_bytes::ByteBuf;
 use crate::codec::{self, Data, Header, Record};
 use crate::error::{Error, Result};
 use crate::id::{Digest, SessionHandle};
-use crate::shared::{CAS_ATTEMPTS, NewRecord, Swap};
 use crate::store::Store;
+use crate::write::commit::Contents;
 
 /// One stored session as plain data: what [`Store::dump`] yields and [`Store::restore`]
 /// writes back. Round-trips every field exactly.
@@ -83,7 +83,7 @@ impl Store {
     /// Every stored session, live or expired, in storage order. Records that do not decode
     /// are skipped (see [`verify`](Self::verify)).
     pub fn dump(&self) -> impl Iterator<Item = Result<SessionDump>> + '_ {
-        self.shared.sessions.iter().filter_map(|item| {
+        self.state.sessions.iter().filter_map(|item| {
             let (key, bytes) = match item {
                 Ok(kv) => kv,
                 Err(e) => return Some(Err(e.into())),
@@ -99,7 +99,7 @@ impl Store {
     ///
     /// [`Error::Storage`] on a storage failure.
     pub fn inspect(&self, handle: &SessionHandle) -> Result<Option<SessionDump>> {
-        for item in self.shared.sessions.scan_prefix(handle.as_bytes()) {
+        for item in self.state.sessions.scan_prefix(handle.as_bytes()) {
             let (key, bytes) = item?;
             if let Ok(record) = codec::decode_record(&bytes) {
                 return Ok(Some(SessionDump::of(&key, record)));
@@ -116,48 +116,25 @@ impl Store {
     /// [`Error::Corrupt`] for a malformed key; [`Error::TooLarge`] if the record is over
     /// this store's limits; [`Error::Storage`] on a storage failure.
     pub fn restore(&self, dump: &SessionDump) -> Result<()> {
-        let sh = &self.shared;
         let digest = parse_key(&dump.key)?;
         let data: Data = dump
             .values
             .iter()
             .map(|(k, v)| (k.clone(), ByteBuf::from(v.clone())))
             .collect();
-        let mut bytes = sh.encode(dump.user.as_deref(), &data)?;
+        let contents = Contents::new(&self.state, dump.user.clone(), Arc::new(data))?;
         let header = Header {
             expires_at: dump.expires_at,
             last_seen: dump.last_seen,
             created_at: dump.created_at,
             version: dump.version,
         };
-        codec::set_header(&mut bytes, &header);
-        let data = Arc::new(data);
-        let _guard = sh.lock(&digest);
-        let mut record = NewRecord {
-            bytes,
-            header,
-            user: dump.user.clone(),
-            data: Some(data),
-        };
-        for _ in 0..CAS_ATTEMPTS {
-            let old = sh.raw_locked(&digest)?;
-            let old_user = old
-                .as_ref()
-                .and_then(|(b, _)| codec::parse_user_only(b).ok().flatten().map(str::to_owned));
-            let old_ref = old.as_ref().map(|(b, h)| (b, h, old_user.as_deref()));
-            match sh.write(&digest, old_ref, record)? {
-                Swap::Done => return Ok(()),
-                Swap::Conflict(back) => record = back,
-            }
-        }
-        Err(Error::Corrupt(
-            "the record kept changing during restore".into(),
-        ))
+        self.state.put_record(&digest, &contents, header)
     }
 
     /// The format version of the store on disk (`meta/format`), as read when it was
     /// opened. Opening refuses formats newer than this build understands.
     pub fn format_version(&self) -> u32 {
-        self.shared.format
+        self.state.format
     }
 }

@@ -93,6 +93,11 @@ pub enum Error {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 
+    /// A whole session record (user and values) could not be serialized. Nothing was
+    /// written.
+    #[error("could not encode the session record: {0}")]
+    EncodeRecord(#[source] Box<dyn std::error::Error + Send + Sync>),
+
     /// A stored value could not be deserialized into the requested type.
     #[error("could not decode the value of {key:?} into the requested type: {source}")]
     Decode {
@@ -106,6 +111,32 @@ pub enum Error {
     /// The operating system's random number generator failed, so no token could be made.
     #[error("the operating system's random number generator failed: {0}")]
     Entropy(String),
+
+    /// Every freshly generated token was already in use. With 256 random bits this does
+    /// not happen unless the random number generator is broken. Nothing was written.
+    #[error(
+        "every freshly generated session token was already in use; \
+         is the random number generator broken?"
+    )]
+    TokenCollision,
+
+    /// A write kept finding a different record than the one it read under its lock, and
+    /// gave up after a few attempts. Nothing was written. In a healthy process this does
+    /// not happen: it means something else writes the store's files.
+    #[error(
+        "the session record kept changing during a locked write; \
+         is another program writing the store's folder?"
+    )]
+    Contended,
+
+    /// A method that writes was called from inside an [`update`](crate::Store::update)
+    /// closure of the same store. It was refused instead of waiting for the lock the
+    /// closure's caller holds; make the write after `update` returns.
+    #[error(
+        "a write to the session store was made inside an `update` closure of the same \
+         store; make it after `update` returns"
+    )]
+    WriteInsideUpdate,
 }
 
 /// What an [`Error::TooLarge`] refers to.

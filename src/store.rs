@@ -5,20 +5,19 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crossbeam_channel::Receiver;
-use sled::IVec;
 
 use crate::cleanup::{self, CleanupThread};
-use crate::codec::{self, Data, Header, STORE_FORMAT};
-use crate::commit::{self, Committed, Inserted, conflict};
+use crate::codec::{Data, STORE_FORMAT};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::events::{DestroyReason, Event};
-use crate::expiry;
-use crate::id::{Digest, SessionId};
+use crate::id::SessionId;
 use crate::registry::Registration;
 use crate::session::Session;
-use crate::shared::{CAS_ATTEMPTS, NewRecord, Shared, Swap};
+use crate::state::StoreState;
 use crate::stats::Stats;
+use crate::write::commit::{Change, Committed, Contents, Inserted, TouchPlan};
+use crate::write::revoke::Destroyed;
 
 /// A persistent session store in one folder.
 ///
@@ -48,13 +47,13 @@ use crate::stats::Stats;
 /// ```
 #[derive(Clone)]
 pub struct Store {
-    pub(crate) shared: Arc<Shared>,
-    _owner: Arc<Owner>,
+    pub(crate) state: Arc<StoreState>,
+    owner: Arc<Owner>,
 }
 
 /// Dropped with the last `Store` handle: stops the cleanup thread, then flushes.
 struct Owner {
-    shared: Arc<Shared>,
+    state: Arc<StoreState>,
     cleanup: Option<CleanupThread>,
 }
 
@@ -63,7 +62,7 @@ impl Drop for Owner {
         if let Some(thread) = self.cleanup.take() {
             thread.stop();
         }
-        if let Err(e) = self.shared.db.flush() {
+        if let Err(e) = self.state.db.flush() {
             tracing::error!(error = %e, "flush on close failed");
         }
     }
@@ -72,7 +71,7 @@ impl Drop for Owner {
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Store")
-            .field("path", &self.shared.config.path)
+            .field("path", &self.state.config.path)
             .finish_non_exhaustive()
     }
 }
@@ -101,27 +100,36 @@ impl Store {
             .open()
             .map_err(|e| open_error(e, &path))?;
         let registration = registration.opened();
-        let format = check_format(&db, &path)?;
-        let shared = Arc::new(Shared::new(db, config, registration, format)?);
-        let cleanup = if shared.config.cleanup_thread {
-            let thread = CleanupThread::spawn(Arc::clone(&shared))
+        let format = match check_format(&db, &path) {
+            Ok(format) => format,
+            Err(e) => {
+                // The database first, so the registration's wait for sled's file lock
+                // (on drop) does not wait for our own handle.
+                drop(db);
+                drop(registration);
+                return Err(e);
+            }
+        };
+        let state = Arc::new(StoreState::new(db, config, registration, format)?);
+        let cleanup = if state.config.cleanup_thread {
+            let thread = CleanupThread::spawn(Arc::clone(&state))
                 .map_err(|source| Error::Folder { path, source })?;
             Some(thread)
         } else {
             None
         };
         Ok(Store {
-            _owner: Arc::new(Owner {
-                shared: Arc::clone(&shared),
+            owner: Arc::new(Owner {
+                state: Arc::clone(&state),
                 cleanup,
             }),
-            shared,
+            state,
         })
     }
 
     /// The folder this store lives in.
     pub fn path(&self) -> &Path {
-        &self.shared.config.path
+        &self.state.config.path
     }
 
     /// Creates a new, empty session with a fresh token and stores it.
@@ -132,29 +140,31 @@ impl Store {
     /// # Errors
     ///
     /// [`Error::Storage`] on a storage failure, [`Error::Entropy`] if no random token
-    /// could be made.
+    /// could be made, [`Error::TokenCollision`] if every fresh token was taken (a broken
+    /// random number generator), [`Error::WriteInsideUpdate`] inside an
+    /// [`update`](Self::update) closure.
     pub fn create(&self) -> Result<Session> {
-        let sh = &self.shared;
-        for _ in 0..CAS_ATTEMPTS {
-            let id = SessionId::generate()?;
-            let digest = id.digest();
-            let data = Arc::new(Data::new());
-            if let Inserted::Written(header) =
-                sh.insert_record(&digest, None, Arc::clone(&data), None)?
-            {
-                return Ok(Session {
-                    id,
-                    digest,
-                    header,
-                    user: None,
-                    data,
-                    limits: sh.limits(),
-                });
-            }
-        }
-        Err(Error::Entropy(
-            "every generated token was already in use".to_string(),
-        ))
+        let state = &self.state;
+        let contents = Contents::new(state, None, Arc::new(Data::new()))?;
+        let fresh = || {
+            SessionId::generate().map(|id| {
+                let digest = id.digest();
+                (id, digest)
+            })
+        };
+        let (id, digest, inserted) = state.insert_fresh(fresh, &contents, None)?;
+        let Inserted::Written(header) = inserted else {
+            // Without a requested expiry the idle timeout (at least 1 ms) is ahead.
+            return Err(Error::NotFound);
+        };
+        Ok(Session {
+            id,
+            digest,
+            header,
+            user: None,
+            data: Arc::new(Data::new()),
+            limits: state.limits(),
+        })
     }
 
     /// Reads the session with token `id`. `None` if there is none or it has expired, even
@@ -169,8 +179,8 @@ impl Store {
     /// [`Error::Storage`] on a storage failure.
     pub fn load(&self, id: &SessionId) -> Result<Option<Session>> {
         let digest = id.digest();
-        let entry = self.shared.live_entry(&digest)?;
-        Ok(entry.map(|e| self.shared.session(id.clone(), digest, &e)))
+        let entry = self.state.live_entry(&digest)?;
+        Ok(entry.map(|e| self.state.session(id.clone(), digest, &e)))
     }
 
     /// Writes `session`'s values and user, and extends its idle expiry.
@@ -188,27 +198,10 @@ impl Store {
     ///   written);
     /// - [`Error::Storage`] on a storage failure.
     pub fn save(&self, session: &Session) -> Result<()> {
-        let record = NewRecord {
-            bytes: self.shared.encode(session.user(), &session.data)?,
-            user: session.user.clone(),
-            data: Some(Arc::clone(&session.data)),
-            ..commit::unchanged_record()
-        };
-        let committed = {
-            let _guard = self.shared.lock(&session.digest);
-            self.shared.commit_locked(&session.digest, record, None)?
-        };
-        self.after_commit(&session.digest, committed)
-    }
-
-    /// Applies the per-user limit after a write that gave the session to a user; maps a
-    /// session that is gone to [`Error::NotFound`].
-    fn after_commit(&self, digest: &Digest, committed: Committed) -> Result<()> {
-        match committed {
-            Committed::Written {
-                assigned: Some(user),
-            } => self.shared.enforce_user_limit(&user, digest),
-            Committed::Written { assigned: None } | Committed::Unchanged => Ok(()),
+        let state = &self.state;
+        let contents = Contents::new(state, session.user.clone(), Arc::clone(&session.data))?;
+        match state.commit(&session.digest, &Change::Replace(contents), None)? {
+            Committed::Written | Committed::Unchanged => Ok(()),
             Committed::Gone | Committed::Lapsed => Err(Error::NotFound),
         }
     }
@@ -223,17 +216,16 @@ impl Store {
     ///
     /// [`Error::Storage`] on a storage failure.
     pub fn touch(&self, id: &SessionId) -> Result<bool> {
-        let sh = &self.shared;
+        let state = &self.state;
         let digest = id.digest();
-        if let Some(live) = sh.touch_without_write(&digest, None)? {
-            return Ok(live);
+        match state.touch_plan(&digest, None)? {
+            TouchPlan::Dead => Ok(false),
+            TouchPlan::NoWrite => Ok(true),
+            TouchPlan::Write => Ok(matches!(
+                state.commit(&digest, &Change::Touch, None)?,
+                Committed::Written | Committed::Unchanged
+            )),
         }
-        let _guard = sh.lock(&digest);
-        let committed = sh.commit_locked(&digest, commit::unchanged_record(), None)?;
-        Ok(matches!(
-            committed,
-            Committed::Written { .. } | Committed::Unchanged
-        ))
     }
 
     /// Atomically reads, changes and writes a live session.
@@ -243,7 +235,16 @@ impl Store {
     /// other's changes. The write counts as activity, like [`save`](Self::save). Returns
     /// `f`'s result, or `None` if the session does not exist or has expired.
     ///
-    /// `f` must not call this store for the same session (it would wait for itself).
+    /// # Calling the store from `f`
+    ///
+    /// Reads work inside `f`: [`load`](Self::load), [`sessions_of`](Self::sessions_of),
+    /// [`len`](Self::len), [`stats`](Self::stats) and the other read-only methods never
+    /// wait for a lock, so they cannot deadlock with this update or with updates on other
+    /// threads. A read of the session being updated sees the stored version, without
+    /// `f`'s changes. Writes to the same store inside `f` (`save`, `touch`, `create`,
+    /// `destroy`, a nested `update`, ...) fail at once with [`Error::WriteInsideUpdate`]
+    /// instead of waiting: do them after `update` returns. Do not make `f` wait for
+    /// another thread that writes to this store.
     ///
     /// # Examples
     ///
@@ -258,40 +259,30 @@ impl Store {
     ///     Ok::<_, sessile::Error>(n)
     /// })?;
     /// assert_eq!(n.transpose()?, Some(1));
+    ///
+    /// // Reads inside the closure work; writes are refused instead of deadlocking.
+    /// let other = store.create()?;
+    /// let inner = store.update(&id, |_| {
+    ///     assert!(store.load(other.id()).unwrap().is_some());
+    ///     store.save(&other)
+    /// })?;
+    /// assert!(matches!(inner, Some(Err(sessile::Error::WriteInsideUpdate))));
     /// # Ok(()) }
     /// ```
     ///
     /// # Errors
     ///
-    /// [`Error::TooLarge`] if the changed record is over its limit (nothing is written);
-    /// [`Error::Storage`] on a storage failure.
+    /// - [`Error::TooLarge`] if the changed record is over its limit (nothing is written);
+    /// - [`Error::NotFound`] if the session expired while `f` ran (nothing is written);
+    /// - [`Error::WriteInsideUpdate`] if this call itself is made inside an `update`
+    ///   closure of the same store;
+    /// - [`Error::Storage`] on a storage failure.
     pub fn update<R>(
         &self,
         id: &SessionId,
         f: impl FnOnce(&mut Session) -> R,
     ) -> Result<Option<R>> {
-        let sh = &self.shared;
-        let digest = id.digest();
-        let (result, committed) = {
-            let _guard = sh.lock(&digest);
-            let Some(entry) = sh.entry_locked(&digest)? else {
-                return Ok(None);
-            };
-            if !expiry::is_live(&sh.config, &entry.header, sh.now()) {
-                return Ok(None);
-            }
-            let mut session = sh.session(id.clone(), digest, &entry);
-            let result = f(&mut session);
-            let record = NewRecord {
-                bytes: sh.encode(session.user(), &session.data)?,
-                user: session.user,
-                data: Some(session.data),
-                ..commit::unchanged_record()
-            };
-            (result, sh.commit_locked(&digest, record, None)?)
-        };
-        self.after_commit(&digest, committed)?;
-        Ok(Some(result))
+        self.state.update_with(id, f)
     }
 
     /// Destroys a session (logout). Returns `true` if it existed and was live; an expired
@@ -302,13 +293,14 @@ impl Store {
     ///
     /// # Errors
     ///
-    /// [`Error::Storage`] on a storage failure.
+    /// [`Error::Storage`] on a storage failure; [`Error::WriteInsideUpdate`] inside an
+    /// [`update`](Self::update) closure.
     pub fn destroy(&self, id: &SessionId) -> Result<bool> {
-        let live = self
-            .shared
+        let destroyed = self
+            .state
             .destroy_digest(&id.digest(), DestroyReason::Destroy)?;
-        self.shared.db.flush()?;
-        Ok(live == Some(true))
+        self.state.db.flush()?;
+        Ok(destroyed == Destroyed::Live)
     }
 
     /// Deletes every expired session now, in bounded batches, and drops stale index
@@ -319,34 +311,26 @@ impl Store {
     ///
     /// [`Error::Storage`] on a storage failure.
     pub fn purge_expired(&self) -> Result<usize> {
-        cleanup::purge(&self.shared)
+        cleanup::purge(&self.state)
     }
 
     /// Asks the cleanup thread to run a pass now, without waiting for it. Does nothing if
     /// the thread is turned off.
     pub fn schedule_purge(&self) {
-        if let Some(thread) = &self._owner.cleanup {
+        if let Some(thread) = &self.owner.cleanup {
             thread.wake();
         }
     }
 
-    /// How many live sessions the store holds. This reads every record's header, so it
-    /// takes time proportional to the number of stored sessions.
+    /// How many live sessions the store holds. This reads every record not in the read
+    /// cache, so it takes time proportional to the number of stored sessions. A record
+    /// that does not decode is not counted (a [`load`](Self::load) of it quarantines it).
     ///
     /// # Errors
     ///
     /// [`Error::Storage`] on a storage failure.
     pub fn len(&self) -> Result<usize> {
-        let sh = &self.shared;
-        let now = sh.now();
-        let mut n = 0;
-        for item in sh.sessions.iter() {
-            let (_, bytes) = item?;
-            if codec::parse_header(&bytes).is_ok_and(|h| expiry::is_live(&sh.config, &h, now)) {
-                n += 1;
-            }
-        }
-        Ok(n)
+        self.state.count_live(false)
     }
 
     /// Whether the store holds no live session. Same cost as [`len`](Self::len) at worst.
@@ -355,15 +339,7 @@ impl Store {
     ///
     /// [`Error::Storage`] on a storage failure.
     pub fn is_empty(&self) -> Result<bool> {
-        let sh = &self.shared;
-        let now = sh.now();
-        for item in sh.sessions.iter() {
-            let (_, bytes) = item?;
-            if codec::parse_header(&bytes).is_ok_and(|h| expiry::is_live(&sh.config, &h, now)) {
-                return Ok(false);
-            }
-        }
-        Ok(true)
+        Ok(self.state.count_live(true)? == 0)
     }
 
     /// Writes everything to disk now and returns when it is there.
@@ -372,13 +348,13 @@ impl Store {
     ///
     /// [`Error::Storage`] if the flush fails.
     pub fn flush(&self) -> Result<()> {
-        self.shared.db.flush()?;
+        self.state.db.flush()?;
         Ok(())
     }
 
     /// Counters of background work since the store was opened.
     pub fn stats(&self) -> Stats {
-        self.shared.counters.snapshot()
+        self.state.counters.snapshot()
     }
 
     /// Subscribes to lifecycle [`Event`]s, for audit logs.
@@ -388,7 +364,7 @@ impl Store {
     /// dropped for that subscriber and counted in [`Stats::events_dropped`], so a slow or
     /// absent reader never slows the store. Dropping the receiver unsubscribes.
     pub fn subscribe(&self) -> Receiver<Event> {
-        self.shared.events.subscribe()
+        self.state.events.subscribe()
     }
 }
 
@@ -456,41 +432,5 @@ fn check_format(db: &sled::Db, path: &Path) -> Result<u32> {
                 found => Ok(found),
             }
         }
-    }
-}
-
-impl Shared {
-    /// Removes the record of `digest` and its index entries. `Some(live)` if there was a
-    /// record, `None` if not. Does not flush.
-    pub(crate) fn destroy_digest(
-        &self,
-        digest: &Digest,
-        reason: DestroyReason,
-    ) -> Result<Option<bool>> {
-        let (live, user) = {
-            let _guard = self.lock(digest);
-            let mut outcome = None;
-            for _ in 0..CAS_ATTEMPTS {
-                let Some((bytes, header)) = self.raw_locked(digest)? else {
-                    return Ok(None);
-                };
-                if let Swap::Done = self.delete(digest, &bytes, &header, true)? {
-                    outcome = Some((bytes, header));
-                    break;
-                }
-            }
-            let (bytes, header): (IVec, Header) = outcome.ok_or_else(conflict)?;
-            let user = codec::parse_user_only(&bytes)
-                .ok()
-                .flatten()
-                .map(str::to_owned);
-            (expiry::is_live(&self.config, &header, self.now()), user)
-        };
-        self.events.emit(&self.counters, || Event::Destroyed {
-            handle: digest.handle(),
-            user,
-            reason,
-        });
-        Ok(Some(live))
     }
 }

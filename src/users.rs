@@ -3,14 +3,11 @@
 use std::time::SystemTime;
 
 use crate::clock::from_ms;
-use crate::codec::{self, Header};
 use crate::error::Result;
 use crate::events::DestroyReason;
-use crate::expiry;
 use crate::id::{Digest, SessionHandle, SessionId};
-use crate::shared::Shared;
-use crate::stats::Counters;
 use crate::store::Store;
+use crate::write::revoke::Destroyed;
 
 /// What [`Store::sessions_of`] tells about one live session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,81 +21,6 @@ pub struct SessionInfo {
     pub last_seen: SystemTime,
     /// When it expires unless used again.
     pub expires_at: SystemTime,
-}
-
-impl Shared {
-    /// The live sessions of `user`, read through the `users` index. Entries that no
-    /// longer match a record of this user are removed on the way.
-    pub(crate) fn user_sessions(&self, user: &str) -> Result<Vec<(Digest, Header)>> {
-        let mut live = Vec::new();
-        let now = self.now();
-        for item in self.users.scan_prefix(codec::user_prefix(user)) {
-            let (key, _) = item?;
-            let Some((_, digest)) = codec::parse_user_key(&key) else {
-                self.users.remove(&key)?;
-                Counters::add(&self.counters.stale_index_entries_removed, 1);
-                continue;
-            };
-            let _guard = self.lock(&digest);
-            let found = self
-                .raw_locked(&digest)?
-                .filter(|(bytes, _)| codec::parse_user_only(bytes).ok().flatten() == Some(user));
-            match found {
-                Some((_, header)) if expiry::is_live(&self.config, &header, now) => {
-                    live.push((digest, header));
-                }
-                Some(_) => {} // expired: the cleanup removes record and entry together
-                None => {
-                    self.users.remove(&key)?;
-                    Counters::add(&self.counters.stale_index_entries_removed, 1);
-                }
-            }
-        }
-        Ok(live)
-    }
-
-    /// Destroys every live session of `user` but the one with handle `keep`, then
-    /// flushes. Returns how many live sessions were destroyed.
-    pub(crate) fn destroy_user_except(
-        &self,
-        user: &str,
-        keep: Option<SessionHandle>,
-    ) -> Result<usize> {
-        let mut destroyed = 0;
-        for (digest, _) in self.user_sessions(user)? {
-            if Some(digest.handle()) == keep {
-                continue;
-            }
-            if self.destroy_digest(&digest, DestroyReason::UserRevoked)? == Some(true) {
-                destroyed += 1;
-            }
-        }
-        self.db.flush()?;
-        Ok(destroyed)
-    }
-
-    /// Destroys `user`'s oldest sessions until they have at most the configured maximum,
-    /// never the session `keep`.
-    pub(crate) fn enforce_user_limit(&self, user: &str, keep: &Digest) -> Result<()> {
-        let Some(max) = self.config.max_sessions_per_user else {
-            return Ok(());
-        };
-        let mut others: Vec<_> = self
-            .user_sessions(user)?
-            .into_iter()
-            .filter(|(d, _)| d != keep)
-            .collect();
-        if others.len() < max {
-            return Ok(());
-        }
-        others.sort_by_key(|(d, h)| (h.created_at, *d));
-        let excess = others.len() + 1 - max;
-        for (digest, _) in others.into_iter().take(excess) {
-            self.destroy_digest(&digest, DestroyReason::Evicted)?;
-        }
-        self.db.flush()?;
-        Ok(())
-    }
 }
 
 impl Store {
@@ -124,7 +46,7 @@ impl Store {
     ///
     /// [`Error::Storage`](crate::Error::Storage) on a storage failure.
     pub fn sessions_of(&self, user: &str) -> Result<Vec<SessionInfo>> {
-        let mut list = self.shared.user_sessions(user)?;
+        let mut list = self.state.user_sessions(user)?;
         list.sort_by_key(|(d, h)| (h.created_at, *d));
         Ok(list
             .into_iter()
@@ -141,35 +63,47 @@ impl Store {
     /// or all of them with `None` ("log out everywhere"). Returns how many live sessions
     /// were destroyed. Flushed to disk before it returns.
     ///
+    /// Once this returns, no session that was live with this user when it was called is
+    /// live under any token: a concurrent [`regenerate`](Store::regenerate) either
+    /// completes first (and its new token is destroyed) or fails, and a concurrent save
+    /// that gives one of the sessions to another user waits for the revoke. Sessions given
+    /// to the user while it runs (new logins) may survive.
+    ///
     /// # Errors
     ///
-    /// [`Error::Storage`](crate::Error::Storage) on a storage failure.
+    /// [`Error::Storage`](crate::Error::Storage) on a storage failure;
+    /// [`Error::WriteInsideUpdate`](crate::Error::WriteInsideUpdate) inside an
+    /// [`update`](Store::update) closure.
     pub fn destroy_user(&self, user: &str, except: Option<&SessionId>) -> Result<usize> {
-        self.shared
+        self.state
             .destroy_user_except(user, except.map(SessionId::handle))
     }
 
     /// Destroys the session with this handle ("revoke this device"). Returns whether a
     /// live session was destroyed. Flushed to disk before it returns.
     ///
+    /// A handle names one token. If the session moved to a new token
+    /// ([`regenerate`](Store::regenerate)) before the revoke reached it, it has a new handle
+    /// and this returns `false`: list the user's sessions again. A rotation running at the
+    /// same time as this call completes either before (then `false`) or after it (then the
+    /// rotation fails, the session being gone).
+    ///
     /// # Errors
     ///
-    /// [`Error::Storage`](crate::Error::Storage) on a storage failure.
+    /// [`Error::Storage`](crate::Error::Storage) on a storage failure;
+    /// [`Error::WriteInsideUpdate`](crate::Error::WriteInsideUpdate) inside an
+    /// [`update`](Store::update) closure.
     pub fn destroy_by_handle(&self, handle: &SessionHandle) -> Result<bool> {
-        let found = self
-            .shared
-            .sessions
-            .scan_prefix(handle.as_bytes())
-            .keys()
-            .next();
+        let state = &self.state;
+        let found = state.sessions.scan_prefix(handle.as_bytes()).keys().next();
         let Some(key) = found.transpose()? else {
             return Ok(false);
         };
         let Some(digest) = Digest::from_slice(&key) else {
             return Ok(false);
         };
-        let live = self.shared.destroy_digest(&digest, DestroyReason::Handle)?;
-        self.shared.db.flush()?;
-        Ok(live == Some(true))
+        let destroyed = state.destroy_digest(&digest, DestroyReason::Handle)?;
+        state.db.flush()?;
+        Ok(destroyed == Destroyed::Live)
     }
 }

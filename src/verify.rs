@@ -67,7 +67,7 @@ impl Store {
     ///
     /// [`Error::Storage`](crate::Error::Storage) on a storage failure.
     pub fn verify(&self, repair: bool) -> Result<VerifyReport> {
-        let sh = &self.shared;
+        let sh = &self.state;
         let now = sh.now();
         let mut report = VerifyReport {
             repaired: repair,
@@ -81,8 +81,11 @@ impl Store {
             let Some(digest) = Digest::from_slice(&key) else {
                 report.undecodable += 1;
                 if repair {
-                    sh.sessions.remove(&key)?;
+                    // Copy first: a crash in between leaves the bytes in both trees.
                     sh.quarantine.insert(&key, bytes)?;
+                    #[cfg(test)]
+                    crate::failpoint::check("verify: between copy and remove")?;
+                    sh.sessions.remove(&key)?;
                 }
                 continue;
             };
@@ -91,8 +94,8 @@ impl Store {
                 Err(e) => {
                     report.undecodable += 1;
                     if repair {
-                        let _guard = sh.lock(&digest);
-                        sh.quarantine(&digest, &bytes, &e)?;
+                        let held = sh.locks.stripe(&digest)?;
+                        sh.quarantine(&digest, &bytes, &e, &held)?;
                     }
                     continue;
                 }
@@ -129,10 +132,12 @@ impl Store {
                 report.stale_expiry_entries += 1;
                 if repair {
                     // Re-check under the lock: a write may have landed since the scan.
-                    let _guard = parsed.map(|(_, d)| sh.lock(&d));
-                    let current = match parsed {
-                        Some((e, d)) => sh.raw_locked(&d)?.is_some_and(|(_, h)| h.expires_at == e),
-                        None => false,
+                    let held = parsed.map(|(_, d)| sh.locks.stripe(&d)).transpose()?;
+                    let current = match (parsed, &held) {
+                        (Some((e, d)), Some(held)) => sh
+                            .record_locked(&d, held)?
+                            .is_some_and(|r| r.header.expires_at == e),
+                        _ => false,
                     };
                     if !current {
                         sh.expiry.remove(&key)?;
@@ -151,12 +156,12 @@ impl Store {
             if !ok {
                 report.stale_user_entries += 1;
                 if repair {
-                    let _guard = parsed.map(|(_, d)| sh.lock(&d));
-                    let current = match parsed {
-                        Some((u, d)) => sh.raw_locked(&d)?.is_some_and(|(b, _)| {
-                            codec::parse_user_only(&b).ok().flatten() == Some(u)
-                        }),
-                        None => false,
+                    let held = parsed.map(|(_, d)| sh.locks.stripe(&d)).transpose()?;
+                    let current = match (parsed, &held) {
+                        (Some((u, d)), Some(held)) => sh
+                            .record_locked(&d, held)?
+                            .is_some_and(|r| r.user.as_deref() == Some(u)),
+                        _ => false,
                     };
                     if !current {
                         sh.users.remove(&key)?;
@@ -169,5 +174,38 @@ impl Store {
             sh.db.flush()?;
         }
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use crate::failpoint;
+
+    #[test]
+    fn repair_copies_a_record_to_quarantine_before_removing_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Config::new(dir.path().join("s"))
+            .cleanup_thread(false)
+            .open()
+            .expect("open");
+        // A record under a key that is not a digest: repair moves it to quarantine.
+        let sessions = &store.state.sessions;
+        sessions.insert(b"short", &b"junk"[..]).expect("insert");
+        failpoint::arm("verify: between copy and remove");
+        assert!(
+            store.verify(true).is_err(),
+            "the failpoint interrupts the repair"
+        );
+        let kept = store.state.quarantine.get(b"short").expect("read");
+        assert_eq!(
+            kept.as_deref(),
+            Some(&b"junk"[..]),
+            "the bytes are never lost"
+        );
+        let report = store.verify(true).expect("repair");
+        assert_eq!(report.undecodable, 1);
+        assert!(sessions.get(b"short").expect("read").is_none());
+        assert!(store.verify(false).expect("verify").is_consistent());
     }
 }

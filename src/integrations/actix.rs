@@ -56,13 +56,14 @@ use std::collections::HashMap;
 use actix_session::storage::{LoadError, SaveError, SessionKey, SessionStore, UpdateError};
 use time::Duration;
 
-use super::engine::{Contents, OffExecutorError, Saved, off_executor};
+use super::engine::{Saved, off_executor};
 use crate::codec::Data;
-use crate::error::Error;
 use crate::id::{SessionHandle, SessionId};
-use crate::shared::{CAS_ATTEMPTS, Entry, Shared};
+use crate::read::{Cached, Entry};
+use crate::state::StoreState;
 use crate::store::Store;
 use crate::users::SessionInfo;
+use crate::write::commit::{Contents, TouchPlan};
 
 /// The session key whose value (a string) is the logged-in user.
 ///
@@ -138,7 +139,7 @@ impl ActixStore {
     ) -> Result<usize, BoxError> {
         let user = user.to_owned();
         Ok(off_executor(&self.store, move |s| {
-            s.shared.destroy_user_except(&user, keep)
+            s.state.destroy_user_except(&user, keep)
         })
         .await?)
     }
@@ -155,13 +156,13 @@ impl ActixStore {
     /// The expiry (ms since the epoch, sessile's clock) of a write now with `ttl`.
     fn until(&self, ttl: &Duration) -> u64 {
         let ttl = u64::try_from(ttl.whole_milliseconds()).unwrap_or(0);
-        self.store.shared.now().saturating_add(ttl)
+        self.store.state.now().saturating_add(ttl)
     }
 }
 
 /// Splits actix's state into sessile's user and values.
 fn contents(
-    shared: &Shared,
+    shared: &StoreState,
     mut state: HashMap<String, String>,
 ) -> Result<Contents, anyhow::Error> {
     state.remove(HANDLE_KEY);
@@ -176,7 +177,7 @@ fn contents(
         shared.limits().check_key(&key)?;
         data.insert(key, serde_bytes::ByteBuf::from(value.into_bytes()));
     }
-    Ok(Contents { user, data })
+    Ok(shared.contents(user, data)?)
 }
 
 /// Builds actix's state from a live sessile record.
@@ -202,13 +203,6 @@ fn state(entry: &Entry, handle: SessionHandle) -> Result<HashMap<String, String>
     Ok(state)
 }
 
-fn is_encoding(e: &OffExecutorError) -> bool {
-    matches!(
-        e,
-        OffExecutorError::Store(Error::TooLarge { .. } | Error::Encode { .. })
-    )
-}
-
 impl SessionStore for ActixStore {
     async fn load(
         &self,
@@ -218,9 +212,10 @@ impl SessionStore for ActixStore {
             return Ok(None);
         };
         let digest = id.digest();
-        let entry = match self.store.shared.live_cached(&digest) {
-            Some(entry) => entry,
-            None => off_executor(&self.store, move |s| s.shared.live_entry(&digest))
+        let entry = match self.store.state.live_cached(&digest) {
+            Cached::Live(entry) => Some(entry),
+            Cached::Dead => None,
+            Cached::Unknown => off_executor(&self.store, move |s| s.state.live_entry(&digest))
                 .await
                 .map_err(|e| LoadError::Other(e.into()))?,
         };
@@ -233,36 +228,23 @@ impl SessionStore for ActixStore {
         ttl: &Duration,
     ) -> Result<SessionKey, SaveError> {
         let contents =
-            contents(&self.store.shared, session_state).map_err(SaveError::Serialization)?;
+            contents(&self.store.state, session_state).map_err(SaveError::Serialization)?;
         let requested = self.until(ttl);
         let id = off_executor(&self.store, move |s| {
-            let mut contents = Some(contents);
-            for _ in 0..CAS_ATTEMPTS {
-                let Some(c) = contents.take() else { break };
-                let copy = Contents {
-                    user: c.user.clone(),
-                    data: c.data.clone(),
-                };
+            let tokens = || {
                 let id = SessionId::generate()?;
-                if s.shared.insert_new(&id.digest(), c, requested)? {
-                    return Ok(Some(id));
-                }
-                contents = Some(copy);
-            }
-            Ok(None)
+                let digest = id.digest();
+                Ok((id, digest))
+            };
+            s.state.insert_new(tokens, &contents, requested)
         })
         .await
         .map_err(|e| {
-            if is_encoding(&e) {
+            if e.is_encoding() {
                 SaveError::Serialization(e.into())
             } else {
                 SaveError::Other(e.into())
             }
-        })?;
-        let id = id.ok_or_else(|| {
-            SaveError::Other(anyhow::anyhow!(
-                "sessile: every generated token was already in use"
-            ))
         })?;
         SessionKey::try_from(id.to_string()).map_err(|e| SaveError::Other(e.into()))
     }
@@ -278,15 +260,15 @@ impl SessionStore for ActixStore {
             return Ok(session_key);
         };
         let contents =
-            contents(&self.store.shared, session_state).map_err(UpdateError::Serialization)?;
+            contents(&self.store.state, session_state).map_err(UpdateError::Serialization)?;
         let requested = self.until(ttl);
         let digest = id.digest();
         let saved = off_executor(&self.store, move |s| {
-            s.shared.save_until(&digest, contents, requested)
+            s.state.save_until(&digest, contents, requested)
         })
         .await
         .map_err(|e| {
-            if is_encoding(&e) {
+            if e.is_encoding() {
                 UpdateError::Serialization(e.into())
             } else {
                 UpdateError::Other(e.into())
@@ -304,17 +286,14 @@ impl SessionStore for ActixStore {
         };
         let digest = id.digest();
         let requested = self.until(ttl);
-        if self
-            .store
-            .shared
-            .touch_from_cache(&digest, Some(requested))
-            .flatten()
-            .is_some()
+        // Answered from the cache when the session is dead or needs no write.
+        if let Some(TouchPlan::Dead | TouchPlan::NoWrite) =
+            self.store.state.touch_plan_cached(&digest, Some(requested))
         {
             return Ok(());
         }
         off_executor(&self.store, move |s| {
-            s.shared.touch_until(&digest, requested)
+            s.state.touch_until(&digest, requested)
         })
         .await?;
         Ok(())
@@ -325,7 +304,7 @@ impl SessionStore for ActixStore {
             return Ok(());
         };
         let digest = id.digest();
-        off_executor(&self.store, move |s| s.shared.destroy_durably(&digest)).await?;
+        off_executor(&self.store, move |s| s.state.destroy_durably(&digest)).await?;
         Ok(())
     }
 }

@@ -11,20 +11,15 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::codec::Data;
-use crate::commit::{self, Committed, Inserted};
 use crate::error::{Error, Result};
 use crate::events::DestroyReason;
 use crate::id::Digest;
-use crate::shared::{NewRecord, Shared};
+use crate::state::StoreState;
 use crate::store::Store;
+use crate::write::commit::{Change, Committed, Contents, Inserted, TouchPlan};
+use crate::write::revoke::Destroyed;
 
-/// What an adapter asks to store: the user (sessile's per-user index) and the values.
-pub(crate) struct Contents {
-    pub(crate) user: Option<String>,
-    pub(crate) data: Data,
-}
-
-/// The outcome of [`Shared::save_until`].
+/// The outcome of [`StoreState::save_until`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Saved {
     /// A new version of the record was written.
@@ -36,21 +31,28 @@ pub(crate) enum Saved {
     Gone,
 }
 
-impl Shared {
-    /// Stores a new record under `digest` unless a record (live or not) is already there,
-    /// expiring at `requested` (ms since the epoch) or earlier if the store's timeouts say
-    /// so. Returns `false`, writing nothing, if the key is taken.
+impl StoreState {
+    /// An adapter's user and values, encoded and checked against the limits.
+    pub(crate) fn contents(&self, user: Option<String>, data: Data) -> Result<Contents> {
+        Contents::new(self, user, Arc::new(data))
+    }
+
+    /// Stores a new record under the first free key `next_key` gives, expiring at
+    /// `requested` (ms since the epoch) or earlier if the store's timeouts say so. Returns
+    /// the key used. A requested expiry already in the past writes nothing.
     ///
-    /// A requested expiry already in the past claims the key without writing anything.
-    pub(crate) fn insert_new(
+    /// # Errors
+    ///
+    /// [`Error::TokenCollision`] if every key tried was taken; storage errors.
+    pub(crate) fn insert_new<K>(
         &self,
-        digest: &Digest,
-        contents: Contents,
+        next_key: impl FnMut() -> Result<(K, Digest)>,
+        contents: &Contents,
         requested: u64,
-    ) -> Result<bool> {
-        let Contents { user, data } = contents;
-        let inserted = self.insert_record(digest, user, Arc::new(data), Some(requested))?;
-        Ok(inserted != Inserted::Taken)
+    ) -> Result<K> {
+        let (key, _, _): (K, Digest, Inserted) =
+            self.insert_fresh(next_key, contents, Some(requested))?;
+        Ok(key)
     }
 
     /// Replaces the values and user of the live record of `digest` and moves its expiry to
@@ -63,30 +65,14 @@ impl Shared {
         contents: Contents,
         requested: u64,
     ) -> Result<Saved> {
-        let Contents { user, data } = contents;
-        let record = NewRecord {
-            bytes: self.encode(user.as_deref(), &data)?,
-            user,
-            data: Some(Arc::new(data)),
-            ..commit::unchanged_record()
-        };
-        let committed = {
-            let _guard = self.lock(digest);
-            self.commit_locked(digest, record, Some(requested))?
-        };
-        self.after_adapter_commit(digest, committed)
+        let committed = self.commit(digest, &Change::Replace(contents), Some(requested))?;
+        self.adapter_outcome(digest, committed)
     }
 
-    /// The adapters' view of a commit: a lapsed expiry deletes the record, a new user
-    /// gets the per-user limit applied.
-    fn after_adapter_commit(&self, digest: &Digest, committed: Committed) -> Result<Saved> {
+    /// The adapters' view of a commit: a lapsed expiry deletes the record.
+    fn adapter_outcome(&self, digest: &Digest, committed: Committed) -> Result<Saved> {
         match committed {
-            Committed::Written { assigned } => {
-                if let Some(user) = assigned {
-                    self.enforce_user_limit(&user, digest)?;
-                }
-                Ok(Saved::Written)
-            }
+            Committed::Written => Ok(Saved::Written),
             Committed::Unchanged => Ok(Saved::Unchanged),
             Committed::Gone => Ok(Saved::Gone),
             // The framework asked for an expiry that has already passed.
@@ -99,29 +85,28 @@ impl Shared {
 
     /// Moves the expiry of the live record of `digest` to `requested` (capped by the
     /// store's timeouts) without rewriting its values. Returns whether the session is
-    /// live. Writes nothing when the move is smaller than the touch granularity, deciding
-    /// from the read cache when it can.
+    /// live. Writes nothing when the move is smaller than the touch granularity.
     #[cfg_attr(
         not(feature = "actix"),
         allow(dead_code, reason = "only actix touches")
     )]
     pub(crate) fn touch_until(&self, digest: &Digest, requested: u64) -> Result<bool> {
-        if let Some(live) = self.touch_without_write(digest, Some(requested))? {
-            return Ok(live);
+        match self.touch_plan(digest, Some(requested))? {
+            TouchPlan::Dead => Ok(false),
+            TouchPlan::NoWrite => Ok(true),
+            TouchPlan::Write => {
+                let committed = self.commit(digest, &Change::Touch, Some(requested))?;
+                Ok(self.adapter_outcome(digest, committed)? != Saved::Gone)
+            }
         }
-        let committed = {
-            let _guard = self.lock(digest);
-            self.commit_locked(digest, commit::unchanged_record(), Some(requested))?
-        };
-        Ok(self.after_adapter_commit(digest, committed)? != Saved::Gone)
     }
 
     /// Destroys the record of `digest` and flushes, so a crash cannot bring it back.
     /// Returns whether a live session was destroyed.
     pub(crate) fn destroy_durably(&self, digest: &Digest) -> Result<bool> {
-        let live = self.destroy_digest(digest, DestroyReason::Destroy)?;
+        let destroyed = self.destroy_digest(digest, DestroyReason::Destroy)?;
         self.db.flush()?;
-        Ok(live == Some(true))
+        Ok(destroyed == Destroyed::Live)
     }
 }
 
@@ -150,6 +135,22 @@ impl std::error::Error for OffExecutorError {
             OffExecutorError::Task(_) => None,
         }
     }
+}
+
+impl OffExecutorError {
+    /// Whether the store refused what it was given (too large, not encodable), as
+    /// opposed to failing to store it: the frameworks report these as encoding errors.
+    pub(crate) fn is_encoding(&self) -> bool {
+        matches!(self, OffExecutorError::Store(e) if is_encoding(e))
+    }
+}
+
+/// Whether `e` means the store refused what it was given (too large, not encodable).
+pub(crate) fn is_encoding(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::TooLarge { .. } | Error::Encode { .. } | Error::EncodeRecord(_)
+    )
 }
 
 impl From<Error> for OffExecutorError {
@@ -196,13 +197,31 @@ mod tests {
             .expect("open")
     }
 
-    fn contents(user: Option<&str>, pairs: &[(&str, &[u8])]) -> Contents {
-        Contents {
-            user: user.map(str::to_owned),
-            data: pairs
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), serde_bytes::ByteBuf::from(v.to_vec())))
-                .collect(),
+    fn contents(store: &Store, user: Option<&str>, pairs: &[(&str, &[u8])]) -> Contents {
+        let data = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), serde_bytes::ByteBuf::from(v.to_vec())))
+            .collect();
+        store
+            .state
+            .contents(user.map(str::to_owned), data)
+            .expect("contents")
+    }
+
+    /// Inserts under exactly `digest`; `false` if it was taken.
+    fn insert_at(sh: &StoreState, digest: Digest, contents: &Contents, requested: u64) -> bool {
+        let mut tries = 0;
+        let next = || {
+            tries += 1;
+            if tries > 1 {
+                return Err(Error::NotFound);
+            }
+            Ok(((), digest))
+        };
+        match sh.insert_new(next, contents, requested) {
+            Ok(()) => true,
+            Err(Error::NotFound) => false,
+            Err(e) => panic!("insert: {e}"),
         }
     }
 
@@ -220,17 +239,21 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let clock = ManualClock::new();
         let store = open(dir.path(), &clock);
-        let sh = &store.shared;
+        let sh = &store.state;
         let d = Digest([7; 32]);
         let far = now_ms(&clock) + 50_000;
-        assert!(
-            sh.insert_new(&d, contents(None, &[("a", b"1")]), far)
-                .expect("insert")
-        );
-        assert!(
-            !sh.insert_new(&d, contents(None, &[("a", b"2")]), far)
-                .expect("insert")
-        );
+        assert!(insert_at(
+            sh,
+            d,
+            &contents(&store, None, &[("a", b"1")]),
+            far
+        ));
+        assert!(!insert_at(
+            sh,
+            d,
+            &contents(&store, None, &[("a", b"2")]),
+            far
+        ));
         let entry = sh.live_entry(&d).expect("read").expect("live");
         assert_eq!(entry.data.get("a").map(|b| b.as_slice()), Some(&b"1"[..]));
     }
@@ -240,13 +263,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let clock = ManualClock::new();
         let store = open(dir.path(), &clock);
-        let sh = &store.shared;
+        let sh = &store.state;
         let (short, long) = (Digest([1; 32]), Digest([2; 32]));
         let now = now_ms(&clock);
-        sh.insert_new(&short, contents(None, &[]), now + 10_000)
-            .expect("insert");
-        sh.insert_new(&long, contents(None, &[]), now + 10_000_000)
-            .expect("insert");
+        insert_at(sh, short, &contents(&store, None, &[]), now + 10_000);
+        insert_at(sh, long, &contents(&store, None, &[]), now + 10_000_000);
         clock.advance(Duration::from_secs(11));
         assert!(sh.live_entry(&short).expect("read").is_none());
         let entry = sh.live_entry(&long).expect("read").expect("live");
@@ -261,13 +282,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let clock = ManualClock::new();
         let store = open(dir.path(), &clock);
-        let sh = &store.shared;
+        let sh = &store.state;
         let d = Digest([3; 32]);
         let far = now_ms(&clock) + 50_000;
-        sh.insert_new(&d, contents(Some("al"), &[]), far)
-            .expect("insert");
+        insert_at(sh, d, &contents(&store, Some("al"), &[]), far);
         assert!(sh.destroy_durably(&d).expect("destroy"));
-        let saved = sh.save_until(&d, contents(Some("al"), &[("x", b"1")]), far);
+        let saved = sh.save_until(&d, contents(&store, Some("al"), &[("x", b"1")]), far);
         assert_eq!(saved.expect("save"), Saved::Gone);
         assert!(sh.live_entry(&d).expect("read").is_none());
         assert!(store.sessions_of("al").expect("list").is_empty());
@@ -278,19 +298,35 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let clock = ManualClock::new();
         let store = open(dir.path(), &clock);
-        let sh = &store.shared;
+        let sh = &store.state;
         let d = Digest([4; 32]);
         let ttl = 50_000;
-        sh.insert_new(&d, contents(None, &[("k", b"v")]), now_ms(&clock) + ttl)
-            .expect("insert");
+        insert_at(
+            sh,
+            d,
+            &contents(&store, None, &[("k", b"v")]),
+            now_ms(&clock) + ttl,
+        );
         clock.advance(Duration::from_millis(100));
-        let same = sh.save_until(&d, contents(None, &[("k", b"v")]), now_ms(&clock) + ttl);
+        let same = sh.save_until(
+            &d,
+            contents(&store, None, &[("k", b"v")]),
+            now_ms(&clock) + ttl,
+        );
         assert_eq!(same.expect("save"), Saved::Unchanged);
-        let changed = sh.save_until(&d, contents(None, &[("k", b"w")]), now_ms(&clock) + ttl);
+        let changed = sh.save_until(
+            &d,
+            contents(&store, None, &[("k", b"w")]),
+            now_ms(&clock) + ttl,
+        );
         assert_eq!(changed.expect("save"), Saved::Written);
         // A short TTL still moves on: 1/20 of the 50 s left is 2.5 s.
         clock.advance(Duration::from_secs(3));
-        let moved = sh.save_until(&d, contents(None, &[("k", b"w")]), now_ms(&clock) + ttl);
+        let moved = sh.save_until(
+            &d,
+            contents(&store, None, &[("k", b"w")]),
+            now_ms(&clock) + ttl,
+        );
         assert_eq!(moved.expect("save"), Saved::Written);
     }
 
@@ -299,10 +335,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let clock = ManualClock::new();
         let store = open(dir.path(), &clock);
-        let sh = &store.shared;
+        let sh = &store.state;
         let d = Digest([5; 32]);
-        sh.insert_new(&d, contents(None, &[]), now_ms(&clock) + 2_000)
-            .expect("insert");
+        insert_at(sh, d, &contents(&store, None, &[]), now_ms(&clock) + 2_000);
         for _ in 0..5 {
             clock.advance(Duration::from_millis(1_500));
             assert!(sh.touch_until(&d, now_ms(&clock) + 2_000).expect("touch"));
@@ -317,11 +352,15 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let clock = ManualClock::new();
         let store = open(dir.path(), &clock);
-        let sh = &store.shared;
+        let sh = &store.state;
         let far = now_ms(&clock) + 50_000;
         for b in 10..13 {
-            sh.insert_new(&Digest([b; 32]), contents(Some("bo"), &[]), far)
-                .expect("insert");
+            assert!(insert_at(
+                sh,
+                Digest([b; 32]),
+                &contents(&store, Some("bo"), &[]),
+                far
+            ));
         }
         let keep = Digest([11; 32]).handle();
         assert_eq!(

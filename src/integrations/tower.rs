@@ -62,14 +62,15 @@ use time::OffsetDateTime;
 use tower_sessions_core::session::{Id, Record};
 use tower_sessions_core::session_store::{self, ExpiredDeletion, SessionStore};
 
-use super::engine::{Contents, OffExecutorError, Saved, off_executor};
+use super::engine::{OffExecutorError, Saved, is_encoding, off_executor};
 use crate::codec::Data;
-use crate::error::Error;
 use crate::expiry;
 use crate::id::{Digest, SessionHandle};
-use crate::shared::{CAS_ATTEMPTS, Entry, Shared};
+use crate::read::{Cached, Entry};
+use crate::state::StoreState;
 use crate::store::Store;
 use crate::users::SessionInfo;
+use crate::write::commit::Contents;
 
 /// The session key whose string value is the logged-in user.
 ///
@@ -143,7 +144,7 @@ impl TowerStore {
         let user = user.to_owned();
         let keep = keep.map(|id| self.handle(id));
         Ok(off_executor(&self.store, move |s| {
-            s.shared.destroy_user_except(&user, keep)
+            s.state.destroy_user_except(&user, keep)
         })
         .await?)
     }
@@ -175,16 +176,15 @@ fn from_ms(ms: u64) -> OffsetDateTime {
 }
 
 fn backend(e: OffExecutorError) -> session_store::Error {
-    match e {
-        OffExecutorError::Store(
-            e @ (Error::TooLarge { .. } | Error::Encode { .. } | Error::InvalidConfig(_)),
-        ) => session_store::Error::Encode(e.to_string()),
-        other => session_store::Error::Backend(other.to_string()),
+    if e.is_encoding() {
+        session_store::Error::Encode(e.to_string())
+    } else {
+        session_store::Error::Backend(e.to_string())
     }
 }
 
 /// Splits tower's data into sessile's user and values (JSON bytes).
-fn contents(shared: &Shared, record: &Record) -> Result<Contents, session_store::Error> {
+fn contents(shared: &StoreState, record: &Record) -> Result<Contents, session_store::Error> {
     let mut data = Data::new();
     let mut user = None;
     for (key, value) in &record.data {
@@ -208,11 +208,17 @@ fn contents(shared: &Shared, record: &Record) -> Result<Contents, session_store:
             serde_json::to_vec(value).map_err(|e| session_store::Error::Encode(e.to_string()))?;
         data.insert(key.clone(), serde_bytes::ByteBuf::from(bytes));
     }
-    Ok(Contents { user, data })
+    shared.contents(user, data).map_err(|e| {
+        if is_encoding(&e) {
+            session_store::Error::Encode(e.to_string())
+        } else {
+            session_store::Error::Backend(e.to_string())
+        }
+    })
 }
 
 /// Builds tower's record from a live sessile record.
-fn record(shared: &Shared, id: Id, entry: &Entry) -> Record {
+fn record(shared: &StoreState, id: Id, entry: &Entry) -> Record {
     let mut data = HashMap::with_capacity(entry.data.len() + 1);
     for (key, bytes) in entry.data.iter() {
         match serde_json::from_slice::<Value>(bytes) {
@@ -240,46 +246,29 @@ fn record(shared: &Shared, id: Id, entry: &Entry) -> Record {
 #[async_trait]
 impl SessionStore for TowerStore {
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
-        let contents = contents(&self.store.shared, record)?;
+        let contents = contents(&self.store.state, record)?;
         let requested = to_ms(record.expiry_date);
-        let mut id = record.id;
-        let chosen = off_executor(&self.store, move |s| {
-            let mut contents = Some(contents);
-            for _ in 0..CAS_ATTEMPTS {
-                let Some(c) = contents.take() else { break };
-                let key = digest(&id);
-                // insert_new consumes the contents; keep a copy for a retry.
-                let copy = Contents {
-                    user: c.user.clone(),
-                    data: c.data.clone(),
-                };
-                if s.shared.insert_new(&key, c, requested)? {
-                    return Ok(Some(id));
-                }
-                contents = Some(copy);
-                id = Id::default();
-            }
-            Ok(None)
+        let first = record.id;
+        let id = off_executor(&self.store, move |s| {
+            let mut next = Some(first);
+            let ids = || {
+                let id = next.take().unwrap_or_default();
+                Ok((id, digest(&id)))
+            };
+            s.state.insert_new(ids, &contents, requested)
         })
         .await
         .map_err(backend)?;
-        match chosen {
-            Some(id) => {
-                record.id = id;
-                Ok(())
-            }
-            None => Err(session_store::Error::Backend(
-                "sessile: every generated session ID was already in use".into(),
-            )),
-        }
+        record.id = id;
+        Ok(())
     }
 
     async fn save(&self, record: &Record) -> session_store::Result<()> {
-        let contents = contents(&self.store.shared, record)?;
+        let contents = contents(&self.store.state, record)?;
         let requested = to_ms(record.expiry_date);
         let key = digest(&record.id);
         let saved = off_executor(&self.store, move |s| {
-            s.shared.save_until(&key, contents, requested)
+            s.state.save_until(&key, contents, requested)
         })
         .await
         .map_err(backend)?;
@@ -291,10 +280,11 @@ impl SessionStore for TowerStore {
 
     async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
         let key = digest(id);
-        let shared = &self.store.shared;
+        let shared = &self.store.state;
         let entry = match shared.live_cached(&key) {
-            Some(entry) => entry,
-            None => off_executor(&self.store, move |s| s.shared.live_entry(&key))
+            Cached::Live(entry) => Some(entry),
+            Cached::Dead => None,
+            Cached::Unknown => off_executor(&self.store, move |s| s.state.live_entry(&key))
                 .await
                 .map_err(backend)?,
         };
@@ -303,7 +293,7 @@ impl SessionStore for TowerStore {
 
     async fn delete(&self, id: &Id) -> session_store::Result<()> {
         let key = digest(id);
-        off_executor(&self.store, move |s| s.shared.destroy_durably(&key))
+        off_executor(&self.store, move |s| s.state.destroy_durably(&key))
             .await
             .map_err(backend)?;
         Ok(())

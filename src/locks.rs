@@ -1,0 +1,175 @@
+//! The locks that order writes: one per digest stripe, one per user stripe, and the rule
+//! that a thread running an [`update`](crate::Store::update) closure takes neither.
+//!
+//! Lock order, everywhere: at most one user lock, then at most two stripe locks (two only
+//! for a rotation, taken in stripe order). Nothing waits for a user lock while it holds a
+//! stripe lock, and nothing waits for a lock while it runs an `update` closure: every
+//! blocking acquisition goes through [`Locks::stripe`], [`Locks::stripe_pair`] or
+//! [`Locks::user`], which refuse with [`Error::WriteInsideUpdate`] on a thread that is
+//! inside a closure of the same store. Readers never wait: they use
+//! [`Locks::try_stripe`] and fall back to an unlocked read when the stripe is busy.
+//!
+//! What each lock protects:
+//! - a **stripe lock** serializes every write to the records of its digests (and keeps the
+//!   read cache in step with them);
+//! - a **user lock** is held by whatever moves a session *out of* a user's set while the
+//!   session lives on (a rotation to a new digest, a save that gives it to another user),
+//!   and by whatever must see a user's set stand still (revoke-all, the per-user cap).
+
+use std::cell::RefCell;
+use std::hash::{BuildHasher, RandomState};
+
+use parking_lot::{Mutex, MutexGuard};
+
+use crate::error::{Error, Result};
+use crate::id::Digest;
+
+const STRIPES: usize = 1024;
+const USER_STRIPES: usize = 256;
+
+thread_local! {
+    /// The stores (by the address of their [`Locks`]) whose `update` closure this thread
+    /// is running, innermost last.
+    static IN_UPDATE: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Every lock of one open store.
+pub(crate) struct Locks {
+    stripes: Box<[Mutex<()>]>,
+    users: Box<[Mutex<()>]>,
+    user_hasher: RandomState,
+}
+
+/// A held stripe lock.
+pub(crate) type StripeGuard<'a> = MutexGuard<'a, ()>;
+
+/// A held user lock.
+pub(crate) type UserGuard<'a> = MutexGuard<'a, ()>;
+
+impl Locks {
+    pub(crate) fn new() -> Locks {
+        Locks {
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            users: (0..USER_STRIPES).map(|_| Mutex::new(())).collect(),
+            user_hasher: RandomState::new(),
+        }
+    }
+
+    fn stripe_of(digest: &Digest) -> usize {
+        usize::from(u16::from_le_bytes([digest.0[0], digest.0[1]])) % STRIPES
+    }
+
+    /// Waits for the lock that serializes writes to `digest`'s record.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WriteInsideUpdate`] on a thread running an `update` closure of this store.
+    pub(crate) fn stripe(&self, digest: &Digest) -> Result<StripeGuard<'_>> {
+        self.refuse_inside_update()?;
+        Ok(self.stripes[Self::stripe_of(digest)].lock())
+    }
+
+    /// The stripe lock of `digest` if it is free right now. Never waits, so readers (also
+    /// inside `update` closures) cannot deadlock.
+    pub(crate) fn try_stripe(&self, digest: &Digest) -> Option<StripeGuard<'_>> {
+        self.stripes[Self::stripe_of(digest)].try_lock()
+    }
+
+    /// Locks two digests in stripe order, once if they share a stripe.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WriteInsideUpdate`] as for [`stripe`](Self::stripe).
+    pub(crate) fn stripe_pair(
+        &self,
+        a: &Digest,
+        b: &Digest,
+    ) -> Result<(StripeGuard<'_>, Option<StripeGuard<'_>>)> {
+        self.refuse_inside_update()?;
+        let (sa, sb) = (Self::stripe_of(a), Self::stripe_of(b));
+        if sa == sb {
+            return Ok((self.stripes[sa].lock(), None));
+        }
+        let (first, second) = (sa.min(sb), sa.max(sb));
+        let first = self.stripes[first].lock();
+        Ok((first, Some(self.stripes[second].lock())))
+    }
+
+    /// Waits for the lock of `user`'s set of sessions. Take it before any stripe lock, and
+    /// hold no other user lock.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WriteInsideUpdate`] as for [`stripe`](Self::stripe).
+    pub(crate) fn user(&self, user: &str) -> Result<UserGuard<'_>> {
+        self.refuse_inside_update()?;
+        let n = usize::try_from(self.user_hasher.hash_one(user) % USER_STRIPES as u64)
+            .unwrap_or_default();
+        Ok(self.users[n].lock())
+    }
+
+    /// Marks this thread as running an `update` closure of this store until the returned
+    /// guard is dropped (also when the closure panics).
+    pub(crate) fn enter_update(&self) -> InUpdate {
+        let id = self.id();
+        IN_UPDATE.with(|s| s.borrow_mut().push(id));
+        InUpdate { id }
+    }
+
+    fn id(&self) -> usize {
+        std::ptr::from_ref(self) as usize
+    }
+
+    fn refuse_inside_update(&self) -> Result<()> {
+        let id = self.id();
+        if IN_UPDATE.with(|s| s.borrow().contains(&id)) {
+            return Err(Error::WriteInsideUpdate);
+        }
+        Ok(())
+    }
+}
+
+/// Dropped when an `update` closure returns or unwinds.
+pub(crate) struct InUpdate {
+    id: usize,
+}
+
+impl Drop for InUpdate {
+    fn drop(&mut self) {
+        IN_UPDATE.with(|s| {
+            let mut s = s.borrow_mut();
+            if let Some(at) = s.iter().rposition(|id| *id == self.id) {
+                s.remove(at);
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocking_locks_are_refused_inside_an_update_of_the_same_store_only() {
+        let (a, b) = (Locks::new(), Locks::new());
+        let d = Digest([1; 32]);
+        {
+            let _inside = a.enter_update();
+            assert!(matches!(a.stripe(&d), Err(Error::WriteInsideUpdate)));
+            assert!(matches!(a.user("u"), Err(Error::WriteInsideUpdate)));
+            assert!(a.try_stripe(&d).is_some());
+            assert!(b.stripe(&d).is_ok());
+        }
+        assert!(a.stripe(&d).is_ok());
+    }
+
+    #[test]
+    fn readers_never_wait_for_a_held_stripe() {
+        let locks = Locks::new();
+        let d = Digest([2; 32]);
+        let held = locks.stripe(&d).expect("lock");
+        assert!(locks.try_stripe(&d).is_none());
+        drop(held);
+        assert!(locks.try_stripe(&d).is_some());
+    }
+}

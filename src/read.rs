@@ -1,0 +1,216 @@
+//! The read path: digest -> read cache -> sled -> decode -> expiry check, and the cache
+//! that saves the decode.
+//!
+//! Readers never wait for a lock. A cache hit needs none. On a miss the reader tries the
+//! digest's stripe lock: if it gets it, no writer can run, so the decoded record may be
+//! cached (and an undecodable one quarantined); if a writer holds it (or this thread does,
+//! inside an `update` closure), the reader reads sled as it is and caches nothing. So a
+//! read inside an `update` closure, or racing any write, always completes, and the cache
+//! never holds an older version than disk: writers update it under the stripe lock.
+
+use std::sync::Arc;
+
+use sled::IVec;
+
+use crate::codec::{self, CodecError, Data, Header};
+use crate::error::Result;
+use crate::expiry;
+use crate::id::{Digest, SessionId};
+use crate::locks::StripeGuard;
+use crate::session::Session;
+use crate::state::StoreState;
+use crate::stats::Counters;
+
+/// A decoded record as it is on disk, shared between the cache and readers.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub(crate) bytes: IVec,
+    pub(crate) header: Header,
+    pub(crate) user: Option<String>,
+    pub(crate) data: Arc<Data>,
+}
+
+impl Entry {
+    /// Decodes stored bytes, as strictly as any read: limits, trailing bytes, UTF-8.
+    pub(crate) fn decode(bytes: IVec) -> std::result::Result<Entry, (IVec, CodecError)> {
+        match codec::decode_record(&bytes) {
+            Ok(record) => Ok(Entry {
+                bytes,
+                header: record.header,
+                user: record.user,
+                data: Arc::new(record.data),
+            }),
+            Err(e) => Err((bytes, e)),
+        }
+    }
+}
+
+/// What the cache alone says about a session.
+pub(crate) enum Cached {
+    /// Cached and live.
+    Live(Arc<Entry>),
+    /// Cached, and expired by the stored expiry or the current timeouts.
+    Dead,
+    /// Not in the cache: ask sled.
+    Unknown,
+}
+
+/// The bounded cache of decoded records, keyed by digest. Off when sized 0.
+pub(crate) struct ReadCache(Option<quick_cache::sync::Cache<Digest, Arc<Entry>>>);
+
+impl ReadCache {
+    pub(crate) fn new(entries: usize) -> ReadCache {
+        ReadCache((entries > 0).then(|| quick_cache::sync::Cache::new(entries)))
+    }
+
+    pub(crate) fn get(&self, digest: &Digest) -> Option<Arc<Entry>> {
+        self.0.as_ref()?.get(digest)
+    }
+
+    /// Stores `entry` as the current version of `digest`. Caller holds the stripe lock.
+    pub(crate) fn put(&self, digest: Digest, entry: Arc<Entry>, _held: &StripeGuard<'_>) {
+        if let Some(cache) = &self.0 {
+            cache.insert(digest, entry);
+        }
+    }
+
+    /// Drops `digest` from the cache. Caller holds the stripe lock.
+    pub(crate) fn remove(&self, digest: &Digest, _held: &StripeGuard<'_>) {
+        if let Some(cache) = &self.0 {
+            cache.remove(digest);
+        }
+    }
+}
+
+impl StoreState {
+    /// The record of `digest`, live or not, read under its stripe lock: from the cache,
+    /// or decoded from sled and cached. `None` if absent; an undecodable record is
+    /// quarantined and reported as absent.
+    pub(crate) fn record_locked(
+        &self,
+        digest: &Digest,
+        held: &StripeGuard<'_>,
+    ) -> Result<Option<Arc<Entry>>> {
+        if let Some(entry) = self.cache.get(digest) {
+            return Ok(Some(entry));
+        }
+        let Some(bytes) = self.sessions.get(digest.0)? else {
+            return Ok(None);
+        };
+        match Entry::decode(bytes) {
+            Ok(entry) => {
+                let entry = Arc::new(entry);
+                self.cache.put(*digest, Arc::clone(&entry), held);
+                Ok(Some(entry))
+            }
+            Err((bytes, why)) => {
+                self.quarantine(digest, &bytes, &why, held)?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// The record of `digest`, live or not, without waiting for any lock (see the module
+    /// docs). `None` if absent or undecodable.
+    pub(crate) fn record(&self, digest: &Digest) -> Result<Option<Arc<Entry>>> {
+        if let Some(entry) = self.cache.get(digest) {
+            return Ok(Some(entry));
+        }
+        if let Some(held) = self.locks.try_stripe(digest) {
+            return self.record_locked(digest, &held);
+        }
+        let Some(bytes) = self.sessions.get(digest.0)? else {
+            return Ok(None);
+        };
+        Ok(Entry::decode(bytes).ok().map(Arc::new))
+    }
+
+    /// The record of `digest` if it is live.
+    pub(crate) fn live_entry(&self, digest: &Digest) -> Result<Option<Arc<Entry>>> {
+        let entry = self.record(digest)?;
+        let now = self.now();
+        Ok(entry.filter(|e| expiry::is_live(&self.config, &e.header, now)))
+    }
+
+    /// [`live_entry`](Self::live_entry) from the cache alone: no I/O, no lock (for async
+    /// callers that must not block).
+    pub(crate) fn live_cached(&self, digest: &Digest) -> Cached {
+        match self.cache.get(digest) {
+            None => Cached::Unknown,
+            Some(e) if expiry::is_live(&self.config, &e.header, self.now()) => Cached::Live(e),
+            Some(_) => Cached::Dead,
+        }
+    }
+
+    /// The user of the stored record of `digest`, read without a lock: a guess that a
+    /// writer confirms under the stripe lock.
+    pub(crate) fn current_user(&self, digest: &Digest) -> Result<Option<String>> {
+        Ok(self.record(digest)?.and_then(|e| e.user.clone()))
+    }
+
+    /// The live sessions of `user`, read through the `users` index. Each entry is checked
+    /// against its record; entries that match no record of this user are removed on the
+    /// way when the record's stripe is free (else left for a later reader or the cleanup).
+    pub(crate) fn user_sessions(&self, user: &str) -> Result<Vec<(Digest, Header)>> {
+        let mut live = Vec::new();
+        let now = self.now();
+        for item in self.users.scan_prefix(codec::user_prefix(user)) {
+            let (key, _) = item?;
+            let Some((_, digest)) = codec::parse_user_key(&key) else {
+                self.users.remove(&key)?;
+                Counters::add(&self.counters.stale_index_entries_removed, 1);
+                continue;
+            };
+            let held = self.locks.try_stripe(&digest);
+            let entry = match &held {
+                Some(held) => self.record_locked(&digest, held)?,
+                None => self.record(&digest)?,
+            };
+            match entry.filter(|e| e.user.as_deref() == Some(user)) {
+                Some(e) if expiry::is_live(&self.config, &e.header, now) => {
+                    live.push((digest, e.header));
+                }
+                Some(_) => {} // expired: the cleanup removes record and entry together
+                None if held.is_some() => {
+                    self.users.remove(&key)?;
+                    Counters::add(&self.counters.stale_index_entries_removed, 1);
+                }
+                None => {}
+            }
+        }
+        Ok(live)
+    }
+
+    /// How many stored records are live and decodable, or, with `stop_at_first`, whether
+    /// there is at least one (0 or 1).
+    pub(crate) fn count_live(&self, stop_at_first: bool) -> Result<usize> {
+        let now = self.now();
+        let mut n = 0;
+        for item in self.sessions.iter() {
+            let (key, bytes) = item?;
+            let header = match Digest::from_slice(&key).and_then(|d| self.cache.get(&d)) {
+                Some(entry) => Some(entry.header),
+                None => codec::decode_record(&bytes).ok().map(|r| r.header),
+            };
+            if header.is_some_and(|h| expiry::is_live(&self.config, &h, now)) {
+                n += 1;
+                if stop_at_first {
+                    break;
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// The application's copy of a record.
+    pub(crate) fn session(&self, id: SessionId, digest: Digest, entry: &Entry) -> Session {
+        Session {
+            id,
+            digest,
+            header: entry.header,
+            user: entry.user.clone(),
+            data: Arc::clone(&entry.data),
+            limits: self.limits(),
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! The write protocol: every change to a record and its index entries goes through here.
+//!
+//! One session's record is written only with its stripe lock held ([`crate::locks`]).
+//! Inside it, a write is:
+//!
+//! 1. insert the new `expiry` entry (and the new `users` entry if the user changed);
+//! 2. compare-and-swap the record against the version read under the same lock;
+//! 3. update the read cache (right after the swap, so a failure below cannot leave the
+//!    cache serving the previous version);
+//! 4. remove the old `expiry` / `users` entries.
+//!
+//! A crash between any two steps leaves only stale index entries (invariants I1 and I2 in
+//! ARCHITECTURE.md). A delete goes the other way: the record first, then its entries.
+//! The compare-and-swap never fails in a healthy process (every writer holds the lock);
+//! on a mismatch the operation retries from disk, a bounded number of times
+//! ([`retrying`]), then fails with [`Error::Contended`].
+//!
+//! Submodules: [`commit`] (create, save, update, touch), [`revoke`] (destroy, revoke-all,
+//! the per-user cap), [`rotate`] (atomic ID rotation).
+
+pub(crate) mod commit;
+pub(crate) mod revoke;
+pub(crate) mod rotate;
+
+use std::sync::Arc;
+
+use sled::IVec;
+
+use crate::codec::{self, CodecError, Data, Header};
+use crate::error::{Error, Result};
+use crate::id::Digest;
+use crate::locks::{StripeGuard, UserGuard};
+use crate::read::Entry;
+use crate::state::StoreState;
+use crate::stats::Counters;
+
+/// How many times an operation runs before it gives up with [`Error::Contended`]: lock
+/// upgrades (see [`StoreState::locked_write`]) and compare-and-swap mismatches count.
+pub(crate) const ATTEMPTS: usize = 8;
+
+/// What one attempt of a retried operation did.
+pub(crate) enum Step<T> {
+    Done(T),
+    /// Nothing was written; run the attempt again.
+    Retry,
+}
+
+/// Runs `attempt` until it is done, at most [`ATTEMPTS`] times.
+///
+/// # Errors
+///
+/// Whatever `attempt` returns, or [`Error::Contended`] when every attempt asked to retry.
+pub(crate) fn retrying<T>(mut attempt: impl FnMut() -> Result<Step<T>>) -> Result<T> {
+    for _ in 0..ATTEMPTS {
+        if let Step::Done(value) = attempt()? {
+            return Ok(value);
+        }
+    }
+    Err(Error::Contended)
+}
+
+/// A complete record to store, header set.
+pub(crate) struct NewRecord {
+    pub(crate) bytes: IVec,
+    pub(crate) header: Header,
+    pub(crate) user: Option<String>,
+    pub(crate) data: Arc<Data>,
+}
+
+impl NewRecord {
+    /// `encoded` (from [`StoreState::encode`]) with `header` written into it.
+    pub(crate) fn new(
+        mut encoded: Vec<u8>,
+        header: Header,
+        user: Option<String>,
+        data: Arc<Data>,
+    ) -> NewRecord {
+        codec::set_header(&mut encoded, &header);
+        NewRecord {
+            bytes: IVec::from(encoded),
+            header,
+            user,
+            data,
+        }
+    }
+}
+
+/// The outcome of one compare-and-swap.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Swap {
+    Done,
+    /// The record was not the version the caller read; nothing was written to it.
+    Conflict,
+}
+
+impl StoreState {
+    /// Runs `attempt` with the stripe lock of `digest` held and its record read under it.
+    ///
+    /// If `moves_out(record)` says the write will take the session out of its user's set
+    /// while it lives on (a new user, a new digest), the user lock of the record's current
+    /// user is taken first (lock order: user, then stripe), and the record read again.
+    /// Revoke-all and the per-user cap hold that lock, so the set they list stands still.
+    pub(crate) fn locked_write<T>(
+        &self,
+        digest: &Digest,
+        moves_out: impl Fn(&Entry) -> bool,
+        mut attempt: impl FnMut(Option<&Arc<Entry>>, &StripeGuard<'_>) -> Result<Step<T>>,
+    ) -> Result<T> {
+        let mut held_user: Option<(String, UserGuard<'_>)> = None;
+        retrying(|| {
+            let stripe = self.locks.stripe(digest)?;
+            let old = self.record_locked(digest, &stripe)?;
+            let leaving = old
+                .as_deref()
+                .filter(|e| moves_out(e))
+                .and_then(|e| e.user.as_deref());
+            if let Some(user) = leaving
+                && held_user.as_ref().map(|(u, _)| u.as_str()) != Some(user)
+            {
+                let user = user.to_owned();
+                drop(stripe);
+                held_user = None; // never hold two user locks
+                let guard = self.locks.user(&user)?;
+                held_user = Some((user, guard));
+                return Ok(Step::Retry);
+            }
+            attempt(old.as_ref(), &stripe)
+        })
+    }
+
+    /// Stores `contents` with `header` under `digest`, replacing any record there (a
+    /// restore from a dump: times are taken as given, no cap applies).
+    pub(crate) fn put_record(
+        &self,
+        digest: &Digest,
+        contents: &commit::Contents,
+        header: Header,
+    ) -> Result<()> {
+        self.locked_write(
+            digest,
+            |old| old.user.is_some() && old.user.as_deref() != contents.user(),
+            |old, held| {
+                let swap =
+                    self.write_record(digest, old.map(|e| &**e), contents.record(header), held)?;
+                Ok(match swap {
+                    Swap::Done => Step::Done(()),
+                    Swap::Conflict => Step::Retry,
+                })
+            },
+        )
+    }
+
+    /// Replaces the record of `digest` (`old`, or absent) by `new`, keeping the indexes
+    /// in step (steps 1-4 of the module docs). Caller holds the stripe lock.
+    pub(crate) fn write_record(
+        &self,
+        digest: &Digest,
+        old: Option<&Entry>,
+        new: NewRecord,
+        held: &StripeGuard<'_>,
+    ) -> Result<Swap> {
+        let old_expiry = old.map(|e| e.header.expires_at);
+        let old_user = old.and_then(|e| e.user.as_deref());
+        if old_expiry != Some(new.header.expires_at) {
+            self.expiry
+                .insert(codec::expiry_key(new.header.expires_at, digest), &[])?;
+        }
+        let user_changed = old_user != new.user.as_deref();
+        if let Some(user) = new.user.as_deref().filter(|_| user_changed) {
+            self.users.insert(codec::user_key(user, digest), &[])?;
+        }
+        let swapped = self.sessions.compare_and_swap(
+            digest.0,
+            old.map(|e| &e.bytes),
+            Some(new.bytes.clone()),
+        )?;
+        if swapped.is_err() {
+            self.cache.remove(digest, held);
+            return Ok(Swap::Conflict);
+        }
+        let new_expiry = new.header.expires_at;
+        let new_user_is_old = !user_changed;
+        self.cache.put(
+            *digest,
+            Arc::new(Entry {
+                bytes: new.bytes,
+                header: new.header,
+                user: new.user,
+                data: new.data,
+            }),
+            held,
+        );
+        #[cfg(test)]
+        crate::failpoint::check("write: after the swap")?;
+        if let Some(e) = old_expiry.filter(|e| *e != new_expiry) {
+            self.expiry.remove(codec::expiry_key(e, digest))?;
+        }
+        if let Some(user) = old_user.filter(|_| !new_user_is_old) {
+            self.users.remove(codec::user_key(user, digest))?;
+        }
+        self.after_write()?;
+        Ok(Swap::Done)
+    }
+
+    /// Deletes the record of `digest` if it is still `old`, then its index entries (the
+    /// expiry entry only if `remove_expiry_entry`: the cleanup removes its own in
+    /// batches). Caller holds the stripe lock.
+    pub(crate) fn delete_record(
+        &self,
+        digest: &Digest,
+        old: &Entry,
+        remove_expiry_entry: bool,
+        held: &StripeGuard<'_>,
+    ) -> Result<Swap> {
+        let swapped = self
+            .sessions
+            .compare_and_swap(digest.0, Some(&old.bytes), None::<IVec>)?;
+        self.cache.remove(digest, held);
+        if swapped.is_err() {
+            return Ok(Swap::Conflict);
+        }
+        if remove_expiry_entry {
+            self.expiry
+                .remove(codec::expiry_key(old.header.expires_at, digest))?;
+        }
+        if let Some(user) = &old.user {
+            self.users.remove(codec::user_key(user, digest))?;
+        }
+        Ok(Swap::Done)
+    }
+
+    /// Moves an undecodable record out of the way: copied to `quarantine` first (so a
+    /// crash cannot lose the bytes), then removed from `sessions` if unchanged, counted
+    /// and logged. Caller holds the stripe lock.
+    pub(crate) fn quarantine(
+        &self,
+        digest: &Digest,
+        bytes: &IVec,
+        why: &CodecError,
+        held: &StripeGuard<'_>,
+    ) -> Result<()> {
+        self.quarantine.insert(digest.0, bytes.clone())?;
+        let removed = self
+            .sessions
+            .compare_and_swap(digest.0, Some(bytes), None::<IVec>)?
+            .is_ok();
+        self.cache.remove(digest, held);
+        if removed {
+            Counters::add(&self.counters.quarantined, 1);
+            tracing::warn!(handle = %digest.handle(), error = %why, "quarantined an undecodable session record");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::clock::ManualClock;
+    use crate::config::Config;
+    use crate::failpoint;
+
+    #[test]
+    fn a_failure_after_the_swap_leaves_the_cache_agreeing_with_disk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Config::new(dir.path().join("s"))
+            .cleanup_thread(false)
+            .touch_granularity(std::time::Duration::ZERO)
+            .clock(ManualClock::new().clock())
+            .open()
+            .expect("open");
+        let mut session = store.create().expect("create");
+        session.insert("v", &1u32).expect("insert");
+        store.save(&session).expect("save");
+        assert!(store.load(session.id()).expect("load").is_some()); // cached
+        session.insert("v", &2u32).expect("insert");
+        failpoint::arm("write: after the swap");
+        assert!(store.save(&session).is_err());
+        let on_disk = store
+            .state
+            .sessions
+            .get(session.digest.0)
+            .expect("read")
+            .expect("record");
+        let loaded = store.load(session.id()).expect("load").expect("live");
+        assert_eq!(loaded.get::<u32>("v").expect("decode"), Some(2));
+        let cached = store.state.cache.get(&session.digest).expect("cached");
+        assert_eq!(cached.bytes, on_disk);
+    }
+}

@@ -1,0 +1,148 @@
+//! Taking sessions away: destroy one, revoke all of a user's, and the per-user cap.
+//!
+//! Revoke-all and the cap list a user's sessions and then delete some. They hold that
+//! user's lock from the listing to the last delete, and every operation that moves a
+//! session out of the user's set while it lives on (a rotation, a save giving it to
+//! someone else) needs the same lock, so the listing stays true while they act on it.
+//! Each delete re-checks, under the session's stripe lock, that the record still belongs
+//! to the user and is live. Sessions *joining* the set meanwhile are new logins; the cap
+//! they trigger runs after, under the same lock.
+
+use crate::error::Result;
+use crate::events::{DestroyReason, Event};
+use crate::expiry;
+use crate::id::{Digest, SessionHandle};
+use crate::read::Entry;
+use crate::state::StoreState;
+use crate::write::{Step, Swap, retrying};
+
+/// What a destroy found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Destroyed {
+    /// A live session was deleted.
+    Live,
+    /// An expired session (not yet purged) was deleted.
+    Expired,
+    /// There was no record.
+    Absent,
+    /// The record did not meet the caller's condition and was kept.
+    Kept,
+}
+
+impl StoreState {
+    /// Deletes the record of `digest` and its index entries. Does not flush.
+    pub(crate) fn destroy_digest(
+        &self,
+        digest: &Digest,
+        reason: DestroyReason,
+    ) -> Result<Destroyed> {
+        self.destroy_where(digest, reason, |_, _| true)
+    }
+
+    /// Deletes the record of `digest` if `condition(record, now)` holds when checked under
+    /// its stripe lock. Emits `Destroyed` for what it deleted. Does not flush.
+    pub(crate) fn destroy_where(
+        &self,
+        digest: &Digest,
+        reason: DestroyReason,
+        condition: impl Fn(&Entry, u64) -> bool,
+    ) -> Result<Destroyed> {
+        let (outcome, user) = retrying(|| {
+            let held = self.locks.stripe(digest)?;
+            let Some(old) = self.record_locked(digest, &held)? else {
+                return Ok(Step::Done((Destroyed::Absent, None)));
+            };
+            let now = self.now();
+            if !condition(&old, now) {
+                return Ok(Step::Done((Destroyed::Kept, None)));
+            }
+            if self.delete_record(digest, &old, true, &held)? == Swap::Conflict {
+                return Ok(Step::Retry);
+            }
+            let outcome = if expiry::is_live(&self.config, &old.header, now) {
+                Destroyed::Live
+            } else {
+                Destroyed::Expired
+            };
+            Ok(Step::Done((outcome, old.user.clone())))
+        })?;
+        if matches!(outcome, Destroyed::Live | Destroyed::Expired) {
+            self.events.emit(&self.counters, || Event::Destroyed {
+                handle: digest.handle(),
+                user,
+                reason,
+            });
+        }
+        Ok(outcome)
+    }
+
+    /// Whether `record` is live at `now` and belongs to `user`.
+    fn live_for(&self, record: &Entry, user: &str, now: u64) -> bool {
+        record.user.as_deref() == Some(user) && expiry::is_live(&self.config, &record.header, now)
+    }
+
+    /// Destroys every live session of `user` but the one with handle `keep`, then
+    /// flushes. Returns how many live sessions were destroyed.
+    pub(crate) fn destroy_user_except(
+        &self,
+        user: &str,
+        keep: Option<SessionHandle>,
+    ) -> Result<usize> {
+        let destroyed = {
+            let _user = self.locks.user(user)?;
+            let mut destroyed = 0;
+            for (digest, _) in self.user_sessions(user)? {
+                if Some(digest.handle()) == keep {
+                    continue;
+                }
+                let outcome =
+                    self.destroy_where(&digest, DestroyReason::UserRevoked, |e, now| {
+                        self.live_for(e, user, now)
+                    })?;
+                if outcome == Destroyed::Live {
+                    destroyed += 1;
+                }
+            }
+            destroyed
+        };
+        self.db.flush()?;
+        Ok(destroyed)
+    }
+
+    /// Destroys `user`'s oldest sessions (by creation time) until they have at most the
+    /// configured maximum. The session `keep` (the one whose save gave it to `user`) is
+    /// never evicted; if it is no longer the user's, the newest others are kept.
+    pub(crate) fn enforce_user_limit(&self, user: &str, keep: &Digest) -> Result<()> {
+        let Some(max) = self.config.max_sessions_per_user else {
+            return Ok(());
+        };
+        let evicted = {
+            let _user = self.locks.user(user)?;
+            let now = self.now();
+            let keep_counts = self
+                .record(keep)?
+                .is_some_and(|e| self.live_for(&e, user, now));
+            let mut others: Vec<_> = self
+                .user_sessions(user)?
+                .into_iter()
+                .filter(|(d, _)| d != keep)
+                .collect();
+            let room = max - usize::from(keep_counts);
+            if others.len() <= room {
+                return Ok(());
+            }
+            others.sort_by_key(|(d, h)| (h.created_at, *d));
+            let excess = others.len() - room;
+            for (digest, _) in others.iter().take(excess) {
+                self.destroy_where(digest, DestroyReason::Evicted, |e, now| {
+                    self.live_for(e, user, now)
+                })?;
+            }
+            excess
+        };
+        if evicted > 0 {
+            self.db.flush()?;
+        }
+        Ok(())
+    }
+}
