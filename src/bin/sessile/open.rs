@@ -27,11 +27,12 @@ pub enum Folder {
 /// - A session counts as live while its stored expiry is in the future. The server wrote
 ///   that expiry from its own timeouts, which this tool does not know; sessile's defaults
 ///   (30 minutes idle, 12 hours absolute) would otherwise make sessions of a server with
-///   longer timeouts look expired, and `revoke --user` would leave them alive.
+///   longer timeouts look expired, and `revoke --user` would leave them alive. The
+///   longest idle timeout a store accepts is at least as long as any server's.
 pub fn config(dir: &Path) -> Config {
     Config::new(dir)
         .cleanup_thread(false)
-        .idle_timeout(Duration::MAX)
+        .idle_timeout(sessile::MAX_TIMEOUT)
         .no_absolute_timeout()
         .max_record_size(LARGEST_RECORD)
 }
