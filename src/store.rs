@@ -243,7 +243,8 @@ impl Store {
     /// threads. A read of the session being updated sees the stored version, without
     /// `f`'s changes. Writes to the same store inside `f` (`save`, `touch`, `create`,
     /// `destroy`, a nested `update`, ...) fail at once with [`Error::WriteInsideUpdate`]
-    /// instead of waiting: do them after `update` returns. Do not make `f` wait for
+    /// instead of waiting: do them after `update` returns (a `touch` that needs no write
+    /// still answers). Do not make `f` wait for
     /// another thread that writes to this store.
     ///
     /// # Examples

@@ -163,8 +163,44 @@ fn config(path: &Path, clock: &ManualClock) -> Config {
         .clock(clock.clock())
 }
 
+/// A raw sled handle on a store folder. sled keeps the folder's file lock for a moment
+/// after its handle is dropped, so dropping this waits (bounded) until the lock is free
+/// and the next `Store::open` does not see the folder as in use.
+struct RawSled {
+    db: Option<sled::Db>,
+    lock_file: std::path::PathBuf,
+}
+
+fn raw_sled(path: &Path) -> RawSled {
+    RawSled {
+        db: Some(sled::open(path).expect("raw sled open")),
+        lock_file: path.join("db"),
+    }
+}
+
+impl std::ops::Deref for RawSled {
+    type Target = sled::Db;
+    fn deref(&self) -> &sled::Db {
+        self.db.as_ref().expect("open until dropped")
+    }
+}
+
+impl Drop for RawSled {
+    fn drop(&mut self) {
+        drop(self.db.take());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            let free = std::fs::File::open(&self.lock_file).is_ok_and(|f| f.try_lock().is_ok());
+            if free {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
 fn set_format(path: &Path, format: u32) {
-    let db = sled::open(path).expect("raw sled open");
+    let db = raw_sled(path);
     let meta = db.open_tree("meta").expect("meta");
     meta.insert("format", &format.to_be_bytes())
         .expect("insert");
@@ -195,7 +231,7 @@ fn a_refused_open_is_quick_and_leaves_the_folder_openable() {
         );
     }
     {
-        let db = sled::open(&path).expect("raw open right after a refused open");
+        let db = raw_sled(&path);
         let meta = db.open_tree("meta").expect("meta");
         let format = meta.get("format").expect("get").map(|v| v.to_vec());
         assert_eq!(
@@ -246,7 +282,7 @@ fn garbled() -> Garbled {
     });
     let (healthy, victim) = (made.next().expect("healthy"), made.next().expect("victim"));
     drop(store);
-    let db = sled::open(&path).expect("sled open");
+    let db = raw_sled(&path);
     let tree = db.open_tree("sessions").expect("tree");
     let key = digest_of(&db, &victim.handle());
     let mut bytes = tree.get(&key).expect("get").expect("present").to_vec();
@@ -260,7 +296,7 @@ fn garbled() -> Garbled {
 }
 
 /// The sled key of a session: the 32-byte digest whose first 16 bytes are its handle.
-fn digest_of(db: &sled::Db, handle: &SessionHandle) -> sled::IVec {
+fn digest_of(db: &RawSled, handle: &SessionHandle) -> sled::IVec {
     let hex = handle.to_string();
     let prefix: Vec<u8> = (0..hex.len() / 2)
         .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex"))
@@ -282,7 +318,7 @@ fn touch_does_not_vouch_for_or_rewrite_a_record_whose_payload_is_garbage() {
     clock.advance(Duration::from_secs(10 * 60)); // past the granularity: a touch writes
     let later = store.touch(victim.id()).expect("touch");
     drop(store);
-    let db = sled::open(&path).expect("sled open");
+    let db = raw_sled(&path);
     let quarantined = db
         .open_tree("quarantine")
         .expect("tree")

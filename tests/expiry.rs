@@ -255,3 +255,41 @@ fn shortening_the_idle_timeout_applies_to_existing_sessions() {
         .expect("open");
     assert!(store.load(&token).expect("load").is_none());
 }
+
+/// A wall clock stepped back while a purge runs: the purge read "now" once at its start,
+/// but re-reads the clock under each session's lock, so sessions that are live at the new
+/// time survive with their index entries and expire later as they should.
+#[test]
+fn a_clock_stepped_back_during_a_purge_spares_sessions_live_at_the_new_time() {
+    use std::collections::VecDeque;
+    use std::time::SystemTime;
+
+    let f = Fixture::new();
+    let manual = f.clock.clone();
+    // Times handed out before the manual clock is consulted: the purge's first reading.
+    let script: Arc<parking_lot::Mutex<VecDeque<SystemTime>>> = Arc::default();
+    let clock = {
+        let script = Arc::clone(&script);
+        sessile::Clock::from_fn(move || script.lock().pop_front().unwrap_or_else(|| manual.now()))
+    };
+    let store = f.config().clock(clock).open().expect("open");
+    let a = store.create().expect("create");
+    let b = store.create().expect("create");
+    let due = f.clock.now() + IDLE + Duration::from_secs(60);
+    // The purge starts at `due` (both sessions expired), then the clock steps back 5
+    // minutes before their expiry.
+    f.clock.advance(IDLE - Duration::from_secs(300));
+    script.lock().push_back(due);
+    assert_eq!(store.purge_expired().expect("purge"), 0);
+    for s in [&a, &b] {
+        assert!(
+            store.load(s.id()).expect("load").is_some(),
+            "live at the new time"
+        );
+    }
+    assert!(store.verify(false).expect("verify").is_consistent());
+    // Their time comes: the entries kept above let the next purge find them.
+    f.clock.advance(Duration::from_secs(301));
+    assert_eq!(store.purge_expired().expect("purge"), 2);
+    assert_eq!(store.len().expect("len"), 0);
+}

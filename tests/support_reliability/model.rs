@@ -17,6 +17,8 @@ use sessile::{Config, Error, ManualClock, Session, SessionId, Store};
 const IDLE_MS: u64 = 10_000;
 const ABSOLUTE_MS: u64 = 60_000;
 const GRANULARITY_MS: u64 = 500;
+/// `Config::max_sessions_per_user` of the store under test.
+const MAX_PER_USER: usize = 2;
 const START_MS: u64 = 1_700_000_000_000;
 const MAX_SLOTS: usize = 6;
 const USERS: [&str; 3] = ["alice", "bob", "carol"];
@@ -122,8 +124,9 @@ impl Model {
         (self.now + IDLE_MS).min(created + ABSOLUTE_MS)
     }
 
-    /// The write `save` or `update` makes; `false` if it is skipped (nothing changed and
-    /// the expiry would move by less than the granularity).
+    /// The write `save` or `update` makes, skipped if nothing changed and the expiry
+    /// would move by less than the granularity; then the per-user cap if the write gave
+    /// the session to a new user.
     fn commit(&mut self, token: &str, user: Option<String>, data: BTreeMap<String, Vec<u8>>) {
         let now = self.now;
         let Some(r) = self.records.get(token) else {
@@ -134,10 +137,40 @@ impl Model {
         if r.user == user && r.data == data && within_granularity(r.expires, expires) {
             return;
         }
+        let assigned = user.clone().filter(|u| r.user.as_ref() != Some(u));
         r.user = user;
         r.data = data;
         r.last_seen = now;
         r.expires = expires;
+        if let Some(user) = assigned {
+            self.cap(&user, token);
+        }
+    }
+
+    /// `max_sessions_per_user`: the oldest live sessions of `user` (by creation, then
+    /// handle) go until `MAX_PER_USER` are left, never `keep`.
+    fn cap(&mut self, user: &str, keep: &str) {
+        let now = self.now;
+        let mut others: Vec<(u64, String, String)> = self
+            .records
+            .iter()
+            .filter(|(t, r)| {
+                r.expires > now && r.user.as_deref() == Some(user) && t.as_str() != keep
+            })
+            .map(|(t, r)| {
+                let id: SessionId = t.parse().expect("token");
+                (r.created, id.handle().to_string(), t.clone())
+            })
+            .collect();
+        if others.len() < MAX_PER_USER {
+            return;
+        }
+        others.sort();
+        let excess = others.len() + 1 - MAX_PER_USER;
+        for (_, _, token) in others.into_iter().take(excess) {
+            self.records.remove(&token);
+            self.dead.insert(token);
+        }
     }
 }
 
@@ -173,6 +206,7 @@ fn config(path: &Path, clock: &ManualClock, cache: bool) -> Config {
         .touch_granularity(Duration::from_millis(GRANULARITY_MS))
         .cleanup_thread(false)
         .cache_entries(if cache { 4 } else { 0 })
+        .max_sessions_per_user(MAX_PER_USER)
         .clock(clock.clock())
 }
 
@@ -362,14 +396,19 @@ fn apply(
                     assert_ne!(new, old, "{ctx}: token did not change");
                     model.records.remove(&old);
                     model.dead.insert(old);
+                    let user = slots[i].user().map(str::to_owned);
+                    let assigned = user.clone().filter(|u| r.user.as_ref() != Some(u));
                     let record = Stored {
                         created: r.created,
                         last_seen: model.now,
                         expires: model.expires_for(r.created),
-                        user: slots[i].user().map(str::to_owned),
+                        user,
                         data: data_of(&slots[i]),
                     };
-                    model.records.insert(new, record);
+                    model.records.insert(new.clone(), record);
+                    if let Some(user) = assigned {
+                        model.cap(&user, &new);
+                    }
                 }
                 None => {
                     assert!(
