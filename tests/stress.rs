@@ -210,3 +210,131 @@ fn concurrent_mixed_operations_keep_the_invariants_and_exact_counters() {
     assert_eq!(report.expired, 0, "purge left expired records: {report:?}");
     assert_eq!(report.stale_expiry_entries, 0, "{report:?}");
 }
+
+/// Logins under a per-user cap, reassignments between users, rotations and revoke-all
+/// race for about two seconds. Afterwards every user has at most the cap, the per-user
+/// index agrees with the records, and every session the revoker saw before a revoke of
+/// its user is dead under whatever token it had rotated to.
+#[test]
+fn revokes_caps_and_rotations_keep_per_user_counts() {
+    use std::collections::HashMap;
+
+    use sessile::SessionHandle;
+
+    const CAP: usize = 2;
+    // "a" and "b" trade sessions; "r" is revoked over and over (and never traded, so a
+    // session seen as r's before a revoke must be dead after it).
+    const USERS: [&str; 3] = ["a", "b", "r"];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Config::new(dir.path().join("store"))
+        .max_sessions_per_user(CAP)
+        .cleanup_thread(false)
+        .cache_entries(16)
+        .open()
+        .expect("open");
+    let sessions: Arc<Mutex<Vec<Session>>> = Arc::default();
+    // old handle -> new handle, for every rotation that completed
+    let rotated: Arc<Mutex<HashMap<SessionHandle, SessionHandle>>> = Arc::default();
+    // handles seen as r's right before a revoke of r
+    let revoked: Arc<Mutex<Vec<SessionHandle>>> = Arc::default();
+    let start = Arc::new(Barrier::new(5));
+    let deadline = Instant::now() + BUDGET;
+    let spawn = |role: usize| {
+        let (store, sessions, rotated, revoked, start) = (
+            store.clone(),
+            Arc::clone(&sessions),
+            Arc::clone(&rotated),
+            Arc::clone(&revoked),
+            Arc::clone(&start),
+        );
+        std::thread::spawn(move || {
+            start.wait();
+            let mut n = 0usize;
+            while Instant::now() < deadline && n < 20_000 {
+                n += 1;
+                let pick =
+                    |v: &mut Vec<Session>| (!v.is_empty()).then(|| v.swap_remove(n % v.len()));
+                match role {
+                    // logins
+                    0 => {
+                        let mut s = store.create().expect("create");
+                        s.set_user(Some(USERS[n % 3]));
+                        store.save(&s).expect("save of a fresh session");
+                        sessions.lock().push(s);
+                    }
+                    // rotations
+                    1 => {
+                        let Some(mut s) = pick(&mut sessions.lock()) else {
+                            continue;
+                        };
+                        let old = s.handle();
+                        match store.regenerate(&mut s) {
+                            Ok(()) => {
+                                rotated.lock().insert(old, s.handle());
+                                sessions.lock().push(s);
+                            }
+                            Err(Error::NotFound) => {} // evicted or revoked meanwhile
+                            Err(e) => panic!("regenerate: {e}"),
+                        }
+                    }
+                    // a and b trade sessions
+                    2 => {
+                        let Some(mut s) = pick(&mut sessions.lock()) else {
+                            continue;
+                        };
+                        if s.user() != Some("r") {
+                            s.set_user(Some(if s.user() == Some("a") { "b" } else { "a" }));
+                            match store.save(&s) {
+                                Ok(()) | Err(Error::NotFound) => {}
+                                Err(e) => panic!("save: {e}"),
+                            }
+                        }
+                        sessions.lock().push(s);
+                    }
+                    // revoke-all of r
+                    _ => {
+                        let before = store.sessions_of("r").expect("sessions_of");
+                        revoked.lock().extend(before.iter().map(|i| i.handle));
+                        store.destroy_user("r", None).expect("destroy_user");
+                    }
+                }
+            }
+        })
+    };
+    let workers: Vec<_> = (0..4).map(spawn).collect();
+    start.wait();
+    for w in workers {
+        w.join().expect("a worker panicked");
+    }
+
+    // Ground truth from the records themselves, through the sessions the test holds
+    // (a session it no longer holds was dropped after an error: it is not counted).
+    let mut live_per_user: HashMap<String, usize> = HashMap::new();
+    for s in sessions.lock().iter() {
+        if let Some(loaded) = store.load(s.id()).expect("load") {
+            let user = loaded.user().expect("every session has a user").to_owned();
+            *live_per_user.entry(user).or_default() += 1;
+        }
+    }
+    for user in USERS {
+        let listed = store.sessions_of(user).expect("sessions_of").len();
+        assert!(listed <= CAP, "{user} has {listed} sessions, cap {CAP}");
+        let held = live_per_user.get(user).copied().unwrap_or(0);
+        assert!(
+            held <= listed,
+            "{user}: {held} live sessions held, {listed} listed"
+        );
+    }
+    let rotated = rotated.lock();
+    for handle in revoked.lock().iter() {
+        let mut last = *handle;
+        while let Some(next) = rotated.get(&last) {
+            last = *next;
+        }
+        assert!(
+            store.inspect(&last).expect("inspect").is_none(),
+            "a session of r seen before a revoke is still stored as {last}"
+        );
+    }
+    assert!(store.verify(false).expect("verify").is_consistent());
+}
