@@ -31,6 +31,23 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
+    /// A record to store: `encoded` (from [`StoreState::encode`]) with `header` written
+    /// into it.
+    pub(crate) fn encoded(
+        mut encoded: Vec<u8>,
+        header: Header,
+        user: Option<String>,
+        data: Arc<Data>,
+    ) -> Entry {
+        codec::set_header(&mut encoded, &header);
+        Entry {
+            bytes: IVec::from(encoded),
+            header,
+            user,
+            data,
+        }
+    }
+
     /// Decodes stored bytes, as strictly as any read: limits, trailing bytes, UTF-8.
     pub(crate) fn decode(bytes: IVec) -> std::result::Result<Entry, (IVec, CodecError)> {
         match codec::decode_record(&bytes) {

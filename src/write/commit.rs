@@ -11,7 +11,7 @@ use crate::id::{Digest, SessionId};
 use crate::locks::StripeGuard;
 use crate::read::Entry;
 use crate::state::StoreState;
-use crate::write::{ATTEMPTS, NewRecord, Step, Swap};
+use crate::write::{ATTEMPTS, Step, Swap};
 
 /// A session's user and values, encoded once (limits checked) before any lock is taken.
 #[derive(Clone)]
@@ -42,8 +42,8 @@ impl Contents {
         self.user.as_deref()
     }
 
-    pub(crate) fn record(&self, header: Header) -> NewRecord {
-        NewRecord::new(
+    pub(crate) fn record(&self, header: Header) -> Entry {
+        Entry::encoded(
             self.encoded.clone(),
             header,
             self.user.clone(),
@@ -217,7 +217,7 @@ impl StoreState {
             version: old.header.version.wrapping_add(1),
         };
         let new = match change {
-            Change::Touch => NewRecord {
+            Change::Touch => Entry {
                 bytes: codec::with_header(&old.bytes, &header).into(),
                 header,
                 user: old.user.clone(),

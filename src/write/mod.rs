@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use sled::IVec;
 
-use crate::codec::{self, CodecError, Data, Header};
+use crate::codec::{self, CodecError, Header};
 use crate::error::{Error, Result};
 use crate::id::Digest;
 use crate::locks::{StripeGuard, UserGuard};
@@ -57,32 +57,6 @@ pub(crate) fn retrying<T>(mut attempt: impl FnMut() -> Result<Step<T>>) -> Resul
         }
     }
     Err(Error::Contended)
-}
-
-/// A complete record to store, header set.
-pub(crate) struct NewRecord {
-    pub(crate) bytes: IVec,
-    pub(crate) header: Header,
-    pub(crate) user: Option<String>,
-    pub(crate) data: Arc<Data>,
-}
-
-impl NewRecord {
-    /// `encoded` (from [`StoreState::encode`]) with `header` written into it.
-    pub(crate) fn new(
-        mut encoded: Vec<u8>,
-        header: Header,
-        user: Option<String>,
-        data: Arc<Data>,
-    ) -> NewRecord {
-        codec::set_header(&mut encoded, &header);
-        NewRecord {
-            bytes: IVec::from(encoded),
-            header,
-            user,
-            data,
-        }
-    }
 }
 
 /// The outcome of one compare-and-swap.
@@ -156,7 +130,7 @@ impl StoreState {
         &self,
         digest: &Digest,
         old: Option<&Entry>,
-        new: NewRecord,
+        new: Entry,
         held: &StripeGuard<'_>,
     ) -> Result<Swap> {
         let old_expiry = old.map(|e| e.header.expires_at);
@@ -180,16 +154,7 @@ impl StoreState {
         }
         let new_expiry = new.header.expires_at;
         let new_user_is_old = !user_changed;
-        self.cache.put(
-            *digest,
-            Arc::new(Entry {
-                bytes: new.bytes,
-                header: new.header,
-                user: new.user,
-                data: new.data,
-            }),
-            held,
-        );
+        self.cache.put(*digest, Arc::new(new), held);
         #[cfg(test)]
         crate::failpoint::check("write: after the swap")?;
         if let Some(e) = old_expiry.filter(|e| *e != new_expiry) {

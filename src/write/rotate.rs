@@ -14,7 +14,7 @@ use crate::id::Digest;
 use crate::read::Entry;
 use crate::state::StoreState;
 use crate::write::commit::Contents;
-use crate::write::{NewRecord, Step, retrying};
+use crate::write::{Step, retrying};
 
 impl StoreState {
     /// Moves the live record of `old` to `new` with `contents`, keeping its creation time.
@@ -57,28 +57,13 @@ impl StoreState {
             self.swap_digest(old, &entry, new, &record)?;
             self.cache.remove(old, &held);
             let previous_user = entry.user.clone();
-            self.cache.put(
-                *new,
-                Arc::new(Entry {
-                    bytes: record.bytes,
-                    header,
-                    user: record.user,
-                    data: record.data,
-                }),
-                &held,
-            );
+            self.cache.put(*new, Arc::new(record), &held);
             Ok(Step::Done((header, previous_user)))
         })
     }
 
     /// The transaction of [`rotate`](Self::rotate). Caller holds both stripe locks.
-    fn swap_digest(
-        &self,
-        old: &Digest,
-        entry: &Entry,
-        new: &Digest,
-        record: &NewRecord,
-    ) -> Result<()> {
+    fn swap_digest(&self, old: &Digest, entry: &Entry, new: &Digest, record: &Entry) -> Result<()> {
         (&self.sessions, &self.expiry, &self.users).transaction(|(s, e, u)| {
             if s.get(old.0)?.as_ref() != Some(&entry.bytes) {
                 return Err(ConflictableTransactionError::Abort(Error::NotFound));
