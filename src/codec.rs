@@ -1,16 +1,22 @@
 //! Every byte layout sessile writes: session records and the keys of the index trees.
 //!
-//! A record is a format byte, a fixed big-endian header, the user, and a bincode payload:
+//! A record is a format byte, a fixed big-endian header, the user, and a bincode payload.
+//! Format 2 (written since per-session lifetimes):
 //!
 //! ```text
-//! 0       format (1)
+//! 0       format (2)
 //! 1..9    expires_at, ms since the Unix epoch, u64 big-endian
 //! 9..17   last_seen
 //! 17..25  created_at
 //! 25..33  version (incremented by every write)
-//! 33..35  user length, u16 big-endian (0xFFFF: no user)
-//! 35..    user bytes (UTF-8), then bincode(standard, limited) of BTreeMap<String, bytes>
+//! 33..41  the session's own idle timeout in ms (0: the store's)
+//! 41..49  the session's own absolute timeout in ms (0: the store's)
+//! 49..51  user length, u16 big-endian (0xFFFF: no user)
+//! 51..    user bytes (UTF-8), then bincode(standard, limited) of BTreeMap<String, bytes>
 //! ```
+//!
+//! Format 1 (sessile 0.1) is the same without bytes 33..49; it is still read, as a
+//! session that follows the store's timeouts, and rewritten in format 2 by its next write.
 //!
 //! The header lets `touch`, `len` and the cleanup thread read expiry and user without
 //! decoding the data. Each value in the map is itself bincode of the caller's type, so one
@@ -25,18 +31,29 @@ use serde_bytes::ByteBuf;
 
 use crate::id::Digest;
 
-/// The record format this build writes and reads.
-pub(crate) const RECORD_FORMAT: u8 = 1;
-/// The store format (`meta/format`) this build writes and reads.
-pub(crate) const STORE_FORMAT: u32 = 1;
+/// The record format this build writes. [`FORMAT_1`] records are read too.
+pub(crate) const RECORD_FORMAT: u8 = 2;
+/// The record format of sessile 0.1: no per-session timeouts.
+pub(crate) const FORMAT_1: u8 = 1;
+/// The store format (`meta/format`) this build writes and reads; stores of format 1 are
+/// upgraded when opened (see [`upgrade_store`]).
+pub(crate) const STORE_FORMAT: u32 = 2;
 /// Upper bound on what any decode may allocate, whatever a length prefix claims.
 pub(crate) const DECODE_LIMIT: usize = 4 << 20;
 
-const HEADER_LEN: usize = 33;
+const HEADER_LEN_1: usize = 33;
+const HEADER_LEN: usize = 49;
 const NO_USER: u16 = u16::MAX;
 
 /// The data of a session: key -> encoded value.
 pub(crate) type Data = BTreeMap<String, ByteBuf>;
+
+/// A session's own timeouts as stored: milliseconds, 0 meaning "the store's".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct OwnTimeouts {
+    pub(crate) idle_ms: u64,
+    pub(crate) absolute_ms: u64,
+}
 
 /// The fixed part of a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +62,7 @@ pub(crate) struct Header {
     pub(crate) last_seen: u64,
     pub(crate) created_at: u64,
     pub(crate) version: u64,
+    pub(crate) own: OwnTimeouts,
 }
 
 impl Header {
@@ -54,6 +72,10 @@ impl Header {
         last_seen: 0,
         created_at: 0,
         version: 0,
+        own: OwnTimeouts {
+            idle_ms: 0,
+            absolute_ms: 0,
+        },
     };
 }
 
@@ -86,27 +108,45 @@ fn be_u64(bytes: &[u8], at: usize) -> u64 {
     u64::from_be_bytes(b)
 }
 
-/// Reads the header; checks the format byte.
-pub(crate) fn parse_header(bytes: &[u8]) -> Result<Header, CodecError> {
-    if bytes.len() < HEADER_LEN + 2 {
+/// The header length of a record of `format`, or why it is not one.
+fn header_len(bytes: &[u8]) -> Result<usize, CodecError> {
+    let len = match bytes.first() {
+        None => return Err(CodecError::Truncated),
+        Some(&RECORD_FORMAT) => HEADER_LEN,
+        Some(&FORMAT_1) => HEADER_LEN_1,
+        Some(&other) => return Err(CodecError::UnknownFormat(other)),
+    };
+    if bytes.len() < len + 2 {
         return Err(CodecError::Truncated);
     }
-    if bytes[0] != RECORD_FORMAT {
-        return Err(CodecError::UnknownFormat(bytes[0]));
-    }
+    Ok(len)
+}
+
+/// Reads the header of a record of either format.
+pub(crate) fn parse_header(bytes: &[u8]) -> Result<Header, CodecError> {
+    let len = header_len(bytes)?;
+    let own = if len == HEADER_LEN {
+        OwnTimeouts {
+            idle_ms: be_u64(bytes, 33),
+            absolute_ms: be_u64(bytes, 41),
+        }
+    } else {
+        OwnTimeouts::default()
+    };
     Ok(Header {
         expires_at: be_u64(bytes, 1),
         last_seen: be_u64(bytes, 9),
         created_at: be_u64(bytes, 17),
         version: be_u64(bytes, 25),
+        own,
     })
 }
 
 /// Reads the user and returns it with the offset of the payload.
 fn parse_user(bytes: &[u8]) -> Result<(Option<&str>, usize), CodecError> {
-    parse_header(bytes)?;
-    let len = u16::from_be_bytes([bytes[HEADER_LEN], bytes[HEADER_LEN + 1]]);
-    let start = HEADER_LEN + 2;
+    let header_len = header_len(bytes)?;
+    let len = u16::from_be_bytes([bytes[header_len], bytes[header_len + 1]]);
+    let start = header_len + 2;
     if len == NO_USER {
         return Ok((None, start));
     }
@@ -122,13 +162,17 @@ pub(crate) fn parse_user_only(bytes: &[u8]) -> Result<Option<&str>, CodecError> 
     Ok(parse_user(bytes)?.0)
 }
 
-/// Everything after the header: user and data. Two records with equal tails hold the same
-/// user and data.
+/// Everything after the header: user and data. Two records (of either format) with
+/// equal tails hold the same user and data.
 pub(crate) fn tail(bytes: &[u8]) -> &[u8] {
-    bytes.get(HEADER_LEN..).unwrap_or(&[])
+    match header_len(bytes) {
+        Ok(len) => &bytes[len..],
+        Err(_) => &[],
+    }
 }
 
-/// Decodes a whole record. Never panics and never allocates more than [`DECODE_LIMIT`].
+/// Decodes a whole record of either format. Never panics and never allocates more than
+/// [`DECODE_LIMIT`].
 pub(crate) fn decode_record(bytes: &[u8]) -> Result<Record, CodecError> {
     let header = parse_header(bytes)?;
     let (user, start) = parse_user(bytes)?;
@@ -145,14 +189,13 @@ pub(crate) fn decode_record(bytes: &[u8]) -> Result<Record, CodecError> {
     })
 }
 
-/// Encodes a record. The caller checks the size against its limit.
+/// Encodes a record in the current format. The caller checks the size against its limit.
 pub(crate) fn encode_record(
     header: &Header,
     user: Option<&str>,
     data: &Data,
 ) -> Result<Vec<u8>, bincode::error::EncodeError> {
     let mut out = Vec::with_capacity(64 + data.len() * 32);
-    out.push(RECORD_FORMAT);
     write_header(&mut out, header);
     match user {
         // Callers reject user names over MAX_USER_LEN (far below u16::MAX) before this.
@@ -167,30 +210,50 @@ pub(crate) fn encode_record(
     Ok(out)
 }
 
+/// The format byte and header, in the current format.
 fn write_header(out: &mut Vec<u8>, h: &Header) {
+    out.push(RECORD_FORMAT);
     out.extend_from_slice(&h.expires_at.to_be_bytes());
     out.extend_from_slice(&h.last_seen.to_be_bytes());
     out.extend_from_slice(&h.created_at.to_be_bytes());
     out.extend_from_slice(&h.version.to_be_bytes());
+    out.extend_from_slice(&h.own.idle_ms.to_be_bytes());
+    out.extend_from_slice(&h.own.absolute_ms.to_be_bytes());
 }
 
-/// Overwrites the header of an encoded record in place.
+/// Overwrites the header of a record encoded by [`encode_record`] in place.
 pub(crate) fn set_header(bytes: &mut [u8], header: &Header) {
-    if bytes.len() >= HEADER_LEN {
+    if bytes.len() >= HEADER_LEN && bytes[0] == RECORD_FORMAT {
         bytes[1..9].copy_from_slice(&header.expires_at.to_be_bytes());
         bytes[9..17].copy_from_slice(&header.last_seen.to_be_bytes());
         bytes[17..25].copy_from_slice(&header.created_at.to_be_bytes());
         bytes[25..33].copy_from_slice(&header.version.to_be_bytes());
+        bytes[33..41].copy_from_slice(&header.own.idle_ms.to_be_bytes());
+        bytes[41..49].copy_from_slice(&header.own.absolute_ms.to_be_bytes());
     }
 }
 
-/// A copy of `bytes` (a record whose header parsed) with a new header.
+/// A copy of `bytes` (a record of either format whose header parsed) in the current
+/// format with a new header: the upgrade path of a record.
 pub(crate) fn with_header(bytes: &[u8], header: &Header) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes.len());
-    out.push(RECORD_FORMAT);
+    let tail = tail(bytes);
+    let mut out = Vec::with_capacity(HEADER_LEN + tail.len());
     write_header(&mut out, header);
-    out.extend_from_slice(tail(bytes));
+    out.extend_from_slice(tail);
     out
+}
+
+/// Brings a store's `meta/format` from `found` (already checked to be supported) to
+/// [`STORE_FORMAT`], durably, before the first record in the current format is written.
+/// Format 1 records need no rewrite: they are read as they are and rewritten in the
+/// current format by their next write. A future format that must rewrite records does it
+/// here.
+pub(crate) fn upgrade_store(meta: &sled::Tree, found: u32) -> sled::Result<u32> {
+    if found < STORE_FORMAT {
+        meta.insert("format", &STORE_FORMAT.to_be_bytes())?;
+        meta.flush()?;
+    }
+    Ok(STORE_FORMAT)
 }
 
 /// Encodes one value of a session.
@@ -287,6 +350,10 @@ mod tests {
                 last_seen: 1_700_000_000_000,
                 created_at: 1_699_999_000_000,
                 version: 7,
+                own: OwnTimeouts {
+                    idle_ms: 30 * 86_400_000,
+                    absolute_ms: 0,
+                },
             },
             user: Some("alice".into()),
             data,
@@ -312,6 +379,7 @@ mod tests {
             last_seen: 4,
             created_at: 3,
             version: 8,
+            own: OwnTimeouts::default(),
         };
         let patched = with_header(&bytes, &h);
         let back = decode_record(&patched).expect("decode");
@@ -345,6 +413,7 @@ mod tests {
             last_seen: 1,
             created_at: 1,
             version: 1,
+            own: OwnTimeouts::default(),
         };
         let mut bytes = encode_record(&h, None, &Data::new()).expect("encode");
         bytes.truncate(bytes.len() - 1);
@@ -382,5 +451,24 @@ mod tests {
             n += 1;
         }
         assert!(n >= 5, "the seed corpus is missing");
+    }
+
+    #[test]
+    fn a_format_1_record_reads_and_upgrades_on_rewrite() {
+        let r = sample();
+        let current = encode_record(&r.header, r.user.as_deref(), &r.data).expect("encode");
+        // The same record as sessile 0.1 wrote it: no per-session timeouts.
+        let mut old = vec![FORMAT_1];
+        old.extend_from_slice(&current[1..33]);
+        old.extend_from_slice(&current[49..]);
+        let back = decode_record(&old).expect("format 1 decodes");
+        assert_eq!(back.header.own, OwnTimeouts::default());
+        assert_eq!((back.user, back.data), (r.user.clone(), r.data.clone()));
+        assert_eq!(tail(&old), tail(&current));
+        let upgraded = with_header(&old, &r.header);
+        assert_eq!(upgraded, current);
+        for n in 0..old.len() {
+            assert!(decode_record(&old[..n]).is_err(), "prefix {n} decoded");
+        }
     }
 }

@@ -47,6 +47,8 @@ pub struct Config {
     pub(crate) path: PathBuf,
     pub(crate) idle_ms: u64,
     pub(crate) absolute_ms: Option<u64>,
+    pub(crate) max_idle_ms: u64,
+    pub(crate) max_absolute_ms: u64,
     pub(crate) touch_granularity_ms: Option<u64>,
     pub(crate) cleanup_interval: Duration,
     pub(crate) cleanup_batch: usize,
@@ -65,6 +67,11 @@ pub struct Config {
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// Default absolute timeout: 12 hours from creation.
 pub const DEFAULT_ABSOLUTE_TIMEOUT: Duration = Duration::from_secs(12 * 3600);
+/// Default ceiling on a session's own idle timeout: 90 days.
+pub const DEFAULT_MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(90 * 86_400);
+/// Default ceiling on a session's own absolute timeout: 400 days (the longest cookie
+/// lifetime browsers accept).
+pub const DEFAULT_MAX_ABSOLUTE_TIMEOUT: Duration = Duration::from_secs(400 * 86_400);
 /// The largest user name a session can carry, in bytes.
 pub const MAX_USER_LEN: usize = 1024;
 /// The longest idle or absolute timeout a [`Config`] accepts: 10 years of 365 days.
@@ -85,6 +92,8 @@ impl Config {
             path: path.as_ref().to_path_buf(),
             idle_ms: duration_ms(DEFAULT_IDLE_TIMEOUT),
             absolute_ms: Some(duration_ms(DEFAULT_ABSOLUTE_TIMEOUT)),
+            max_idle_ms: duration_ms(DEFAULT_MAX_IDLE_TIMEOUT),
+            max_absolute_ms: duration_ms(DEFAULT_MAX_ABSOLUTE_TIMEOUT),
             touch_granularity_ms: None,
             cleanup_interval: Duration::from_secs(60),
             cleanup_batch: 1024,
@@ -119,9 +128,27 @@ impl Config {
         self
     }
 
-    /// Removes the absolute timeout: an active session can then live forever.
+    /// Removes the absolute timeout: an active session can then live forever (unless it
+    /// sets its own, see [`Lifetime`](crate::Lifetime)).
     pub fn no_absolute_timeout(mut self) -> Config {
         self.absolute_ms = None;
+        self
+    }
+
+    /// The longest idle timeout a session may set for itself with
+    /// [`Session::set_lifetime`](crate::Session::set_lifetime) (or get from an adapter's
+    /// framework expiry); longer ones are cut to it. Default 90 days; from the store's
+    /// idle timeout to [`MAX_TIMEOUT`]. Lowering it applies at once to stored sessions.
+    pub fn max_idle_timeout(mut self, ceiling: Duration) -> Config {
+        self.max_idle_ms = duration_ms(ceiling);
+        self
+    }
+
+    /// The longest absolute timeout a session may set for itself; longer ones are cut to
+    /// it. Default 400 days; from the store's absolute timeout (if any) to
+    /// [`MAX_TIMEOUT`]. Lowering it applies at once to stored sessions.
+    pub fn max_absolute_timeout(mut self, ceiling: Duration) -> Config {
+        self.max_absolute_ms = duration_ms(ceiling);
         self
     }
 
@@ -235,6 +262,14 @@ impl Config {
             self.absolute_ms
                 .is_none_or(|a| (1..=max_timeout).contains(&a)),
             || format!("absolute_timeout must be from 1 ms to {MAX_TIMEOUT:?}"),
+        )?;
+        check(
+            (self.idle_ms..=max_timeout).contains(&self.max_idle_ms),
+            || format!("max_idle_timeout must be from idle_timeout to {MAX_TIMEOUT:?}"),
+        )?;
+        check(
+            (self.absolute_ms.unwrap_or(1)..=max_timeout).contains(&self.max_absolute_ms),
+            || format!("max_absolute_timeout must be from absolute_timeout to {MAX_TIMEOUT:?}"),
         )?;
         check(
             self.touch_granularity_ms.is_none_or(|g| g <= self.idle_ms),

@@ -8,8 +8,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
-use crate::codec::{self, Data, Header, Record};
+use crate::codec::{self, Data, Header, OwnTimeouts, Record};
 use crate::error::{Error, Result};
+use crate::expiry::Lifetime;
 use crate::id::{Digest, SessionHandle};
 use crate::store::Store;
 use crate::write::commit::Contents;
@@ -37,6 +38,13 @@ pub struct SessionDump {
     pub user: Option<String>,
     /// The values, as the bytes stored for each key.
     pub values: BTreeMap<String, Vec<u8>>,
+    /// The session's own idle timeout in milliseconds ([`Lifetime`]); `None`: the
+    /// store's. Absent in dumps of format-1 stores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_ms: Option<u64>,
+    /// The session's own absolute timeout in milliseconds; `None`: the store's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub absolute_timeout_ms: Option<u64>,
 }
 
 impl SessionDump {
@@ -53,7 +61,19 @@ impl SessionDump {
                 .into_iter()
                 .map(|(k, v)| (k, v.into_vec()))
                 .collect(),
+            idle_timeout_ms: (record.header.own.idle_ms > 0).then_some(record.header.own.idle_ms),
+            absolute_timeout_ms: (record.header.own.absolute_ms > 0)
+                .then_some(record.header.own.absolute_ms),
         }
+    }
+
+    /// The session's own timeouts, as [`Session::lifetime`](crate::Session::lifetime)
+    /// reports them.
+    pub fn lifetime(&self) -> Lifetime {
+        Lifetime::from_own(OwnTimeouts {
+            idle_ms: self.idle_timeout_ms.unwrap_or(0),
+            absolute_ms: self.absolute_timeout_ms.unwrap_or(0),
+        })
     }
 
     /// The session's handle.
@@ -122,19 +142,27 @@ impl Store {
             .iter()
             .map(|(k, v)| (k.clone(), ByteBuf::from(v.clone())))
             .collect();
-        let contents = Contents::new(&self.state, dump.user.clone(), Arc::new(data))?;
+        let contents = Contents::new(
+            &self.state,
+            dump.user.clone(),
+            Arc::new(data),
+            dump.lifetime(),
+        )?;
         let header = Header {
             expires_at: dump.expires_at,
             last_seen: dump.last_seen,
             created_at: dump.created_at,
             version: dump.version,
+            own: contents.own(),
         };
         self.state.put_record(&digest, &contents, header)
     }
 
-    /// The format version of the store on disk (`meta/format`), as read when it was
-    /// opened. Opening refuses formats newer than this build understands.
+    /// The format version of the store on disk (`meta/format`). Opening refuses formats
+    /// newer than this build understands; an older one (format 1) is read as it is and
+    /// upgraded to the current format (2) by the first write, its records rewritten in
+    /// format 2 as they are written.
     pub fn format_version(&self) -> u32 {
-        self.state.format
+        self.state.format()
     }
 }

@@ -28,11 +28,13 @@ mod write;
 
 pub use crate::clock::{Clock, ManualClock};
 pub use crate::config::{
-    Config, DEFAULT_ABSOLUTE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, Durability, MAX_TIMEOUT, MAX_USER_LEN,
+    Config, DEFAULT_ABSOLUTE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_ABSOLUTE_TIMEOUT,
+    DEFAULT_MAX_IDLE_TIMEOUT, Durability, MAX_TIMEOUT, MAX_USER_LEN,
 };
 pub use crate::dump::SessionDump;
 pub use crate::error::{Error, Oversized, Result, StorageError};
 pub use crate::events::{DestroyReason, Event};
+pub use crate::expiry::Lifetime;
 pub use crate::id::{ParseHandleError, ParseIdError, SessionHandle, SessionId};
 #[cfg(feature = "actix")]
 pub use crate::integrations::actix;

@@ -227,6 +227,7 @@ impl StoreState {
             header: entry.header,
             user: entry.user.clone(),
             data: Arc::clone(&entry.data),
+            lifetime: crate::expiry::Lifetime::from_own(entry.header.own),
             limits: self.limits(),
         }
     }

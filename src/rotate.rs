@@ -14,7 +14,8 @@ impl Store {
     /// Gives `session` a fresh token (do this on login and on every privilege change).
     ///
     /// The record moves to the new token in one sled transaction, carrying `session`'s
-    /// current values and user (unsaved changes included) and its creation time, so the
+    /// current values, user and lifetime (unsaved changes included) and its creation time,
+    /// so the
     /// absolute timeout still counts from the original creation. The old token stops
     /// working at once. After a crash, either the old token works with the old record or
     /// only the new one exists. Flushed to disk before it returns; `session` then holds
@@ -52,7 +53,12 @@ impl Store {
     /// - [`Error::Storage`](crate::Error::Storage) on a storage failure.
     pub fn regenerate(&self, session: &mut Session) -> Result<()> {
         let state = &self.state;
-        let contents = Contents::new(state, session.user.clone(), Arc::clone(&session.data))?;
+        let contents = Contents::new(
+            state,
+            session.user.clone(),
+            Arc::clone(&session.data),
+            session.lifetime,
+        )?;
         let old_digest = session.digest;
         let new_id = SessionId::generate()?;
         let new_digest = new_id.digest();

@@ -10,6 +10,7 @@ use serde_bytes::ByteBuf;
 use crate::clock::from_ms;
 use crate::codec::{self, Data, Header};
 use crate::error::{Error, Oversized, Result};
+use crate::expiry::Lifetime;
 use crate::id::{Digest, SessionHandle, SessionId};
 
 /// Size limits copied from the store's config into each session.
@@ -63,6 +64,7 @@ pub struct Session {
     pub(crate) header: Header,
     pub(crate) user: Option<String>,
     pub(crate) data: Arc<Data>,
+    pub(crate) lifetime: Lifetime,
     pub(crate) limits: Limits,
 }
 
@@ -104,6 +106,25 @@ impl Session {
     /// [`Error::TooLarge`].
     pub fn set_user(&mut self, user: Option<&str>) {
         self.user = user.map(str::to_owned);
+    }
+
+    /// The session's own timeouts, as set with [`set_lifetime`](Self::set_lifetime) (or
+    /// as stored, cut to the store's ceilings). Unset parts follow the store's timeouts.
+    pub fn lifetime(&self) -> Lifetime {
+        self.lifetime
+    }
+
+    /// Gives the session its own idle and absolute timeouts ("remember me", or a
+    /// short-lived session), saved by the next [`Store::save`](crate::Store::save) (or
+    /// [`regenerate`](crate::Store::regenerate)) and honoured from then on. Timeouts over
+    /// the store's ceilings ([`Config::max_idle_timeout`](crate::Config::max_idle_timeout),
+    /// [`Config::max_absolute_timeout`](crate::Config::max_absolute_timeout)) are cut to
+    /// them. `Lifetime::default()` returns the session to the store's timeouts.
+    ///
+    /// The absolute timeout still counts from the session's creation: a lifetime set
+    /// later does not restart it.
+    pub fn set_lifetime(&mut self, lifetime: Lifetime) {
+        self.lifetime = lifetime;
     }
 
     /// Reads the value stored under `key` as a `T`. `Ok(None)` if there is none.

@@ -4,6 +4,8 @@
 //! The read path ([`crate::read`]) and the write protocol ([`crate::write`]) are methods
 //! on this state, in their own modules.
 
+use std::sync::atomic::{AtomicU32, Ordering};
+
 use sled::Tree;
 
 use crate::codec::{self, Data, Header};
@@ -27,8 +29,10 @@ pub(crate) struct StoreState {
     pub(crate) events: Events,
     pub(crate) locks: Locks,
     pub(crate) cache: ReadCache,
-    /// `meta/format` of the store as found when it was opened.
-    pub(crate) format: u32,
+    meta: Tree,
+    /// `meta/format` of the store: as found when it was opened, until the first write
+    /// upgrades it.
+    format: AtomicU32,
     /// Declared last so it is dropped after `db`: the folder counts as open until then.
     _registration: Registration,
 }
@@ -45,15 +49,32 @@ impl StoreState {
             expiry: db.open_tree("expiry")?,
             users: db.open_tree("users")?,
             quarantine: db.open_tree("quarantine")?,
+            meta: db.open_tree("meta")?,
             events: Events::new(config.event_capacity),
             counters: Counters::default(),
             locks: Locks::new(),
             cache: ReadCache::new(config.cache_entries),
             config,
             db,
-            format,
+            format: AtomicU32::new(format),
             _registration: registration,
         })
+    }
+
+    /// The store's `meta/format` now.
+    pub(crate) fn format(&self) -> u32 {
+        self.format.load(Ordering::Acquire)
+    }
+
+    /// Upgrades `meta/format` of an older store before the first record in the current
+    /// format is written, so an older sessile, which could not read that record, refuses
+    /// to open the store instead of quarantining it.
+    pub(crate) fn upgrade_before_write(&self) -> Result<()> {
+        if self.format() < codec::STORE_FORMAT {
+            let now = codec::upgrade_store(&self.meta, self.format())?;
+            self.format.store(now, Ordering::Release);
+        }
+        Ok(())
     }
 
     pub(crate) fn now(&self) -> u64 {

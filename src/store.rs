@@ -11,12 +11,13 @@ use crate::codec::{Data, STORE_FORMAT};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::events::{DestroyReason, Event};
+use crate::expiry::Lifetime;
 use crate::id::SessionId;
 use crate::registry::Registration;
 use crate::session::Session;
 use crate::state::StoreState;
 use crate::stats::Stats;
-use crate::write::commit::{Change, Committed, Contents, Inserted, TouchPlan};
+use crate::write::commit::{Change, Committed, Contents, TouchPlan};
 use crate::write::revoke::Destroyed;
 
 /// A persistent session store in one folder.
@@ -145,24 +146,22 @@ impl Store {
     /// [`update`](Self::update) closure.
     pub fn create(&self) -> Result<Session> {
         let state = &self.state;
-        let contents = Contents::new(state, None, Arc::new(Data::new()))?;
+        let lifetime = Lifetime::default();
+        let contents = Contents::new(state, None, Arc::new(Data::new()), lifetime)?;
         let fresh = || {
             SessionId::generate().map(|id| {
                 let digest = id.digest();
                 (id, digest)
             })
         };
-        let (id, digest, inserted) = state.insert_fresh(fresh, &contents, None)?;
-        let Inserted::Written(header) = inserted else {
-            // Without a requested expiry the idle timeout (at least 1 ms) is ahead.
-            return Err(Error::NotFound);
-        };
+        let (id, digest, header) = state.insert_fresh(fresh, &contents)?;
         Ok(Session {
             id,
             digest,
             header,
             user: None,
             data: Arc::new(Data::new()),
+            lifetime,
             limits: state.limits(),
         })
     }
@@ -199,10 +198,15 @@ impl Store {
     /// - [`Error::Storage`] on a storage failure.
     pub fn save(&self, session: &Session) -> Result<()> {
         let state = &self.state;
-        let contents = Contents::new(state, session.user.clone(), Arc::clone(&session.data))?;
-        match state.commit(&session.digest, &Change::Replace(contents), None)? {
+        let contents = Contents::new(
+            state,
+            session.user.clone(),
+            Arc::clone(&session.data),
+            session.lifetime,
+        )?;
+        match state.commit(&session.digest, &Change::Replace(contents))? {
             Committed::Written | Committed::Unchanged => Ok(()),
-            Committed::Gone | Committed::Lapsed => Err(Error::NotFound),
+            Committed::Gone => Err(Error::NotFound),
         }
     }
 
@@ -222,7 +226,7 @@ impl Store {
             TouchPlan::Dead => Ok(false),
             TouchPlan::NoWrite => Ok(true),
             TouchPlan::Write => Ok(matches!(
-                state.commit(&digest, &Change::Touch, None)?,
+                state.commit(&digest, &Change::Touch)?,
                 Committed::Written | Committed::Unchanged
             )),
         }
@@ -411,7 +415,9 @@ fn open_error(e: sled::Error, path: &Path) -> Error {
     }
 }
 
-/// Reads (or, in a new store, writes) `meta/format` and returns it.
+/// Reads (or, in a new store, writes) `meta/format` and returns it. An older supported
+/// format is upgraded by the first write ([`StoreState::upgrade_before_write`]), so
+/// looking at an old store leaves it as it is.
 fn check_format(db: &sled::Db, path: &Path) -> Result<u32> {
     let meta = db.open_tree("meta")?;
     match meta.get("format")? {

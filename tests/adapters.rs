@@ -247,20 +247,24 @@ mod tower_contract {
         }
     }
 
+    /// `create` always issues a fresh ID: after `Session::flush` (logout) tower-sessions
+    /// calls `create` with the old ID, which must never be handed out again.
     #[tokio::test]
-    async fn create_picks_a_new_id_instead_of_overwriting() {
+    async fn create_always_issues_a_fresh_id() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = TowerStore::new(sessile::Store::open(dir.path().join("s")).expect("open"));
         let mut first = record(5, "first");
         store.create(&mut first).await.expect("create");
-        assert_eq!(first.id, Id(5));
-        let mut second = record(5, "second");
+        assert_ne!(first.id, Id(5), "the ID the record came with is not used");
+        let taken = first.id;
+        let mut second = record(taken.0, "second");
         store.create(&mut second).await.expect("create");
-        assert_ne!(second.id, Id(5), "the taken ID was replaced");
-        let loaded = store.load(&Id(5)).await.expect("load").expect("live");
+        assert_ne!(second.id, taken, "nor a taken one");
+        let loaded = store.load(&taken).await.expect("load").expect("live");
         assert_eq!(loaded.data["v"], json!("first"), "never overwritten");
         let loaded = store.load(&second.id).await.expect("load").expect("live");
         assert_eq!(loaded.data["v"], json!("second"));
+        assert!(store.load(&Id(5)).await.expect("load").is_none());
     }
 
     #[tokio::test]

@@ -214,7 +214,7 @@ fn format_from_the_future_refuses_to_open() {
     match f.config().open() {
         Err(Error::UnsupportedFormat {
             found: 99,
-            supported: 1,
+            supported: 2,
             ..
         }) => {}
         other => panic!("expected UnsupportedFormat, got {other:?}"),

@@ -122,7 +122,7 @@ fn stats_counts_live_expired_and_users() {
     assert_eq!(v["expired"], 2);
     assert_eq!(v["users"], 1);
     assert_eq!(v["live_with_user"], 2);
-    assert_eq!(v["format_version"], 1);
+    assert_eq!(v["format_version"], 2);
     assert_eq!(v["expiring"]["within_hour"], 3);
     assert!(v["disk_bytes"].as_u64().expect("disk_bytes") > 0);
 

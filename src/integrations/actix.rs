@@ -58,6 +58,7 @@ use time::Duration;
 
 use super::engine::{Saved, off_executor};
 use crate::codec::Data;
+use crate::expiry::Lifetime;
 use crate::id::{SessionHandle, SessionId};
 use crate::read::{Cached, Entry};
 use crate::state::StoreState;
@@ -153,10 +154,18 @@ impl ActixStore {
         Ok(off_executor(&self.store, Store::flush).await?)
     }
 
-    /// The expiry (ms since the epoch, sessile's clock) of a write now with `ttl`.
-    fn until(&self, ttl: &Duration) -> u64 {
-        let ttl = u64::try_from(ttl.whole_milliseconds()).unwrap_or(0);
-        self.store.state.now().saturating_add(ttl)
+    /// actix's TTL as the session's own lifetime (see
+    /// [`StoreState::framework_lifetime`]); `None` if it is zero or negative. A TTL too
+    /// long to count in milliseconds ("never expire") saturates, to be cut to the store's
+    /// ceilings.
+    fn lifetime(&self, ttl: &Duration) -> Option<Lifetime> {
+        let ms = ttl.whole_milliseconds();
+        (ms > 0).then(|| {
+            let ms = u64::try_from(ms).unwrap_or(u64::MAX);
+            self.store
+                .state
+                .framework_lifetime(std::time::Duration::from_millis(ms))
+        })
     }
 }
 
@@ -164,6 +173,7 @@ impl ActixStore {
 fn contents(
     shared: &StoreState,
     mut state: HashMap<String, String>,
+    lifetime: Lifetime,
 ) -> Result<Contents, anyhow::Error> {
     state.remove(HANDLE_KEY);
     let user = match state.remove(USER_KEY) {
@@ -177,7 +187,7 @@ fn contents(
         shared.limits().check_key(&key)?;
         data.insert(key, serde_bytes::ByteBuf::from(value.into_bytes()));
     }
-    Ok(shared.contents(user, data)?)
+    Ok(shared.contents(user, data, lifetime)?)
 }
 
 /// Builds actix's state from a live sessile record.
@@ -227,16 +237,20 @@ impl SessionStore for ActixStore {
         session_state: HashMap<String, String>,
         ttl: &Duration,
     ) -> Result<SessionKey, SaveError> {
-        let contents =
-            contents(&self.store.state, session_state).map_err(SaveError::Serialization)?;
-        let requested = self.until(ttl);
+        let Some(lifetime) = self.lifetime(ttl) else {
+            // Born expired: a key that loads nothing.
+            let id = SessionId::generate().map_err(|e| SaveError::Other(e.into()))?;
+            return SessionKey::try_from(id.to_string()).map_err(|e| SaveError::Other(e.into()));
+        };
+        let contents = contents(&self.store.state, session_state, lifetime)
+            .map_err(SaveError::Serialization)?;
         let id = off_executor(&self.store, move |s| {
             let tokens = || {
                 let id = SessionId::generate()?;
                 let digest = id.digest();
                 Ok((id, digest))
             };
-            s.state.insert_new(tokens, &contents, requested)
+            s.state.insert_new(tokens, &contents)
         })
         .await
         .map_err(|e| {
@@ -259,12 +273,17 @@ impl SessionStore for ActixStore {
             // Not one of ours, so nothing to update; it will not load either.
             return Ok(session_key);
         };
-        let contents =
-            contents(&self.store.state, session_state).map_err(UpdateError::Serialization)?;
-        let requested = self.until(ttl);
         let digest = id.digest();
+        let Some(lifetime) = self.lifetime(ttl) else {
+            off_executor(&self.store, move |s| s.state.destroy_durably(&digest))
+                .await
+                .map_err(|e| UpdateError::Other(e.into()))?;
+            return Ok(session_key);
+        };
+        let contents = contents(&self.store.state, session_state, lifetime)
+            .map_err(UpdateError::Serialization)?;
         let saved = off_executor(&self.store, move |s| {
-            s.state.save_until(&digest, contents, requested)
+            s.state.save_contents(&digest, contents)
         })
         .await
         .map_err(|e| {
@@ -285,17 +304,17 @@ impl SessionStore for ActixStore {
             return Ok(());
         };
         let digest = id.digest();
-        let requested = self.until(ttl);
+        let state = &self.store.state;
+        let Some(lifetime) = self.lifetime(ttl) else {
+            off_executor(&self.store, move |s| s.state.destroy_durably(&digest)).await?;
+            return Ok(());
+        };
         // Answered from the cache when the session is dead or needs no write.
-        if let Some(TouchPlan::Dead | TouchPlan::NoWrite) =
-            self.store.state.touch_plan_cached(&digest, Some(requested))
-        {
+        let own = Some(lifetime.to_own(&state.config));
+        if let Some(TouchPlan::Dead | TouchPlan::NoWrite) = state.touch_plan_cached(&digest, own) {
             return Ok(());
         }
-        off_executor(&self.store, move |s| {
-            s.state.touch_until(&digest, requested)
-        })
-        .await?;
+        off_executor(&self.store, move |s| s.state.touch_with(&digest, lifetime)).await?;
         Ok(())
     }
 

@@ -1,45 +1,67 @@
-//! The write path the adapters share: records with a caller-chosen expiry, stored under a
-//! caller-chosen digest, with the same protocol as the core store (stripe lock, then
-//! `raw_locked`, then compare-and-swap through `Shared::write`, cache kept in step).
+//! What the adapters share: records stored under a caller-chosen digest through the
+//! core's write protocol ([`crate::write`]), the frameworks' expiry mapped onto a
+//! session's own [`Lifetime`], and the hand-off of blocking work off the async executor.
 //!
 //! Frameworks bring their own idea of a session's lifetime (tower-sessions' `expiry_date`,
-//! actix-session's TTL). Here it is honoured but capped: a record never lives past the
-//! store's idle timeout from its last write, nor past the absolute timeout from its
-//! creation, so the store's guarantees hold whatever the framework asks for.
+//! actix-session's TTL). It becomes the session's own idle timeout, within the store's
+//! ceilings ([`Config::max_idle_timeout`](crate::Config::max_idle_timeout),
+//! [`Config::max_absolute_timeout`](crate::Config::max_absolute_timeout)), so a "remember
+//! me" session outlives the store's default idle timeout and a short one dies early.
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
+use crate::clock::duration_ms;
 use crate::codec::Data;
 use crate::error::{Error, Result};
 use crate::events::DestroyReason;
+use crate::expiry::Lifetime;
 use crate::id::Digest;
 use crate::state::StoreState;
 use crate::store::Store;
-use crate::write::commit::{Change, Committed, Contents, Inserted, TouchPlan};
+use crate::write::commit::{Change, Committed, Contents, TouchPlan};
 use crate::write::revoke::Destroyed;
 
-/// The outcome of [`StoreState::save_until`].
+/// The outcome of [`StoreState::save_contents`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Saved {
     /// A new version of the record was written.
     Written,
     /// Values, user and expiry were (nearly) what is stored: nothing was written.
     Unchanged,
-    /// The session was destroyed or has expired (or the requested expiry has passed);
-    /// nothing was written and it stays gone.
+    /// The session was destroyed or has expired; nothing was written and it stays gone.
     Gone,
 }
 
 impl StoreState {
-    /// An adapter's user and values, encoded and checked against the limits.
-    pub(crate) fn contents(&self, user: Option<String>, data: Data) -> Result<Contents> {
-        Contents::new(self, user, Arc::new(data))
+    /// The lifetime a framework asks for when it wants a session to stay `idle` after each
+    /// write (tower-sessions' `expiry_date - now`, actix-session's TTL): the session's own
+    /// idle timeout, cut to [`Config::max_idle_timeout`](crate::Config::max_idle_timeout).
+    /// The frameworks have no absolute timeout: when `idle` is longer than the store's,
+    /// the session's absolute timeout becomes the ceiling
+    /// ([`Config::max_absolute_timeout`](crate::Config::max_absolute_timeout)), so a
+    /// "remember me" session is not logged out by the store's default 12 hours; otherwise
+    /// the store's absolute timeout applies.
+    pub(crate) fn framework_lifetime(&self, idle: Duration) -> Lifetime {
+        let lifetime = Lifetime::default().with_idle(idle);
+        match self.config.absolute_ms {
+            Some(absolute) if duration_ms(idle) > absolute => lifetime.with_absolute(Duration::MAX),
+            _ => lifetime,
+        }
     }
 
-    /// Stores a new record under the first free key `next_key` gives, expiring at
-    /// `requested` (ms since the epoch) or earlier if the store's timeouts say so. Returns
-    /// the key used. A requested expiry already in the past writes nothing.
+    /// An adapter's user, values and lifetime, encoded and checked against the limits.
+    pub(crate) fn contents(
+        &self,
+        user: Option<String>,
+        data: Data,
+        lifetime: Lifetime,
+    ) -> Result<Contents> {
+        Contents::new(self, user, Arc::new(data), lifetime)
+    }
+
+    /// Stores a new record under the first free key `next_key` gives. Returns the key.
     ///
     /// # Errors
     ///
@@ -48,55 +70,36 @@ impl StoreState {
         &self,
         next_key: impl FnMut() -> Result<(K, Digest)>,
         contents: &Contents,
-        requested: u64,
     ) -> Result<K> {
-        let (key, _, _): (K, Digest, Inserted) =
-            self.insert_fresh(next_key, contents, Some(requested))?;
+        let (key, _, _) = self.insert_fresh(next_key, contents)?;
         Ok(key)
     }
 
-    /// Replaces the values and user of the live record of `digest` and moves its expiry to
-    /// `requested` (capped by the store's timeouts). A session that was destroyed or has
-    /// expired stays gone ([`Saved::Gone`]). A save that changes nothing and moves the
-    /// expiry by less than the touch granularity writes nothing.
-    pub(crate) fn save_until(
-        &self,
-        digest: &Digest,
-        contents: Contents,
-        requested: u64,
-    ) -> Result<Saved> {
-        let committed = self.commit(digest, &Change::Replace(contents), Some(requested))?;
-        self.adapter_outcome(digest, committed)
+    /// Replaces the values, user and lifetime of the live record of `digest`. A session
+    /// that was destroyed or has expired stays gone ([`Saved::Gone`]). A save that changes
+    /// nothing and moves the expiry by less than the touch granularity writes nothing.
+    pub(crate) fn save_contents(&self, digest: &Digest, contents: Contents) -> Result<Saved> {
+        Ok(match self.commit(digest, &Change::Replace(contents))? {
+            Committed::Written => Saved::Written,
+            Committed::Unchanged => Saved::Unchanged,
+            Committed::Gone => Saved::Gone,
+        })
     }
 
-    /// The adapters' view of a commit: a lapsed expiry deletes the record.
-    fn adapter_outcome(&self, digest: &Digest, committed: Committed) -> Result<Saved> {
-        match committed {
-            Committed::Written => Ok(Saved::Written),
-            Committed::Unchanged => Ok(Saved::Unchanged),
-            Committed::Gone => Ok(Saved::Gone),
-            // The framework asked for an expiry that has already passed.
-            Committed::Lapsed => {
-                self.destroy_digest(digest, DestroyReason::Destroy)?;
-                Ok(Saved::Gone)
-            }
-        }
-    }
-
-    /// Moves the expiry of the live record of `digest` to `requested` (capped by the
-    /// store's timeouts) without rewriting its values. Returns whether the session is
-    /// live. Writes nothing when the move is smaller than the touch granularity.
+    /// Gives the live record of `digest` the lifetime `lifetime` and moves its expiry,
+    /// without rewriting its values. Returns whether the session is live. Writes nothing
+    /// when the lifetime is unchanged and the move is smaller than the touch granularity.
     #[cfg_attr(
         not(feature = "actix"),
         allow(dead_code, reason = "only actix touches")
     )]
-    pub(crate) fn touch_until(&self, digest: &Digest, requested: u64) -> Result<bool> {
-        match self.touch_plan(digest, Some(requested))? {
+    pub(crate) fn touch_with(&self, digest: &Digest, lifetime: Lifetime) -> Result<bool> {
+        let own = lifetime.to_own(&self.config);
+        match self.touch_plan(digest, Some(own))? {
             TouchPlan::Dead => Ok(false),
             TouchPlan::NoWrite => Ok(true),
             TouchPlan::Write => {
-                let committed = self.commit(digest, &Change::Touch, Some(requested))?;
-                Ok(self.adapter_outcome(digest, committed)? != Saved::Gone)
+                Ok(self.commit(digest, &Change::TouchWith(own))? != Committed::Gone)
             }
         }
     }
@@ -187,29 +190,41 @@ mod tests {
     use crate::clock::ManualClock;
     use crate::config::Config;
 
+    const IDLE: Duration = Duration::from_secs(100);
+    const ABSOLUTE: Duration = Duration::from_secs(1000);
+
     fn open(dir: &std::path::Path, clock: &ManualClock) -> Store {
         Config::new(dir.join("s"))
-            .idle_timeout(Duration::from_secs(100))
-            .absolute_timeout(Duration::from_secs(1000))
+            .idle_timeout(IDLE)
+            .absolute_timeout(ABSOLUTE)
+            .max_idle_timeout(Duration::from_secs(5_000))
+            .max_absolute_timeout(Duration::from_secs(20_000))
             .cleanup_thread(false)
             .clock(clock.clock())
             .open()
             .expect("open")
     }
 
-    fn contents(store: &Store, user: Option<&str>, pairs: &[(&str, &[u8])]) -> Contents {
+    /// Contents as a framework with a TTL of `ttl` would hand them over.
+    fn contents(
+        store: &Store,
+        user: Option<&str>,
+        pairs: &[(&str, &[u8])],
+        ttl: Duration,
+    ) -> Contents {
         let data = pairs
             .iter()
             .map(|(k, v)| ((*k).to_owned(), serde_bytes::ByteBuf::from(v.to_vec())))
             .collect();
+        let lifetime = store.state.framework_lifetime(ttl);
         store
             .state
-            .contents(user.map(str::to_owned), data)
+            .contents(user.map(str::to_owned), data, lifetime)
             .expect("contents")
     }
 
     /// Inserts under exactly `digest`; `false` if it was taken.
-    fn insert_at(sh: &StoreState, digest: Digest, contents: &Contents, requested: u64) -> bool {
+    fn insert_at(sh: &StoreState, digest: Digest, contents: &Contents) -> bool {
         let mut tries = 0;
         let next = || {
             tries += 1;
@@ -218,20 +233,11 @@ mod tests {
             }
             Ok(((), digest))
         };
-        match sh.insert_new(next, contents, requested) {
+        match sh.insert_new(next, contents) {
             Ok(()) => true,
             Err(Error::NotFound) => false,
             Err(e) => panic!("insert: {e}"),
         }
-    }
-
-    fn now_ms(clock: &ManualClock) -> u64 {
-        crate::clock::duration_ms(
-            clock
-                .now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default(),
-        )
     }
 
     #[test]
@@ -241,40 +247,52 @@ mod tests {
         let store = open(dir.path(), &clock);
         let sh = &store.state;
         let d = Digest([7; 32]);
-        let far = now_ms(&clock) + 50_000;
         assert!(insert_at(
             sh,
             d,
-            &contents(&store, None, &[("a", b"1")]),
-            far
+            &contents(&store, None, &[("a", b"1")], IDLE)
         ));
         assert!(!insert_at(
             sh,
             d,
-            &contents(&store, None, &[("a", b"2")]),
-            far
+            &contents(&store, None, &[("a", b"2")], IDLE)
         ));
         let entry = sh.live_entry(&d).expect("read").expect("live");
         assert_eq!(entry.data.get("a").map(|b| b.as_slice()), Some(&b"1"[..]));
     }
 
     #[test]
-    fn requested_expiry_is_capped_by_idle_and_honoured_below_it() {
+    fn framework_ttls_become_the_sessions_own_lifetime() {
         let dir = tempfile::tempdir().expect("tempdir");
         let clock = ManualClock::new();
         let store = open(dir.path(), &clock);
         let sh = &store.state;
-        let (short, long) = (Digest([1; 32]), Digest([2; 32]));
-        let now = now_ms(&clock);
-        insert_at(sh, short, &contents(&store, None, &[]), now + 10_000);
-        insert_at(sh, long, &contents(&store, None, &[]), now + 10_000_000);
-        clock.advance(Duration::from_secs(11));
-        assert!(sh.live_entry(&short).expect("read").is_none());
-        let entry = sh.live_entry(&long).expect("read").expect("live");
-        assert_eq!(
-            crate::expiry::live_until(&sh.config, &entry.header),
-            now + 100_000
+        let (short, long, huge) = (Digest([1; 32]), Digest([2; 32]), Digest([3; 32]));
+        insert_at(
+            sh,
+            short,
+            &contents(&store, None, &[], Duration::from_secs(10)),
         );
+        insert_at(
+            sh,
+            long,
+            &contents(&store, None, &[], Duration::from_secs(3_000)),
+        );
+        insert_at(sh, huge, &contents(&store, None, &[], Duration::MAX));
+        clock.advance(Duration::from_secs(11));
+        assert!(
+            sh.live_entry(&short).expect("read").is_none(),
+            "short TTL dies early"
+        );
+        // 3,000 s idle outlives the store's 100 s idle and its 1,000 s absolute timeout.
+        clock.advance(Duration::from_secs(1_500));
+        let entry = sh.live_entry(&long).expect("read").expect("live");
+        assert_eq!(entry.header.own.idle_ms, 3_000_000);
+        assert_eq!(entry.header.own.absolute_ms, 20_000_000, "the ceiling");
+        // "Never expire" is cut to the ceilings (5,000 s idle).
+        let entry = sh.live_entry(&huge).expect("read").expect("live");
+        assert_eq!(entry.header.own.idle_ms, 5_000_000);
+        assert_eq!(entry.header.own.absolute_ms, 20_000_000);
     }
 
     #[test]
@@ -284,10 +302,9 @@ mod tests {
         let store = open(dir.path(), &clock);
         let sh = &store.state;
         let d = Digest([3; 32]);
-        let far = now_ms(&clock) + 50_000;
-        insert_at(sh, d, &contents(&store, Some("al"), &[]), far);
+        insert_at(sh, d, &contents(&store, Some("al"), &[], IDLE));
         assert!(sh.destroy_durably(&d).expect("destroy"));
-        let saved = sh.save_until(&d, contents(&store, Some("al"), &[("x", b"1")]), far);
+        let saved = sh.save_contents(&d, contents(&store, Some("al"), &[("x", b"1")], IDLE));
         assert_eq!(saved.expect("save"), Saved::Gone);
         assert!(sh.live_entry(&d).expect("read").is_none());
         assert!(store.sessions_of("al").expect("list").is_empty());
@@ -300,51 +317,47 @@ mod tests {
         let store = open(dir.path(), &clock);
         let sh = &store.state;
         let d = Digest([4; 32]);
-        let ttl = 50_000;
-        insert_at(
-            sh,
-            d,
-            &contents(&store, None, &[("k", b"v")]),
-            now_ms(&clock) + ttl,
-        );
+        let ttl = Duration::from_secs(50);
+        insert_at(sh, d, &contents(&store, None, &[("k", b"v")], ttl));
         clock.advance(Duration::from_millis(100));
-        let same = sh.save_until(
-            &d,
-            contents(&store, None, &[("k", b"v")]),
-            now_ms(&clock) + ttl,
-        );
+        let same = sh.save_contents(&d, contents(&store, None, &[("k", b"v")], ttl));
         assert_eq!(same.expect("save"), Saved::Unchanged);
-        let changed = sh.save_until(
-            &d,
-            contents(&store, None, &[("k", b"w")]),
-            now_ms(&clock) + ttl,
-        );
+        let changed = sh.save_contents(&d, contents(&store, None, &[("k", b"w")], ttl));
         assert_eq!(changed.expect("save"), Saved::Written);
-        // A short TTL still moves on: 1/20 of the 50 s left is 2.5 s.
-        clock.advance(Duration::from_secs(3));
-        let moved = sh.save_until(
-            &d,
-            contents(&store, None, &[("k", b"w")]),
-            now_ms(&clock) + ttl,
-        );
+        // A new TTL is a change even with the same values.
+        let retimed = sh.save_contents(&d, contents(&store, None, &[("k", b"w")], IDLE));
+        assert_eq!(retimed.expect("save"), Saved::Written);
+        // The granularity scales with the session's idle: 1/20 of 100 s is 5 s.
+        clock.advance(Duration::from_secs(6));
+        let moved = sh.save_contents(&d, contents(&store, None, &[("k", b"w")], IDLE));
         assert_eq!(moved.expect("save"), Saved::Written);
     }
 
     #[test]
-    fn touch_until_extends_a_short_ttl_and_reports_dead_sessions() {
+    fn touch_with_extends_a_short_ttl_and_reports_dead_sessions() {
         let dir = tempfile::tempdir().expect("tempdir");
         let clock = ManualClock::new();
         let store = open(dir.path(), &clock);
         let sh = &store.state;
         let d = Digest([5; 32]);
-        insert_at(sh, d, &contents(&store, None, &[]), now_ms(&clock) + 2_000);
+        let ttl = Duration::from_secs(2);
+        insert_at(sh, d, &contents(&store, None, &[], ttl));
         for _ in 0..5 {
             clock.advance(Duration::from_millis(1_500));
-            assert!(sh.touch_until(&d, now_ms(&clock) + 2_000).expect("touch"));
+            assert!(
+                sh.touch_with(&d, sh.framework_lifetime(ttl))
+                    .expect("touch")
+            );
         }
         clock.advance(Duration::from_millis(2_001));
-        assert!(!sh.touch_until(&d, now_ms(&clock) + 2_000).expect("touch"));
-        assert!(!sh.touch_until(&Digest([6; 32]), u64::MAX).expect("touch"));
+        assert!(
+            !sh.touch_with(&d, sh.framework_lifetime(ttl))
+                .expect("touch")
+        );
+        assert!(
+            !sh.touch_with(&Digest([6; 32]), sh.framework_lifetime(ttl))
+                .expect("touch")
+        );
     }
 
     #[test]
@@ -353,13 +366,11 @@ mod tests {
         let clock = ManualClock::new();
         let store = open(dir.path(), &clock);
         let sh = &store.state;
-        let far = now_ms(&clock) + 50_000;
         for b in 10..13 {
             assert!(insert_at(
                 sh,
                 Digest([b; 32]),
-                &contents(&store, Some("bo"), &[]),
-                far
+                &contents(&store, Some("bo"), &[], IDLE)
             ));
         }
         let keep = Digest([11; 32]).handle();

@@ -58,13 +58,15 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use serde_json::Value;
+use std::time::Duration;
+
 use time::OffsetDateTime;
 use tower_sessions_core::session::{Id, Record};
 use tower_sessions_core::session_store::{self, ExpiredDeletion, SessionStore};
 
 use super::engine::{OffExecutorError, Saved, is_encoding, off_executor};
 use crate::codec::Data;
-use crate::expiry;
+use crate::expiry::{self, Lifetime};
 use crate::id::{Digest, SessionHandle};
 use crate::read::{Cached, Entry};
 use crate::state::StoreState;
@@ -166,13 +168,23 @@ fn digest(id: &Id) -> Digest {
     Digest(blake3::derive_key(ID_CONTEXT, &id.0.to_le_bytes()))
 }
 
+/// Milliseconds since the epoch; times before it read as 0.
 fn to_ms(at: OffsetDateTime) -> u64 {
     u64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
 }
 
+/// The time `ms` after the epoch, or the latest date `time` represents if later.
 fn from_ms(ms: u64) -> OffsetDateTime {
     let nanos = i128::from(ms) * 1_000_000;
-    OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .unwrap_or_else(|_| time::PrimitiveDateTime::MAX.assume_utc())
+}
+
+/// tower's `expiry_date` as the session's own lifetime: an idle timeout reaching to it
+/// from now (see [`StoreState::framework_lifetime`]). `None` if it has passed.
+fn lifetime(state: &StoreState, expiry_date: OffsetDateTime) -> Option<Lifetime> {
+    let (until, now) = (to_ms(expiry_date), state.now());
+    (until > now).then(|| state.framework_lifetime(Duration::from_millis(until - now)))
 }
 
 fn backend(e: OffExecutorError) -> session_store::Error {
@@ -183,8 +195,12 @@ fn backend(e: OffExecutorError) -> session_store::Error {
     }
 }
 
-/// Splits tower's data into sessile's user and values (JSON bytes).
-fn contents(shared: &StoreState, record: &Record) -> Result<Contents, session_store::Error> {
+/// Splits tower's data into sessile's user and values (JSON bytes), with `lifetime`.
+fn contents(
+    shared: &StoreState,
+    record: &Record,
+    lifetime: Lifetime,
+) -> Result<Contents, session_store::Error> {
     let mut data = Data::new();
     let mut user = None;
     for (key, value) in &record.data {
@@ -208,7 +224,7 @@ fn contents(shared: &StoreState, record: &Record) -> Result<Contents, session_st
             serde_json::to_vec(value).map_err(|e| session_store::Error::Encode(e.to_string()))?;
         data.insert(key.clone(), serde_bytes::ByteBuf::from(bytes));
     }
-    shared.contents(user, data).map_err(|e| {
+    shared.contents(user, data, lifetime).map_err(|e| {
         if is_encoding(&e) {
             session_store::Error::Encode(e.to_string())
         } else {
@@ -245,17 +261,23 @@ fn record(shared: &StoreState, id: Id, entry: &Entry) -> Record {
 
 #[async_trait]
 impl SessionStore for TowerStore {
+    /// Stores `record` under a fresh ID, whatever ID it arrives with: after
+    /// `Session::flush` (logout) tower-sessions calls `create` with the old ID, which a
+    /// thief may hold, so it is never handed out again. A record whose expiry has already
+    /// passed gets a fresh ID and is not stored.
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
-        let contents = contents(&self.store.state, record)?;
-        let requested = to_ms(record.expiry_date);
-        let first = record.id;
+        let state = &self.store.state;
+        let Some(lifetime) = lifetime(state, record.expiry_date) else {
+            record.id = Id::default();
+            return Ok(());
+        };
+        let contents = contents(state, record, lifetime)?;
         let id = off_executor(&self.store, move |s| {
-            let mut next = Some(first);
             let ids = || {
-                let id = next.take().unwrap_or_default();
+                let id = Id::default();
                 Ok((id, digest(&id)))
             };
-            s.state.insert_new(ids, &contents, requested)
+            s.state.insert_new(ids, &contents)
         })
         .await
         .map_err(backend)?;
@@ -263,15 +285,17 @@ impl SessionStore for TowerStore {
         Ok(())
     }
 
+    /// Writes `record` over the live session with its ID. A session that was deleted or
+    /// has expired meanwhile stays gone; a record whose expiry has passed is deleted.
     async fn save(&self, record: &Record) -> session_store::Result<()> {
-        let contents = contents(&self.store.state, record)?;
-        let requested = to_ms(record.expiry_date);
         let key = digest(&record.id);
-        let saved = off_executor(&self.store, move |s| {
-            s.state.save_until(&key, contents, requested)
-        })
-        .await
-        .map_err(backend)?;
+        let Some(lifetime) = lifetime(&self.store.state, record.expiry_date) else {
+            return self.delete(&record.id).await;
+        };
+        let contents = contents(&self.store.state, record, lifetime)?;
+        let saved = off_executor(&self.store, move |s| s.state.save_contents(&key, contents))
+            .await
+            .map_err(backend)?;
         if saved == Saved::Gone {
             tracing::debug!(handle = %key.handle(), "not saving a session that is gone");
         }
@@ -327,12 +351,14 @@ mod tests {
     }
 
     #[test]
-    fn times_round_trip_through_milliseconds() {
+    fn times_round_trip_through_milliseconds_and_saturate() {
         let at = OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("valid");
         assert_eq!(from_ms(to_ms(at)), at);
         assert_eq!(
             to_ms(OffsetDateTime::UNIX_EPOCH - time::Duration::days(1)),
             0
         );
+        // Past year 9999: the latest date, never 1970.
+        assert_eq!(from_ms(u64::MAX), time::PrimitiveDateTime::MAX.assume_utc());
     }
 }

@@ -3,22 +3,24 @@
 
 use std::sync::Arc;
 
-use crate::codec::{self, Data, Header};
+use crate::codec::{self, Data, Header, OwnTimeouts};
 use crate::error::{Error, Result};
 use crate::events::Event;
-use crate::expiry;
+use crate::expiry::{self, Lifetime, Timeouts};
 use crate::id::{Digest, SessionId};
 use crate::locks::StripeGuard;
 use crate::read::Entry;
 use crate::state::StoreState;
 use crate::write::{ATTEMPTS, Step, Swap};
 
-/// A session's user and values, encoded once (limits checked) before any lock is taken.
+/// A session's user, values and own lifetime, encoded once (limits checked, lifetime cut
+/// to the ceilings) before any lock is taken.
 #[derive(Clone)]
 pub(crate) struct Contents {
     encoded: Vec<u8>,
     user: Option<String>,
     data: Arc<Data>,
+    own: OwnTimeouts,
 }
 
 impl Contents {
@@ -29,12 +31,19 @@ impl Contents {
         state: &StoreState,
         user: Option<String>,
         data: Arc<Data>,
+        lifetime: Lifetime,
     ) -> Result<Contents> {
         Ok(Contents {
             encoded: state.encode(user.as_deref(), &data)?,
             user,
             data,
+            own: lifetime.to_own(&state.config),
         })
+    }
+
+    /// The session's own timeouts as they will be stored.
+    pub(crate) fn own(&self) -> OwnTimeouts {
+        self.own
     }
 
     /// The user these contents give the session.
@@ -54,9 +63,11 @@ impl Contents {
 
 /// What a write to a live record changes.
 pub(crate) enum Change {
-    /// Only the times: the expiry moves, user and values stay.
+    /// Only the times: the expiry moves, user, values and lifetime stay.
     Touch,
-    /// User and values are replaced (and the times move).
+    /// The times, with a new lifetime for the session (an adapter's framework TTL).
+    TouchWith(OwnTimeouts),
+    /// User, values and lifetime are replaced (and the times move).
     Replace(Contents),
 }
 
@@ -64,8 +75,17 @@ impl Change {
     /// Whether writing this takes `old` out of its user's set.
     fn moves_out(&self, old: &Entry) -> bool {
         match self {
-            Change::Touch => false,
+            Change::Touch | Change::TouchWith(_) => false,
             Change::Replace(c) => old.user.is_some() && old.user != c.user,
+        }
+    }
+
+    /// The session's own timeouts after this change of `old`.
+    fn own(&self, old: &Header) -> OwnTimeouts {
+        match self {
+            Change::Touch => old.own,
+            Change::TouchWith(own) => *own,
+            Change::Replace(c) => c.own,
         }
     }
 }
@@ -79,17 +99,6 @@ pub(crate) enum Committed {
     Unchanged,
     /// The session was destroyed or has expired: nothing was written, it stays gone.
     Gone,
-    /// The caller asked for an expiry that has already passed: nothing was written.
-    Lapsed,
-}
-
-/// What an insert under a fresh key did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Inserted {
-    /// The record was stored with this header.
-    Written(Header),
-    /// The requested expiry has already passed: nothing was written.
-    Lapsed,
 }
 
 /// Whether a touch needs the locked write path, decided without a lock.
@@ -105,8 +114,8 @@ pub(crate) enum TouchPlan {
 
 impl StoreState {
     /// Stores a new session under the first free key `next_key` gives (a fresh token
-    /// each call). Its expiry is the idle timeout from now, capped by `requested` if
-    /// given. Emits `Created` and applies the per-user cap.
+    /// each call), expiring by its lifetime (or the store's timeouts). Emits `Created`
+    /// and applies the per-user cap. Returns the key, its digest and the stored header.
     ///
     /// # Errors
     ///
@@ -116,36 +125,28 @@ impl StoreState {
         &self,
         mut next_key: impl FnMut() -> Result<(K, Digest)>,
         contents: &Contents,
-        requested: Option<u64>,
-    ) -> Result<(K, Digest, Inserted)> {
+    ) -> Result<(K, Digest, Header)> {
         for _ in 0..ATTEMPTS {
             let (key, digest) = next_key()?;
-            if let Some(inserted) = self.insert_if_free(&digest, contents, requested)? {
-                return Ok((key, digest, inserted));
+            if let Some(header) = self.insert_if_free(&digest, contents)? {
+                return Ok((key, digest, header));
             }
         }
         Err(Error::TokenCollision)
     }
 
     /// Inserts under `digest` unless a record (live or not) is there: `None` if taken.
-    fn insert_if_free(
-        &self,
-        digest: &Digest,
-        contents: &Contents,
-        requested: Option<u64>,
-    ) -> Result<Option<Inserted>> {
+    fn insert_if_free(&self, digest: &Digest, contents: &Contents) -> Result<Option<Header>> {
         let header = {
             let held = self.locks.stripe(digest)?;
             let now = self.now();
             let header = Header {
-                expires_at: expiry::next_expiry(&self.config, now, now, requested),
+                expires_at: Timeouts::of(&self.config, contents.own).expires_at(now, now),
                 last_seen: now,
                 created_at: now,
                 version: 1,
+                own: contents.own,
             };
-            if header.expires_at <= now {
-                return Ok(Some(Inserted::Lapsed));
-            }
             // The compare-and-swap against "absent" is the check that the key is free.
             if self.write_record(digest, None, contents.record(header), &held)? == Swap::Conflict {
                 return Ok(None);
@@ -158,22 +159,18 @@ impl StoreState {
         if let Some(user) = &contents.user {
             self.enforce_user_limit(user, digest)?;
         }
-        Ok(Some(Inserted::Written(header)))
+        Ok(Some(header))
     }
 
     /// Writes `change` as the new version of the live record of `digest`; its expiry is
-    /// the idle timeout from now, capped by the absolute timeout and by `requested` if
-    /// given. Applies the per-user cap when the write gives the session to a new user.
-    pub(crate) fn commit(
-        &self,
-        digest: &Digest,
-        change: &Change,
-        requested: Option<u64>,
-    ) -> Result<Committed> {
+    /// the idle timeout from now, capped by the absolute timeout (the session's own, or
+    /// the store's). Applies the per-user cap when the write gives the session to a new
+    /// user.
+    pub(crate) fn commit(&self, digest: &Digest, change: &Change) -> Result<Committed> {
         let (committed, assigned) = self.locked_write(
             digest,
             |old| change.moves_out(old),
-            |old, held| self.commit_locked(digest, change, requested, old.map(|e| &**e), held),
+            |old, held| self.commit_locked(digest, change, old.map(|e| &**e), held),
         )?;
         if let Some(user) = assigned {
             self.enforce_user_limit(&user, digest)?;
@@ -187,7 +184,6 @@ impl StoreState {
         &self,
         digest: &Digest,
         change: &Change,
-        requested: Option<u64>,
         old: Option<&Entry>,
         held: &StripeGuard<'_>,
     ) -> Result<Step<(Committed, Option<String>)>> {
@@ -197,16 +193,22 @@ impl StoreState {
         if !expiry::is_live(&self.config, &old.header, now) {
             return Ok(gone);
         }
-        let expires_at = expiry::next_expiry(&self.config, now, old.header.created_at, requested);
-        if expires_at <= now {
-            return Ok(Step::Done((Committed::Lapsed, None)));
-        }
+        let own = change.own(&old.header);
+        let timeouts = Timeouts::of(&self.config, own);
+        let expires_at = timeouts.expires_at(now, old.header.created_at);
         let same_contents = match change {
-            Change::Touch => true,
+            Change::Touch | Change::TouchWith(_) => true,
             Change::Replace(c) => codec::tail(&old.bytes) == codec::tail(&c.encoded),
         };
         if same_contents
-            && expiry::within_granularity(&self.config, now, old.header.expires_at, expires_at)
+            && own == old.header.own
+            && expiry::within_granularity(
+                &self.config,
+                &timeouts,
+                now,
+                old.header.expires_at,
+                expires_at,
+            )
         {
             return Ok(Step::Done((Committed::Unchanged, None)));
         }
@@ -215,9 +217,10 @@ impl StoreState {
             last_seen: now,
             created_at: old.header.created_at,
             version: old.header.version.wrapping_add(1),
+            own,
         };
         let new = match change {
-            Change::Touch => Entry {
+            Change::Touch | Change::TouchWith(_) => Entry {
                 bytes: codec::with_header(&old.bytes, &header).into(),
                 header,
                 user: old.user.clone(),
@@ -262,13 +265,14 @@ impl StoreState {
                     let _inside = self.locks.enter_update();
                     f(&mut session)
                 };
-                let change = Change::Replace(Contents::new(self, session.user, session.data)?);
-                match self.commit_locked(&digest, &change, None, Some(old), held)? {
+                let contents = Contents::new(self, session.user, session.data, session.lifetime)?;
+                let change = Change::Replace(contents);
+                match self.commit_locked(&digest, &change, Some(old), held)? {
                     Step::Done((Committed::Written | Committed::Unchanged, assigned)) => {
                         Ok(Step::Done(Some((result, assigned))))
                     }
                     // It expired while `f` ran.
-                    Step::Done((Committed::Gone | Committed::Lapsed, _)) => Err(Error::NotFound),
+                    Step::Done((Committed::Gone, _)) => Err(Error::NotFound),
                     Step::Retry => Err(Error::Contended),
                 }
             },
@@ -282,12 +286,16 @@ impl StoreState {
         Ok(Some(result))
     }
 
-    /// Whether a touch of `digest` to `requested` (or the idle timeout) needs a write.
+    /// Whether a touch of `digest` (to the new lifetime `own`, if given) needs a write.
     /// Reads the cache, or the record without waiting for a lock.
-    pub(crate) fn touch_plan(&self, digest: &Digest, requested: Option<u64>) -> Result<TouchPlan> {
+    pub(crate) fn touch_plan(
+        &self,
+        digest: &Digest,
+        own: Option<OwnTimeouts>,
+    ) -> Result<TouchPlan> {
         Ok(match self.record(digest)? {
             None => TouchPlan::Dead,
-            Some(entry) => self.plan_touch(&entry.header, requested),
+            Some(entry) => self.plan_touch(&entry.header, own),
         })
     }
 
@@ -296,19 +304,22 @@ impl StoreState {
     pub(crate) fn touch_plan_cached(
         &self,
         digest: &Digest,
-        requested: Option<u64>,
+        own: Option<OwnTimeouts>,
     ) -> Option<TouchPlan> {
         let entry = self.cache.get(digest)?;
-        Some(self.plan_touch(&entry.header, requested))
+        Some(self.plan_touch(&entry.header, own))
     }
 
-    fn plan_touch(&self, header: &Header, requested: Option<u64>) -> TouchPlan {
+    fn plan_touch(&self, header: &Header, own: Option<OwnTimeouts>) -> TouchPlan {
         let now = self.now();
         if !expiry::is_live(&self.config, header, now) {
             return TouchPlan::Dead;
         }
-        let target = expiry::next_expiry(&self.config, now, header.created_at, requested);
-        if target > now && expiry::within_granularity(&self.config, now, header.expires_at, target)
+        let own = own.unwrap_or(header.own);
+        let timeouts = Timeouts::of(&self.config, own);
+        let target = timeouts.expires_at(now, header.created_at);
+        if own == header.own
+            && expiry::within_granularity(&self.config, &timeouts, now, header.expires_at, target)
         {
             TouchPlan::NoWrite
         } else {

@@ -133,6 +133,7 @@ impl StoreState {
         new: Entry,
         held: &StripeGuard<'_>,
     ) -> Result<Swap> {
+        self.upgrade_before_write()?;
         let old_expiry = old.map(|e| e.header.expires_at);
         let old_user = old.and_then(|e| e.user.as_deref());
         if old_expiry != Some(new.header.expires_at) {

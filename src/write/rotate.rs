@@ -9,7 +9,7 @@ use sled::transaction::ConflictableTransactionError;
 
 use crate::codec::{self, Header};
 use crate::error::{Error, Result};
-use crate::expiry;
+use crate::expiry::{self, Timeouts};
 use crate::id::Digest;
 use crate::read::Entry;
 use crate::state::StoreState;
@@ -47,11 +47,14 @@ impl StoreState {
             if entry.user != guess {
                 return Ok(Step::Retry); // given to someone else meanwhile: lock that user
             }
+            let own = contents.own();
             let header = Header {
-                expires_at: expiry::expires_at(&self.config, now, entry.header.created_at),
+                expires_at: Timeouts::of(&self.config, own)
+                    .expires_at(now, entry.header.created_at),
                 last_seen: now,
                 created_at: entry.header.created_at,
                 version: entry.header.version.wrapping_add(1),
+                own,
             };
             let record = contents.record(header);
             self.swap_digest(old, &entry, new, &record)?;
@@ -64,6 +67,7 @@ impl StoreState {
 
     /// The transaction of [`rotate`](Self::rotate). Caller holds both stripe locks.
     fn swap_digest(&self, old: &Digest, entry: &Entry, new: &Digest, record: &Entry) -> Result<()> {
+        self.upgrade_before_write()?;
         (&self.sessions, &self.expiry, &self.users).transaction(|(s, e, u)| {
             if s.get(old.0)?.as_ref() != Some(&entry.bytes) {
                 return Err(ConflictableTransactionError::Abort(Error::NotFound));

@@ -195,31 +195,55 @@ pub fn expiry_with_a_short_ttl<B: Backend>() {
     assert_eq!(server.store().len().expect("len"), 0);
 }
 
-/// The store's own idle timeout caps a longer framework lifetime (no sleeping: the store
-/// runs on a manual clock).
-pub fn store_idle_timeout_caps_the_framework_ttl<B: Backend>() {
+/// A framework lifetime longer than the store's timeouts ("remember me": 30 days idle,
+/// on a store with the default 30 minutes idle and 12 hours absolute) becomes the
+/// session's own lifetime: it outlives both store timeouts and dies when its own idle
+/// timeout passes (no sleeping: the store runs on a manual clock).
+pub fn framework_ttl_outlives_the_store_timeouts<B: Backend>() {
+    const DAY: Duration = Duration::from_secs(86_400);
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = ManualClock::new();
     let path = dir.path().join("s");
     let c = clock.clone();
-    let config = move || {
-        Config::new(&path)
-            .idle_timeout(Duration::from_secs(60))
-            .clock(c.clock())
-    };
-    let server = start::<B>(config, HOUR);
+    let config = move || Config::new(&path).clock(c.clock());
+    let server = start::<B>(config, 30 * DAY);
     let mut alice = server.client();
     ok(alice.post("/set/a/1"));
-    clock.advance(Duration::from_secs(40));
-    ok(alice.post("/set/a/2")); // activity moves the idle expiry
-    clock.advance(Duration::from_secs(40));
+    clock.advance(DAY);
     assert_eq!(
         value(&mut alice, "a"),
-        json!("2"),
-        "still inside the idle timeout"
+        json!("1"),
+        "past the store's 30 min and 12 h"
     );
-    clock.advance(Duration::from_secs(21));
-    assert_eq!(value(&mut alice, "a"), Value::Null, "idle timeout passed");
+    ok(alice.post("/set/a/2")); // activity moves the idle expiry
+    clock.advance(29 * DAY);
+    assert_eq!(value(&mut alice, "a"), json!("2"), "inside its own 30 days");
+    clock.advance(DAY + Duration::from_secs(1));
+    assert_eq!(
+        value(&mut alice, "a"),
+        Value::Null,
+        "its own idle timeout passed"
+    );
+}
+
+/// A framework lifetime shorter than the store's idle timeout ends the session early.
+pub fn short_framework_ttl_ends_the_session_early<B: Backend>() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new();
+    let path = dir.path().join("s");
+    let c = clock.clone();
+    let config = move || Config::new(&path).clock(c.clock());
+    let server = start::<B>(config, Duration::from_secs(120));
+    let mut alice = server.client();
+    ok(alice.post("/set/a/1"));
+    clock.advance(Duration::from_secs(100));
+    assert_eq!(value(&mut alice, "a"), json!("1"));
+    clock.advance(Duration::from_secs(30));
+    assert_eq!(
+        value(&mut alice, "a"),
+        Value::Null,
+        "dead after 2 min, not 30"
+    );
 }
 
 pub fn id_cycling<B: Backend>() {
@@ -375,8 +399,13 @@ macro_rules! conformance_suite {
                 suite::expiry_with_a_short_ttl::<$backend>();
             }
             #[test]
-            fn store_idle_timeout_caps_the_framework_ttl() {
-                suite::store_idle_timeout_caps_the_framework_ttl::<$backend>();
+            fn framework_ttl_outlives_the_store_timeouts() {
+                suite::framework_ttl_outlives_the_store_timeouts::<$backend>();
+            }
+
+            #[test]
+            fn short_framework_ttl_ends_the_session_early() {
+                suite::short_framework_ttl_ends_the_session_early::<$backend>();
             }
             #[test]
             fn id_cycling() {

@@ -6,7 +6,8 @@
 //!    "exported_at":1767225600000}`;
 //! 2. one line per stored session, live or expired, in storage order:
 //!    `{"key":"…","created_at":…,"last_seen":…,"expires_at":…,"version":…,"user":"alice"|null,
-//!    "values":{"cart":"…"}}`;
+//!    "values":{"cart":"…"}}`, plus `"idle_timeout_ms":…` and `"absolute_timeout_ms":…` for
+//!    a session with its own lifetime (store format 2; absent: the store's timeouts);
 //! 3. a trailer: `{"end":true,"sessions":N}`, so a truncated file is refused.
 //!
 //! `key` is the 32-byte storage digest of the token, and each value the stored bytes of
@@ -57,6 +58,11 @@ struct Line {
     version: u64,
     user: Option<String>,
     values: BTreeMap<String, String>,
+    /// The session's own timeouts (since store format 2); absent: the store's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    idle_timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    absolute_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -77,6 +83,8 @@ struct DumpFields<'a> {
     version: u64,
     user: Option<&'a str>,
     values: BTreeMap<&'a str, Vec<u8>>,
+    idle_timeout_ms: Option<u64>,
+    absolute_timeout_ms: Option<u64>,
 }
 
 impl Line {
@@ -93,6 +101,8 @@ impl Line {
                 .iter()
                 .map(|(k, v)| (k.clone(), URL_SAFE_NO_PAD.encode(v)))
                 .collect(),
+            idle_timeout_ms: dump.idle_timeout_ms,
+            absolute_timeout_ms: dump.absolute_timeout_ms,
         }
     }
 
@@ -112,6 +122,8 @@ impl Line {
             version: self.version,
             user: self.user.as_deref(),
             values,
+            idle_timeout_ms: self.idle_timeout_ms,
+            absolute_timeout_ms: self.absolute_timeout_ms,
         };
         let value = serde_json::to_value(&fields).map_err(|e| e.to_string())?;
         let dump: SessionDump = serde_json::from_value(value).map_err(|e| e.to_string())?;

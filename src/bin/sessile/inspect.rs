@@ -190,6 +190,9 @@ struct Summary {
     version: u64,
     keys: usize,
     value_bytes: u64,
+    /// The session's own timeouts in ms; `null`: the server's.
+    idle_timeout_ms: Option<u64>,
+    absolute_timeout_ms: Option<u64>,
 }
 
 impl Summary {
@@ -207,7 +210,27 @@ impl Summary {
             version: dump.version,
             keys: dump.values.len(),
             value_bytes: dump.values.values().map(|v| v.len() as u64).sum(),
+            idle_timeout_ms: dump.idle_timeout_ms,
+            absolute_timeout_ms: dump.absolute_timeout_ms,
         })
+    }
+
+    /// The session's own timeouts, e.g. `idle 30d, absolute 400d`, or `server's`.
+    fn timeouts(&self) -> String {
+        timeouts(self.idle_timeout_ms, self.absolute_timeout_ms)
+    }
+}
+
+/// A session's own timeouts for people: each that is set, or `server's` if none is.
+fn timeouts(idle: Option<u64>, absolute: Option<u64>) -> String {
+    let parts: Vec<String> = [("idle", idle), ("absolute", absolute)]
+        .into_iter()
+        .filter_map(|(what, ms)| ms.map(|ms| format!("{what} {}", fmt::duration(ms))))
+        .collect();
+    if parts.is_empty() {
+        "server's".to_owned()
+    } else {
+        parts.join(", ")
     }
 }
 
@@ -262,6 +285,7 @@ pub fn list(
                 },
                 r.keys.to_string(),
                 fmt::size(r.value_bytes),
+                r.timeouts(),
             ]
         })
         .collect();
@@ -276,8 +300,9 @@ pub fn list(
             "EXPIRES",
             "KEYS",
             "SIZE",
+            "TIMEOUTS",
         ],
-        &[Left, Left, Left, Right, Right, Right, Right],
+        &[Left, Left, Left, Right, Right, Right, Right, Left],
         &table,
     )?;
     Ok(OK)
@@ -351,6 +376,10 @@ pub fn show(
             ("last seen", at(dump.last_seen)),
             ("expires", at(dump.expires_at)),
             ("version", dump.version.to_string()),
+            (
+                "timeouts",
+                timeouts(dump.idle_timeout_ms, dump.absolute_timeout_ms),
+            ),
             (
                 "values",
                 format!("{} keys, {}", dump.values.len(), fmt::size(total)),

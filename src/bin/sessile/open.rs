@@ -28,11 +28,14 @@ pub enum Folder {
 ///   that expiry from its own timeouts, which this tool does not know; sessile's defaults
 ///   (30 minutes idle, 12 hours absolute) would otherwise make sessions of a server with
 ///   longer timeouts look expired, and `revoke --user` would leave them alive. The
-///   longest idle timeout a store accepts is at least as long as any server's.
+///   longest timeouts and ceilings a store accepts are at least as long as any server's,
+///   so sessions with their own lifetimes are judged by their stored expiry too.
 pub fn config(dir: &Path) -> Config {
     Config::new(dir)
         .cleanup_thread(false)
         .idle_timeout(sessile::MAX_TIMEOUT)
+        .max_idle_timeout(sessile::MAX_TIMEOUT)
+        .max_absolute_timeout(sessile::MAX_TIMEOUT)
         .no_absolute_timeout()
         .max_record_size(LARGEST_RECORD)
 }
