@@ -26,8 +26,9 @@ enum Expired {
 }
 
 /// Deletes every session whose indexed expiry is at or before now, walking the `expiry`
-/// tree in time order and stopping at the first entry in the future. Works in batches of
-/// `cleanup_batch` entries; no lock is held between entries, so foreground work goes on.
+/// tree in time order and stopping at the first entry in the future. Reads the index in
+/// batches of `cleanup_batch` entries; each session is deleted under its own stripe lock
+/// and no lock is held between sessions, so foreground work goes on.
 pub(crate) fn purge(shared: &StoreState) -> Result<usize> {
     let now = shared.now();
     let end = codec::expiry_key(now, &Digest([0xff; 32]));
@@ -46,21 +47,21 @@ pub(crate) fn purge(shared: &StoreState) -> Result<usize> {
         let Some(last) = batch.last() else { break };
         start = Bound::Excluded(last.to_vec());
         let full = batch.len() == shared.config.cleanup_batch;
-        let mut removals = sled::Batch::default();
         let mut stale = 0;
         for key in &batch {
             let outcome = match codec::parse_expiry_key(key) {
                 Some((expires_at, digest)) => expire_one(shared, &digest, expires_at)?,
-                None => Expired::Stale,
+                None => {
+                    shared.expiry.remove(key)?;
+                    Expired::Stale
+                }
             };
             match outcome {
                 Expired::Purged => purged += 1,
                 Expired::Stale => stale += 1,
-                Expired::NotYet => continue,
+                Expired::NotYet => {}
             }
-            removals.remove(key);
         }
-        shared.expiry.apply_batch(removals)?;
         Counters::add(&shared.counters.stale_index_entries_removed, stale);
         if !full {
             break;
@@ -77,20 +78,23 @@ pub(crate) fn purge(shared: &StoreState) -> Result<usize> {
 /// Deletes the record of `digest` if its stored expiry is still `expires_at` (a session
 /// refreshed since the index entry was written survives) and that time has come by the
 /// clock read under the stripe lock (a clock stepped back since the pass began spares
-/// the session).
+/// the session). The entry goes with the record, or alone if stale, always under the
+/// stripe lock: removed later, it could take the entry of a record written meanwhile
+/// with the same expiry (a restore), breaking invariant I1.
 fn expire_one(shared: &StoreState, digest: &Digest, expires_at: u64) -> Result<Expired> {
     let user = {
         let held = shared.locks.stripe(digest)?;
-        let Some(old) = shared.record_locked(digest, &held)? else {
+        let old = shared.record_locked(digest, &held)?;
+        let Some(old) = old.filter(|e| e.header.expires_at == expires_at) else {
+            shared
+                .expiry
+                .remove(codec::expiry_key(expires_at, digest))?;
             return Ok(Expired::Stale);
         };
-        if old.header.expires_at != expires_at {
-            return Ok(Expired::Stale);
-        }
         if expires_at > shared.now() {
             return Ok(Expired::NotYet);
         }
-        if shared.delete_record(digest, &old, false, &held)? == Swap::Conflict {
+        if shared.delete_record(digest, &old, &held)? == Swap::Conflict {
             return Ok(Expired::NotYet);
         }
         old.user.clone()
@@ -133,7 +137,8 @@ impl CleanupThread {
         let _ = self.wake.try_send(());
     }
 
-    /// Signals the thread and waits for it to finish its current batch and exit.
+    /// Signals the thread and waits for it to exit. A pass in progress runs to its end
+    /// first (the signal is seen between passes).
     pub(crate) fn stop(self) {
         let _ = self.stop.try_send(());
         if self.handle.join().is_err() {

@@ -134,7 +134,8 @@ impl Store {
     /// # Errors
     ///
     /// [`Error::Corrupt`] for a malformed key; [`Error::TooLarge`] if the record is over
-    /// this store's limits; [`Error::Storage`] on a storage failure.
+    /// this store's limits; [`Error::WriteInsideUpdate`] inside an
+    /// [`update`](Store::update) closure; [`Error::Storage`] on a storage failure.
     pub fn restore(&self, dump: &SessionDump) -> Result<()> {
         let digest = parse_key(&dump.key)?;
         let data: Data = dump

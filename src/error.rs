@@ -130,11 +130,12 @@ pub enum Error {
     Contended,
 
     /// A method that writes was called from inside an [`update`](crate::Store::update)
-    /// closure of the same store. It was refused instead of waiting for the lock the
-    /// closure's caller holds; make the write after `update` returns.
+    /// closure (of this store or another sessile store). It was refused instead of waiting
+    /// for a lock that the closure's caller, or an update on another thread, holds; make
+    /// the write after `update` returns.
     #[error(
-        "a write to the session store was made inside an `update` closure of the same \
-         store; make it after `update` returns"
+        "a write to a session store was made inside an `update` closure; \
+         make it after `update` returns"
     )]
     WriteInsideUpdate,
 }

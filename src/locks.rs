@@ -3,11 +3,13 @@
 //!
 //! Lock order, everywhere: at most one user lock, then at most two stripe locks (two only
 //! for a rotation, taken in stripe order). Nothing waits for a user lock while it holds a
-//! stripe lock, and nothing waits for a lock while it runs an `update` closure: every
-//! blocking acquisition goes through [`Locks::stripe`], [`Locks::stripe_pair`] or
-//! [`Locks::user`], which refuse with [`Error::WriteInsideUpdate`] on a thread that is
-//! inside a closure of the same store. Readers never wait: they use
-//! [`Locks::try_stripe`] and fall back to an unlocked read when the stripe is busy.
+//! stripe lock (it may try one: [`Locks::try_user`]), and nothing waits for a lock while
+//! it runs an `update` closure: every blocking acquisition goes through [`Locks::stripe`],
+//! [`Locks::stripe_pair`] or [`Locks::user`], which refuse with
+//! [`Error::WriteInsideUpdate`] on a thread that is inside an `update` closure of any
+//! store (two stores whose closures write to each other would otherwise deadlock).
+//! Readers never wait: they use [`Locks::try_stripe`] and fall back to an unlocked read
+//! when the stripe is busy.
 //!
 //! What each lock protects:
 //! - a **stripe lock** serializes every write to the records of its digests (and keeps the
@@ -16,7 +18,7 @@
 //!   session lives on (a rotation to a new digest, a save that gives it to another user),
 //!   and by whatever must see a user's set stand still (revoke-all, the per-user cap).
 
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::hash::{BuildHasher, RandomState};
 
 use parking_lot::{Mutex, MutexGuard};
@@ -28,9 +30,8 @@ const STRIPES: usize = 1024;
 const USER_STRIPES: usize = 256;
 
 thread_local! {
-    /// The stores (by the address of their [`Locks`]) whose `update` closure this thread
-    /// is running, innermost last.
-    static IN_UPDATE: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+    /// How many `update` closures (of any store) this thread is running, nested.
+    static IN_UPDATE: Cell<usize> = const { Cell::new(0) };
 }
 
 /// Every lock of one open store.
@@ -75,7 +76,8 @@ impl Locks {
         self.stripes[Self::stripe_of(digest)].try_lock()
     }
 
-    /// Locks two digests in stripe order, once if they share a stripe.
+    /// Locks two digests in stripe order (no deadlock), once if they share a stripe.
+    /// Returns `a`'s guard, and `b`'s if it is another stripe.
     ///
     /// # Errors
     ///
@@ -90,9 +92,13 @@ impl Locks {
         if sa == sb {
             return Ok((self.stripes[sa].lock(), None));
         }
-        let (first, second) = (sa.min(sb), sa.max(sb));
-        let first = self.stripes[first].lock();
-        Ok((first, Some(self.stripes[second].lock())))
+        if sa < sb {
+            let first = self.stripes[sa].lock();
+            Ok((first, Some(self.stripes[sb].lock())))
+        } else {
+            let first = self.stripes[sb].lock();
+            Ok((self.stripes[sa].lock(), Some(first)))
+        }
     }
 
     /// Waits for the lock of `user`'s set of sessions. Take it before any stripe lock, and
@@ -103,26 +109,28 @@ impl Locks {
     /// [`Error::WriteInsideUpdate`] as for [`stripe`](Self::stripe).
     pub(crate) fn user(&self, user: &str) -> Result<UserGuard<'_>> {
         self.refuse_inside_update()?;
-        let n = usize::try_from(self.user_hasher.hash_one(user) % USER_STRIPES as u64)
-            .unwrap_or_default();
-        Ok(self.users[n].lock())
+        Ok(self.users[self.user_stripe(user)].lock())
     }
 
-    /// Marks this thread as running an `update` closure of this store until the returned
-    /// guard is dropped (also when the closure panics).
+    /// The lock of `user`'s set if it is free right now: the one way to get a user lock
+    /// while holding a stripe lock, since it never waits.
+    pub(crate) fn try_user(&self, user: &str) -> Option<UserGuard<'_>> {
+        self.users[self.user_stripe(user)].try_lock()
+    }
+
+    fn user_stripe(&self, user: &str) -> usize {
+        usize::try_from(self.user_hasher.hash_one(user) % USER_STRIPES as u64).unwrap_or_default()
+    }
+
+    /// Marks this thread as running an `update` closure until the returned guard is
+    /// dropped (also when the closure panics).
     pub(crate) fn enter_update(&self) -> InUpdate {
-        let id = self.id();
-        IN_UPDATE.with(|s| s.borrow_mut().push(id));
-        InUpdate { id }
-    }
-
-    fn id(&self) -> usize {
-        std::ptr::from_ref(self) as usize
+        IN_UPDATE.with(|depth| depth.set(depth.get() + 1));
+        InUpdate(())
     }
 
     fn refuse_inside_update(&self) -> Result<()> {
-        let id = self.id();
-        if IN_UPDATE.with(|s| s.borrow().contains(&id)) {
+        if IN_UPDATE.with(Cell::get) > 0 {
             return Err(Error::WriteInsideUpdate);
         }
         Ok(())
@@ -130,18 +138,11 @@ impl Locks {
 }
 
 /// Dropped when an `update` closure returns or unwinds.
-pub(crate) struct InUpdate {
-    id: usize,
-}
+pub(crate) struct InUpdate(());
 
 impl Drop for InUpdate {
     fn drop(&mut self) {
-        IN_UPDATE.with(|s| {
-            let mut s = s.borrow_mut();
-            if let Some(at) = s.iter().rposition(|id| *id == self.id) {
-                s.remove(at);
-            }
-        });
+        IN_UPDATE.with(|depth| depth.set(depth.get().saturating_sub(1)));
     }
 }
 
@@ -150,17 +151,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn blocking_locks_are_refused_inside_an_update_of_the_same_store_only() {
+    fn blocking_locks_are_refused_inside_an_update_of_any_store() {
         let (a, b) = (Locks::new(), Locks::new());
         let d = Digest([1; 32]);
         {
             let _inside = a.enter_update();
             assert!(matches!(a.stripe(&d), Err(Error::WriteInsideUpdate)));
             assert!(matches!(a.user("u"), Err(Error::WriteInsideUpdate)));
+            assert!(matches!(b.stripe(&d), Err(Error::WriteInsideUpdate)));
             assert!(a.try_stripe(&d).is_some());
-            assert!(b.stripe(&d).is_ok());
         }
         assert!(a.stripe(&d).is_ok());
+        assert!(b.stripe(&d).is_ok());
+    }
+
+    #[test]
+    fn a_pair_returns_each_digests_guard() {
+        let locks = Locks::new();
+        let (lo, hi) = (Digest([1; 32]), Digest([9; 32]));
+        for (a, b) in [(lo, hi), (hi, lo)] {
+            let (ga, gb) = locks.stripe_pair(&a, &b).expect("lock");
+            assert!(gb.is_some());
+            drop(ga);
+            assert!(locks.try_stripe(&a).is_some(), "the first guard is a's");
+            assert!(locks.try_stripe(&b).is_none());
+        }
     }
 
     #[test]

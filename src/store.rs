@@ -195,6 +195,7 @@ impl Store {
     ///   brings a session back;
     /// - [`Error::TooLarge`] if the record or the user name is over its limit (nothing is
     ///   written);
+    /// - [`Error::WriteInsideUpdate`] inside an [`update`](Self::update) closure;
     /// - [`Error::Storage`] on a storage failure.
     pub fn save(&self, session: &Session) -> Result<()> {
         let state = &self.state;
@@ -218,7 +219,8 @@ impl Store {
     ///
     /// # Errors
     ///
-    /// [`Error::Storage`] on a storage failure.
+    /// [`Error::Storage`] on a storage failure; [`Error::WriteInsideUpdate`] inside an
+    /// [`update`](Self::update) closure when a write is needed.
     pub fn touch(&self, id: &SessionId) -> Result<bool> {
         let state = &self.state;
         let digest = id.digest();
@@ -245,7 +247,7 @@ impl Store {
     /// [`len`](Self::len), [`stats`](Self::stats) and the other read-only methods never
     /// wait for a lock, so they cannot deadlock with this update or with updates on other
     /// threads. A read of the session being updated sees the stored version, without
-    /// `f`'s changes. Writes to the same store inside `f` (`save`, `touch`, `create`,
+    /// `f`'s changes. Writes to any sessile store inside `f` (`save`, `touch`, `create`,
     /// `destroy`, a nested `update`, ...) fail at once with [`Error::WriteInsideUpdate`]
     /// instead of waiting: do them after `update` returns (a `touch` that needs no write
     /// still answers). Do not make `f` wait for
@@ -280,7 +282,10 @@ impl Store {
     /// - [`Error::TooLarge`] if the changed record is over its limit (nothing is written);
     /// - [`Error::NotFound`] if the session expired while `f` ran (nothing is written);
     /// - [`Error::WriteInsideUpdate`] if this call itself is made inside an `update`
-    ///   closure of the same store;
+    ///   closure;
+    /// - [`Error::Contended`] if `f` gave the session to another user while a revoke-all
+    ///   or cap of its previous user was running, and the session was written meanwhile
+    ///   (`f` is not run twice; nothing is written);
     /// - [`Error::Storage`] on a storage failure.
     pub fn update<R>(
         &self,
@@ -314,7 +319,8 @@ impl Store {
     ///
     /// # Errors
     ///
-    /// [`Error::Storage`] on a storage failure.
+    /// [`Error::Storage`] on a storage failure; [`Error::WriteInsideUpdate`] inside an
+    /// [`update`](Self::update) closure.
     pub fn purge_expired(&self) -> Result<usize> {
         cleanup::purge(&self.state)
     }

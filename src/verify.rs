@@ -65,7 +65,9 @@ impl Store {
     ///
     /// # Errors
     ///
-    /// [`Error::Storage`](crate::Error::Storage) on a storage failure.
+    /// [`Error::Storage`](crate::Error::Storage) on a storage failure;
+    /// [`Error::WriteInsideUpdate`](crate::Error::WriteInsideUpdate) for a repair inside an
+    /// [`update`](Store::update) closure.
     pub fn verify(&self, repair: bool) -> Result<VerifyReport> {
         let sh = &self.state;
         let now = sh.now();

@@ -215,7 +215,7 @@ fn a_refused_open_is_quick_and_leaves_the_folder_openable() {
     let store = config(&path, &clock).open().expect("open");
     let id = store.create().expect("create").id().clone();
     drop(store);
-    set_format(&path, 2);
+    set_format(&path, 3);
     let timed = || {
         let start = Instant::now();
         let r = config(&path, &clock).open().map(|_| ());
@@ -226,8 +226,8 @@ fn a_refused_open_is_quick_and_leaves_the_folder_openable() {
     println!("refused open took {first_took:?}, then {second_took:?}: {first:?} / {second:?}");
     for r in [&first, &second] {
         assert!(
-            matches!(r, Err(Error::UnsupportedFormat { found: 2, .. })),
-            "open of a format-2 store right after a refused one: {r:?}"
+            matches!(r, Err(Error::UnsupportedFormat { found: 3, .. })),
+            "open of a format-3 store right after a refused one: {r:?}"
         );
     }
     {
@@ -236,11 +236,11 @@ fn a_refused_open_is_quick_and_leaves_the_folder_openable() {
         let format = meta.get("format").expect("get").map(|v| v.to_vec());
         assert_eq!(
             format,
-            Some(2u32.to_be_bytes().to_vec()),
+            Some(3u32.to_be_bytes().to_vec()),
             "the refused store was changed"
         );
     }
-    set_format(&path, 1);
+    set_format(&path, 2);
     let store = config(&path, &clock)
         .open()
         .expect("open after the format is put back");
@@ -286,8 +286,8 @@ fn garbled() -> Garbled {
     let tree = db.open_tree("sessions").expect("tree");
     let key = digest_of(&db, &victim.handle());
     let mut bytes = tree.get(&key).expect("get").expect("present").to_vec();
-    let payload = 35 + usize::from(u16::from_be_bytes([bytes[33], bytes[34]]));
-    assert_eq!(&bytes[35..payload], b"mallory", "layout as in codec.rs");
+    let payload = 51 + usize::from(u16::from_be_bytes([bytes[49], bytes[50]]));
+    assert_eq!(&bytes[51..payload], b"mallory", "layout as in codec.rs");
     bytes[payload] = 0xFD;
     bytes[payload + 1..payload + 9].fill(0xFF);
     tree.insert(&key, bytes.clone()).expect("insert");

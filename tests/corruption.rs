@@ -73,15 +73,16 @@ fn a_garbled_record_is_quarantined_and_the_rest_survive() {
         ("truncated header", |b| b.truncate(10)),
         ("unknown format", |b| b[0] = 0x7f),
         ("huge length prefix", |b| {
-            let user_len = usize::from(u16::from_be_bytes([b[33], b[34]]));
-            b.truncate(35 + user_len);
+            // Format 2: the user length is at 49..51 (see ARCHITECTURE.md).
+            let user_len = usize::from(u16::from_be_bytes([b[49], b[50]]));
+            b.truncate(51 + user_len);
             b.push(0xFD);
             b.extend_from_slice(&(1u64 << 60).to_le_bytes());
         }),
         ("trailing garbage", |b| b.extend_from_slice(b"garbage")),
         ("user length", |b| {
-            b[33] = 0xFF;
-            b[34] = 0x00;
+            b[49] = 0xFF;
+            b[50] = 0x00;
         }),
         ("payload cut short", |b| {
             let n = b.len();

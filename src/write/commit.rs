@@ -66,6 +66,10 @@ pub(crate) enum Change {
     /// Only the times: the expiry moves, user, values and lifetime stay.
     Touch,
     /// The times, with a new lifetime for the session (an adapter's framework TTL).
+    #[cfg_attr(
+        not(feature = "actix"),
+        allow(dead_code, reason = "only actix renews a TTL without a save")
+    )]
     TouchWith(OwnTimeouts),
     /// User, values and lifetime are replaced (and the times move).
     Replace(Contents),
@@ -238,47 +242,59 @@ impl StoreState {
     /// Runs `f` on the live session `id` with its record locked, then commits what `f`
     /// left in the session. `None` if the session is not live (then `f` does not run).
     ///
-    /// While `f` runs, this thread holds the session's stripe lock (and, if it has a user,
-    /// that user's lock, since `f` may give it to someone else): reads inside `f` work
-    /// (they never wait for a lock), writes to the same store fail with
-    /// [`Error::WriteInsideUpdate`] instead of waiting.
+    /// While `f` runs, this thread holds the session's stripe lock and nothing else:
+    /// reads inside `f` work (they never wait for a lock), writes fail with
+    /// [`Error::WriteInsideUpdate`] instead of waiting. If `f` gave the session to another
+    /// user, the commit needs the previous user's lock (see [`crate::write::revoke`]): it
+    /// is tried without waiting; if a revoke or cap holds it, the stripe is released, the
+    /// user lock awaited, and the result committed only if the record is still the one
+    /// `f` saw (a session revoked meanwhile stays revoked: [`Error::NotFound`]).
     pub(crate) fn update_with<R>(
         &self,
         id: &SessionId,
         f: impl FnOnce(&mut crate::Session) -> R,
     ) -> Result<Option<R>> {
         let digest = id.digest();
-        let mut f = Some(f);
-        let outcome = self.locked_write(
-            &digest,
-            |old| old.user.is_some(),
-            |old, held| {
-                let Some(old) =
-                    old.filter(|e| expiry::is_live(&self.config, &e.header, self.now()))
-                else {
-                    return Ok(Step::Done(None));
-                };
-                // `f` runs once: a retry after it ran would run it twice.
-                let f = f.take().ok_or(Error::Contended)?;
-                let mut session = self.session(id.clone(), digest, old);
-                let result = {
-                    let _inside = self.locks.enter_update();
-                    f(&mut session)
-                };
-                let contents = Contents::new(self, session.user, session.data, session.lifetime)?;
-                let change = Change::Replace(contents);
-                match self.commit_locked(&digest, &change, Some(old), held)? {
-                    Step::Done((Committed::Written | Committed::Unchanged, assigned)) => {
-                        Ok(Step::Done(Some((result, assigned))))
-                    }
-                    // It expired while `f` ran.
-                    Step::Done((Committed::Gone, _)) => Err(Error::NotFound),
-                    Step::Retry => Err(Error::Contended),
+        // The locks are released at the end of this block, before the cap.
+        let (result, step) = {
+            let held = self.locks.stripe(&digest)?;
+            let now = self.now();
+            let Some(old) = self
+                .record_locked(&digest, &held)?
+                .filter(|e| expiry::is_live(&self.config, &e.header, now))
+            else {
+                return Ok(None);
+            };
+            let mut session = self.session(id.clone(), digest, &old);
+            let result = {
+                let _inside = self.locks.enter_update();
+                f(&mut session)
+            };
+            let contents = Contents::new(self, session.user, session.data, session.lifetime)?;
+            let change = Change::Replace(contents);
+            let leaving = old.user.as_deref().filter(|_| change.moves_out(&old));
+            let step = match leaving.map(|user| (user, self.locks.try_user(user))) {
+                None | Some((_, Some(_))) => {
+                    self.commit_locked(&digest, &change, Some(&old), &held)?
                 }
-            },
-        )?;
-        let Some((result, assigned)) = outcome else {
-            return Ok(None);
+                Some((user, None)) => {
+                    drop(held);
+                    let _user = self.locks.user(user)?;
+                    let held = self.locks.stripe(&digest)?;
+                    match self.record_locked(&digest, &held)? {
+                        None => return Err(Error::NotFound),
+                        Some(now) if now.bytes != old.bytes => return Err(Error::Contended),
+                        Some(now) => self.commit_locked(&digest, &change, Some(&now), &held)?,
+                    }
+                }
+            };
+            (result, step)
+        };
+        let assigned = match step {
+            Step::Done((Committed::Written | Committed::Unchanged, assigned)) => assigned,
+            // It expired while `f` ran.
+            Step::Done((Committed::Gone, _)) => return Err(Error::NotFound),
+            Step::Retry => return Err(Error::Contended),
         };
         if let Some(user) = assigned {
             self.enforce_user_limit(&user, &digest)?;
@@ -301,6 +317,7 @@ impl StoreState {
 
     /// [`touch_plan`](Self::touch_plan) from the cache alone (no I/O, for async callers):
     /// `None` if the session is not cached.
+    #[cfg(feature = "actix")]
     pub(crate) fn touch_plan_cached(
         &self,
         digest: &Digest,

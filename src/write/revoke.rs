@@ -56,7 +56,7 @@ impl StoreState {
             if !condition(&old, now) {
                 return Ok(Step::Done((Destroyed::Kept, None)));
             }
-            if self.delete_record(digest, &old, true, &held)? == Swap::Conflict {
+            if self.delete_record(digest, &old, &held)? == Swap::Conflict {
                 return Ok(Step::Retry);
             }
             let outcome = if expiry::is_live(&self.config, &old.header, now) {

@@ -36,7 +36,7 @@ impl StoreState {
         retrying(|| {
             let guess = self.current_user(old)?;
             let _user = guess.as_deref().map(|u| self.locks.user(u)).transpose()?;
-            let (held, _second) = self.locks.stripe_pair(old, new)?;
+            let (held, held_new) = self.locks.stripe_pair(old, new)?;
             let now = self.now();
             let Some(entry) = self
                 .record_locked(old, &held)?
@@ -60,7 +60,8 @@ impl StoreState {
             self.swap_digest(old, &entry, new, &record)?;
             self.cache.remove(old, &held);
             let previous_user = entry.user.clone();
-            self.cache.put(*new, Arc::new(record), &held);
+            self.cache
+                .put(*new, Arc::new(record), held_new.as_ref().unwrap_or(&held));
             Ok(Step::Done((header, previous_user)))
         })
     }
