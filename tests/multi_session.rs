@@ -337,3 +337,35 @@ fn user_limit_holds_under_saves_rotations_and_revocations() {
     }
     check(&format!("user limit {N} under mixed races"), &failed, total);
 }
+
+/// A restore racing the cleanup of the same expired records: every record left on disk
+/// keeps its expiry index entry (invariant I1), so the cleanup will find it.
+#[test]
+fn restores_racing_a_purge_keep_every_record_indexed() {
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new();
+    let store = Config::new(dir.path().join("store"))
+        .cleanup_thread(false)
+        .cleanup_batch(64)
+        .clock(clock.clock())
+        .open()
+        .expect("open");
+    for _ in 0..2_000 {
+        store.create().expect("create");
+    }
+    let dumps: Vec<_> = store.dump().collect::<Result<_, _>>().expect("dump");
+    clock.advance(Duration::from_secs(3_600)); // all expired
+    std::thread::scope(|s| {
+        let restorer = s.spawn(|| {
+            for d in &dumps {
+                store.restore(d).expect("restore");
+            }
+        });
+        store.purge_expired().expect("purge");
+        restorer.join().expect("restorer");
+    });
+    let report = store.verify(false).expect("verify");
+    assert!(report.is_consistent(), "{report:?}");
+}

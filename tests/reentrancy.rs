@@ -238,3 +238,70 @@ fn crossed_updates_saving_each_others_session_do_not_deadlock() {
         "every nested save was refused, none hung"
     );
 }
+
+/// Two stores whose update closures write to each other: each closure's write is refused
+/// at once instead of waiting for the stripe the other update holds.
+#[test]
+fn crossed_updates_on_two_stores_do_not_deadlock() {
+    let (dx, dy) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let (x, y) = (open(dx.path(), None), open(dy.path(), None));
+    let (a, b) = (x.create().expect("a"), y.create().expect("b"));
+    for round in 0..50 {
+        let barrier = Arc::new(Barrier::new(2));
+        let run = |mine: &Store, id: &Session, other: &Store, theirs: &Session| {
+            let (mine, other, barrier) = (mine.clone(), other.clone(), Arc::clone(&barrier));
+            let (id, theirs) = (id.id().clone(), theirs.clone());
+            within(TIMEOUT, move || {
+                barrier.wait();
+                mine.update(&id, |_| other.save(&theirs))
+            })
+        };
+        let (one, two) = std::thread::scope(|s| {
+            let one = s.spawn(|| run(&x, &a, &y, &b));
+            let two = s.spawn(|| run(&y, &b, &x, &a));
+            (one.join().expect("join"), two.join().expect("join"))
+        });
+        for got in [one, two] {
+            let got = got.unwrap_or_else(|e| panic!("round {round}: {e}"));
+            assert!(
+                matches!(got, Ok(Some(Err(Error::WriteInsideUpdate)))),
+                "round {round}: {got:?}"
+            );
+        }
+    }
+}
+
+/// An update whose closure runs for a while holds only its session's stripe: revokes of
+/// other users (some of whom share the user lock stripe of the session's user) finish
+/// while it runs.
+#[test]
+fn a_running_update_does_not_hold_up_revokes_of_other_users() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(dir.path(), None);
+    let mut s = store.create().expect("create");
+    s.set_user(Some("u"));
+    store.save(&s).expect("save");
+    let outcome = within(Duration::from_secs(20), {
+        let store = store.clone();
+        move || {
+            store.update(s.id(), |_| {
+                // 600 users over 256 user-lock stripes: several share u's.
+                let revoker = store.clone();
+                within(Duration::from_secs(10), move || {
+                    (0..600)
+                        .map(|i| revoker.destroy_user(&format!("other{i}"), None))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+            })
+        }
+    });
+    let inner = outcome
+        .expect("the update returned")
+        .expect("update")
+        .expect("live");
+    let revoked = inner.expect("the revokes finished while the update ran");
+    assert!(revoked.expect("revokes").iter().all(|n| *n == 0));
+}
