@@ -14,7 +14,8 @@
 //! Routes (all JSON):
 //! - `GET /` -> `{"user": null | "name", "visits": N}`, N counting the loads of `/` in
 //!   this session;
-//! - `POST /login` with form field `user` -> new session ID, user set;
+//! - `POST /login` with form fields `user` and, optionally, `remember=on` -> new session
+//!   ID, user set; a remembered login idles out after 30 days instead of 30 minutes;
 //! - `POST /logout` -> the session is destroyed;
 //! - `GET /devices` -> the user's sessions (handles and times);
 //! - `POST /logout-others` -> destroys the user's other sessions.
@@ -90,7 +91,14 @@ async fn index(session: Session) -> Result<Json<Value>, AppError> {
 #[derive(Deserialize)]
 struct Login {
     user: String,
+    /// The "remember me" checkbox: `on` when ticked, absent otherwise.
+    remember: Option<String>,
 }
+
+/// How long a "remember me" login lasts without activity. The store's default idle
+/// timeout (30 minutes) does not cut it: the adapter makes it the session's own lifetime,
+/// within the store's ceilings (`Config::max_idle_timeout`, 90 days by default).
+const REMEMBERED: Duration = Duration::days(30);
 
 /// `POST /login`: a fresh session ID (against session fixation), then the user.
 async fn login(session: Session, Form(form): Form<Login>) -> Result<Response, AppError> {
@@ -101,8 +109,13 @@ async fn login(session: Session, Form(form): Form<Login>) -> Result<Response, Ap
     }
     session.cycle_id().await?;
     session.insert(USER_KEY, user).await?;
+    let remembered = form.remember.as_deref() == Some("on");
+    if remembered {
+        session.set_expiry(Some(Expiry::OnInactivity(REMEMBERED)));
+    }
     let visits = session.get::<u64>(VISITS).await?.unwrap_or(0);
-    Ok(Json(json!({ "user": user, "visits": visits })).into_response())
+    let body = json!({ "user": user, "visits": visits, "remembered": remembered });
+    Ok(Json(body).into_response())
 }
 
 /// `POST /logout`: `flush` deletes the record; `clear` would keep an empty one.

@@ -173,10 +173,27 @@ fn sessions_survive_a_sigterm_restart_of_the_example_server() {
     );
 
     let mut phone = Client::new(server.addr);
-    assert_eq!(phone.post_form("/login", "user=alice").status, 200);
+    let remembered = phone.post_form("/login", "user=alice&remember=on");
+    assert_eq!(
+        remembered.json()["remembered"],
+        json!(true),
+        "{remembered:?}"
+    );
     let devices = laptop.get("/devices").json();
     let list = devices["devices"].as_array().expect("a list");
     assert_eq!(list.len(), 2, "{devices}");
+    // "Remember me" idles out after 30 days, the laptop's login after 30 minutes.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    let mut left: Vec<u64> = list
+        .iter()
+        .map(|d| d["expires_at"].as_u64().expect("seconds") - now)
+        .collect();
+    left.sort_unstable();
+    assert!(left[0] <= 30 * 60, "{devices}");
+    assert!(left[1] > 29 * 86_400, "{devices}");
     assert_eq!(
         list.iter().filter(|d| d["current"] == json!(true)).count(),
         1

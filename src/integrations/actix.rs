@@ -39,8 +39,11 @@
 //! - `update_ttl` is a touch: it writes nothing unless the expiry moves by more than the
 //!   touch granularity.
 //! - `delete` is flushed to disk before it returns.
-//! - The TTL actix passes is honoured, capped by the store's idle timeout (from the last
-//!   write) and absolute timeout (from creation).
+//! - The TTL actix passes (`session_ttl`) becomes the session's own idle timeout, within
+//!   the store's ceilings ([`Config::max_idle_timeout`](crate::Config::max_idle_timeout));
+//!   a TTL longer than the store's absolute timeout also lifts the session's absolute
+//!   timeout to its ceiling. `Duration::MAX` ("never") is cut to the ceilings; a TTL of
+//!   zero or less deletes the session.
 //! - Reads served from sessile's cache run in place; every read that may touch the disk,
 //!   every write and every flush runs on tokio's blocking pool, never on the actix worker.
 //!

@@ -27,14 +27,24 @@
 //!
 //! # What the store guarantees
 //!
-//! - `create` never overwrites a stored record: if the record key of the new
-//!   [`Id`] is taken, it picks another `Id`.
+//! - `create` always draws a fresh [`Id`], whatever ID the record arrives with (after
+//!   `Session::flush`, tower-sessions calls `create` with the logged-out ID), and never
+//!   overwrites a stored record.
 //! - `load` never returns an expired session, even before the cleanup thread has run.
 //! - `save` of a session that was deleted meanwhile (logged out by a concurrent request,
 //!   expired) writes nothing: a logged-out session is never brought back.
-//! - The record's `expiry_date` is honoured, capped by the store's idle timeout (from the
-//!   last write) and absolute timeout (from creation). Configure the [`Store`]'s idle
-//!   timeout at least as long as tower-sessions' expiry if tower's should decide alone.
+//! - The record's `expiry_date` becomes the session's own lifetime: an idle timeout
+//!   reaching from the save to `expiry_date`, within the store's ceilings
+//!   ([`Config::max_idle_timeout`](crate::Config::max_idle_timeout)). So
+//!   `Expiry::OnInactivity(d)` idles out after `d` (renewed by each save), `AtDateTime(t)`
+//!   ends at `t`, and `OnSessionEnd` (tower's 2-week record expiry) after 2 weeks without
+//!   a save, whatever the store's default idle timeout. When that lifetime is longer than
+//!   the store's absolute timeout, the session's absolute timeout becomes the ceiling
+//!   ([`Config::max_absolute_timeout`](crate::Config::max_absolute_timeout)), since tower
+//!   has none; otherwise the store's applies. A record whose `expiry_date` has passed is
+//!   deleted. Note that a `SessionManagerLayer` without `with_expiry` (or with
+//!   `OnSessionEnd`) asks for 2 weeks: set `with_expiry(Expiry::OnInactivity(..))` as the
+//!   examples do, or lower the store's `max_idle_timeout`, to keep sessions shorter.
 //! - With `with_always_save(true)`, a save whose data is unchanged and whose expiry moves
 //!   by less than the touch granularity writes nothing, so rolling sessions cost no disk
 //!   writes on every request.
