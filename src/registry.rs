@@ -16,6 +16,9 @@ static OPEN: Mutex<Vec<PathBuf>> = parking_lot::const_mutex(Vec::new());
 
 /// How long to wait for a lock left behind by a store of this process that was dropped.
 const LINGER: Duration = Duration::from_secs(3);
+/// How long an open waits for a lock that may be a just-dropped handle's before it
+/// reports the folder as locked.
+pub(crate) const OPEN_LINGER: Duration = Duration::from_secs(1);
 
 /// Marks a folder as open in this process until dropped.
 #[derive(Debug)]
@@ -55,14 +58,16 @@ impl Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         if self.opened {
-            wait_for_unlock(&self.path.join("db"));
+            wait_for_unlock(&self.path.join("db"), LINGER);
         }
         OPEN.lock().retain(|p| *p != self.path);
     }
 }
 
-/// Waits until no one holds the exclusive lock on `file`, for at most [`LINGER`].
-fn wait_for_unlock(file: &Path) {
+/// Waits until no one holds the exclusive lock on `file`, for at most `limit`. Also
+/// used before reporting a folder as locked: the holder may be a sled handle of this
+/// process that was just dropped (sled lets go of the lock a moment later).
+pub(crate) fn wait_for_unlock(file: &Path, limit: Duration) {
     let Ok(f) = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -70,7 +75,7 @@ fn wait_for_unlock(file: &Path) {
     else {
         return;
     };
-    let deadline = Instant::now() + LINGER;
+    let deadline = Instant::now() + limit;
     loop {
         match f.try_lock() {
             // Dropping `f` releases the probe lock.

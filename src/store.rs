@@ -95,11 +95,18 @@ impl Store {
         let path = config.path.clone();
         prepare_folder(&path)?;
         let registration = Registration::new(&path)?;
-        let db = sled::Config::new()
+        let sled_config = sled::Config::new()
             .path(&path)
-            .cache_capacity(config.storage_cache_bytes)
-            .open()
-            .map_err(|e| open_error(e, &path))?;
+            .cache_capacity(config.storage_cache_bytes);
+        let db = match sled_config.open().map_err(|e| open_error(e, &path)) {
+            // No store of this process has the folder (the registration says so), but a
+            // sled handle dropped a moment ago may still hold its lock: wait, once.
+            Err(Error::Locked { .. }) => {
+                crate::registry::wait_for_unlock(&path.join("db"), crate::registry::OPEN_LINGER);
+                sled_config.open().map_err(|e| open_error(e, &path))?
+            }
+            other => other?,
+        };
         let registration = registration.opened();
         let format = match check_format(&db, &path) {
             Ok(format) => format,
