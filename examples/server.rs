@@ -28,8 +28,9 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
@@ -60,13 +61,14 @@ async fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
 
     let sessions = SessionManagerLayer::new(store.clone())
         .with_signed(key)
-        .with_expiry(Expiry::OnInactivity(Duration::minutes(30)));
+        .with_expiry(ORDINARY);
     let app = Router::new()
         .route("/", get(index))
         .route("/login", post(login))
         .route("/logout", post(logout))
         .route("/devices", get(devices))
         .route("/logout-others", post(logout_others))
+        .layer(axum::middleware::from_fn(keep_remembered))
         .layer(sessions)
         .with_state(store.clone());
 
@@ -95,10 +97,25 @@ struct Login {
     remember: Option<String>,
 }
 
+/// How long an ordinary session lasts without activity.
+const ORDINARY: Expiry = Expiry::OnInactivity(Duration::minutes(30));
 /// How long a "remember me" login lasts without activity. The store's default idle
 /// timeout (30 minutes) does not cut it: the adapter makes it the session's own lifetime,
-/// within the store's ceilings (`Config::max_idle_timeout`, 90 days by default).
-const REMEMBERED: Duration = Duration::days(30);
+/// within the store's ceilings (`Config::max_idle_timeout`, 90 days by default), and
+/// keeps an absolute timeout as long (a new login after 30 days, however active).
+const REMEMBERED: Expiry = Expiry::OnInactivity(Duration::days(30));
+/// The session key marking a "remember me" login.
+const REMEMBER_KEY: &str = "remembered";
+
+/// tower-sessions does not store `Session::set_expiry`: every request starts from the
+/// layer's expiry. So a remembered login gets its expiry back on every request, before
+/// the handler's writes save the session.
+async fn keep_remembered(session: Session, request: Request, next: Next) -> Response {
+    if let Ok(Some(true)) = session.get::<bool>(REMEMBER_KEY).await {
+        session.set_expiry(Some(REMEMBERED));
+    }
+    next.run(request).await
+}
 
 /// `POST /login`: a fresh session ID (against session fixation), then the user.
 async fn login(session: Session, Form(form): Form<Login>) -> Result<Response, AppError> {
@@ -110,9 +127,8 @@ async fn login(session: Session, Form(form): Form<Login>) -> Result<Response, Ap
     session.cycle_id().await?;
     session.insert(USER_KEY, user).await?;
     let remembered = form.remember.as_deref() == Some("on");
-    if remembered {
-        session.set_expiry(Some(Expiry::OnInactivity(REMEMBERED)));
-    }
+    session.insert(REMEMBER_KEY, remembered).await?;
+    session.set_expiry(Some(if remembered { REMEMBERED } else { ORDINARY }));
     let visits = session.get::<u64>(VISITS).await?.unwrap_or(0);
     let body = json!({ "user": user, "visits": visits, "remembered": remembered });
     Ok(Json(body).into_response())

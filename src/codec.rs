@@ -451,6 +451,14 @@ mod tests {
             n += 1;
         }
         assert!(n >= 5, "the seed corpus is missing");
+        // The format-2 seed is a real record, with its own idle timeout.
+        let seed = std::fs::read(dir.join("format2_with_lifetime")).expect("seed");
+        let record = decode_record(&seed).expect("the format-2 seed decodes");
+        assert_eq!(record.header.own.idle_ms, 30 * 86_400_000);
+        assert!(matches!(
+            decode_record(&std::fs::read(dir.join("future_format_3")).expect("seed")),
+            Err(CodecError::UnknownFormat(3))
+        ));
     }
 
     #[test]

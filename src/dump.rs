@@ -2,21 +2,24 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
-use crate::codec::{self, Data, Header, OwnTimeouts, Record};
+use crate::codec::{self, Data, Header, Record};
 use crate::error::{Error, Result};
-use crate::expiry::Lifetime;
+use crate::expiry::{Lifetime, Timeouts};
 use crate::id::{Digest, SessionHandle};
 use crate::store::Store;
 use crate::write::commit::Contents;
 
 /// One stored session as plain data: what [`Store::dump`] yields and [`Store::restore`]
-/// writes back. Round-trips every field exactly.
+/// writes back. A dump restored into a store with the same settings gives the same
+/// record (restore brings times from the future back to now and cuts timeouts to the
+/// store's ceilings).
 ///
 /// `key` is the digest the record is stored under (URL-safe base64), not the token: a
 /// dump can move sessions to another folder, where the same cookies keep working, but it
@@ -67,13 +70,17 @@ impl SessionDump {
         }
     }
 
-    /// The session's own timeouts, as [`Session::lifetime`](crate::Session::lifetime)
-    /// reports them.
+    /// The session's own timeouts, as stored (unset: the store's).
     pub fn lifetime(&self) -> Lifetime {
-        Lifetime::from_own(OwnTimeouts {
-            idle_ms: self.idle_timeout_ms.unwrap_or(0),
-            absolute_ms: self.absolute_timeout_ms.unwrap_or(0),
-        })
+        let d = |ms: Option<u64>| ms.filter(|ms| *ms > 0).map(Duration::from_millis);
+        let mut lifetime = Lifetime::default();
+        if let Some(idle) = d(self.idle_timeout_ms) {
+            lifetime = lifetime.with_idle(idle);
+        }
+        if let Some(absolute) = d(self.absolute_timeout_ms) {
+            lifetime = lifetime.with_absolute(absolute);
+        }
+        lifetime
     }
 
     /// The session's handle.
@@ -129,7 +136,9 @@ impl Store {
     }
 
     /// Writes a dumped session into this store, replacing any record under the same key,
-    /// with its index entries. Times are kept as dumped (an expired session stays expired).
+    /// with its index entries. Times are kept as dumped (an expired session stays expired),
+    /// except that times in the future are brought back to now and the expiry is cut to
+    /// what the store's timeouts allow from the dumped last activity.
     ///
     /// # Errors
     ///
@@ -149,12 +158,20 @@ impl Store {
             Arc::new(data),
             dump.lifetime(),
         )?;
+        // Times from the future (a damaged or hostile dump, or a clock far ahead) are
+        // brought back to now, and the expiry to what the timeouts allow, so no restored
+        // session outlives what it could have been given here.
+        let now = self.state.now();
+        let own = contents.own();
+        let created_at = dump.created_at.min(now);
+        let last_seen = dump.last_seen.clamp(created_at, now);
+        let allowed = Timeouts::of(&self.state.config, own).expires_at(last_seen, created_at);
         let header = Header {
-            expires_at: dump.expires_at,
-            last_seen: dump.last_seen,
-            created_at: dump.created_at,
+            expires_at: dump.expires_at.min(allowed),
+            last_seen,
+            created_at,
             version: dump.version,
-            own: contents.own(),
+            own,
         };
         self.state.put_record(&digest, &contents, header)
     }

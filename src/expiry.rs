@@ -44,7 +44,10 @@ pub struct Lifetime {
 }
 
 impl Lifetime {
-    /// This session expires `idle` after it was last saved or touched (at least 1 ms).
+    /// This session expires `idle` after it was last saved or touched (at least 1 ms). The
+    /// absolute timeout (the store's, unless [`with_absolute`](Self::with_absolute) sets
+    /// one) still applies: a 30-day idle timeout on a store with a 12-hour absolute one
+    /// ends after 12 hours, so set both for "remember me".
     #[must_use]
     pub fn with_idle(mut self, idle: Duration) -> Lifetime {
         self.idle = Some(idle.max(Duration::from_millis(1)));
@@ -79,12 +82,13 @@ impl Lifetime {
         }
     }
 
-    /// The lifetime a stored record asks for.
-    pub(crate) fn from_own(own: OwnTimeouts) -> Lifetime {
-        let d = |ms: u64| (ms > 0).then(|| Duration::from_millis(ms));
+    /// The lifetime a stored record asks for, cut to the ceilings in force now (as the
+    /// timeouts applied to it are).
+    pub(crate) fn from_own(own: OwnTimeouts, config: &Config) -> Lifetime {
+        let d = |ms: u64, ceiling: u64| (ms > 0).then(|| Duration::from_millis(ms.min(ceiling)));
         Lifetime {
-            idle: d(own.idle_ms),
-            absolute: d(own.absolute_ms),
+            idle: d(own.idle_ms, config.max_idle_ms),
+            absolute: d(own.absolute_ms, config.max_absolute_ms),
         }
     }
 }

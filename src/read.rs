@@ -229,7 +229,7 @@ impl StoreState {
             header: entry.header,
             user: entry.user.clone(),
             data: Arc::clone(&entry.data),
-            lifetime: crate::expiry::Lifetime::from_own(entry.header.own),
+            lifetime: crate::expiry::Lifetime::from_own(entry.header.own, &self.config),
             limits: self.limits(),
         }
     }

@@ -214,7 +214,7 @@ impl Store {
         )?;
         match state.commit(&session.digest, &Change::Replace(contents))? {
             Committed::Written | Committed::Unchanged => Ok(()),
-            Committed::Gone => Err(Error::NotFound),
+            Committed::Gone | Committed::Expired => Err(Error::NotFound),
         }
     }
 

@@ -19,7 +19,8 @@ pub struct SessionInfo {
     pub created_at: SystemTime,
     /// When it was last saved or touched.
     pub last_seen: SystemTime,
-    /// When it expires unless used again.
+    /// When it expires unless used again (by its stored expiry and the timeouts in force
+    /// now).
     pub expires_at: SystemTime,
 }
 
@@ -46,7 +47,8 @@ impl Store {
     ///
     /// [`Error::Storage`](crate::Error::Storage) on a storage failure.
     pub fn sessions_of(&self, user: &str) -> Result<Vec<SessionInfo>> {
-        let mut list = self.state.user_sessions(user)?;
+        let state = &self.state;
+        let mut list = state.user_sessions(user)?;
         list.sort_by_key(|(d, h)| (h.created_at, *d));
         Ok(list
             .into_iter()
@@ -54,7 +56,7 @@ impl Store {
                 handle: digest.handle(),
                 created_at: from_ms(h.created_at),
                 last_seen: from_ms(h.last_seen),
-                expires_at: from_ms(h.expires_at),
+                expires_at: from_ms(crate::expiry::live_until(&state.config, &h)),
             })
             .collect())
     }

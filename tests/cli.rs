@@ -372,7 +372,7 @@ fn export_then_import_gives_identical_sessions() {
     assert_eq!(lines.len(), 7);
     let header: Value = serde_json::from_str(lines[0]).expect("header");
     assert_eq!(header["format"], "sessile-dump");
-    assert_eq!(header["version"], 1);
+    assert_eq!(header["version"], 2);
     assert_eq!(lines[6], r#"{"end":true,"sessions":5}"#);
 
     // No accidental overwrite.
@@ -422,8 +422,8 @@ fn import_refuses_damaged_dumps_before_writing() {
         ),
         (
             "newer version",
-            lines[0].replace("\"version\":1", "\"version\":2") + "\n" + &lines[1..].join("\n"),
-            "version 2 dump",
+            lines[0].replace("\"version\":2", "\"version\":3") + "\n" + &lines[1..].join("\n"),
+            "version 3 dump",
         ),
         ("not a dump", "hello\n".to_string(), "not a sessile dump"),
         (
@@ -471,4 +471,71 @@ fn bench_prints_a_table_next_to_raw_sled() {
     }
     assert_eq!(code(&sessile(&["bench", "--seconds", "0"])), 2);
     assert_eq!(code(&sessile(&["bench", "--sessions", "0"])), 2);
+}
+
+/// A version-1 dump (sessile 0.1: no per-session timeouts) imports, and a session with
+/// its own lifetime keeps it through export and import.
+#[test]
+fn import_reads_version_1_dumps_and_lifetimes_round_trip() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let source = dir.path().join("source");
+    let remembered = {
+        let store = Config::new(&source)
+            .cleanup_thread(false)
+            .open()
+            .expect("open");
+        let mut s = store.create().expect("create");
+        s.set_lifetime(sessile::Lifetime::default().with_idle(Duration::from_secs(30 * 86_400)));
+        store.save(&s).expect("save");
+        store.create().expect("create");
+        s
+    };
+    let file = dir.path().join("dump.jsonl");
+    let file_s = file.to_str().expect("utf-8");
+    assert_eq!(code(&run(&["export", file_s], &source)), 0);
+    let text = std::fs::read_to_string(&file).expect("read");
+    assert!(text.contains("\"idle_timeout_ms\":2592000000"), "{text}");
+    let copy = dir.path().join("copy");
+    let o = run(&["import", file_s], &copy);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let store = Config::new(&copy)
+        .cleanup_thread(false)
+        .open()
+        .expect("open");
+    let loaded = store.load(remembered.id()).expect("load").expect("live");
+    assert_eq!(loaded.lifetime(), remembered.lifetime());
+    drop(store);
+
+    // The same sessions as sessile 0.1 would have written them.
+    let old: String = text
+        .lines()
+        .map(|line| {
+            let mut v: Value = serde_json::from_str(line).expect("json");
+            if let Some(o) = v.as_object_mut() {
+                o.remove("idle_timeout_ms");
+                o.remove("absolute_timeout_ms");
+                if o.contains_key("format") {
+                    o.insert("version".into(), 1.into());
+                    o.insert("store_format".into(), 1.into());
+                }
+            }
+            v.to_string() + "\n"
+        })
+        .collect();
+    let old_file = dir.path().join("old.jsonl");
+    std::fs::write(&old_file, old).expect("write");
+    let old_copy = dir.path().join("old-copy");
+    let o = run(&["import", old_file.to_str().expect("utf-8")], &old_copy);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let store = Config::new(&old_copy)
+        .cleanup_thread(false)
+        .open()
+        .expect("open");
+    assert_eq!(store.len().expect("len"), 2);
+    let loaded = store.load(remembered.id()).expect("load").expect("live");
+    assert_eq!(
+        loaded.lifetime(),
+        sessile::Lifetime::default(),
+        "version 1 has none"
+    );
 }

@@ -231,3 +231,36 @@ fn dump_and_restore_keep_the_lifetime() {
         .expect("the same token works");
     assert_eq!(loaded.lifetime(), remember_me());
 }
+
+#[test]
+fn a_lifetime_that_has_already_ended_ends_the_session_at_save() {
+    let f = Fixture::new();
+    let store = f.open();
+    let mut s = store.create().expect("create");
+    f.clock.advance(10 * MINUTE);
+    s.set_lifetime(Lifetime::default().with_absolute(MINUTE));
+    assert!(matches!(store.save(&s), Err(sessile::Error::NotFound)));
+    assert!(!live(&store, &s));
+    assert!(
+        store.inspect(&s.handle()).expect("inspect").is_none(),
+        "deleted, not written dead"
+    );
+}
+
+#[test]
+fn a_restored_dump_from_the_future_cannot_outlive_the_store_timeouts() {
+    let f = Fixture::new();
+    let store = f.open();
+    let s = store.create().expect("create");
+    let mut dump = store.dump().next().expect("one").expect("dump");
+    dump.created_at = u64::MAX;
+    dump.last_seen = u64::MAX;
+    dump.expires_at = u64::MAX;
+    store.restore(&dump).expect("restore");
+    assert!(live(&store, &s));
+    f.clock.advance(IDLE + MINUTE);
+    assert!(
+        !live(&store, &s),
+        "times from the future were brought back to now"
+    );
+}

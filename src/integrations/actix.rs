@@ -41,8 +41,8 @@
 //! - `delete` is flushed to disk before it returns.
 //! - The TTL actix passes (`session_ttl`) becomes the session's own idle timeout, within
 //!   the store's ceilings ([`Config::max_idle_timeout`](crate::Config::max_idle_timeout));
-//!   a TTL longer than the store's absolute timeout also lifts the session's absolute
-//!   timeout to its ceiling. `Duration::MAX` ("never") is cut to the ceilings; a TTL of
+//!   a TTL longer than the store's absolute timeout also becomes the session's absolute
+//!   timeout (from creation). `Duration::MAX` ("never") is cut to the ceilings; a TTL of
 //!   zero or less deletes the session.
 //! - Reads served from sessile's cache run in place; every read that may touch the disk,
 //!   every write and every flush runs on tokio's blocking pool, never on the actix worker.
@@ -106,8 +106,11 @@ pub struct ActixStore {
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl ActixStore {
-    /// Wraps an open store. The store's idle and absolute timeouts cap every session's
-    /// TTL; its other settings (durability, limits, cleanup) apply as they are.
+    /// Wraps an open store. Each session's lifetime comes from actix's TTL (see the
+    /// [module docs](self)), within the store's ceilings; the store's other settings
+    /// (durability, limits, cleanup) apply as they are. actix-session's default
+    /// (`BrowserSession` with a 1-day state TTL) gives sessions of 1 day: set
+    /// `session_lifecycle` to choose another.
     pub fn new(store: Store) -> ActixStore {
         ActixStore { store }
     }

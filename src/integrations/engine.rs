@@ -38,15 +38,15 @@ impl StoreState {
     /// The lifetime a framework asks for when it wants a session to stay `idle` after each
     /// write (tower-sessions' `expiry_date - now`, actix-session's TTL): the session's own
     /// idle timeout, cut to [`Config::max_idle_timeout`](crate::Config::max_idle_timeout).
-    /// The frameworks have no absolute timeout: when `idle` is longer than the store's,
-    /// the session's absolute timeout becomes the ceiling
-    /// ([`Config::max_absolute_timeout`](crate::Config::max_absolute_timeout)), so a
-    /// "remember me" session is not logged out by the store's default 12 hours; otherwise
-    /// the store's absolute timeout applies.
+    /// The frameworks have no absolute timeout; sessile keeps one: the store's, or the
+    /// framework's lifetime if that is longer (cut to
+    /// [`Config::max_absolute_timeout`](crate::Config::max_absolute_timeout)). So a
+    /// 30-day "remember me" is not cut by the store's default 12 hours, and still ends
+    /// 30 days after the login however active it is.
     pub(crate) fn framework_lifetime(&self, idle: Duration) -> Lifetime {
         let lifetime = Lifetime::default().with_idle(idle);
         match self.config.absolute_ms {
-            Some(absolute) if duration_ms(idle) > absolute => lifetime.with_absolute(Duration::MAX),
+            Some(absolute) if duration_ms(idle) > absolute => lifetime.with_absolute(idle),
             _ => lifetime,
         }
     }
@@ -82,7 +82,7 @@ impl StoreState {
         Ok(match self.commit(digest, &Change::Replace(contents))? {
             Committed::Written => Saved::Written,
             Committed::Unchanged => Saved::Unchanged,
-            Committed::Gone => Saved::Gone,
+            Committed::Gone | Committed::Expired => Saved::Gone,
         })
     }
 
@@ -98,9 +98,10 @@ impl StoreState {
         match self.touch_plan(digest, Some(own))? {
             TouchPlan::Dead => Ok(false),
             TouchPlan::NoWrite => Ok(true),
-            TouchPlan::Write => {
-                Ok(self.commit(digest, &Change::TouchWith(own))? != Committed::Gone)
-            }
+            TouchPlan::Write => Ok(matches!(
+                self.commit(digest, &Change::TouchWith(own))?,
+                Committed::Written | Committed::Unchanged
+            )),
         }
     }
 
@@ -288,7 +289,10 @@ mod tests {
         clock.advance(Duration::from_secs(1_500));
         let entry = sh.live_entry(&long).expect("read").expect("live");
         assert_eq!(entry.header.own.idle_ms, 3_000_000);
-        assert_eq!(entry.header.own.absolute_ms, 20_000_000, "the ceiling");
+        assert_eq!(
+            entry.header.own.absolute_ms, 3_000_000,
+            "as long as its idle"
+        );
         // "Never expire" is cut to the ceilings (5,000 s idle).
         let entry = sh.live_entry(&huge).expect("read").expect("live");
         assert_eq!(entry.header.own.idle_ms, 5_000_000);
@@ -331,6 +335,25 @@ mod tests {
         clock.advance(Duration::from_secs(6));
         let moved = sh.save_contents(&d, contents(&store, None, &[("k", b"w")], IDLE));
         assert_eq!(moved.expect("save"), Saved::Written);
+    }
+
+    /// tower's `AtDateTime(t)` recomputes the idle timeout (`t - now`) on every save; with
+    /// the same values and the same end, nothing is written.
+    #[test]
+    fn a_fixed_end_recomputed_at_each_save_writes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = ManualClock::new();
+        let store = open(dir.path(), &clock);
+        let sh = &store.state;
+        let d = Digest([8; 32]);
+        let end = Duration::from_secs(50);
+        insert_at(sh, d, &contents(&store, None, &[("k", b"v")], end));
+        for step in 1..10u64 {
+            clock.advance(Duration::from_millis(3));
+            let left = end - Duration::from_millis(3 * step);
+            let saved = sh.save_contents(&d, contents(&store, None, &[("k", b"v")], left));
+            assert_eq!(saved.expect("save"), Saved::Unchanged, "save {step}");
+        }
     }
 
     #[test]

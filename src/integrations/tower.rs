@@ -38,13 +38,16 @@
 //!   ([`Config::max_idle_timeout`](crate::Config::max_idle_timeout)). So
 //!   `Expiry::OnInactivity(d)` idles out after `d` (renewed by each save), `AtDateTime(t)`
 //!   ends at `t`, and `OnSessionEnd` (tower's 2-week record expiry) after 2 weeks without
-//!   a save, whatever the store's default idle timeout. When that lifetime is longer than
-//!   the store's absolute timeout, the session's absolute timeout becomes the ceiling
-//!   ([`Config::max_absolute_timeout`](crate::Config::max_absolute_timeout)), since tower
-//!   has none; otherwise the store's applies. A record whose `expiry_date` has passed is
+//!   a save, whatever the store's default idle timeout. tower has no absolute timeout;
+//!   sessile keeps one: the store's, or that lifetime if it is longer (within
+//!   [`Config::max_absolute_timeout`](crate::Config::max_absolute_timeout)), counted from
+//!   the session's creation. A record whose `expiry_date` has passed is
 //!   deleted. Note that a `SessionManagerLayer` without `with_expiry` (or with
 //!   `OnSessionEnd`) asks for 2 weeks: set `with_expiry(Expiry::OnInactivity(..))` as the
 //!   examples do, or lower the store's `max_idle_timeout`, to keep sessions shorter.
+//!   tower does not store a `Session::set_expiry` made in a handler: every request starts
+//!   from the layer's expiry, so set it again on each request of a "remember me" session
+//!   (`examples/server.rs` keeps a flag in the session for that).
 //! - With `with_always_save(true)`, a save whose data is unchanged and whose expiry moves
 //!   by less than the touch granularity writes nothing, so rolling sessions cost no disk
 //!   writes on every request.
@@ -110,8 +113,9 @@ pub struct TowerStore {
 }
 
 impl TowerStore {
-    /// Wraps an open store. The store's idle and absolute timeouts cap every session's
-    /// expiry; its other settings (durability, limits, cleanup) apply as they are.
+    /// Wraps an open store. Each session's lifetime comes from tower's expiry (see the
+    /// [module docs](self)), within the store's ceilings; the store's other settings
+    /// (durability, limits, cleanup) apply as they are.
     pub fn new(store: Store) -> TowerStore {
         TowerStore { store }
     }
@@ -178,11 +182,6 @@ fn digest(id: &Id) -> Digest {
     Digest(blake3::derive_key(ID_CONTEXT, &id.0.to_le_bytes()))
 }
 
-/// Milliseconds since the epoch; times before it read as 0.
-fn to_ms(at: OffsetDateTime) -> u64 {
-    u64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
-}
-
 /// The time `ms` after the epoch, or the latest date `time` represents if later.
 fn from_ms(ms: u64) -> OffsetDateTime {
     let nanos = i128::from(ms) * 1_000_000;
@@ -191,10 +190,13 @@ fn from_ms(ms: u64) -> OffsetDateTime {
 }
 
 /// tower's `expiry_date` as the session's own lifetime: an idle timeout reaching to it
-/// from now (see [`StoreState::framework_lifetime`]). `None` if it has passed.
+/// from now (see [`StoreState::framework_lifetime`]). `None` if it has passed. Measured
+/// on tower's clock, which computed `expiry_date` (`OnInactivity(d)` gives exactly `d`,
+/// whatever clock the store runs on).
 fn lifetime(state: &StoreState, expiry_date: OffsetDateTime) -> Option<Lifetime> {
-    let (until, now) = (to_ms(expiry_date), state.now());
-    (until > now).then(|| state.framework_lifetime(Duration::from_millis(until - now)))
+    let left = expiry_date - OffsetDateTime::now_utc();
+    let ms = u64::try_from(left.whole_milliseconds()).unwrap_or(0);
+    (ms > 0).then(|| state.framework_lifetime(Duration::from_millis(ms)))
 }
 
 fn backend(e: OffExecutorError) -> session_store::Error {
@@ -361,13 +363,9 @@ mod tests {
     }
 
     #[test]
-    fn times_round_trip_through_milliseconds_and_saturate() {
+    fn milliseconds_become_dates_and_saturate() {
         let at = OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("valid");
-        assert_eq!(from_ms(to_ms(at)), at);
-        assert_eq!(
-            to_ms(OffsetDateTime::UNIX_EPOCH - time::Duration::days(1)),
-            0
-        );
+        assert_eq!(from_ms(1_700_000_000_000), at);
         // Past year 9999: the latest date, never 1970.
         assert_eq!(from_ms(u64::MAX), time::PrimitiveDateTime::MAX.assume_utc());
     }

@@ -103,6 +103,8 @@ pub(crate) enum Committed {
     Unchanged,
     /// The session was destroyed or has expired: nothing was written, it stays gone.
     Gone,
+    /// The change gave the session a lifetime that has already ended: it was deleted.
+    Expired,
 }
 
 /// Whether a touch needs the locked write path, decided without a lock.
@@ -176,6 +178,12 @@ impl StoreState {
             |old| change.moves_out(old),
             |old, held| self.commit_locked(digest, change, old.map(|e| &**e), held),
         )?;
+        if committed == Committed::Expired {
+            self.events.emit(&self.counters, || Event::Expired {
+                handle: digest.handle(),
+                user: None,
+            });
+        }
         if let Some(user) = assigned {
             self.enforce_user_limit(&user, digest)?;
         }
@@ -200,20 +208,19 @@ impl StoreState {
         let own = change.own(&old.header);
         let timeouts = Timeouts::of(&self.config, own);
         let expires_at = timeouts.expires_at(now, old.header.created_at);
+        if expires_at <= now {
+            // The new lifetime has already run out (an absolute timeout set after it
+            // passed): the session ends here instead of being written dead.
+            if self.delete_record(digest, old, held)? == Swap::Conflict {
+                return Ok(Step::Retry);
+            }
+            return Ok(Step::Done((Committed::Expired, None)));
+        }
         let same_contents = match change {
             Change::Touch | Change::TouchWith(_) => true,
             Change::Replace(c) => codec::tail(&old.bytes) == codec::tail(&c.encoded),
         };
-        if same_contents
-            && own == old.header.own
-            && expiry::within_granularity(
-                &self.config,
-                &timeouts,
-                now,
-                old.header.expires_at,
-                expires_at,
-            )
-        {
+        if same_contents && self.expiry_barely_moves(&old.header, own, now, expires_at) {
             return Ok(Step::Done((Committed::Unchanged, None)));
         }
         let header = Header {
@@ -292,8 +299,8 @@ impl StoreState {
         };
         let assigned = match step {
             Step::Done((Committed::Written | Committed::Unchanged, assigned)) => assigned,
-            // It expired while `f` ran.
-            Step::Done((Committed::Gone, _)) => return Err(Error::NotFound),
+            // It expired while `f` ran, or `f` gave it a lifetime that has ended.
+            Step::Done((Committed::Gone | Committed::Expired, _)) => return Err(Error::NotFound),
             Step::Retry => return Err(Error::Contended),
         };
         if let Some(user) = assigned {
@@ -333,14 +340,26 @@ impl StoreState {
             return TouchPlan::Dead;
         }
         let own = own.unwrap_or(header.own);
-        let timeouts = Timeouts::of(&self.config, own);
-        let target = timeouts.expires_at(now, header.created_at);
-        if own == header.own
-            && expiry::within_granularity(&self.config, &timeouts, now, header.expires_at, target)
-        {
+        let target = Timeouts::of(&self.config, own).expires_at(now, header.created_at);
+        if self.expiry_barely_moves(header, own, now, target) {
             TouchPlan::NoWrite
         } else {
             TouchPlan::Write
         }
+    }
+
+    /// Whether a write that keeps the values can be skipped: the absolute timeout stays
+    /// and the expiry moves forward by less than the session's touch granularity. A
+    /// change of the idle timeout alone counts only through the expiry it gives, so a
+    /// framework that recomputes it on every save (tower's `AtDateTime`) costs no writes.
+    fn expiry_barely_moves(&self, old: &Header, own: OwnTimeouts, now: u64, new: u64) -> bool {
+        own.absolute_ms == old.own.absolute_ms
+            && expiry::within_granularity(
+                &self.config,
+                &Timeouts::of(&self.config, own),
+                now,
+                old.expires_at,
+                new,
+            )
     }
 }

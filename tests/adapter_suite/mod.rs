@@ -197,8 +197,9 @@ pub fn expiry_with_a_short_ttl<B: Backend>() {
 
 /// A framework lifetime longer than the store's timeouts ("remember me": 30 days idle,
 /// on a store with the default 30 minutes idle and 12 hours absolute) becomes the
-/// session's own lifetime: it outlives both store timeouts and dies when its own idle
-/// timeout passes (no sleeping: the store runs on a manual clock).
+/// session's own lifetime: it outlives both store timeouts, dies when its own idle
+/// timeout passes, and at the latest 30 days after creation (no sleeping: the store runs
+/// on a manual clock).
 pub fn framework_ttl_outlives_the_store_timeouts<B: Backend>() {
     const DAY: Duration = Duration::from_secs(86_400);
     let dir = tempfile::tempdir().expect("tempdir");
@@ -215,12 +216,22 @@ pub fn framework_ttl_outlives_the_store_timeouts<B: Backend>() {
         json!("1"),
         "past the store's 30 min and 12 h"
     );
+    clock.advance(20 * DAY);
     ok(alice.post("/set/a/2")); // activity moves the idle expiry
-    clock.advance(29 * DAY);
+    clock.advance(8 * DAY);
     assert_eq!(value(&mut alice, "a"), json!("2"), "inside its own 30 days");
     clock.advance(DAY + Duration::from_secs(1));
     assert_eq!(
         value(&mut alice, "a"),
+        Value::Null,
+        "30 days after creation"
+    );
+
+    let mut bob = server.client();
+    ok(bob.post("/set/b/1"));
+    clock.advance(30 * DAY + Duration::from_secs(1));
+    assert_eq!(
+        value(&mut bob, "b"),
         Value::Null,
         "its own idle timeout passed"
     );

@@ -1,13 +1,13 @@
-//! `export` and `import`: the dump file format, version 1.
+//! `export` and `import`: the dump file format, version 2 (version 1 is read too).
 //!
 //! A dump is UTF-8 JSON lines (one JSON object per line, `\n`-terminated):
 //!
-//! 1. a header: `{"format":"sessile-dump","version":1,"store_format":1,"sessile":"0.1.0",
+//! 1. a header: `{"format":"sessile-dump","version":2,"store_format":2,"sessile":"0.1.0",
 //!    "exported_at":1767225600000}`;
 //! 2. one line per stored session, live or expired, in storage order:
 //!    `{"key":"…","created_at":…,"last_seen":…,"expires_at":…,"version":…,"user":"alice"|null,
 //!    "values":{"cart":"…"}}`, plus `"idle_timeout_ms":…` and `"absolute_timeout_ms":…` for
-//!    a session with its own lifetime (store format 2; absent: the store's timeouts);
+//!    a session with its own lifetime (new in version 2; absent: the store's timeouts);
 //! 3. a trailer: `{"end":true,"sessions":N}`, so a truncated file is refused.
 //!
 //! `key` is the 32-byte storage digest of the token, and each value the stored bytes of
@@ -33,8 +33,10 @@ use crate::open::{self, Folder};
 
 /// The `format` of every dump header.
 const FORMAT: &str = "sessile-dump";
-/// The dump format version this build writes and reads.
-const VERSION: u32 = 1;
+/// The dump format version this build writes.
+const VERSION: u32 = 2;
+/// The dump format versions this build reads: 1 is 2 without per-session timeouts.
+const READS: [u32; 2] = [1, 2];
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Header {
@@ -249,9 +251,9 @@ fn read_dump(
             header.format
         )));
     }
-    if header.version != VERSION {
+    if !READS.contains(&header.version) {
         return Err(CliError::failed(format!(
-            "{name} is a version {} dump; this sessile reads version {VERSION}",
+            "{name} is a version {} dump; this sessile reads versions {READS:?}",
             header.version
         ))
         .hint("import it with the sessile release that wrote it, or a newer one"));
