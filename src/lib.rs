@@ -12,7 +12,7 @@ mod expiry;
 #[cfg(test)]
 mod failpoint;
 mod id;
-#[cfg(any(feature = "tower", feature = "actix"))]
+#[cfg(any(feature = "tower", feature = "tower-014", feature = "actix"))]
 mod integrations;
 mod locks;
 mod read;
@@ -38,7 +38,7 @@ pub use crate::expiry::Lifetime;
 pub use crate::id::{ParseHandleError, ParseIdError, SessionHandle, SessionId};
 #[cfg(feature = "actix")]
 pub use crate::integrations::actix;
-#[cfg(feature = "tower")]
+#[cfg(any(feature = "tower", feature = "tower-014"))]
 pub use crate::integrations::tower;
 pub use crate::session::Session;
 pub use crate::stats::Stats;

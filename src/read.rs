@@ -63,7 +63,7 @@ impl Entry {
 }
 
 /// What the cache alone says about a session.
-#[cfg(any(feature = "tower", feature = "actix"))]
+#[cfg(any(feature = "tower", feature = "tower-014", feature = "actix"))]
 pub(crate) enum Cached {
     /// Cached and live.
     Live(Arc<Entry>),
@@ -152,7 +152,7 @@ impl StoreState {
 
     /// [`live_entry`](Self::live_entry) from the cache alone: no I/O, no lock (for async
     /// callers that must not block).
-    #[cfg(any(feature = "tower", feature = "actix"))]
+    #[cfg(any(feature = "tower", feature = "tower-014", feature = "actix"))]
     pub(crate) fn live_cached(&self, digest: &Digest) -> Cached {
         match self.cache.get(digest) {
             None => Cached::Unknown,

@@ -1,120 +1,130 @@
-//! The adapter conformance suite (tests/adapter_suite) run against both adapters, each
-//! behind a real server of its framework: axum + tower-sessions, actix-web +
-//! actix-session.
+//! The adapter conformance suite (tests/adapter_suite) run against every adapter, each
+//! behind a real server of its framework: axum + tower-sessions 0.15, axum +
+//! tower-sessions 0.14 (the version axum-login uses), actix-web + actix-session.
 
-#![cfg(any(feature = "tower", feature = "actix"))]
+#![cfg(any(feature = "tower", feature = "tower-014", feature = "actix"))]
 
 #[macro_use]
 mod adapter_suite;
 
-#[cfg(feature = "tower")]
-mod tower_backend {
-    use std::time::Duration;
+/// A tower backend on one tower-sessions version (`$ts`: the crate, 0.15 or 0.14).
+macro_rules! tower_backend {
+    ($module:ident, $ts:ident) => {
+        mod $module {
+            use std::time::Duration;
 
-    use axum::Json;
-    use axum::Router;
-    use axum::extract::Path;
-    use axum::http::StatusCode;
-    use axum::routing::{get, post};
-    use serde_json::{Value, json};
-    use sessile::Store;
-    use sessile::tower::{TowerStore, USER_KEY};
-    use tower_sessions::cookie::Key;
-    use tower_sessions::{Expiry, Session, SessionManagerLayer};
+            use axum::Json;
+            use axum::Router;
+            use axum::extract::Path;
+            use axum::http::StatusCode;
+            use axum::routing::{get, post};
+            use serde_json::{Value, json};
+            use sessile::Store;
+            use sessile::tower::{TowerStore, USER_KEY};
+            use $ts::cookie::Key;
+            use $ts::{Expiry, Session, SessionManagerLayer};
 
-    use super::adapter_suite::{Backend, KEY, Server};
+            use super::adapter_suite::{Backend, KEY, Server};
 
-    pub struct Tower;
+            pub struct Tower;
 
-    type Answer = Result<Json<Value>, StatusCode>;
+            type Answer = Result<Json<Value>, StatusCode>;
 
-    fn fail(e: tower_sessions::session::Error) -> StatusCode {
-        eprintln!("session error: {e}");
-        StatusCode::INTERNAL_SERVER_ERROR
-    }
+            fn fail(e: $ts::session::Error) -> StatusCode {
+                eprintln!("session error: {e}");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
 
-    async fn get_value(session: Session, Path(key): Path<String>) -> Answer {
-        let value = session.get::<Value>(&key).await.map_err(fail)?;
-        Ok(Json(json!({ "value": value })))
-    }
+            async fn get_value(session: Session, Path(key): Path<String>) -> Answer {
+                let value = session.get::<Value>(&key).await.map_err(fail)?;
+                Ok(Json(json!({ "value": value })))
+            }
 
-    async fn set(session: Session, Path((key, value)): Path<(String, String)>) -> Answer {
-        session.insert(&key, value).await.map_err(fail)?;
-        Ok(Json(json!({})))
-    }
+            async fn set(session: Session, Path((key, value)): Path<(String, String)>) -> Answer {
+                session.insert(&key, value).await.map_err(fail)?;
+                Ok(Json(json!({})))
+            }
 
-    async fn remove(session: Session, Path(key): Path<String>) -> Answer {
-        session.remove::<Value>(&key).await.map_err(fail)?;
-        Ok(Json(json!({})))
-    }
+            async fn remove(session: Session, Path(key): Path<String>) -> Answer {
+                session.remove::<Value>(&key).await.map_err(fail)?;
+                Ok(Json(json!({})))
+            }
 
-    async fn incr(session: Session) -> Answer {
-        let n = session.get::<u64>("n").await.map_err(fail)?.unwrap_or(0) + 1;
-        session.insert("n", n).await.map_err(fail)?;
-        Ok(Json(json!({ "value": n })))
-    }
+            async fn incr(session: Session) -> Answer {
+                let n = session.get::<u64>("n").await.map_err(fail)?.unwrap_or(0) + 1;
+                session.insert("n", n).await.map_err(fail)?;
+                Ok(Json(json!({ "value": n })))
+            }
 
-    async fn cycle(session: Session) -> Answer {
-        session.cycle_id().await.map_err(fail)?;
-        Ok(Json(json!({})))
-    }
+            async fn cycle(session: Session) -> Answer {
+                session.cycle_id().await.map_err(fail)?;
+                Ok(Json(json!({})))
+            }
 
-    async fn login(session: Session, Path(user): Path<String>) -> Answer {
-        session.cycle_id().await.map_err(fail)?;
-        session.insert(USER_KEY, user).await.map_err(fail)?;
-        Ok(Json(json!({})))
-    }
+            async fn login(session: Session, Path(user): Path<String>) -> Answer {
+                session.cycle_id().await.map_err(fail)?;
+                session.insert(USER_KEY, user).await.map_err(fail)?;
+                Ok(Json(json!({})))
+            }
 
-    async fn logout(session: Session) -> Answer {
-        session.flush().await.map_err(fail)?;
-        Ok(Json(json!({})))
-    }
+            async fn logout(session: Session) -> Answer {
+                session.flush().await.map_err(fail)?;
+                Ok(Json(json!({})))
+            }
 
-    impl Backend for Tower {
-        fn serve(store: Store, listener: std::net::TcpListener, ttl: Duration) -> Server {
-            let addr = listener.local_addr().expect("addr");
-            listener.set_nonblocking(true).expect("nonblocking");
-            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-            let for_server = store.clone();
-            let thread = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                runtime.block_on(async move {
-                    let store = TowerStore::new(for_server);
-                    let ttl = tower_sessions::cookie::time::Duration::try_from(ttl).expect("ttl");
-                    let layer = SessionManagerLayer::new(store.clone())
-                        .with_secure(false)
-                        .with_signed(Key::from(&KEY))
-                        .with_expiry(Expiry::OnInactivity(ttl));
-                    let app = Router::new()
-                        .route("/get/{key}", get(get_value))
-                        .route("/set/{key}/{value}", post(set))
-                        .route("/remove/{key}", post(remove))
-                        .route("/incr", post(incr))
-                        .route("/cycle", post(cycle))
-                        .route("/login/{user}", post(login))
-                        .route("/logout", post(logout))
-                        .layer(layer);
-                    let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                    axum::serve(listener, app)
-                        .with_graceful_shutdown(async move {
-                            let _ = stop_rx.await;
-                        })
-                        .await
-                        .expect("serve");
-                    store.flush().await.expect("flush");
-                });
-            });
-            let stop = Box::new(move || {
-                let _ = stop_tx.send(());
-            });
-            Server::new(addr, store, stop, thread)
+            impl Backend for Tower {
+                fn serve(store: Store, listener: std::net::TcpListener, ttl: Duration) -> Server {
+                    let addr = listener.local_addr().expect("addr");
+                    listener.set_nonblocking(true).expect("nonblocking");
+                    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+                    let for_server = store.clone();
+                    let thread = std::thread::spawn(move || {
+                        let runtime = tokio::runtime::Builder::new_multi_thread()
+                            .worker_threads(2)
+                            .enable_all()
+                            .build()
+                            .expect("runtime");
+                        runtime.block_on(async move {
+                            let store = TowerStore::new(for_server);
+                            let ttl = $ts::cookie::time::Duration::try_from(ttl).expect("ttl");
+                            let layer = SessionManagerLayer::new(store.clone())
+                                .with_secure(false)
+                                .with_signed(Key::from(&KEY))
+                                .with_expiry(Expiry::OnInactivity(ttl));
+                            let app = Router::new()
+                                .route("/get/{key}", get(get_value))
+                                .route("/set/{key}/{value}", post(set))
+                                .route("/remove/{key}", post(remove))
+                                .route("/incr", post(incr))
+                                .route("/cycle", post(cycle))
+                                .route("/login/{user}", post(login))
+                                .route("/logout", post(logout))
+                                .layer(layer);
+                            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                            axum::serve(listener, app)
+                                .with_graceful_shutdown(async move {
+                                    let _ = stop_rx.await;
+                                })
+                                .await
+                                .expect("serve");
+                            store.flush().await.expect("flush");
+                        });
+                    });
+                    let stop = Box::new(move || {
+                        let _ = stop_tx.send(());
+                    });
+                    Server::new(addr, store, stop, thread)
+                }
+            }
+
         }
-    }
+    };
 }
+
+#[cfg(feature = "tower")]
+tower_backend!(tower_backend, tower_sessions);
+#[cfg(feature = "tower-014")]
+tower_backend!(tower014_backend, tower_sessions_014);
 
 #[cfg(feature = "actix")]
 mod actix_backend {
@@ -225,6 +235,8 @@ mod actix_backend {
 
 #[cfg(feature = "tower")]
 conformance_suite!(tower, crate::tower_backend::Tower);
+#[cfg(feature = "tower-014")]
+conformance_suite!(tower014, crate::tower014_backend::Tower);
 #[cfg(feature = "actix")]
 conformance_suite!(actix, crate::actix_backend::Actix);
 

@@ -5,126 +5,14 @@
 
 #![cfg(all(unix, feature = "tower"))]
 
-#[path = "adapter_suite/http.rs"]
-mod http;
-
-use std::io::{BufRead as _, BufReader};
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+mod support_e2e;
 
 use serde_json::json;
 
-use self::http::Client;
+use support_e2e::{Client, Running};
 
-/// The example binary, built by `cargo test` beside this test; built here if missing
-/// (for example under `cargo test --test e2e_server`).
-fn server_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps/<test>");
-    let binary = profile_dir.join("examples").join("server");
-    if !binary.exists() {
-        let target_dir = profile_dir.parent().expect("target dir");
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--example", "server", "--features", "tower"])
-            .arg("--target-dir")
-            .arg(target_dir)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "building the example server failed");
-    }
-    binary
-}
-
-/// A running example server; killed (SIGKILL) if the test fails before stopping it.
-struct Running {
-    child: Option<Child>,
-    addr: SocketAddr,
-    stdout: mpsc::Receiver<String>,
-}
-
-impl Running {
-    fn start(data: &Path) -> Running {
-        let mut child = Command::new(server_binary())
-            .env("SESSILE_DATA", data)
-            .env("SESSILE_ADDR", "127.0.0.1:0")
-            .env_remove("SESSILE_COOKIE_KEY")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the example server");
-        let out = child.stdout.take().expect("stdout");
-        let (tx, stdout) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut running = Running {
-            child: Some(child),
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            stdout,
-        };
-        let line = running.line_with("listening on http://");
-        running.addr = line
-            .trim_start_matches("listening on http://")
-            .parse()
-            .expect("address in the banner");
-        running
-    }
-
-    fn line_with(&self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.stdout.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(e) => panic!("server never printed {needle:?}: {e}"),
-            }
-        }
-    }
-
-    /// SIGTERM, then wait for a clean exit that reports the flush.
-    fn terminate(mut self) {
-        let mut child = self.child.take().expect("running");
-        let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-        self.line_with("sessions flushed");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let exit = loop {
-            if let Some(exit) = child.try_wait().expect("wait") {
-                break exit;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "server did not exit after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        assert!(exit.success(), "server exited with {exit}");
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+fn start(data: &std::path::Path) -> Running {
+    Running::start("server", "tower", data)
 }
 
 #[test]
@@ -132,7 +20,7 @@ fn sessions_survive_a_sigterm_restart_of_the_example_server() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
 
-    let server = Running::start(&data);
+    let server = start(&data);
     let mut laptop = Client::new(server.addr);
     assert_eq!(laptop.get("/").json(), json!({ "user": null, "visits": 1 }));
     assert_eq!(laptop.get("/").json(), json!({ "user": null, "visits": 2 }));
@@ -158,7 +46,7 @@ fn sessions_survive_a_sigterm_restart_of_the_example_server() {
         0o600
     );
 
-    let server = Running::start(&data);
+    let server = start(&data);
     laptop.addr = server.addr;
     assert_eq!(
         laptop.get("/").json(),
@@ -212,7 +100,7 @@ fn sessions_survive_a_sigterm_restart_of_the_example_server() {
     assert_eq!(laptop.post("/logout").status, 200);
     server.terminate();
 
-    let server = Running::start(&data);
+    let server = start(&data);
     let mut replay = before_logout;
     replay.addr = server.addr;
     assert_eq!(

@@ -59,11 +59,11 @@ use std::collections::HashMap;
 use actix_session::storage::{LoadError, SaveError, SessionKey, SessionStore, UpdateError};
 use time::Duration;
 
-use super::engine::{Saved, off_executor};
+use super::engine::{Saved, helpers, off_executor};
 use crate::codec::Data;
 use crate::expiry::Lifetime;
 use crate::id::{SessionHandle, SessionId};
-use crate::read::{Cached, Entry};
+use crate::read::Entry;
 use crate::state::StoreState;
 use crate::store::Store;
 use crate::users::SessionInfo;
@@ -77,7 +77,7 @@ use crate::write::commit::{Contents, TouchPlan};
 /// session.insert(sessile::actix::USER_KEY, "alice")?;
 /// # Ok(()) }
 /// ```
-pub const USER_KEY: &str = "sessile.user";
+pub use super::engine::USER_KEY;
 
 /// The session key under which a loaded session carries its own [`SessionHandle`] as a
 /// string, for "this device" in a device list and for
@@ -102,8 +102,7 @@ pub struct ActixStore {
     store: Store,
 }
 
-/// The error type of the async helpers of [`ActixStore`].
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub use super::engine::BoxError;
 
 impl ActixStore {
     /// Wraps an open store. Each session's lifetime comes from actix's TTL (see the
@@ -128,8 +127,7 @@ impl ActixStore {
     ///
     /// A storage failure, or a failed blocking task.
     pub async fn sessions_of(&self, user: &str) -> Result<Vec<SessionInfo>, BoxError> {
-        let user = user.to_owned();
-        Ok(off_executor(&self.store, move |s| s.sessions_of(&user)).await?)
+        helpers::sessions_of(&self.store, user).await
     }
 
     /// Destroys every live session of `user` except the one with handle `keep` (read it
@@ -144,11 +142,7 @@ impl ActixStore {
         user: &str,
         keep: Option<SessionHandle>,
     ) -> Result<usize, BoxError> {
-        let user = user.to_owned();
-        Ok(off_executor(&self.store, move |s| {
-            s.state.destroy_user_except(&user, keep)
-        })
-        .await?)
+        helpers::destroy_user_except(&self.store, user, keep).await
     }
 
     /// Writes everything to disk, off the executor. Call it when the server shuts down.
@@ -157,7 +151,7 @@ impl ActixStore {
     ///
     /// A storage failure, or a failed blocking task.
     pub async fn flush(&self) -> Result<(), BoxError> {
-        Ok(off_executor(&self.store, Store::flush).await?)
+        helpers::flush(&self.store).await
     }
 
     /// actix's TTL as the session's own lifetime (see
@@ -228,13 +222,9 @@ impl SessionStore for ActixStore {
             return Ok(None);
         };
         let digest = id.digest();
-        let entry = match self.store.state.live_cached(&digest) {
-            Cached::Live(entry) => Some(entry),
-            Cached::Dead => None,
-            Cached::Unknown => off_executor(&self.store, move |s| s.state.live_entry(&digest))
-                .await
-                .map_err(|e| LoadError::Other(e.into()))?,
-        };
+        let entry = helpers::load(&self.store, digest)
+            .await
+            .map_err(|e| LoadError::Other(e.into()))?;
         entry.map(|e| state(&e, digest.handle())).transpose()
     }
 

@@ -114,6 +114,62 @@ impl StoreState {
     }
 }
 
+/// The session key whose string value is the logged-in user, in both adapters.
+///
+/// Saving a session with a string under this key puts it in sessile's per-user index
+/// (see [`Store::sessions_of`]); removing the key (or setting it to `null`) takes it out.
+pub const USER_KEY: &str = "sessile.user";
+
+/// The error type of the adapters' async helpers.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The helpers both adapters offer next to their framework's trait, on the blocking pool.
+pub(crate) mod helpers {
+    use std::sync::Arc;
+
+    use super::{BoxError, OffExecutorError, off_executor};
+    use crate::id::{Digest, SessionHandle};
+    use crate::read::{Cached, Entry};
+    use crate::store::Store;
+    use crate::users::SessionInfo;
+
+    /// See the adapters' `sessions_of`.
+    pub(crate) async fn sessions_of(
+        store: &Store,
+        user: &str,
+    ) -> Result<Vec<SessionInfo>, BoxError> {
+        let user = user.to_owned();
+        Ok(off_executor(store, move |s| s.sessions_of(&user)).await?)
+    }
+
+    /// See the adapters' `destroy_user_except`.
+    pub(crate) async fn destroy_user_except(
+        store: &Store,
+        user: &str,
+        keep: Option<SessionHandle>,
+    ) -> Result<usize, BoxError> {
+        let user = user.to_owned();
+        Ok(off_executor(store, move |s| s.state.destroy_user_except(&user, keep)).await?)
+    }
+
+    /// See the adapters' `flush`.
+    pub(crate) async fn flush(store: &Store) -> Result<(), BoxError> {
+        Ok(off_executor(store, Store::flush).await?)
+    }
+
+    /// The live record of `digest`: from the cache in place, else read off the executor.
+    pub(crate) async fn load(
+        store: &Store,
+        digest: Digest,
+    ) -> Result<Option<Arc<Entry>>, OffExecutorError> {
+        match store.state.live_cached(&digest) {
+            Cached::Live(entry) => Ok(Some(entry)),
+            Cached::Dead => Ok(None),
+            Cached::Unknown => off_executor(store, move |s| s.state.live_entry(&digest)).await,
+        }
+    }
+}
+
 /// Why a store call made from async code failed.
 #[derive(Debug)]
 pub(crate) enum OffExecutorError {

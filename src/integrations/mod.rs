@@ -1,7 +1,7 @@
 //! Adapters for web frameworks' session layers, each behind its own feature.
 //!
-//! - [`tower`] (feature `tower`): a `tower_sessions::SessionStore` for axum and other
-//!   tower services, tower-sessions 0.15.
+//! - [`tower`] (features `tower` and `tower-014`): a `tower_sessions::SessionStore` for
+//!   axum, axum-login and other tower services, tower-sessions 0.15 and 0.14.
 //! - [`actix`] (feature `actix`): an `actix_session::storage::SessionStore` for
 //!   actix-web, actix-session 0.11.
 //!
@@ -12,5 +12,5 @@
 #[cfg(feature = "actix")]
 pub mod actix;
 mod engine;
-#[cfg(feature = "tower")]
+#[cfg(any(feature = "tower", feature = "tower-014"))]
 pub mod tower;

@@ -1,7 +1,13 @@
-//! A [tower-sessions] 0.15 store: sessions for axum (and any tower service) that survive
-//! restarts, with sessile's expiry and logout guarantees.
+//! A [tower-sessions] store: sessions for axum (and any tower service, axum-login
+//! included) that survive restarts, with sessile's expiry and logout guarantees.
 //!
-//! [tower-sessions]: https://docs.rs/tower-sessions/0.15
+//! [`TowerStore`] implements `SessionStore` and `ExpiredDeletion` of tower-sessions
+//! **0.15** (feature `tower`) and of **0.14** (feature `tower-014`, the version
+//! [axum-login] 0.18 uses); enable either or both. The two versions' traits have the same
+//! shape and one implementation serves both.
+//!
+//! [tower-sessions]: https://docs.rs/tower-sessions
+//! [axum-login]: https://docs.rs/axum-login/0.18
 //!
 //! # Usage
 //!
@@ -24,6 +30,18 @@
 //! `session.insert(USER_KEY, name)`, and log out with `session.flush()` (not `clear()`,
 //! which keeps an empty record alive until it expires). `examples/server.rs` is a whole
 //! server.
+//!
+//! # axum-login
+//!
+//! axum-login keeps `{"user_id": .., "auth_hash": ..}` under the session key
+//! [`AXUM_LOGIN_KEY`]. The store puts the session in sessile's per-user index under that
+//! user id as text (a JSON string's contents, a number's decimal digits), so
+//! [`sessions_of`](TowerStore::sessions_of) and
+//! [`destroy_user_except`](TowerStore::destroy_user_except) give an axum-login app "your
+//! devices" and "log out everywhere" with no code of its own. The value stays in the
+//! session for axum-login to read. A session with a string under [`USER_KEY`] is indexed
+//! by that instead; [`TowerStore::index_user_from`] names another key to read a user id
+//! from. `examples/axum_login.rs` is a whole server.
 //!
 //! # What the store guarantees
 //!
@@ -63,42 +81,30 @@
 //! bytes under its key ([`Session::get_bytes`](crate::Session::get_bytes) returns them);
 //! such a record is meant to be read through this adapter, not with
 //! [`Session::get`](crate::Session::get), which expects bincode. The value under
-//! [`USER_KEY`] (a string) becomes the session's user in sessile's per-user index, which
-//! [`sessions_of`](TowerStore::sessions_of) and
-//! [`destroy_user_except`](TowerStore::destroy_user_except) use.
+//! [`USER_KEY`] (a string) is stored as the session's user, not as a value, and given back
+//! under the same key on load.
 
 use std::collections::HashMap;
-
-use async_trait::async_trait;
-use serde_json::Value;
+use std::sync::Arc;
 use std::time::Duration;
 
+use serde_json::Value;
 use time::OffsetDateTime;
-use tower_sessions_core::session::{Id, Record};
-use tower_sessions_core::session_store::{self, ExpiredDeletion, SessionStore};
 
-use super::engine::{OffExecutorError, Saved, is_encoding, off_executor};
+pub use super::engine::{BoxError, USER_KEY};
+use super::engine::{OffExecutorError, Saved, helpers, is_encoding, off_executor};
 use crate::codec::Data;
 use crate::expiry::{self, Lifetime};
 use crate::id::{Digest, SessionHandle};
-use crate::read::{Cached, Entry};
+use crate::read::Entry;
 use crate::state::StoreState;
 use crate::store::Store;
 use crate::users::SessionInfo;
 use crate::write::commit::Contents;
 
-/// The session key whose string value is the logged-in user.
-///
-/// Saving a session with a string under this key puts it in sessile's per-user index
-/// (see [`Store::sessions_of`]); removing the key (or setting it to `null`) takes it out.
-///
-/// ```
-/// # async fn login(session: tower_sessions::Session) -> Result<(), tower_sessions::session::Error> {
-/// session.cycle_id().await?; // a fresh ID on every privilege change
-/// session.insert(sessile::tower::USER_KEY, "alice").await?;
-/// # Ok(()) }
-/// ```
-pub const USER_KEY: &str = "sessile.user";
+/// The session key under which axum-login keeps its data (`{"user_id": .., ..}`), read
+/// by default for the per-user index.
+pub const AXUM_LOGIN_KEY: &str = "axum-login.data";
 
 /// blake3 key-derivation context for record keys derived from tower-sessions IDs.
 const ID_CONTEXT: &str = "sessile 2026-11 tower-sessions id digest v1";
@@ -110,6 +116,18 @@ const ID_CONTEXT: &str = "sessile 2026-11 tower-sessions id digest v1";
 #[derive(Clone, Debug)]
 pub struct TowerStore {
     store: Store,
+    user_from: &'static str,
+}
+
+/// A tower-sessions session ID of any supported version (0.14 or 0.15).
+pub trait TowerId: sealed::Sealed {
+    /// The ID's 128 bits.
+    #[doc(hidden)]
+    fn bits(&self) -> i128;
+}
+
+mod sealed {
+    pub trait Sealed {}
 }
 
 impl TowerStore {
@@ -117,7 +135,19 @@ impl TowerStore {
     /// [module docs](self)), within the store's ceilings; the store's other settings
     /// (durability, limits, cleanup) apply as they are.
     pub fn new(store: Store) -> TowerStore {
-        TowerStore { store }
+        TowerStore {
+            store,
+            user_from: AXUM_LOGIN_KEY,
+        }
+    }
+
+    /// Indexes sessions by the user id found under `key` (a string, a number, or an
+    /// object with a `user_id` field holding one) when they have no [`USER_KEY`]. The
+    /// default is [`AXUM_LOGIN_KEY`]. The value stays in the session.
+    #[must_use]
+    pub fn index_user_from(mut self, key: &'static str) -> TowerStore {
+        self.user_from = key;
+        self
     }
 
     /// The sessile store underneath, for statistics, events and maintenance. Its
@@ -130,24 +160,22 @@ impl TowerStore {
     /// The sessile handle of the session with tower ID `id`: the handle that
     /// [`sessions_of`](Self::sessions_of) lists and events name. It cannot be turned back
     /// into the ID.
-    pub fn handle(&self, id: &Id) -> SessionHandle {
-        digest(id).handle()
+    pub fn handle(&self, id: &impl TowerId) -> SessionHandle {
+        digest(id.bits()).handle()
     }
 
-    /// The live sessions of `user` (saved with `user` under [`USER_KEY`]), oldest
-    /// first, for a "your devices" page.
+    /// The live sessions of `user`, oldest first, for a "your devices" page.
     ///
     /// # Errors
     ///
     /// A storage failure, or a failed blocking task.
     pub async fn sessions_of(&self, user: &str) -> Result<Vec<SessionInfo>, BoxError> {
-        let user = user.to_owned();
-        Ok(off_executor(&self.store, move |s| s.sessions_of(&user)).await?)
+        helpers::sessions_of(&self.store, user).await
     }
 
-    /// Destroys every live session of `user` except the one with ID `keep` ("log out my
-    /// other devices"), or all of them with `None`. Flushed before it returns. Returns
-    /// how many sessions were destroyed.
+    /// Destroys every live session of `user` except the one with handle `keep` ("log out
+    /// my other devices": `session.id().map(|id| store.handle(&id))`), or all of them with
+    /// `None`. Flushed before it returns. Returns how many sessions were destroyed.
     ///
     /// # Errors
     ///
@@ -155,14 +183,9 @@ impl TowerStore {
     pub async fn destroy_user_except(
         &self,
         user: &str,
-        keep: Option<&Id>,
+        keep: Option<SessionHandle>,
     ) -> Result<usize, BoxError> {
-        let user = user.to_owned();
-        let keep = keep.map(|id| self.handle(id));
-        Ok(off_executor(&self.store, move |s| {
-            s.state.destroy_user_except(&user, keep)
-        })
-        .await?)
+        helpers::destroy_user_except(&self.store, user, keep).await
     }
 
     /// Writes everything to disk, off the executor. Call it when the server shuts down.
@@ -171,15 +194,178 @@ impl TowerStore {
     ///
     /// A storage failure, or a failed blocking task.
     pub async fn flush(&self) -> Result<(), BoxError> {
-        Ok(off_executor(&self.store, Store::flush).await?)
+        helpers::flush(&self.store).await
+    }
+
+    /// Why a store call failed, as tower-sessions classifies it.
+    fn refusal(&self, e: &OffExecutorError) -> Refusal {
+        if e.is_encoding() {
+            Refusal::Encode(e.to_string())
+        } else {
+            Refusal::Backend(e.to_string())
+        }
+    }
+
+    /// Splits tower's data into sessile's user and values (JSON bytes), with `lifetime`.
+    fn contents(
+        &self,
+        data: &HashMap<String, Value>,
+        lifetime: Lifetime,
+    ) -> Result<Contents, Refusal> {
+        let state = &self.store.state;
+        let mut values = Data::new();
+        let mut user = None;
+        for (key, value) in data {
+            if key == USER_KEY {
+                user = match value {
+                    Value::String(s) => Some(s.clone()),
+                    Value::Null => None,
+                    _ => {
+                        return Err(Refusal::Encode(format!(
+                            "the value under {USER_KEY:?} must be a string or null"
+                        )));
+                    }
+                };
+                continue;
+            }
+            state
+                .limits()
+                .check_key(key)
+                .map_err(|e| Refusal::Encode(e.to_string()))?;
+            let bytes = serde_json::to_vec(value).map_err(|e| Refusal::Encode(e.to_string()))?;
+            values.insert(key.clone(), serde_bytes::ByteBuf::from(bytes));
+        }
+        if user.is_none() && !data.contains_key(USER_KEY) {
+            user = data.get(self.user_from).and_then(user_id);
+        }
+        state.contents(user, values, lifetime).map_err(|e| {
+            if is_encoding(&e) {
+                Refusal::Encode(e.to_string())
+            } else {
+                Refusal::Backend(e.to_string())
+            }
+        })
+    }
+
+    /// tower's data and expiry date of a live sessile record.
+    fn parts(&self, id: i128, entry: &Entry) -> (HashMap<String, Value>, OffsetDateTime) {
+        let mut data = HashMap::with_capacity(entry.data.len() + 1);
+        for (key, bytes) in entry.data.iter() {
+            match serde_json::from_slice::<Value>(bytes) {
+                Ok(value) => {
+                    data.insert(key.clone(), value);
+                }
+                Err(e) => tracing::warn!(
+                    handle = %digest(id).handle(),
+                    key = %key,
+                    error = %e,
+                    "skipped a session value that is not JSON (was it written without the tower adapter?)"
+                ),
+            }
+        }
+        // A user read from `user_from` comes back with that value; one that came from
+        // USER_KEY goes back under it.
+        let derived = data.get(self.user_from).and_then(user_id);
+        if let Some(user) = entry.user.as_ref().filter(|u| derived.as_ref() != Some(*u)) {
+            data.insert(USER_KEY.to_owned(), Value::String(user.clone()));
+        }
+        let expiry = expiry::live_until(&self.store.state.config, &entry.header);
+        (data, from_ms(expiry))
+    }
+
+    /// `create` for any version: stores the data under a fresh ID (see the module docs)
+    /// and returns it.
+    async fn create_record(
+        &self,
+        data: &HashMap<String, Value>,
+        expiry_date: OffsetDateTime,
+        fresh_id: fn() -> i128,
+    ) -> Result<i128, Refusal> {
+        let Some(lifetime) = lifetime(&self.store.state, expiry_date) else {
+            return Ok(fresh_id());
+        };
+        let contents = self.contents(data, lifetime)?;
+        off_executor(&self.store, move |s| {
+            let ids = || {
+                let id = fresh_id();
+                Ok((id, digest(id)))
+            };
+            s.state.insert_new(ids, &contents)
+        })
+        .await
+        .map_err(|e| self.refusal(&e))
+    }
+
+    /// `save` for any version.
+    async fn save_record(
+        &self,
+        id: i128,
+        data: &HashMap<String, Value>,
+        expiry_date: OffsetDateTime,
+    ) -> Result<(), Refusal> {
+        let key = digest(id);
+        let Some(lifetime) = lifetime(&self.store.state, expiry_date) else {
+            return self.delete_record(id).await;
+        };
+        let contents = self.contents(data, lifetime)?;
+        let saved = off_executor(&self.store, move |s| s.state.save_contents(&key, contents))
+            .await
+            .map_err(|e| self.refusal(&e))?;
+        if saved == Saved::Gone {
+            tracing::debug!(handle = %key.handle(), "not saving a session that is gone");
+        }
+        Ok(())
+    }
+
+    /// `load` for any version.
+    async fn load_record(&self, id: i128) -> Result<Option<Arc<Entry>>, Refusal> {
+        helpers::load(&self.store, digest(id))
+            .await
+            .map_err(|e| self.refusal(&e))
+    }
+
+    /// `delete` for any version: flushed before it returns.
+    async fn delete_record(&self, id: i128) -> Result<(), Refusal> {
+        let key = digest(id);
+        off_executor(&self.store, move |s| s.state.destroy_durably(&key))
+            .await
+            .map_err(|e| self.refusal(&e))?;
+        Ok(())
+    }
+
+    /// `delete_expired` for any version.
+    async fn purge(&self) -> Result<(), Refusal> {
+        off_executor(&self.store, Store::purge_expired)
+            .await
+            .map_err(|e| self.refusal(&e))?;
+        Ok(())
     }
 }
 
-/// The error type of the async helpers of [`TowerStore`].
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// A store error, as either tower-sessions version reports it.
+enum Refusal {
+    /// What was given cannot be stored (too large, not encodable).
+    Encode(String),
+    /// The store failed.
+    Backend(String),
+}
 
-fn digest(id: &Id) -> Digest {
-    Digest(blake3::derive_key(ID_CONTEXT, &id.0.to_le_bytes()))
+/// The user id a value names: a string's contents, a number's digits, or the same found
+/// under a `user_id` field.
+fn user_id(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Object(fields) => match fields.get("user_id")? {
+            Value::Object(_) => None,
+            inner => user_id(inner),
+        },
+        _ => None,
+    }
+}
+
+fn digest(id: i128) -> Digest {
+    Digest(blake3::derive_key(ID_CONTEXT, &id.to_le_bytes()))
 }
 
 /// The time `ms` after the epoch, or the latest date `time` represents if later.
@@ -199,154 +385,92 @@ fn lifetime(state: &StoreState, expiry_date: OffsetDateTime) -> Option<Lifetime>
     (ms > 0).then(|| state.framework_lifetime(Duration::from_millis(ms)))
 }
 
-fn backend(e: OffExecutorError) -> session_store::Error {
-    if e.is_encoding() {
-        session_store::Error::Encode(e.to_string())
-    } else {
-        session_store::Error::Backend(e.to_string())
-    }
-}
+/// Implements one tower-sessions-core version's traits on [`TowerStore`]: only type
+/// conversions; the work is in the methods above.
+macro_rules! session_store_for {
+    ($core:ident) => {
+        impl sealed::Sealed for $core::session::Id {}
 
-/// Splits tower's data into sessile's user and values (JSON bytes), with `lifetime`.
-fn contents(
-    shared: &StoreState,
-    record: &Record,
-    lifetime: Lifetime,
-) -> Result<Contents, session_store::Error> {
-    let mut data = Data::new();
-    let mut user = None;
-    for (key, value) in &record.data {
-        if key == USER_KEY {
-            user = match value {
-                Value::String(s) => Some(s.clone()),
-                Value::Null => None,
-                _ => {
-                    return Err(session_store::Error::Encode(format!(
-                        "the value under {USER_KEY:?} must be a string or null"
-                    )));
-                }
-            };
-            continue;
-        }
-        shared
-            .limits()
-            .check_key(key)
-            .map_err(|e| session_store::Error::Encode(e.to_string()))?;
-        let bytes =
-            serde_json::to_vec(value).map_err(|e| session_store::Error::Encode(e.to_string()))?;
-        data.insert(key.clone(), serde_bytes::ByteBuf::from(bytes));
-    }
-    shared.contents(user, data, lifetime).map_err(|e| {
-        if is_encoding(&e) {
-            session_store::Error::Encode(e.to_string())
-        } else {
-            session_store::Error::Backend(e.to_string())
-        }
-    })
-}
-
-/// Builds tower's record from a live sessile record.
-fn record(shared: &StoreState, id: Id, entry: &Entry) -> Record {
-    let mut data = HashMap::with_capacity(entry.data.len() + 1);
-    for (key, bytes) in entry.data.iter() {
-        match serde_json::from_slice::<Value>(bytes) {
-            Ok(value) => {
-                data.insert(key.clone(), value);
+        impl TowerId for $core::session::Id {
+            fn bits(&self) -> i128 {
+                self.0
             }
-            Err(e) => tracing::warn!(
-                handle = %digest(&id).handle(),
-                key = %key,
-                error = %e,
-                "skipped a session value that is not JSON (was it written without the tower adapter?)"
-            ),
         }
-    }
-    if let Some(user) = &entry.user {
-        data.insert(USER_KEY.to_owned(), Value::String(user.clone()));
-    }
-    Record {
-        id,
-        data,
-        expiry_date: from_ms(expiry::live_until(&shared.config, &entry.header)),
-    }
-}
 
-#[async_trait]
-impl SessionStore for TowerStore {
-    /// Stores `record` under a fresh ID, whatever ID it arrives with: after
-    /// `Session::flush` (logout) tower-sessions calls `create` with the old ID, which a
-    /// thief may hold, so it is never handed out again. A record whose expiry has already
-    /// passed gets a fresh ID and is not stored.
-    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
-        let state = &self.store.state;
-        let Some(lifetime) = lifetime(state, record.expiry_date) else {
-            record.id = Id::default();
-            return Ok(());
-        };
-        let contents = contents(state, record, lifetime)?;
-        let id = off_executor(&self.store, move |s| {
-            let ids = || {
-                let id = Id::default();
-                Ok((id, digest(&id)))
-            };
-            s.state.insert_new(ids, &contents)
-        })
-        .await
-        .map_err(backend)?;
-        record.id = id;
-        Ok(())
-    }
-
-    /// Writes `record` over the live session with its ID. A session that was deleted or
-    /// has expired meanwhile stays gone; a record whose expiry has passed is deleted.
-    async fn save(&self, record: &Record) -> session_store::Result<()> {
-        let key = digest(&record.id);
-        let Some(lifetime) = lifetime(&self.store.state, record.expiry_date) else {
-            return self.delete(&record.id).await;
-        };
-        let contents = contents(&self.store.state, record, lifetime)?;
-        let saved = off_executor(&self.store, move |s| s.state.save_contents(&key, contents))
-            .await
-            .map_err(backend)?;
-        if saved == Saved::Gone {
-            tracing::debug!(handle = %key.handle(), "not saving a session that is gone");
+        impl From<Refusal> for $core::session_store::Error {
+            fn from(r: Refusal) -> Self {
+                match r {
+                    Refusal::Encode(e) => $core::session_store::Error::Encode(e),
+                    Refusal::Backend(e) => $core::session_store::Error::Backend(e),
+                }
+            }
         }
-        Ok(())
-    }
 
-    async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
-        let key = digest(id);
-        let shared = &self.store.state;
-        let entry = match shared.live_cached(&key) {
-            Cached::Live(entry) => Some(entry),
-            Cached::Dead => None,
-            Cached::Unknown => off_executor(&self.store, move |s| s.state.live_entry(&key))
-                .await
-                .map_err(backend)?,
-        };
-        Ok(entry.map(|e| record(shared, *id, &e)))
-    }
+        #[async_trait::async_trait]
+        impl $core::session_store::SessionStore for TowerStore {
+            /// Stores `record` under a fresh ID, whatever ID it arrives with: after
+            /// `Session::flush` (logout) tower-sessions calls `create` with the old ID,
+            /// which a thief may hold, so it is never handed out again. A record whose
+            /// expiry has already passed gets a fresh ID and is not stored.
+            async fn create(
+                &self,
+                record: &mut $core::session::Record,
+            ) -> $core::session_store::Result<()> {
+                let fresh = || $core::session::Id::default().0;
+                let id = self
+                    .create_record(&record.data, record.expiry_date, fresh)
+                    .await?;
+                record.id = $core::session::Id(id);
+                Ok(())
+            }
 
-    async fn delete(&self, id: &Id) -> session_store::Result<()> {
-        let key = digest(id);
-        off_executor(&self.store, move |s| s.state.destroy_durably(&key))
-            .await
-            .map_err(backend)?;
-        Ok(())
-    }
+            /// Writes `record` over the live session with its ID. A session that was
+            /// deleted or has expired meanwhile stays gone; a record whose expiry has
+            /// passed is deleted.
+            async fn save(
+                &self,
+                record: &$core::session::Record,
+            ) -> $core::session_store::Result<()> {
+                Ok(self
+                    .save_record(record.id.0, &record.data, record.expiry_date)
+                    .await?)
+            }
+
+            async fn load(
+                &self,
+                id: &$core::session::Id,
+            ) -> $core::session_store::Result<Option<$core::session::Record>> {
+                let entry = self.load_record(id.0).await?;
+                Ok(entry.map(|e| {
+                    let (data, expiry_date) = self.parts(id.0, &e);
+                    $core::session::Record {
+                        id: *id,
+                        data,
+                        expiry_date,
+                    }
+                }))
+            }
+
+            async fn delete(&self, id: &$core::session::Id) -> $core::session_store::Result<()> {
+                Ok(self.delete_record(id.0).await?)
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $core::session_store::ExpiredDeletion for TowerStore {
+            /// Deletes every expired session now (sessile's cleanup thread also does this
+            /// on its own interval, so calling this is optional).
+            async fn delete_expired(&self) -> $core::session_store::Result<()> {
+                Ok(self.purge().await?)
+            }
+        }
+    };
 }
 
-#[async_trait]
-impl ExpiredDeletion for TowerStore {
-    /// Deletes every expired session now (sessile's cleanup thread also does this on its
-    /// own interval, so calling this is optional).
-    async fn delete_expired(&self) -> session_store::Result<()> {
-        off_executor(&self.store, Store::purge_expired)
-            .await
-            .map_err(backend)?;
-        Ok(())
-    }
-}
+#[cfg(feature = "tower")]
+session_store_for!(tower_sessions_core);
+#[cfg(feature = "tower-014")]
+session_store_for!(tower_sessions_core_014);
 
 #[cfg(test)]
 mod tests {
@@ -354,12 +478,10 @@ mod tests {
 
     #[test]
     fn ids_map_to_distinct_keys_apart_from_token_digests() {
-        let a = Id(1);
-        let b = Id(2);
-        assert_ne!(digest(&a), digest(&b));
-        assert_eq!(digest(&a), digest(&Id(1)));
+        assert_ne!(digest(1), digest(2));
+        assert_eq!(digest(1), digest(1));
         // Not the plain hash of the bytes: a different domain from any other digest.
-        assert_ne!(digest(&a).0, *blake3::hash(&1i128.to_le_bytes()).as_bytes());
+        assert_ne!(digest(1).0, *blake3::hash(&1i128.to_le_bytes()).as_bytes());
     }
 
     #[test]
@@ -368,5 +490,20 @@ mod tests {
         assert_eq!(from_ms(1_700_000_000_000), at);
         // Past year 9999: the latest date, never 1970.
         assert_eq!(from_ms(u64::MAX), time::PrimitiveDateTime::MAX.assume_utc());
+    }
+
+    #[test]
+    fn user_ids_are_read_as_text() {
+        use serde_json::json;
+        let login = json!({ "user_id": 1, "auth_hash": [1, 2] });
+        assert_eq!(user_id(&login).as_deref(), Some("1"));
+        assert_eq!(
+            user_id(&json!({ "user_id": "ann" })).as_deref(),
+            Some("ann")
+        );
+        assert_eq!(user_id(&json!("bob")).as_deref(), Some("bob"));
+        assert_eq!(user_id(&json!({ "user_id": null })), None);
+        assert_eq!(user_id(&json!({ "user_id": { "user_id": 1 } })), None);
+        assert_eq!(user_id(&json!([1])), None);
     }
 }

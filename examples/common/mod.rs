@@ -1,0 +1,100 @@
+//! What the example servers share: the cookie key that survives restarts, graceful
+//! shutdown, and error answers.
+#![allow(dead_code, reason = "each example uses what it needs")]
+
+use std::error::Error;
+use std::io::Write as _;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use serde_json::json;
+use tower_sessions::cookie::Key;
+
+/// Seconds since the Unix epoch, for JSON answers.
+pub fn unix_seconds(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The cookie-signing key: from `SESSILE_COOKIE_KEY`, else from `<data>/cookie-key`,
+/// created (mode 0600) on first start. It must outlive restarts, or every cookie dies
+/// with the server.
+pub fn cookie_key(data: &Path) -> Result<Key, Box<dyn Error + Send + Sync>> {
+    if let Ok(text) = std::env::var("SESSILE_COOKIE_KEY") {
+        let bytes = base64::engine::general_purpose::STANDARD.decode(text.trim())?;
+        return Ok(Key::try_from(bytes.as_slice())?);
+    }
+    let mut folder = std::fs::DirBuilder::new();
+    folder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut folder, 0o700);
+    folder.create(data)?;
+    let path = data.join("cookie-key");
+    match std::fs::read(&path) {
+        Ok(bytes) => Ok(Key::try_from(bytes.as_slice())?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = Key::generate();
+            let mut file = std::fs::OpenOptions::new();
+            file.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
+            let mut file = file.open(&path)?;
+            file.write_all(key.master())?;
+            file.sync_all()?;
+            Ok(key)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            eprintln!("cannot listen for Ctrl-C: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                eprintln!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    println!("shutting down");
+}
+
+/// Any failure in a handler: logged, answered with a 500 that says nothing more.
+pub struct AppError(Box<dyn Error + Send + Sync>);
+
+impl<E: Into<Box<dyn Error + Send + Sync>>> From<E> for AppError {
+    fn from(e: E) -> Self {
+        AppError(e.into())
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        eprintln!("request failed: {}", self.0);
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({ "error": "internal error" })),
+        )
+            .into_response()
+    }
+}
