@@ -28,6 +28,43 @@ pub(crate) struct Entry {
     pub(crate) header: Header,
     pub(crate) user: Option<String>,
     pub(crate) data: Arc<Data>,
+    /// What an adapter made of this version of the record (tower's parsed JSON values),
+    /// kept with it in the cache so a hot load converts once. A write makes a new entry,
+    /// so the memo never outlives the data it was made from.
+    #[cfg_attr(
+        not(any(feature = "tower", feature = "tower-014")),
+        allow(dead_code, reason = "only the tower adapter memoises")
+    )]
+    pub(crate) memo: Memo,
+}
+
+/// A value derived from an [`Entry`], made at most once.
+#[derive(Default)]
+pub(crate) struct Memo(std::sync::OnceLock<Arc<dyn std::any::Any + Send + Sync>>);
+
+impl Memo {
+    /// The memo if it is a `T`, made by `make` if there is none yet.
+    #[cfg_attr(
+        not(any(feature = "tower", feature = "tower-014")),
+        allow(dead_code, reason = "only the tower adapter memoises")
+    )]
+    pub(crate) fn get_or<T: Send + Sync + 'static>(
+        &self,
+        make: impl FnOnce() -> T,
+    ) -> Option<Arc<T>> {
+        let any = self.0.get_or_init(|| Arc::new(make()));
+        Arc::clone(any).downcast::<T>().ok()
+    }
+}
+
+impl std::fmt::Debug for Memo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "Memo(set)"
+        } else {
+            "Memo(empty)"
+        })
+    }
 }
 
 impl Entry {
@@ -45,6 +82,7 @@ impl Entry {
             header,
             user,
             data,
+            memo: Memo::default(),
         }
     }
 
@@ -56,21 +94,11 @@ impl Entry {
                 header: record.header,
                 user: record.user,
                 data: Arc::new(record.data),
+                memo: Memo::default(),
             }),
             Err(e) => Err((bytes, e)),
         }
     }
-}
-
-/// What the cache alone says about a session.
-#[cfg(any(feature = "tower", feature = "tower-014", feature = "actix"))]
-pub(crate) enum Cached {
-    /// Cached and live.
-    Live(Arc<Entry>),
-    /// Cached, and expired by the stored expiry or the current timeouts.
-    Dead,
-    /// Not in the cache: ask sled.
-    Unknown,
 }
 
 /// The bounded cache of decoded records, keyed by digest. Off when sized 0.
@@ -148,17 +176,6 @@ impl StoreState {
         let entry = self.record(digest)?;
         let now = self.now();
         Ok(entry.filter(|e| expiry::is_live(&self.config, &e.header, now)))
-    }
-
-    /// [`live_entry`](Self::live_entry) from the cache alone: no I/O, no lock (for async
-    /// callers that must not block).
-    #[cfg(any(feature = "tower", feature = "tower-014", feature = "actix"))]
-    pub(crate) fn live_cached(&self, digest: &Digest) -> Cached {
-        match self.cache.get(digest) {
-            None => Cached::Unknown,
-            Some(e) if expiry::is_live(&self.config, &e.header, self.now()) => Cached::Live(e),
-            Some(_) => Cached::Dead,
-        }
     }
 
     /// The user of the stored record of `digest`, read without a lock: a guess that a

@@ -44,8 +44,9 @@
 //!   a TTL longer than the store's absolute timeout also becomes the session's absolute
 //!   timeout (from creation). `Duration::MAX` ("never") is cut to the ceilings; a TTL of
 //!   zero or less deletes the session.
-//! - Reads served from sessile's cache run in place; every read that may touch the disk,
-//!   every write and every flush runs on tokio's blocking pool, never on the actix worker.
+//! - Reads and writes run in place on the actix worker (microseconds; a hand-off to a
+//!   thread pool costs more); work that flushes (`delete`, revocations, every write under
+//!   `Durability::EveryWrite`) runs on tokio's blocking pool.
 //!
 //! # How records are stored
 //!
@@ -59,7 +60,7 @@ use std::collections::HashMap;
 use actix_session::storage::{LoadError, SaveError, SessionKey, SessionStore, UpdateError};
 use time::Duration;
 
-use super::engine::{Saved, helpers, off_executor};
+use super::engine::{Saved, Work, helpers, run};
 use crate::codec::Data;
 use crate::expiry::Lifetime;
 use crate::id::{SessionHandle, SessionId};
@@ -67,7 +68,7 @@ use crate::read::Entry;
 use crate::state::StoreState;
 use crate::store::Store;
 use crate::users::SessionInfo;
-use crate::write::commit::{Contents, TouchPlan};
+use crate::write::commit::Contents;
 
 /// The session key whose value (a string) is the logged-in user.
 ///
@@ -222,9 +223,7 @@ impl SessionStore for ActixStore {
             return Ok(None);
         };
         let digest = id.digest();
-        let entry = helpers::load(&self.store, digest)
-            .await
-            .map_err(|e| LoadError::Other(e.into()))?;
+        let entry = helpers::load(&self.store, digest).map_err(|e| LoadError::Other(e.into()))?;
         entry.map(|e| state(&e, digest.handle())).transpose()
     }
 
@@ -240,7 +239,7 @@ impl SessionStore for ActixStore {
         };
         let contents = contents(&self.store.state, session_state, lifetime)
             .map_err(SaveError::Serialization)?;
-        let id = off_executor(&self.store, move |s| {
+        let id = run(&self.store, Work::Write, move |s| {
             let tokens = || {
                 let id = SessionId::generate()?;
                 let digest = id.digest();
@@ -271,14 +270,16 @@ impl SessionStore for ActixStore {
         };
         let digest = id.digest();
         let Some(lifetime) = self.lifetime(ttl) else {
-            off_executor(&self.store, move |s| s.state.destroy_durably(&digest))
-                .await
-                .map_err(|e| UpdateError::Other(e.into()))?;
+            run(&self.store, Work::Long, move |s| {
+                s.state.destroy_durably(&digest)
+            })
+            .await
+            .map_err(|e| UpdateError::Other(e.into()))?;
             return Ok(session_key);
         };
         let contents = contents(&self.store.state, session_state, lifetime)
             .map_err(UpdateError::Serialization)?;
-        let saved = off_executor(&self.store, move |s| {
+        let saved = run(&self.store, Work::Write, move |s| {
             s.state.save_contents(&digest, contents)
         })
         .await
@@ -300,17 +301,17 @@ impl SessionStore for ActixStore {
             return Ok(());
         };
         let digest = id.digest();
-        let state = &self.store.state;
         let Some(lifetime) = self.lifetime(ttl) else {
-            off_executor(&self.store, move |s| s.state.destroy_durably(&digest)).await?;
+            run(&self.store, Work::Long, move |s| {
+                s.state.destroy_durably(&digest)
+            })
+            .await?;
             return Ok(());
         };
-        // Answered from the cache when the session is dead or needs no write.
-        let own = Some(lifetime.to_own(&state.config));
-        if let Some(TouchPlan::Dead | TouchPlan::NoWrite) = state.touch_plan_cached(&digest, own) {
-            return Ok(());
-        }
-        off_executor(&self.store, move |s| s.state.touch_with(&digest, lifetime)).await?;
+        run(&self.store, Work::Write, move |s| {
+            s.state.touch_with(&digest, lifetime)
+        })
+        .await?;
         Ok(())
     }
 
@@ -319,7 +320,10 @@ impl SessionStore for ActixStore {
             return Ok(());
         };
         let digest = id.digest();
-        off_executor(&self.store, move |s| s.state.destroy_durably(&digest)).await?;
+        run(&self.store, Work::Long, move |s| {
+            s.state.destroy_durably(&digest)
+        })
+        .await?;
         Ok(())
     }
 }

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use crate::clock::duration_ms;
 use crate::codec::Data;
+use crate::config::Durability;
 use crate::error::{Error, Result};
 use crate::events::DestroyReason;
 use crate::expiry::Lifetime;
@@ -123,50 +124,48 @@ pub const USER_KEY: &str = "sessile.user";
 /// The error type of the adapters' async helpers.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The helpers both adapters offer next to their framework's trait, on the blocking pool.
+/// The helpers both adapters offer next to their framework's trait.
 pub(crate) mod helpers {
     use std::sync::Arc;
 
-    use super::{BoxError, OffExecutorError, off_executor};
+    use super::{BoxError, OffExecutorError, Work, run};
     use crate::id::{Digest, SessionHandle};
-    use crate::read::{Cached, Entry};
+    use crate::read::Entry;
     use crate::store::Store;
     use crate::users::SessionInfo;
 
-    /// See the adapters' `sessions_of`.
+    /// See the adapters' `sessions_of`: reads a few records, in place.
     pub(crate) async fn sessions_of(
         store: &Store,
         user: &str,
     ) -> Result<Vec<SessionInfo>, BoxError> {
         let user = user.to_owned();
-        Ok(off_executor(store, move |s| s.sessions_of(&user)).await?)
+        Ok(run(store, Work::Read, move |s| s.sessions_of(&user)).await?)
     }
 
-    /// See the adapters' `destroy_user_except`.
+    /// See the adapters' `destroy_user_except`: flushes, on the blocking pool.
     pub(crate) async fn destroy_user_except(
         store: &Store,
         user: &str,
         keep: Option<SessionHandle>,
     ) -> Result<usize, BoxError> {
         let user = user.to_owned();
-        Ok(off_executor(store, move |s| s.state.destroy_user_except(&user, keep)).await?)
+        let destroy = move |s: &Store| s.state.destroy_user_except(&user, keep);
+        Ok(run(store, Work::Long, destroy).await?)
     }
 
-    /// See the adapters' `flush`.
+    /// See the adapters' `flush`: on the blocking pool.
     pub(crate) async fn flush(store: &Store) -> Result<(), BoxError> {
-        Ok(off_executor(store, Store::flush).await?)
+        Ok(run(store, Work::Long, Store::flush).await?)
     }
 
-    /// The live record of `digest`: from the cache in place, else read off the executor.
-    pub(crate) async fn load(
+    /// The live record of `digest`: from the cache, else read from sled, in place (see
+    /// [`Work::Read`]).
+    pub(crate) fn load(
         store: &Store,
         digest: Digest,
     ) -> Result<Option<Arc<Entry>>, OffExecutorError> {
-        match store.state.live_cached(&digest) {
-            Cached::Live(entry) => Ok(Some(entry)),
-            Cached::Dead => Ok(None),
-            Cached::Unknown => off_executor(store, move |s| s.state.live_entry(&digest)).await,
-        }
+        Ok(store.state.live_entry(&digest)?)
     }
 }
 
@@ -216,6 +215,43 @@ pub(crate) fn is_encoding(e: &Error) -> bool {
 impl From<Error> for OffExecutorError {
     fn from(e: Error) -> Self {
         OffExecutorError::Store(e)
+    }
+}
+
+/// How long a piece of adapter work can hold the thread that runs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Work {
+    /// A read: a cache hit is well under a microsecond, a sled read of a cached page a few
+    /// microseconds. Runs in place: a hand-off to the blocking pool costs tens.
+    Read,
+    /// A write without a flush: a few sled inserts, tens of microseconds. Runs in place,
+    /// unless the store flushes every write ([`Durability::EveryWrite`]).
+    Write,
+    /// Anything that flushes to disk (deletes, revocations) or scans: milliseconds. Runs
+    /// on the blocking pool.
+    Long,
+}
+
+/// Runs `f` where `work` says: in place when it is short, else on tokio's blocking pool,
+/// so flushes and scans never stall an async worker thread.
+pub(crate) async fn run<T, F>(
+    store: &Store,
+    work: Work,
+    f: F,
+) -> std::result::Result<T, OffExecutorError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Store) -> Result<T> + Send + 'static,
+{
+    let in_place = match work {
+        Work::Read => true,
+        Work::Write => store.state.config.durability != Durability::EveryWrite,
+        Work::Long => false,
+    };
+    if in_place {
+        Ok(f(store)?)
+    } else {
+        off_executor(store, f).await
     }
 }
 

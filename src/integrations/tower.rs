@@ -69,9 +69,12 @@
 //! - With `with_always_save(true)`, a save whose data is unchanged and whose expiry moves
 //!   by less than the touch granularity writes nothing, so rolling sessions cost no disk
 //!   writes on every request.
-//! - Reads served from sessile's cache run in place; every read that may touch the disk,
-//!   every write and every flush runs on tokio's blocking pool
-//!   ([`spawn_blocking`](tokio::task::spawn_blocking)), never on an async worker.
+//! - Reads and writes run in place on the calling task: a cache hit takes well under a
+//!   microsecond, a sled read or write of cached pages microseconds, while a hand-off to
+//!   tokio's blocking pool costs tens (BENCHMARKS.md has the executor hold times). Work
+//!   that flushes (`delete`, revocations, every write under `Durability::EveryWrite`) or
+//!   scans (`delete_expired`) runs on the blocking pool
+//!   ([`spawn_blocking`](tokio::task::spawn_blocking)).
 //! - `delete` is flushed to disk before it returns.
 //!
 //! # How records are stored
@@ -92,7 +95,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 pub use super::engine::{BoxError, USER_KEY};
-use super::engine::{OffExecutorError, Saved, helpers, is_encoding, off_executor};
+use super::engine::{OffExecutorError, Saved, Work, helpers, is_encoding, run};
 use crate::codec::Data;
 use crate::expiry::{self, Lifetime};
 use crate::id::{Digest, SessionHandle};
@@ -247,8 +250,24 @@ impl TowerStore {
         })
     }
 
-    /// tower's data and expiry date of a live sessile record.
+    /// tower's data and expiry date of a live sessile record. The JSON values are parsed
+    /// once per version of the record and kept with it in the read cache, so a hot load
+    /// costs a clone, as with an in-memory store.
     fn parts(&self, id: i128, entry: &Entry) -> (HashMap<String, Value>, OffsetDateTime) {
+        let expiry = from_ms(expiry::live_until(&self.store.state.config, &entry.header));
+        let memo = entry.memo.get_or(|| ParsedRecord {
+            user_from: self.user_from,
+            data: self.parse(id, entry),
+        });
+        match memo.filter(|m| m.user_from == self.user_from) {
+            Some(memo) => (memo.data.clone(), expiry),
+            None => (self.parse(id, entry), expiry),
+        }
+    }
+
+    /// tower's data of a sessile record: each value parsed from JSON, the user back
+    /// under [`USER_KEY`] unless it came from `user_from`.
+    fn parse(&self, id: i128, entry: &Entry) -> HashMap<String, Value> {
         let mut data = HashMap::with_capacity(entry.data.len() + 1);
         for (key, bytes) in entry.data.iter() {
             match serde_json::from_slice::<Value>(bytes) {
@@ -263,14 +282,11 @@ impl TowerStore {
                 ),
             }
         }
-        // A user read from `user_from` comes back with that value; one that came from
-        // USER_KEY goes back under it.
         let derived = data.get(self.user_from).and_then(user_id);
         if let Some(user) = entry.user.as_ref().filter(|u| derived.as_ref() != Some(*u)) {
             data.insert(USER_KEY.to_owned(), Value::String(user.clone()));
         }
-        let expiry = expiry::live_until(&self.store.state.config, &entry.header);
-        (data, from_ms(expiry))
+        data
     }
 
     /// `create` for any version: stores the data under a fresh ID (see the module docs)
@@ -285,7 +301,7 @@ impl TowerStore {
             return Ok(fresh_id());
         };
         let contents = self.contents(data, lifetime)?;
-        off_executor(&self.store, move |s| {
+        run(&self.store, Work::Write, move |s| {
             let ids = || {
                 let id = fresh_id();
                 Ok((id, digest(id)))
@@ -308,9 +324,11 @@ impl TowerStore {
             return self.delete_record(id).await;
         };
         let contents = self.contents(data, lifetime)?;
-        let saved = off_executor(&self.store, move |s| s.state.save_contents(&key, contents))
-            .await
-            .map_err(|e| self.refusal(&e))?;
+        let saved = run(&self.store, Work::Write, move |s| {
+            s.state.save_contents(&key, contents)
+        })
+        .await
+        .map_err(|e| self.refusal(&e))?;
         if saved == Saved::Gone {
             tracing::debug!(handle = %key.handle(), "not saving a session that is gone");
         }
@@ -319,27 +337,35 @@ impl TowerStore {
 
     /// `load` for any version.
     async fn load_record(&self, id: i128) -> Result<Option<Arc<Entry>>, Refusal> {
-        helpers::load(&self.store, digest(id))
-            .await
-            .map_err(|e| self.refusal(&e))
+        helpers::load(&self.store, digest(id)).map_err(|e| self.refusal(&e))
     }
 
     /// `delete` for any version: flushed before it returns.
     async fn delete_record(&self, id: i128) -> Result<(), Refusal> {
         let key = digest(id);
-        off_executor(&self.store, move |s| s.state.destroy_durably(&key))
-            .await
-            .map_err(|e| self.refusal(&e))?;
+        run(&self.store, Work::Long, move |s| {
+            s.state.destroy_durably(&key)
+        })
+        .await
+        .map_err(|e| self.refusal(&e))?;
         Ok(())
     }
 
     /// `delete_expired` for any version.
     async fn purge(&self) -> Result<(), Refusal> {
-        off_executor(&self.store, Store::purge_expired)
+        run(&self.store, Work::Long, Store::purge_expired)
             .await
             .map_err(|e| self.refusal(&e))?;
         Ok(())
     }
+}
+
+/// A record's values as tower wants them, memoised in the cache entry.
+struct ParsedRecord {
+    /// The `user_from` of the store that parsed it (the user goes back under
+    /// [`USER_KEY`] or not depending on it).
+    user_from: &'static str,
+    data: HashMap<String, Value>,
 }
 
 /// A store error, as either tower-sessions version reports it.

@@ -9,7 +9,7 @@ use crate::events::Event;
 use crate::expiry::{self, Lifetime, Timeouts};
 use crate::id::{Digest, SessionId};
 use crate::locks::StripeGuard;
-use crate::read::Entry;
+use crate::read::{Entry, Memo};
 use crate::state::StoreState;
 use crate::write::{ATTEMPTS, Step, Swap};
 
@@ -236,6 +236,7 @@ impl StoreState {
                 header,
                 user: old.user.clone(),
                 data: Arc::clone(&old.data),
+                memo: Memo::default(),
             },
             Change::Replace(c) => c.record(header),
         };
@@ -320,18 +321,6 @@ impl StoreState {
             None => TouchPlan::Dead,
             Some(entry) => self.plan_touch(&entry.header, own),
         })
-    }
-
-    /// [`touch_plan`](Self::touch_plan) from the cache alone (no I/O, for async callers):
-    /// `None` if the session is not cached.
-    #[cfg(feature = "actix")]
-    pub(crate) fn touch_plan_cached(
-        &self,
-        digest: &Digest,
-        own: Option<OwnTimeouts>,
-    ) -> Option<TouchPlan> {
-        let entry = self.cache.get(digest)?;
-        Some(self.plan_touch(&entry.header, own))
     }
 
     fn plan_touch(&self, header: &Header, own: Option<OwnTimeouts>) -> TouchPlan {
