@@ -153,7 +153,7 @@ impl Config {
     }
 
     /// `touch` and unchanged saves skip the disk write when they would move the expiry by
-    /// less than this. Default: 1/20 of the idle timeout (90 s for 30 minutes), so a session
+    /// less than this, and changed saves then keep the stored expiry (no index writes). Default: 1/20 of the idle timeout (90 s for 30 minutes), so a session
     /// may expire up to that much earlier than `last activity + idle`. At most the idle
     /// timeout; zero writes on every touch. A session with its own idle timeout
     /// ([`Lifetime`](crate::Lifetime)) gets the same fraction of it (36 hours for 30

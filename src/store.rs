@@ -194,7 +194,9 @@ impl Store {
     /// The last save wins over concurrent saves of the same session (use
     /// [`update`](Self::update) for read-modify-write). A save whose values and user are
     /// unchanged and which would move the expiry by less than the touch granularity writes
-    /// nothing. The absolute timeout still counts from creation.
+    /// nothing; one that changes them but would move the expiry that little keeps the
+    /// stored expiry (one write instead of three). The absolute timeout still counts from
+    /// creation.
     ///
     /// # Errors
     ///

@@ -220,11 +220,18 @@ impl StoreState {
             Change::Touch | Change::TouchWith(_) => true,
             Change::Replace(c) => codec::tail(&old.bytes) == codec::tail(&c.encoded),
         };
-        if same_contents && self.expiry_barely_moves(&old.header, own, now, expires_at) {
+        let barely_moves = self.expiry_barely_moves(&old.header, own, now, expires_at);
+        if same_contents && barely_moves {
             return Ok(Step::Done((Committed::Unchanged, None)));
         }
         let header = Header {
-            expires_at,
+            // A write whose expiry would move by less than the touch granularity keeps
+            // the stored one: the record is then the only write (its index entry stays).
+            expires_at: if barely_moves {
+                old.header.expires_at
+            } else {
+                expires_at
+            },
             last_seen: now,
             created_at: old.header.created_at,
             version: old.header.version.wrapping_add(1),

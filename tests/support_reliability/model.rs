@@ -138,10 +138,13 @@ impl Model {
             return;
         }
         let assigned = user.clone().filter(|u| r.user.as_ref() != Some(u));
+        // A changed record whose expiry would barely move keeps the stored expiry.
+        if !within_granularity(r.expires, expires) {
+            r.expires = expires;
+        }
         r.user = user;
         r.data = data;
         r.last_seen = now;
-        r.expires = expires;
         if let Some(user) = assigned {
             self.cap(&user, token);
         }

@@ -3,9 +3,16 @@
 //! popularity, one thread, inside one tokio current-thread runtime.
 //!
 //! Contenders: sessile's `Store::load`, sessile's tower-sessions adapter, and
-//! tower-sessions-sled-store 0.2, tower-sessions-rusqlite-store 0.15 (SQLite in WAL mode)
-//! and tower-sessions-moka-store 0.15 (in memory: the upper bound of a store that forgets
-//! everything on restart), each through its own `SessionStore::load`.
+//! tower-sessions-sled-store 0.2, tower-sessions-rusqlite-store 0.15 (SQLite in WAL mode),
+//! tower-sessions-moka-store 0.15 and tower-sessions' MemoryStore 0.15 (both in memory:
+//! the upper bound of a store that forgets everything on restart), each through its own
+//! `SessionStore::load`. Popularity: Zipf (s = 1.1), hot (99% of lookups on 1% of the
+//! sessions) and uniform.
+//!
+//! Then `SessionStore::save` of a changed record (one value replaced) on the hot
+//! distribution, for the adapter, the sled store and MemoryStore; and the longest time one
+//! adapter call holds the executor (every adapter load and save runs in place), as p99
+//! and max over a timed loop, printed to stderr.
 //!
 //! `cargo bench --manifest-path benches/peers/Cargo.toml`; `SESSILE_BENCH_SIZES=10000` to
 //! pick the size; `SESSILE_BENCH_QUICK=1` (or `cargo test`) for a small run.
@@ -48,11 +55,33 @@ impl Rng {
     }
 }
 
-/// Zipf (s = 1.1) or uniform picks into `0..n`, as in benches/common.
-fn picks(n: usize, len: usize, zipf: bool) -> Vec<u32> {
+/// How lookups pick sessions.
+#[derive(Clone, Copy)]
+enum Popularity {
+    Zipf,
+    /// 99% of lookups on 1% of the sessions.
+    Hot,
+    Uniform,
+}
+
+/// Picks into `0..n` with the given popularity.
+fn picks(n: usize, len: usize, popularity: Popularity) -> Vec<u32> {
     let mut rng = Rng(42);
-    if !zipf {
-        return (0..len).map(|_| rng.below(n) as u32).collect();
+    match popularity {
+        Popularity::Uniform => return (0..len).map(|_| rng.below(n) as u32).collect(),
+        Popularity::Hot => {
+            let hot = (n / 100).max(1);
+            return (0..len)
+                .map(|_| {
+                    if rng.below(100) < 99 {
+                        rng.below(hot) as u32
+                    } else {
+                        (hot + rng.below(n - hot)) as u32
+                    }
+                })
+                .collect();
+        }
+        Popularity::Zipf => {}
     }
     let mut cdf = Vec::with_capacity(n);
     let mut sum = 0.0;
@@ -201,8 +230,9 @@ fn run(c: &mut Criterion, rt: &tokio::runtime::Runtime, n: usize) {
     let sled_db = sled::open(dir.path().join("sled-store")).expect("sled");
     let sled_store =
         tower_sessions_sled_store::SledStore::new(sled_db.open_tree("sessions").expect("tree"));
-    // tower-sessions-moka-store 0.15, in memory.
+    // tower-sessions-moka-store 0.15 and tower-sessions' MemoryStore 0.15, in memory.
     let moka = tower_sessions_moka_store::MokaStore::new(Some(n as u64 * 2));
+    let memory = tower_sessions_memory_store::MemoryStore::default();
     let ids14: Vec<tower_sessions_core_014::session::Id> = rt.block_on(async {
         let mut out = Vec::with_capacity(n);
         for i in 0..n {
@@ -213,6 +243,19 @@ fn run(c: &mut Criterion, rt: &tokio::runtime::Runtime, n: usize) {
             };
             sled_store.save(&r).await.expect("save");
             moka.save(&r).await.expect("save");
+            out.push(r.id);
+        }
+        out
+    });
+    let memory_ids: Vec<tower_sessions_core_015::session::Id> = rt.block_on(async {
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            let r = tower_sessions_core_015::session::Record {
+                id: Default::default(),
+                data: json_data(i as u64),
+                expiry_date: expiry,
+            };
+            memory.save(&r).await.expect("save");
             out.push(r.id);
         }
         out
@@ -244,13 +287,17 @@ fn run(c: &mut Criterion, rt: &tokio::runtime::Runtime, n: usize) {
         (store, out)
     });
     eprintln!(
-        "populated 5 stores with {n} sessions each in {:.1?}",
+        "populated 6 stores with {n} sessions each in {:.1?}",
         t.elapsed()
     );
 
-    for zipf in [true, false] {
-        let seq = picks(n, (2 * n).next_power_of_two().max(4096), zipf);
-        let dist = if zipf { "zipf" } else { "uniform" };
+    for popularity in [Popularity::Zipf, Popularity::Hot, Popularity::Uniform] {
+        let seq = picks(n, (2 * n).next_power_of_two().max(4096), popularity);
+        let dist = match popularity {
+            Popularity::Zipf => "zipf",
+            Popularity::Hot => "hot",
+            Popularity::Uniform => "uniform",
+        };
         let mut g = c.benchmark_group(format!("peers/{n}/{dist}"));
         g.throughput(Throughput::Elements(1));
         bench_async(&mut g, "sessile_store_load", rt, &seq, |i| {
@@ -273,8 +320,83 @@ fn run(c: &mut Criterion, rt: &tokio::runtime::Runtime, n: usize) {
             let fut = moka.load(&ids14[i]);
             async move { fut.await.expect("load").is_some() }
         });
+        bench_async(&mut g, "tower_sessions_memory_store", rt, &seq, |i| {
+            let fut = memory.load(&memory_ids[i]);
+            async move { fut.await.expect("load").is_some() }
+        });
         g.finish();
     }
+
+    // Saves of a changed record (the flash message changes each time), hot picks.
+    let seq = picks(n, (2 * n).next_power_of_two().max(4096), Popularity::Hot);
+    let counter = std::cell::Cell::new(0u64);
+    let changed = |i: usize| {
+        counter.set(counter.get() + 1);
+        let mut data = json_data(i as u64);
+        data.insert("flash".into(), serde_json::json!(counter.get()));
+        data
+    };
+    let mut g = c.benchmark_group(format!("peers/{n}/save"));
+    g.throughput(Throughput::Elements(1));
+    bench_async(&mut g, "sessile_tower_adapter_save", rt, &seq, |i| {
+        let r = tower_sessions_core_015::session::Record {
+            id: adapter_ids[i],
+            data: changed(i),
+            expiry_date: expiry,
+        };
+        let store = &adapter;
+        async move { store.save(&r).await.is_ok() }
+    });
+    bench_async(&mut g, "tower_sessions_sled_store_save", rt, &seq, |i| {
+        let r = tower_sessions_core_014::session::Record {
+            id: ids14[i],
+            data: changed(i),
+            expiry_date: expiry,
+        };
+        let store = &sled_store;
+        async move { store.save(&r).await.is_ok() }
+    });
+    bench_async(&mut g, "tower_sessions_memory_store_save", rt, &seq, |i| {
+        let r = tower_sessions_core_015::session::Record {
+            id: memory_ids[i],
+            data: changed(i),
+            expiry_date: expiry,
+        };
+        let store = &memory;
+        async move { store.save(&r).await.is_ok() }
+    });
+    g.finish();
+
+    // How long one adapter call holds the executor: loads (uniform, so most miss the
+    // cache) and saves, each timed on its own.
+    let uniform = picks(n, 20_000, Popularity::Uniform);
+    let hold = |times: &mut Vec<Duration>| {
+        times.sort_unstable();
+        let p99 = times[times.len() * 99 / 100];
+        (p99, times[times.len() - 1])
+    };
+    let (mut loads, mut saves) = (Vec::new(), Vec::new());
+    rt.block_on(async {
+        for &i in &uniform {
+            let i = i as usize;
+            let t = Instant::now();
+            black_box(adapter.load(&adapter_ids[i]).await.expect("load"));
+            loads.push(t.elapsed());
+            let r = tower_sessions_core_015::session::Record {
+                id: adapter_ids[i],
+                data: changed(i),
+                expiry_date: expiry,
+            };
+            let t = Instant::now();
+            adapter.save(&r).await.expect("save");
+            saves.push(t.elapsed());
+        }
+    });
+    let ((lp99, lmax), (sp99, smax)) = (hold(&mut loads), hold(&mut saves));
+    eprintln!(
+        "executor hold per adapter call over {} uniform picks: load p99 {lp99:.1?} max {lmax:.1?}; save p99 {sp99:.1?} max {smax:.1?}",
+        uniform.len()
+    );
 }
 
 /// sessile's tower-sessions adapter.
