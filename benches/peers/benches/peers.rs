@@ -211,7 +211,9 @@ fn run(c: &mut Criterion, rt: &tokio::runtime::Runtime, n: usize) {
         .collect();
 
     // sessile's tower-sessions adapter (core 0.15), in its own folder.
-    let adapter = sessile_adapter::open(&dir.path().join("sessile-tower"));
+    let adapter_store = sessile_adapter::open(&dir.path().join("sessile-tower"));
+    // Through tower-sessions 0.15's trait (the store implements 0.14's too).
+    let adapter: &dyn tower_sessions_core_015::SessionStore = &adapter_store;
     let adapter_ids: Vec<tower_sessions_core_015::session::Id> = rt.block_on(async {
         let mut out = Vec::with_capacity(n);
         for i in 0..n {
@@ -344,7 +346,7 @@ fn run(c: &mut Criterion, rt: &tokio::runtime::Runtime, n: usize) {
             data: changed(i),
             expiry_date: expiry,
         };
-        let store = &adapter;
+        let store = adapter;
         async move { store.save(&r).await.is_ok() }
     });
     bench_async(&mut g, "tower_sessions_sled_store_save", rt, &seq, |i| {
