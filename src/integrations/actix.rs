@@ -239,7 +239,8 @@ impl SessionStore for ActixStore {
         };
         let contents = contents(&self.store.state, session_state, lifetime)
             .map_err(SaveError::Serialization)?;
-        let id = run(&self.store, Work::Write, move |s| {
+        let work = self.store.state.write_work(&contents);
+        let id = run(&self.store, work, move |s| {
             let tokens = || {
                 let id = SessionId::generate()?;
                 let digest = id.digest();
@@ -279,7 +280,8 @@ impl SessionStore for ActixStore {
         };
         let contents = contents(&self.store.state, session_state, lifetime)
             .map_err(UpdateError::Serialization)?;
-        let saved = run(&self.store, Work::Write, move |s| {
+        let work = self.store.state.write_work(&contents);
+        let saved = run(&self.store, work, move |s| {
             s.state.save_contents(&digest, contents)
         })
         .await

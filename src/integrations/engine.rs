@@ -62,6 +62,17 @@ impl StoreState {
         Contents::new(self, user, Arc::new(data), lifetime)
     }
 
+    /// How long writing `contents` can take: a write that gives the session to a user
+    /// may apply the per-user cap, which destroys sessions and flushes ([`Work::Long`]);
+    /// any other is a [`Work::Write`].
+    pub(crate) fn write_work(&self, contents: &Contents) -> Work {
+        if self.config.max_sessions_per_user.is_some() && contents.user().is_some() {
+            Work::Long
+        } else {
+            Work::Write
+        }
+    }
+
     /// Stores a new record under the first free key `next_key` gives. Returns the key.
     ///
     /// # Errors
@@ -225,7 +236,8 @@ pub(crate) enum Work {
     /// microseconds. Runs in place: a hand-off to the blocking pool costs tens.
     Read,
     /// A write without a flush: a few sled inserts, tens of microseconds. Runs in place,
-    /// unless the store flushes every write ([`Durability::EveryWrite`]).
+    /// unless the store flushes every write ([`Durability::EveryWrite`]). (A write that may
+    /// apply the per-user cap is [`Work::Long`]: see `StoreState::write_work`.)
     Write,
     /// Anything that flushes to disk (deletes, revocations) or scans: milliseconds. Runs
     /// on the blocking pool.

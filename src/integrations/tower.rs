@@ -301,7 +301,8 @@ impl TowerStore {
             return Ok(fresh_id());
         };
         let contents = self.contents(data, lifetime)?;
-        run(&self.store, Work::Write, move |s| {
+        let work = self.store.state.write_work(&contents);
+        run(&self.store, work, move |s| {
             let ids = || {
                 let id = fresh_id();
                 Ok((id, digest(id)))
@@ -324,7 +325,8 @@ impl TowerStore {
             return self.delete_record(id).await;
         };
         let contents = self.contents(data, lifetime)?;
-        let saved = run(&self.store, Work::Write, move |s| {
+        let work = self.store.state.write_work(&contents);
+        let saved = run(&self.store, work, move |s| {
             s.state.save_contents(&key, contents)
         })
         .await
