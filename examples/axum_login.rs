@@ -40,7 +40,7 @@ use axum::{Form, Json, Router};
 use axum_login::tower_sessions::cookie::time::Duration;
 use axum_login::tower_sessions::{Expiry, Session, SessionManagerLayer};
 use axum_login::{AuthManagerLayerBuilder, AuthUser, AuthnBackend, UserId};
-use common::{AppError, cookie_key, shutdown_signal, unix_seconds};
+use common::{AppError, unix_seconds};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sessile::tower::TowerStore;
@@ -126,13 +126,7 @@ async fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
     let data =
         PathBuf::from(std::env::var_os("SESSILE_DATA").unwrap_or("./sessile-data-login".into()));
     let addr = std::env::var("SESSILE_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
-    let folder = data.clone();
-    let (store, key) = tokio::task::spawn_blocking(move || {
-        let key = cookie_key(&folder)?;
-        let store = sessile::Config::new(folder.join("sessions")).open()?;
-        Ok::<_, Box<dyn Error + Send + Sync>>((store, key))
-    })
-    .await??;
+    let (store, key) = common::open(&data).await?;
     let store = TowerStore::new(store);
 
     let sessions = SessionManagerLayer::new(store.clone())
@@ -153,14 +147,7 @@ async fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
         .layer(auth)
         .with_state(store.clone());
 
-    let listener = tokio::net::TcpListener::bind(&addr).await?;
-    println!("listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
-    store.flush().await?;
-    println!("stopped; sessions flushed to {}", data.display());
-    Ok(())
+    common::serve(&addr, app, &store, &data).await
 }
 
 /// Answers 401 unless a user is logged in.

@@ -34,7 +34,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
-use common::{AppError, cookie_key, shutdown_signal, unix_seconds};
+use common::{AppError, unix_seconds};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sessile::tower::{TowerStore, USER_KEY};
@@ -48,14 +48,7 @@ async fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
     let data = PathBuf::from(std::env::var_os("SESSILE_DATA").unwrap_or("./sessile-data".into()));
     let addr = std::env::var("SESSILE_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
 
-    // Opening reads the folder: do it on the blocking pool, like every other disk access.
-    let folder = data.clone();
-    let (store, key) = tokio::task::spawn_blocking(move || {
-        let key = cookie_key(&folder)?;
-        let store = sessile::Config::new(folder.join("sessions")).open()?;
-        Ok::<_, Box<dyn Error + Send + Sync>>((store, key))
-    })
-    .await??;
+    let (store, key) = common::open(&data).await?;
     let store = TowerStore::new(store);
 
     let sessions = SessionManagerLayer::new(store.clone())
@@ -71,14 +64,7 @@ async fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
         .layer(sessions)
         .with_state(store.clone());
 
-    let listener = tokio::net::TcpListener::bind(&addr).await?;
-    println!("listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
-    store.flush().await?;
-    println!("stopped; sessions flushed to {}", data.display());
-    Ok(())
+    common::serve(&addr, app, &store, &data).await
 }
 
 /// `GET /`: counts this session's visits.

@@ -1,8 +1,6 @@
 //! `Store::regenerate`: a session moves to a fresh token (the write is in
 //! [`crate::write::rotate`]).
 
-use std::sync::Arc;
-
 use crate::error::Result;
 use crate::events::Event;
 use crate::id::SessionId;
@@ -53,12 +51,7 @@ impl Store {
     /// - [`Error::Storage`](crate::Error::Storage) on a storage failure.
     pub fn regenerate(&self, session: &mut Session) -> Result<()> {
         let state = &self.state;
-        let contents = Contents::new(
-            state,
-            session.user.clone(),
-            Arc::clone(&session.data),
-            session.lifetime,
-        )?;
+        let contents = Contents::of(state, session)?;
         let old_digest = session.digest;
         let new_id = SessionId::generate()?;
         let new_digest = new_id.digest();

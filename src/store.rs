@@ -208,12 +208,7 @@ impl Store {
     /// - [`Error::Storage`] on a storage failure.
     pub fn save(&self, session: &Session) -> Result<()> {
         let state = &self.state;
-        let contents = Contents::new(
-            state,
-            session.user.clone(),
-            Arc::clone(&session.data),
-            session.lifetime,
-        )?;
+        let contents = Contents::of(state, session)?;
         match state.commit(&session.digest, &Change::Replace(contents))? {
             Committed::Written | Committed::Unchanged => Ok(()),
             Committed::Gone | Committed::Expired => Err(Error::NotFound),

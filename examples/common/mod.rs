@@ -7,12 +7,42 @@ use std::io::Write as _;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
 use base64::Engine as _;
 use serde_json::json;
 use tower_sessions::cookie::Key;
+
+/// Opens the store in `<data>/sessions` and the cookie key, on the blocking pool (they
+/// read the disk).
+pub async fn open(data: &Path) -> Result<(sessile::Store, Key), Box<dyn Error + Send + Sync>> {
+    let folder = data.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let key = cookie_key(&folder)?;
+        let store = sessile::Config::new(folder.join("sessions")).open()?;
+        Ok((store, key))
+    })
+    .await?
+}
+
+/// Serves `app` on `addr` until Ctrl-C or SIGTERM, then flushes `store` (off the
+/// executor) so a write right before the signal survives the restart.
+pub async fn serve(
+    addr: &str,
+    app: Router,
+    store: &sessile::tower::TowerStore,
+    data: &Path,
+) -> Result<(), Box<dyn Error + Send + Sync>> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    println!("listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    store.flush().await?;
+    println!("stopped; sessions flushed to {}", data.display());
+    Ok(())
+}
 
 /// Seconds since the Unix epoch, for JSON answers.
 pub fn unix_seconds(t: SystemTime) -> u64 {

@@ -41,6 +41,20 @@ impl Contents {
         })
     }
 
+    /// What `session` holds, to be written.
+    ///
+    /// # Errors
+    ///
+    /// As [`Contents::new`].
+    pub(crate) fn of(state: &StoreState, session: &crate::Session) -> Result<Contents> {
+        Contents::new(
+            state,
+            session.user.clone(),
+            Arc::clone(&session.data),
+            session.lifetime,
+        )
+    }
+
     /// The session's own timeouts as they will be stored.
     pub(crate) fn own(&self) -> OwnTimeouts {
         self.own
