@@ -279,6 +279,59 @@ mod tower_contract {
         assert!(store.load(&Id(5)).await.expect("load").is_none());
     }
 
+    /// axum-login's data indexes the session under its user id; `USER_KEY` wins and
+    /// loads back as saved, also when equal to the id; `null` keeps the session out of
+    /// the index across saves.
+    #[tokio::test]
+    async fn axum_login_data_indexes_the_user_and_user_key_round_trips() {
+        use sessile::tower::{AXUM_LOGIN_KEY, USER_KEY};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = TowerStore::new(sessile::Store::open(dir.path().join("s")).expect("open"));
+        let login = json!({ "user_id": 1, "auth_hash": [1, 2, 3] });
+        let with = |pairs: &[(&str, serde_json::Value)]| Record {
+            id: Id(0),
+            data: pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect(),
+            expiry_date: OffsetDateTime::now_utc() + Duration::minutes(5),
+        };
+        let mut plain = with(&[(AXUM_LOGIN_KEY, login.clone())]);
+        store.create(&mut plain).await.expect("create");
+        let listed = store.sessions_of("1").await.expect("list");
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].handle, store.handle(&plain.id));
+        let loaded = store.load(&plain.id).await.expect("load").expect("live");
+        assert_eq!(
+            loaded.data, plain.data,
+            "axum-login's value stays, nothing added"
+        );
+
+        let mut both = with(&[(AXUM_LOGIN_KEY, login.clone()), (USER_KEY, json!("1"))]);
+        store.create(&mut both).await.expect("create");
+        let loaded = store.load(&both.id).await.expect("load").expect("live");
+        assert_eq!(loaded.data[USER_KEY], json!("1"), "USER_KEY loads back");
+
+        let mut opted_out = with(&[(AXUM_LOGIN_KEY, login), (USER_KEY, json!(null))]);
+        store.create(&mut opted_out).await.expect("create");
+        let mut again = store
+            .load(&opted_out.id)
+            .await
+            .expect("load")
+            .expect("live");
+        again.data.insert("x".into(), json!(1));
+        store.save(&again).await.expect("save");
+        let handles: Vec<_> = store
+            .sessions_of("1")
+            .await
+            .expect("list")
+            .iter()
+            .map(|i| i.handle)
+            .collect();
+        assert_eq!(handles.len(), 2, "the null opt-out holds after a save");
+        assert!(!handles.contains(&store.handle(&opted_out.id)));
+    }
+
     #[tokio::test]
     async fn save_after_delete_and_past_expiry_keep_the_session_gone() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -142,3 +142,31 @@ fn ops_fuzz_corpus_replays_through_the_model() {
     }
     assert!(n >= 5, "the ops seed corpus is missing");
 }
+
+/// Changed saves and touches close to the absolute end, where the touch step shrinks to
+/// 1/20 of the lifetime left (and to nothing in the last 20 ms): the store keeps or moves
+/// the expiry exactly as the model does.
+#[test]
+fn saves_near_the_absolute_end_match_the_model() {
+    use Op::*;
+    let mut ops = vec![Create];
+    for (i, wait) in [
+        0, 9_000, 9_000, 9_000, 9_000, 9_000, 4_600, 5_400, 4_980, 15,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        ops.push(Advance(wait));
+        ops.push(Insert {
+            slot: 0,
+            key: 0,
+            value: i as u8,
+        });
+        ops.push(Save { slot: 0 });
+        ops.push(Touch { slot: 0 });
+    }
+    for cache in [true, false] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        model::run(&ops, cache, dir.path());
+    }
+}

@@ -239,7 +239,7 @@ impl SessionStore for ActixStore {
         };
         let contents = contents(&self.store.state, session_state, lifetime)
             .map_err(SaveError::Serialization)?;
-        let work = self.store.state.write_work(&contents);
+        let work = self.store.state.write_work(None, &contents);
         let id = run(&self.store, work, move |s| {
             let tokens = || {
                 let id = SessionId::generate()?;
@@ -271,16 +271,14 @@ impl SessionStore for ActixStore {
         };
         let digest = id.digest();
         let Some(lifetime) = self.lifetime(ttl) else {
-            run(&self.store, Work::Long, move |s| {
-                s.state.destroy_durably(&digest)
-            })
-            .await
-            .map_err(|e| UpdateError::Other(e.into()))?;
+            helpers::destroy(&self.store, digest)
+                .await
+                .map_err(|e| UpdateError::Other(e.into()))?;
             return Ok(session_key);
         };
         let contents = contents(&self.store.state, session_state, lifetime)
             .map_err(UpdateError::Serialization)?;
-        let work = self.store.state.write_work(&contents);
+        let work = self.store.state.write_work(Some(&digest), &contents);
         let saved = run(&self.store, work, move |s| {
             s.state.save_contents(&digest, contents)
         })
@@ -304,10 +302,7 @@ impl SessionStore for ActixStore {
         };
         let digest = id.digest();
         let Some(lifetime) = self.lifetime(ttl) else {
-            run(&self.store, Work::Long, move |s| {
-                s.state.destroy_durably(&digest)
-            })
-            .await?;
+            helpers::destroy(&self.store, digest).await?;
             return Ok(());
         };
         run(&self.store, Work::Write, move |s| {
@@ -321,11 +316,7 @@ impl SessionStore for ActixStore {
         let Ok(id) = session_key.as_ref().parse::<SessionId>() else {
             return Ok(());
         };
-        let digest = id.digest();
-        run(&self.store, Work::Long, move |s| {
-            s.state.destroy_durably(&digest)
-        })
-        .await?;
+        helpers::destroy(&self.store, id.digest()).await?;
         Ok(())
     }
 }

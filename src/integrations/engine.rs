@@ -62,15 +62,21 @@ impl StoreState {
         Contents::new(self, user, Arc::new(data), lifetime)
     }
 
-    /// How long writing `contents` can take: a write that gives the session to a user
-    /// may apply the per-user cap, which destroys sessions and flushes ([`Work::Long`]);
-    /// any other is a [`Work::Write`].
-    pub(crate) fn write_work(&self, contents: &Contents) -> Work {
-        if self.config.max_sessions_per_user.is_some() && contents.user().is_some() {
-            Work::Long
-        } else {
-            Work::Write
-        }
+    /// How long writing `contents` over `digest`'s record (or as a new one, `None`) can
+    /// take: a write that gives the session to a user may apply the per-user cap, which
+    /// destroys sessions and flushes ([`Work::Long`]); one that keeps the cached record's
+    /// user, or any write without a cap, is a [`Work::Write`].
+    pub(crate) fn write_work(&self, digest: Option<&Digest>, contents: &Contents) -> Work {
+        let Some(user) = contents
+            .user()
+            .filter(|_| self.config.max_sessions_per_user.is_some())
+        else {
+            return Work::Write;
+        };
+        let keeps_user = digest
+            .and_then(|d| self.cache.get(d))
+            .is_some_and(|e| e.user.as_deref() == Some(user));
+        if keeps_user { Work::Write } else { Work::Long }
     }
 
     /// Stores a new record under the first free key `next_key` gives. Returns the key.
@@ -129,7 +135,9 @@ impl StoreState {
 /// The session key whose string value is the logged-in user, in both adapters.
 ///
 /// Saving a session with a string under this key puts it in sessile's per-user index
-/// (see [`Store::sessions_of`]); removing the key (or setting it to `null`) takes it out.
+/// (see [`Store::sessions_of`]); setting it to `null` takes it out. Without the key, the
+/// tower adapter indexes an axum-login session by its user id (see
+/// [`tower`](crate::tower)); removing the key then puts the session under that id.
 pub const USER_KEY: &str = "sessile.user";
 
 /// The error type of the adapters' async helpers.
@@ -145,13 +153,14 @@ pub(crate) mod helpers {
     use crate::store::Store;
     use crate::users::SessionInfo;
 
-    /// See the adapters' `sessions_of`: reads a few records, in place.
+    /// See the adapters' `sessions_of`: reads every record of the user (as many as the
+    /// user has), so on the blocking pool.
     pub(crate) async fn sessions_of(
         store: &Store,
         user: &str,
     ) -> Result<Vec<SessionInfo>, BoxError> {
         let user = user.to_owned();
-        Ok(run(store, Work::Read, move |s| s.sessions_of(&user)).await?)
+        Ok(run(store, Work::Long, move |s| s.sessions_of(&user)).await?)
     }
 
     /// See the adapters' `destroy_user_except`: flushes, on the blocking pool.
@@ -165,13 +174,21 @@ pub(crate) mod helpers {
         Ok(run(store, Work::Long, destroy).await?)
     }
 
+    /// Destroys the record of `digest` and flushes (a logout: a crash cannot bring it
+    /// back), on the blocking pool.
+    pub(crate) async fn destroy(store: &Store, digest: Digest) -> Result<(), OffExecutorError> {
+        run(store, Work::Long, move |s| s.state.destroy_durably(&digest)).await?;
+        Ok(())
+    }
+
     /// See the adapters' `flush`: on the blocking pool.
     pub(crate) async fn flush(store: &Store) -> Result<(), BoxError> {
         Ok(run(store, Work::Long, Store::flush).await?)
     }
 
-    /// The live record of `digest`: from the cache, else read from sled, in place (see
-    /// [`Work::Read`]).
+    /// The live record of `digest`: from the cache, else read from sled, in place: a cache
+    /// hit is well under a microsecond and a sled read of a cached page a few, while a
+    /// hand-off to the blocking pool costs tens.
     pub(crate) fn load(
         store: &Store,
         digest: Digest,
@@ -232,9 +249,6 @@ impl From<Error> for OffExecutorError {
 /// How long a piece of adapter work can hold the thread that runs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Work {
-    /// A read: a cache hit is well under a microsecond, a sled read of a cached page a few
-    /// microseconds. Runs in place: a hand-off to the blocking pool costs tens.
-    Read,
     /// A write without a flush: a few sled inserts, tens of microseconds. Runs in place,
     /// unless the store flushes every write ([`Durability::EveryWrite`]). (A write that may
     /// apply the per-user cap is [`Work::Long`]: see `StoreState::write_work`.)
@@ -256,7 +270,6 @@ where
     F: FnOnce(&Store) -> Result<T> + Send + 'static,
 {
     let in_place = match work {
-        Work::Read => true,
         Work::Write => store.state.config.durability != Durability::EveryWrite,
         Work::Long => false,
     };

@@ -84,8 +84,19 @@
 //! bytes under its key ([`Session::get_bytes`](crate::Session::get_bytes) returns them);
 //! such a record is meant to be read through this adapter, not with
 //! [`Session::get`](crate::Session::get), which expects bincode. The value under
-//! [`USER_KEY`] (a string) is stored as the session's user, not as a value, and given back
-//! under the same key on load.
+//! [`USER_KEY`] (a string) is the session's user and is kept as a value too; `null`
+//! keeps the session out of the index even when it carries axum-login data.
+//!
+//! # What the frameworks cannot give
+//!
+//! tower-sessions' `cycle_id` (which axum-login's `login` calls) deletes the old record at
+//! once and creates the new one when the request saves. If a "log out everywhere"
+//! (`destroy_user_except`) lands between the two, the request's `create` stores its copy
+//! again under a fresh ID, and that session is live for the user. sessile's own
+//! [`Store::regenerate`](crate::Store::regenerate) is atomic and has no such window; the
+//! adapter cannot use it, since tower does the two steps itself. Revoke again after
+//! changing a password (axum-login's `auth_hash` check then refuses the old data anyway).
+//! A user id given as the string `"1"` and as the number `1` is the same user.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -95,7 +106,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 pub use super::engine::{BoxError, USER_KEY};
-use super::engine::{OffExecutorError, Saved, Work, helpers, is_encoding, run};
+use super::engine::{OffExecutorError, Saved, Work, helpers, run};
 use crate::codec::Data;
 use crate::expiry::{self, Lifetime};
 use crate::id::{Digest, SessionHandle};
@@ -202,11 +213,7 @@ impl TowerStore {
 
     /// Why a store call failed, as tower-sessions classifies it.
     fn refusal(&self, e: &OffExecutorError) -> Refusal {
-        if e.is_encoding() {
-            Refusal::Encode(e.to_string())
-        } else {
-            Refusal::Backend(e.to_string())
-        }
+        Refusal::of(e)
     }
 
     /// Splits tower's data into sessile's user and values (JSON bytes), with `lifetime`.
@@ -220,6 +227,8 @@ impl TowerStore {
         let mut user = None;
         for (key, value) in data {
             if key == USER_KEY {
+                // The user, and kept as a value too, so it loads back as it was saved
+                // (also `null`, which keeps the session out of the index).
                 user = match value {
                     Value::String(s) => Some(s.clone()),
                     Value::Null => None,
@@ -229,7 +238,6 @@ impl TowerStore {
                         )));
                     }
                 };
-                continue;
             }
             state
                 .limits()
@@ -241,13 +249,9 @@ impl TowerStore {
         if user.is_none() && !data.contains_key(USER_KEY) {
             user = data.get(self.user_from).and_then(user_id);
         }
-        state.contents(user, values, lifetime).map_err(|e| {
-            if is_encoding(&e) {
-                Refusal::Encode(e.to_string())
-            } else {
-                Refusal::Backend(e.to_string())
-            }
-        })
+        state
+            .contents(user, values, lifetime)
+            .map_err(|e| Refusal::of(&e.into()))
     }
 
     /// tower's data and expiry date of a live sessile record. The JSON values are parsed
@@ -255,6 +259,9 @@ impl TowerStore {
     /// costs a clone, as with an in-memory store.
     fn parts(&self, id: i128, entry: &Entry) -> (HashMap<String, Value>, OffsetDateTime) {
         let expiry = from_ms(expiry::live_until(&self.store.state.config, &entry.header));
+        if entry.bytes.len() > MEMO_MAX_RECORD {
+            return (self.parse(id, entry), expiry);
+        }
         let memo = entry.memo.get_or(|| ParsedRecord {
             user_from: self.user_from,
             data: self.parse(id, entry),
@@ -265,8 +272,7 @@ impl TowerStore {
         }
     }
 
-    /// tower's data of a sessile record: each value parsed from JSON, the user back
-    /// under [`USER_KEY`] unless it came from `user_from`.
+    /// tower's data of a sessile record: each value parsed from JSON.
     fn parse(&self, id: i128, entry: &Entry) -> HashMap<String, Value> {
         let mut data = HashMap::with_capacity(entry.data.len() + 1);
         for (key, bytes) in entry.data.iter() {
@@ -282,8 +288,11 @@ impl TowerStore {
                 ),
             }
         }
+        // Records saved before USER_KEY was kept as a value have it only as the user.
         let derived = data.get(self.user_from).and_then(user_id);
-        if let Some(user) = entry.user.as_ref().filter(|u| derived.as_ref() != Some(*u)) {
+        if !data.contains_key(USER_KEY)
+            && let Some(user) = entry.user.as_ref().filter(|u| derived.as_ref() != Some(*u))
+        {
             data.insert(USER_KEY.to_owned(), Value::String(user.clone()));
         }
         data
@@ -301,7 +310,7 @@ impl TowerStore {
             return Ok(fresh_id());
         };
         let contents = self.contents(data, lifetime)?;
-        let work = self.store.state.write_work(&contents);
+        let work = self.store.state.write_work(None, &contents);
         run(&self.store, work, move |s| {
             let ids = || {
                 let id = fresh_id();
@@ -325,7 +334,7 @@ impl TowerStore {
             return self.delete_record(id).await;
         };
         let contents = self.contents(data, lifetime)?;
-        let work = self.store.state.write_work(&contents);
+        let work = self.store.state.write_work(Some(&key), &contents);
         let saved = run(&self.store, work, move |s| {
             s.state.save_contents(&key, contents)
         })
@@ -344,13 +353,9 @@ impl TowerStore {
 
     /// `delete` for any version: flushed before it returns.
     async fn delete_record(&self, id: i128) -> Result<(), Refusal> {
-        let key = digest(id);
-        run(&self.store, Work::Long, move |s| {
-            s.state.destroy_durably(&key)
-        })
-        .await
-        .map_err(|e| self.refusal(&e))?;
-        Ok(())
+        helpers::destroy(&self.store, digest(id))
+            .await
+            .map_err(|e| self.refusal(&e))
     }
 
     /// `delete_expired` for any version.
@@ -361,6 +366,10 @@ impl TowerStore {
         Ok(())
     }
 }
+
+/// Records larger than this are parsed on every load instead of memoised: parsed JSON can
+/// take many times the bytes it came from, and the cache is bounded by entries.
+const MEMO_MAX_RECORD: usize = 16 * 1024;
 
 /// A record's values as tower wants them, memoised in the cache entry.
 struct ParsedRecord {
@@ -376,6 +385,16 @@ enum Refusal {
     Encode(String),
     /// The store failed.
     Backend(String),
+}
+
+impl Refusal {
+    fn of(e: &OffExecutorError) -> Refusal {
+        if e.is_encoding() {
+            Refusal::Encode(e.to_string())
+        } else {
+            Refusal::Backend(e.to_string())
+        }
+    }
 }
 
 /// The user id a value names: a string's contents, a number's digits, or the same found

@@ -134,12 +134,12 @@ impl Model {
         };
         let expires = self.expires_for(r.created);
         let r = self.records.get_mut(token).expect("checked above");
-        if r.user == user && r.data == data && within_granularity(r.expires, expires) {
+        if r.user == user && r.data == data && within_granularity(now, r.expires, expires) {
             return;
         }
         let assigned = user.clone().filter(|u| r.user.as_ref() != Some(u));
         // A changed record whose expiry would barely move keeps the stored expiry.
-        if !within_granularity(r.expires, expires) {
+        if !within_granularity(now, r.expires, expires) {
             r.expires = expires;
         }
         r.user = user;
@@ -177,8 +177,11 @@ impl Model {
     }
 }
 
-fn within_granularity(old: u64, new: u64) -> bool {
-    new >= old && new - old < GRANULARITY_MS
+/// The store's rule: the step is the granularity, but never more than 1/20 of the
+/// lifetime left at `now`.
+fn within_granularity(now: u64, old: u64, new: u64) -> bool {
+    let step = GRANULARITY_MS.min(new.saturating_sub(now) / 20);
+    new >= old && new - old < step
 }
 
 fn ms(t: SystemTime) -> u64 {
@@ -340,7 +343,7 @@ fn apply(
                 Some(created) => {
                     let target = model.expires_for(created);
                     let r = model.records.get_mut(&token).expect("live");
-                    if !within_granularity(r.expires, target) {
+                    if !within_granularity(now, r.expires, target) {
                         r.last_seen = now;
                         r.expires = target;
                     }
