@@ -45,7 +45,7 @@
 //!
 //! # What the store guarantees
 //!
-//! - `create` always draws a fresh [`Id`], whatever ID the record arrives with (after
+//! - `create` always draws a fresh `Id`, whatever ID the record arrives with (after
 //!   `Session::flush`, tower-sessions calls `create` with the logged-out ID), and never
 //!   overwrites a stored record.
 //! - `load` never returns an expired session, even before the cleanup thread has run.
