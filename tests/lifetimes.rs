@@ -248,6 +248,28 @@ fn a_lifetime_that_has_already_ended_ends_the_session_at_save() {
 }
 
 #[test]
+fn a_rotation_to_a_lifetime_that_has_already_ended_ends_the_session() {
+    let f = Fixture::new();
+    let store = f.open();
+    let mut s = store.create().expect("create");
+    let old = s.id().clone();
+    f.clock.advance(10 * MINUTE);
+    s.set_lifetime(Lifetime::default().with_absolute(MINUTE));
+    assert!(matches!(
+        store.regenerate(&mut s),
+        Err(sessile::Error::NotFound)
+    ));
+    assert_eq!(s.id(), &old, "the session keeps its token");
+    assert!(store.load(&old).expect("load").is_none());
+    assert_eq!(
+        store.len().expect("len"),
+        0,
+        "no dead record under a new token either"
+    );
+    assert!(store.verify(false).expect("verify").is_consistent());
+}
+
+#[test]
 fn a_restored_dump_from_the_future_cannot_outlive_the_store_timeouts() {
     let f = Fixture::new();
     let store = f.open();

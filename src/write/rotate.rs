@@ -14,7 +14,7 @@ use crate::id::Digest;
 use crate::read::Entry;
 use crate::state::StoreState;
 use crate::write::commit::Contents;
-use crate::write::{Step, retrying};
+use crate::write::{Step, Swap, retrying};
 
 impl StoreState {
     /// Moves the live record of `old` to `new` with `contents`, keeping its creation time.
@@ -25,7 +25,8 @@ impl StoreState {
     ///
     /// # Errors
     ///
-    /// [`Error::NotFound`] if the session is gone or has expired (nothing is written);
+    /// [`Error::NotFound`] if the session is gone or has expired (nothing is written), or
+    /// if `contents` gives it a lifetime that has already ended (then it is deleted);
     /// [`Error::TokenCollision`] if `new` is taken.
     pub(crate) fn rotate(
         &self,
@@ -56,6 +57,14 @@ impl StoreState {
                 version: entry.header.version.wrapping_add(1),
                 own,
             };
+            if header.expires_at <= now {
+                // The lifetime the session carries has already ended: it ends here, as a
+                // save would end it, instead of moving to a dead record.
+                if self.delete_record(old, &entry, &held)? == Swap::Conflict {
+                    return Ok(Step::Retry);
+                }
+                return Err(Error::NotFound);
+            }
             let record = contents.record(header);
             self.swap_digest(old, &entry, new, &record)?;
             self.cache.remove(old, &held);
