@@ -170,3 +170,60 @@ fn saves_near_the_absolute_end_match_the_model() {
         model::run(&ops, cache, dir.path());
     }
 }
+
+/// Lifetimes through the model: a remembered session outlives the store's timeouts, a
+/// short one dies early, and one switched to the store's lifetime after its absolute
+/// timeout has passed ends at its next save (and a rotation to it ends it too).
+#[test]
+fn lifetimes_match_the_model() {
+    use Op::*;
+    let ops = [
+        Create,
+        SetLifetime {
+            slot: 0,
+            lifetime: 2,
+        },
+        Save { slot: 0 },
+        Create,
+        SetLifetime {
+            slot: 1,
+            lifetime: 1,
+        },
+        Save { slot: 1 },
+        Advance(2_000),
+        Touch { slot: 1 },
+        Advance(9_000),
+        Touch { slot: 0 },
+        Advance(9_000),
+        Touch { slot: 0 },
+        Advance(9_000),
+        Touch { slot: 0 },
+        Advance(9_000),
+        Touch { slot: 0 },
+        Advance(9_000),
+        Touch { slot: 0 },
+        Advance(9_000),
+        Touch { slot: 0 },
+        Advance(9_000),
+        Load { slot: 0 },
+        Regenerate { slot: 0 },
+        SetLifetime {
+            slot: 0,
+            lifetime: 0,
+        },
+        Save { slot: 0 },
+        Create,
+        Advance(70_000),
+        SetLifetime {
+            slot: 2,
+            lifetime: 0,
+        },
+        Regenerate { slot: 2 },
+        Purge,
+        Len,
+    ];
+    for cache in [true, false] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        model::run(&ops, cache, dir.path());
+    }
+}

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sessile::{Config, Error, ManualClock, Session, SessionId, Store};
+use sessile::{Config, Error, Lifetime, ManualClock, Session, SessionId, Store};
 
 const IDLE_MS: u64 = 10_000;
 const ABSOLUTE_MS: u64 = 60_000;
@@ -31,20 +31,54 @@ const COUNTER: &str = "n";
 pub enum Op {
     Advance(u32),
     Create,
-    Insert { slot: u8, key: u8, value: u8 },
-    Remove { slot: u8, key: u8 },
-    SetUser { slot: u8, user: Option<u8> },
-    Save { slot: u8 },
-    Load { slot: u8 },
-    Touch { slot: u8 },
-    Update { slot: u8, change: bool },
-    Destroy { slot: u8 },
-    Regenerate { slot: u8 },
+    Insert {
+        slot: u8,
+        key: u8,
+        value: u8,
+    },
+    Remove {
+        slot: u8,
+        key: u8,
+    },
+    SetUser {
+        slot: u8,
+        user: Option<u8>,
+    },
+    Save {
+        slot: u8,
+    },
+    Load {
+        slot: u8,
+    },
+    Touch {
+        slot: u8,
+    },
+    Update {
+        slot: u8,
+        change: bool,
+    },
+    Destroy {
+        slot: u8,
+    },
+    Regenerate {
+        slot: u8,
+    },
     Purge,
     Reopen,
-    SessionsOf { user: u8 },
+    SessionsOf {
+        user: u8,
+    },
     Len,
-    DestroyUser { user: u8, except: Option<u8> },
+    DestroyUser {
+        user: u8,
+        except: Option<u8>,
+    },
+    /// The client gives its copy of a session one of [`LIFETIMES`] (saved by its next
+    /// save or regenerate).
+    SetLifetime {
+        slot: u8,
+        lifetime: u8,
+    },
 }
 
 impl Op {
@@ -54,7 +88,7 @@ impl Op {
             .chunks_exact(3)
             .map(|c| {
                 let (a, b) = (c[1], c[2]);
-                match c[0] % 17 {
+                match c[0] % 18 {
                     0 => Op::Advance(match a % 5 {
                         0 => u32::from(b),
                         1 => u32::from(b) * 100,
@@ -86,13 +120,69 @@ impl Op {
                     13 => Op::Reopen,
                     14 => Op::SessionsOf { user: a },
                     15 => Op::Len,
-                    _ => Op::DestroyUser {
+                    16 => Op::DestroyUser {
                         user: a,
                         except: (b % 2 == 0).then_some(b / 2),
+                    },
+                    _ => Op::SetLifetime {
+                        slot: a,
+                        lifetime: b,
                     },
                 }
             })
             .collect()
+    }
+}
+
+/// A session's own timeouts in ms; `None`: the store's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Own {
+    idle: Option<u64>,
+    absolute: Option<u64>,
+}
+
+/// The lifetimes `SetLifetime` picks from: the store's, a short one, a remembered one.
+const LIFETIMES: [Own; 3] = [
+    Own {
+        idle: None,
+        absolute: None,
+    },
+    Own {
+        idle: Some(3_000),
+        absolute: None,
+    },
+    Own {
+        idle: Some(30_000),
+        absolute: Some(120_000),
+    },
+];
+
+impl Own {
+    fn idle(self) -> u64 {
+        self.idle.unwrap_or(IDLE_MS)
+    }
+
+    fn absolute(self) -> u64 {
+        self.absolute.unwrap_or(ABSOLUTE_MS)
+    }
+
+    fn of(lifetime: Lifetime) -> Own {
+        let ms = |d: Option<Duration>| d.map(|d| u64::try_from(d.as_millis()).expect("ms"));
+        Own {
+            idle: ms(lifetime.idle()),
+            absolute: ms(lifetime.absolute()),
+        }
+    }
+
+    fn lifetime(self) -> Lifetime {
+        let mut l = Lifetime::default();
+        if let Some(idle) = self.idle {
+            l = l.with_idle(Duration::from_millis(idle));
+        }
+        if let Some(absolute) = self.absolute {
+            l = l.with_absolute(Duration::from_millis(absolute));
+        }
+        l
     }
 }
 
@@ -104,6 +194,16 @@ struct Stored {
     expires: u64,
     user: Option<String>,
     data: BTreeMap<String, Vec<u8>>,
+    own: Own,
+}
+
+/// What a commit did, as far as the caller can tell.
+#[derive(Debug, PartialEq, Eq)]
+enum Committed {
+    /// Written, or skipped as unchanged: the session is live.
+    Live,
+    /// The new lifetime had already ended: the session is gone.
+    Ended,
 }
 
 #[derive(Debug, Default)]
@@ -120,34 +220,49 @@ impl Model {
         self.records.get(token).filter(|r| r.expires > self.now)
     }
 
-    fn expires_for(&self, created: u64) -> u64 {
-        (self.now + IDLE_MS).min(created + ABSOLUTE_MS)
+    fn expires_for(&self, created: u64, own: Own) -> u64 {
+        (self.now + own.idle()).min(created + own.absolute())
     }
 
     /// The write `save` or `update` makes, skipped if nothing changed and the expiry
-    /// would move by less than the granularity; then the per-user cap if the write gave
-    /// the session to a new user.
-    fn commit(&mut self, token: &str, user: Option<String>, data: BTreeMap<String, Vec<u8>>) {
+    /// would move by less than the granularity; a lifetime that has already ended ends
+    /// the session; then the per-user cap if the write gave the session to a new user.
+    fn commit(
+        &mut self,
+        token: &str,
+        user: Option<String>,
+        data: BTreeMap<String, Vec<u8>>,
+        own: Own,
+    ) -> Committed {
         let now = self.now;
         let Some(r) = self.records.get(token) else {
-            return;
+            return Committed::Ended;
         };
-        let expires = self.expires_for(r.created);
+        let expires = self.expires_for(r.created, own);
+        if expires <= now {
+            self.records.remove(token);
+            self.dead.insert(token.to_owned());
+            return Committed::Ended;
+        }
         let r = self.records.get_mut(token).expect("checked above");
-        if r.user == user && r.data == data && within_granularity(now, r.expires, expires) {
-            return;
+        let barely =
+            own.absolute == r.own.absolute && within_granularity(now, r.expires, expires, own);
+        if r.user == user && r.data == data && barely {
+            return Committed::Live;
         }
         let assigned = user.clone().filter(|u| r.user.as_ref() != Some(u));
         // A changed record whose expiry would barely move keeps the stored expiry.
-        if !within_granularity(now, r.expires, expires) {
+        if !barely {
             r.expires = expires;
         }
         r.user = user;
         r.data = data;
+        r.own = own;
         r.last_seen = now;
         if let Some(user) = assigned {
             self.cap(&user, token);
         }
+        Committed::Live
     }
 
     /// `max_sessions_per_user`: the oldest live sessions of `user` (by creation, then
@@ -177,10 +292,11 @@ impl Model {
     }
 }
 
-/// The store's rule: the step is the granularity, but never more than 1/20 of the
-/// lifetime left at `now`.
-fn within_granularity(now: u64, old: u64, new: u64) -> bool {
-    let step = GRANULARITY_MS.min(new.saturating_sub(now) / 20);
+/// The store's rule: the step is the granularity scaled by the session's idle timeout
+/// against the store's, but never more than 1/20 of the lifetime left at `now`.
+fn within_granularity(now: u64, old: u64, new: u64, own: Own) -> bool {
+    let scaled = GRANULARITY_MS * own.idle() / IDLE_MS;
+    let step = scaled.min(new.saturating_sub(now) / 20);
     new >= old && new - old < step
 }
 
@@ -282,9 +398,10 @@ fn apply(
                 Stored {
                     created: model.now,
                     last_seen: model.now,
-                    expires: model.expires_for(model.now),
+                    expires: model.expires_for(model.now, Own::default()),
                     user: None,
                     data: BTreeMap::new(),
+                    own: Own::default(),
                 },
             );
             if slots.len() < MAX_SLOTS {
@@ -316,9 +433,14 @@ fn apply(
             let token = slots[i].id().to_string();
             let got = store.save(&slots[i]);
             if model.live(&token).is_some() {
-                got.expect(ctx);
                 let (user, data) = (slots[i].user().map(str::to_owned), data_of(&slots[i]));
-                model.commit(&token, user, data);
+                match model.commit(&token, user, data, Own::of(slots[i].lifetime())) {
+                    Committed::Live => got.expect(ctx),
+                    Committed::Ended => assert!(
+                        matches!(got, Err(Error::NotFound)),
+                        "{ctx}: save with an ended lifetime gave {got:?}"
+                    ),
+                }
             } else {
                 assert!(
                     matches!(got, Err(Error::NotFound)),
@@ -339,11 +461,11 @@ fn apply(
             let token = slots[i].id().to_string();
             let got = store.touch(slots[i].id()).expect(ctx);
             let now = model.now;
-            let expected = match model.live(&token).map(|r| r.created) {
-                Some(created) => {
-                    let target = model.expires_for(created);
+            let expected = match model.live(&token).map(|r| (r.created, r.own)) {
+                Some((created, own)) => {
+                    let target = model.expires_for(created, own);
                     let r = model.records.get_mut(&token).expect("live");
-                    if !within_granularity(now, r.expires, target) {
+                    if !within_granularity(now, r.expires, target, own) {
                         r.last_seen = now;
                         r.expires = target;
                     }
@@ -376,7 +498,7 @@ fn apply(
                 if change {
                     data.insert(COUNTER.to_owned(), n.to_le_bytes().to_vec());
                 }
-                model.commit(&token, r.user, data);
+                assert_eq!(model.commit(&token, r.user, data, r.own), Committed::Live);
                 n
             });
             assert_eq!(got, expected, "{ctx}: update");
@@ -395,7 +517,18 @@ fn apply(
             let old = slots[i].id().to_string();
             let live = model.live(&old).cloned();
             let got = store.regenerate(&mut slots[i]);
+            let own = Own::of(slots[i].lifetime());
             match live {
+                Some(r) if model.expires_for(r.created, own) <= model.now => {
+                    // The lifetime the client set has already ended: the session ends.
+                    assert!(
+                        matches!(got, Err(Error::NotFound)),
+                        "{ctx}: regenerate with an ended lifetime gave {got:?}"
+                    );
+                    assert_eq!(slots[i].id().to_string(), old, "{ctx}: token changed");
+                    model.records.remove(&old);
+                    model.dead.insert(old);
+                }
                 Some(r) => {
                     got.expect(ctx);
                     let new = slots[i].id().to_string();
@@ -407,9 +540,10 @@ fn apply(
                     let record = Stored {
                         created: r.created,
                         last_seen: model.now,
-                        expires: model.expires_for(r.created),
+                        expires: model.expires_for(r.created, own),
                         user,
                         data: data_of(&slots[i]),
+                        own,
                     };
                     model.records.insert(new.clone(), record);
                     if let Some(user) = assigned {
@@ -431,6 +565,12 @@ fn apply(
             let before = model.records.len();
             model.records.retain(|_, r| r.expires > now);
             assert_eq!(got, before - model.records.len(), "{ctx}: purged");
+        }
+        Op::SetLifetime { slot, lifetime } => {
+            if let Some(i) = pick(slot, slots) {
+                let own = LIFETIMES[usize::from(lifetime) % LIFETIMES.len()];
+                slots[i].set_lifetime(own.lifetime());
+            }
         }
         // Handled by `run`, which owns the store.
         Op::Reopen => {}
@@ -510,6 +650,7 @@ fn check_all(store: &Store, model: &Model, ctx: &str) {
             expires: ms(s.expires_at()),
             user: s.user().map(str::to_owned),
             data: data_of(&s),
+            own: Own::of(s.lifetime()),
         };
         assert_eq!(&seen, r, "{ctx}: session {token}");
     }
