@@ -32,6 +32,35 @@ const USER_STRIPES: usize = 256;
 thread_local! {
     /// How many `update` closures (of any store) this thread is running, nested.
     static IN_UPDATE: Cell<usize> = const { Cell::new(0) };
+    /// Set while an adapter runs a write in place on an async worker: locks are then only
+    /// tried, never waited for (see [`without_waiting`]).
+    static IN_PLACE: Cell<bool> = const { Cell::new(false) };
+    /// Set when a lock was busy during [`without_waiting`].
+    static WOULD_WAIT: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` with every blocking lock acquisition turned into a try: a busy lock makes the
+/// acquisition fail (with [`Error::Contended`]) instead of waiting. Returns `None` if that
+/// happened, so the caller can run the work again where waiting is allowed (the adapters
+/// then move it to the blocking pool). A write takes its locks before it writes, so a run
+/// that gave up wrote nothing; the adapters never run in place a write that may apply the
+/// per-user cap, whose locks come after the write (`StoreState::write_work`).
+pub(crate) fn without_waiting<T>(f: impl FnOnce() -> T) -> Option<T> {
+    /// Resets the flags when `f` returns or unwinds.
+    struct InPlace;
+    impl Drop for InPlace {
+        fn drop(&mut self) {
+            IN_PLACE.with(|p| p.set(false));
+        }
+    }
+    WOULD_WAIT.with(|w| w.set(false));
+    let result = {
+        let _in_place = InPlace;
+        IN_PLACE.with(|p| p.set(true));
+        f()
+    };
+    let waited = WOULD_WAIT.with(|w| w.replace(false));
+    (!waited).then_some(result)
 }
 
 /// Every lock of one open store.
@@ -67,7 +96,7 @@ impl Locks {
     /// [`Error::WriteInsideUpdate`] on a thread running an `update` closure of this store.
     pub(crate) fn stripe(&self, digest: &Digest) -> Result<StripeGuard<'_>> {
         self.refuse_inside_update()?;
-        Ok(self.stripes[Self::stripe_of(digest)].lock())
+        acquire(&self.stripes[Self::stripe_of(digest)])
     }
 
     /// The stripe lock of `digest` if it is free right now. Never waits, so readers (also
@@ -90,14 +119,14 @@ impl Locks {
         self.refuse_inside_update()?;
         let (sa, sb) = (Self::stripe_of(a), Self::stripe_of(b));
         if sa == sb {
-            return Ok((self.stripes[sa].lock(), None));
+            return Ok((acquire(&self.stripes[sa])?, None));
         }
         if sa < sb {
-            let first = self.stripes[sa].lock();
-            Ok((first, Some(self.stripes[sb].lock())))
+            let first = acquire(&self.stripes[sa])?;
+            Ok((first, Some(acquire(&self.stripes[sb])?)))
         } else {
-            let first = self.stripes[sb].lock();
-            Ok((self.stripes[sa].lock(), Some(first)))
+            let first = acquire(&self.stripes[sb])?;
+            Ok((acquire(&self.stripes[sa])?, Some(first)))
         }
     }
 
@@ -109,7 +138,7 @@ impl Locks {
     /// [`Error::WriteInsideUpdate`] as for [`stripe`](Self::stripe).
     pub(crate) fn user(&self, user: &str) -> Result<UserGuard<'_>> {
         self.refuse_inside_update()?;
-        Ok(self.users[self.user_stripe(user)].lock())
+        acquire(&self.users[self.user_stripe(user)])
     }
 
     /// The lock of `user`'s set if it is free right now: the one way to get a user lock
@@ -135,6 +164,17 @@ impl Locks {
         }
         Ok(())
     }
+}
+
+/// Waits for `lock`, or only tries it inside [`without_waiting`].
+fn acquire(lock: &Mutex<()>) -> Result<MutexGuard<'_, ()>> {
+    if IN_PLACE.with(Cell::get) {
+        return lock.try_lock().ok_or_else(|| {
+            WOULD_WAIT.with(|w| w.set(true));
+            Error::Contended
+        });
+    }
+    Ok(lock.lock())
 }
 
 /// Dropped when an `update` closure returns or unwinds.
@@ -163,6 +203,28 @@ mod tests {
         }
         assert!(a.stripe(&d).is_ok());
         assert!(b.stripe(&d).is_ok());
+    }
+
+    #[test]
+    fn without_waiting_a_busy_lock_fails_instead_of_blocking() {
+        let locks = Locks::new();
+        let d = Digest([3; 32]);
+        let held = locks.stripe(&d).expect("lock");
+        let tried = std::thread::scope(|s| {
+            s.spawn(|| without_waiting(|| locks.stripe(&d).map(drop)))
+                .join()
+                .expect("thread")
+        });
+        assert!(
+            tried.is_none(),
+            "the busy stripe was reported, not waited for"
+        );
+        drop(held);
+        assert!(matches!(
+            without_waiting(|| locks.stripe(&d).map(drop)),
+            Some(Ok(()))
+        ));
+        assert!(locks.stripe(&d).is_ok(), "outside, locks wait as usual");
     }
 
     #[test]

@@ -209,7 +209,7 @@ impl Store {
     pub fn save(&self, session: &Session) -> Result<()> {
         let state = &self.state;
         let contents = Contents::of(state, session)?;
-        match state.commit(&session.digest, &Change::Replace(contents))? {
+        match state.commit(&session.digest, &Change::Replace(&contents))? {
             Committed::Written | Committed::Unchanged => Ok(()),
             Committed::Gone | Committed::Expired => Err(Error::NotFound),
         }

@@ -280,7 +280,7 @@ impl SessionStore for ActixStore {
             .map_err(UpdateError::Serialization)?;
         let work = self.store.state.write_work(Some(&digest), &contents);
         let saved = run(&self.store, work, move |s| {
-            s.state.save_contents(&digest, contents)
+            s.state.save_contents(&digest, &contents)
         })
         .await
         .map_err(|e| {

@@ -96,7 +96,7 @@ impl StoreState {
     /// Replaces the values, user and lifetime of the live record of `digest`. A session
     /// that was destroyed or has expired stays gone ([`Saved::Gone`]). A save that changes
     /// nothing and moves the expiry by less than the touch granularity writes nothing.
-    pub(crate) fn save_contents(&self, digest: &Digest, contents: Contents) -> Result<Saved> {
+    pub(crate) fn save_contents(&self, digest: &Digest, contents: &Contents) -> Result<Saved> {
         Ok(match self.commit(digest, &Change::Replace(contents))? {
             Committed::Written => Saved::Written,
             Committed::Unchanged => Saved::Unchanged,
@@ -259,7 +259,9 @@ pub(crate) enum Work {
 }
 
 /// Runs `f` where `work` says: in place when it is short, else on tokio's blocking pool,
-/// so flushes and scans never stall an async worker thread.
+/// so flushes and scans never stall an async worker thread. In place, `f` never waits for
+/// a lock: if one is busy (a revoke-all of the user, an `update` closure of the session),
+/// it gives up and runs again on the blocking pool.
 pub(crate) async fn run<T, F>(
     store: &Store,
     work: Work,
@@ -267,17 +269,16 @@ pub(crate) async fn run<T, F>(
 ) -> std::result::Result<T, OffExecutorError>
 where
     T: Send + 'static,
-    F: FnOnce(&Store) -> Result<T> + Send + 'static,
+    F: Fn(&Store) -> Result<T> + Send + 'static,
 {
     let in_place = match work {
         Work::Write => store.state.config.durability != Durability::EveryWrite,
         Work::Long => false,
     };
-    if in_place {
-        Ok(f(store)?)
-    } else {
-        off_executor(store, f).await
+    if in_place && let Some(result) = crate::locks::without_waiting(|| f(store)) {
+        return Ok(result?);
     }
+    off_executor(store, f).await
 }
 
 /// Runs `f` on tokio's blocking thread pool, so disk reads, writes and flushes never stall
@@ -425,7 +426,7 @@ mod tests {
         let d = Digest([3; 32]);
         insert_at(sh, d, &contents(&store, Some("al"), &[], IDLE));
         assert!(sh.destroy_durably(&d).expect("destroy"));
-        let saved = sh.save_contents(&d, contents(&store, Some("al"), &[("x", b"1")], IDLE));
+        let saved = sh.save_contents(&d, &contents(&store, Some("al"), &[("x", b"1")], IDLE));
         assert_eq!(saved.expect("save"), Saved::Gone);
         assert!(sh.live_entry(&d).expect("read").is_none());
         assert!(store.sessions_of("al").expect("list").is_empty());
@@ -441,16 +442,16 @@ mod tests {
         let ttl = Duration::from_secs(50);
         insert_at(sh, d, &contents(&store, None, &[("k", b"v")], ttl));
         clock.advance(Duration::from_millis(100));
-        let same = sh.save_contents(&d, contents(&store, None, &[("k", b"v")], ttl));
+        let same = sh.save_contents(&d, &contents(&store, None, &[("k", b"v")], ttl));
         assert_eq!(same.expect("save"), Saved::Unchanged);
-        let changed = sh.save_contents(&d, contents(&store, None, &[("k", b"w")], ttl));
+        let changed = sh.save_contents(&d, &contents(&store, None, &[("k", b"w")], ttl));
         assert_eq!(changed.expect("save"), Saved::Written);
         // A new TTL is a change even with the same values.
-        let retimed = sh.save_contents(&d, contents(&store, None, &[("k", b"w")], IDLE));
+        let retimed = sh.save_contents(&d, &contents(&store, None, &[("k", b"w")], IDLE));
         assert_eq!(retimed.expect("save"), Saved::Written);
         // The granularity scales with the session's idle: 1/20 of 100 s is 5 s.
         clock.advance(Duration::from_secs(6));
-        let moved = sh.save_contents(&d, contents(&store, None, &[("k", b"w")], IDLE));
+        let moved = sh.save_contents(&d, &contents(&store, None, &[("k", b"w")], IDLE));
         assert_eq!(moved.expect("save"), Saved::Written);
     }
 
@@ -468,7 +469,7 @@ mod tests {
         for step in 1..10u64 {
             clock.advance(Duration::from_millis(3));
             let left = end - Duration::from_millis(3 * step);
-            let saved = sh.save_contents(&d, contents(&store, None, &[("k", b"v")], left));
+            let saved = sh.save_contents(&d, &contents(&store, None, &[("k", b"v")], left));
             assert_eq!(saved.expect("save"), Saved::Unchanged, "save {step}");
         }
     }

@@ -71,7 +71,9 @@
 //!   writes on every request.
 //! - Reads and writes run in place on the calling task: a cache hit takes well under a
 //!   microsecond, a sled read or write of cached pages microseconds, while a hand-off to
-//!   tokio's blocking pool costs tens (BENCHMARKS.md has the executor hold times). Work
+//!   tokio's blocking pool costs tens (BENCHMARKS.md has the executor hold times). In
+//!   place, a write never waits for a lock: if one is busy it moves to the blocking pool.
+//!   Work
 //!   that flushes (`delete`, revocations, every write under `Durability::EveryWrite`) or
 //!   scans (`delete_expired`) runs on the blocking pool
 //!   ([`spawn_blocking`](tokio::task::spawn_blocking)).
@@ -336,7 +338,7 @@ impl TowerStore {
         let contents = self.contents(data, lifetime)?;
         let work = self.store.state.write_work(Some(&key), &contents);
         let saved = run(&self.store, work, move |s| {
-            s.state.save_contents(&key, contents)
+            s.state.save_contents(&key, &contents)
         })
         .await
         .map_err(|e| self.refusal(&e))?;

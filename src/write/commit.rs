@@ -76,7 +76,7 @@ impl Contents {
 }
 
 /// What a write to a live record changes.
-pub(crate) enum Change {
+pub(crate) enum Change<'a> {
     /// Only the times: the expiry moves, user, values and lifetime stay.
     Touch,
     /// The times, with a new lifetime for the session (an adapter's framework TTL).
@@ -86,10 +86,10 @@ pub(crate) enum Change {
     )]
     TouchWith(OwnTimeouts),
     /// User, values and lifetime are replaced (and the times move).
-    Replace(Contents),
+    Replace(&'a Contents),
 }
 
-impl Change {
+impl Change<'_> {
     /// Whether writing this takes `old` out of its user's set.
     fn moves_out(&self, old: &Entry) -> bool {
         match self {
@@ -186,7 +186,7 @@ impl StoreState {
     /// the idle timeout from now, capped by the absolute timeout (the session's own, or
     /// the store's). Applies the per-user cap when the write gives the session to a new
     /// user.
-    pub(crate) fn commit(&self, digest: &Digest, change: &Change) -> Result<Committed> {
+    pub(crate) fn commit(&self, digest: &Digest, change: &Change<'_>) -> Result<Committed> {
         let (committed, assigned) = self.locked_write(
             digest,
             |old| change.moves_out(old),
@@ -209,7 +209,7 @@ impl StoreState {
     fn commit_locked(
         &self,
         digest: &Digest,
-        change: &Change,
+        change: &Change<'_>,
         old: Option<&Entry>,
         held: &StripeGuard<'_>,
     ) -> Result<Step<(Committed, Option<String>)>> {
@@ -300,7 +300,7 @@ impl StoreState {
                 f(&mut session)
             };
             let contents = Contents::new(self, session.user, session.data, session.lifetime)?;
-            let change = Change::Replace(contents);
+            let change = Change::Replace(&contents);
             let leaving = old.user.as_deref().filter(|_| change.moves_out(&old));
             let step = match leaving.map(|user| (user, self.locks.try_user(user))) {
                 None | Some((_, Some(_))) => {
