@@ -39,13 +39,15 @@ thread_local! {
     static WOULD_WAIT: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Runs `f` with every blocking lock acquisition turned into a try: a busy lock makes the
-/// acquisition fail (with [`Error::Contended`]) instead of waiting. Returns `None` if that
-/// happened, so the caller can run the work again where waiting is allowed (the adapters
-/// then move it to the blocking pool). A write takes its locks before it writes, so a run
-/// that gave up wrote nothing; the adapters never run in place a write that may apply the
-/// per-user cap, whose locks come after the write (`StoreState::write_work`).
+/// Runs `f` with every blocking acquisition of a stripe or user lock turned into a try: a
+/// busy lock makes the acquisition fail (with [`Error::Contended`]) instead of waiting.
+/// Returns `None` if that happened, so the caller can run the work again where waiting is
+/// allowed (the adapters then move it to the blocking pool). A write takes its locks
+/// before it writes, so a run that gave up wrote nothing; a write that would apply the
+/// per-user cap (whose locks come after the write) gives up before writing
+/// ([`give_up_if_in_place`]). Other waits (sled's own, the event subscribers' list) stay.
 pub(crate) fn without_waiting<T>(f: impl FnOnce() -> T) -> Option<T> {
+    debug_assert!(!IN_PLACE.with(Cell::get), "without_waiting does not nest");
     /// Resets the flags when `f` returns or unwinds.
     struct InPlace;
     impl Drop for InPlace {
@@ -164,6 +166,20 @@ impl Locks {
         }
         Ok(())
     }
+}
+
+/// Inside [`without_waiting`], gives up (as a busy lock would) before a write that would
+/// have to wait later: one that applies the per-user cap after it lands. Outside, `Ok`.
+///
+/// # Errors
+///
+/// [`Error::Contended`] inside [`without_waiting`].
+pub(crate) fn give_up_if_in_place() -> Result<()> {
+    if IN_PLACE.with(Cell::get) {
+        WOULD_WAIT.with(|w| w.set(true));
+        return Err(Error::Contended);
+    }
+    Ok(())
 }
 
 /// Waits for `lock`, or only tries it inside [`without_waiting`].

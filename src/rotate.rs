@@ -7,6 +7,7 @@ use crate::id::SessionId;
 use crate::session::Session;
 use crate::store::Store;
 use crate::write::commit::Contents;
+use crate::write::rotate::Rotation;
 
 impl Store {
     /// Gives `session` a fresh token (do this on login and on every privilege change).
@@ -42,7 +43,8 @@ impl Store {
     /// # Errors
     ///
     /// - [`Error::NotFound`](crate::Error::NotFound) if the session was destroyed or has
-    ///   expired (nothing is written);
+    ///   expired (nothing is written), or if its lifetime has already ended (then it is
+    ///   deleted, durably);
     /// - [`Error::TooLarge`](crate::Error::TooLarge) if the record is over its limit;
     /// - [`Error::TokenCollision`](crate::Error::TokenCollision) if the fresh token was
     ///   taken (a broken random number generator);
@@ -55,7 +57,19 @@ impl Store {
         let old_digest = session.digest;
         let new_id = SessionId::generate()?;
         let new_digest = new_id.digest();
-        let (header, previous_user) = state.rotate(&old_digest, &new_digest, &contents)?;
+        let (header, previous_user) = match state.rotate(&old_digest, &new_digest, &contents)? {
+            Rotation::Moved(header, previous_user) => (header, previous_user),
+            Rotation::Ended(user) => {
+                // The lifetime `session` carries had already ended: the session is gone,
+                // durably, as a revocation is.
+                state.db.flush()?;
+                state.events.emit(&state.counters, || Event::Expired {
+                    handle: old_digest.handle(),
+                    user,
+                });
+                return Err(crate::Error::NotFound);
+            }
+        };
         state.db.flush()?;
         state.events.emit(&state.counters, || Event::Regenerated {
             old: old_digest.handle(),

@@ -226,4 +226,31 @@ fn lifetimes_match_the_model() {
         let dir = tempfile::tempdir().expect("tempdir");
         model::run(&ops, cache, dir.path());
     }
+    // A remembered session, kept alive past the store's absolute timeout, rotated after
+    // going back to the store's lifetime: the rotation ends it.
+    let mut ended = vec![
+        Create,
+        SetLifetime {
+            slot: 0,
+            lifetime: 2,
+        },
+        Save { slot: 0 },
+    ];
+    for _ in 0..7 {
+        ended.extend([Advance(9_000), Touch { slot: 0 }]);
+    }
+    ended.extend([
+        SetLifetime {
+            slot: 0,
+            lifetime: 0,
+        },
+        Regenerate { slot: 0 },
+        Load { slot: 0 },
+        Purge,
+        Len,
+    ]);
+    for cache in [true, false] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        model::run(&ended, cache, dir.path());
+    }
 }

@@ -65,7 +65,8 @@ impl StoreState {
     /// How long writing `contents` over `digest`'s record (or as a new one, `None`) can
     /// take: a write that gives the session to a user may apply the per-user cap, which
     /// destroys sessions and flushes ([`Work::Long`]); one that keeps the cached record's
-    /// user, or any write without a cap, is a [`Work::Write`].
+    /// user, or any write without a cap, is a [`Work::Write`]. A hint only: a write in
+    /// place that turns out to assign a user gives up and moves to the blocking pool.
     pub(crate) fn write_work(&self, digest: Option<&Digest>, contents: &Contents) -> Work {
         let Some(user) = contents
             .user()

@@ -72,10 +72,10 @@
 //! - Reads and writes run in place on the calling task: a cache hit takes well under a
 //!   microsecond, a sled read or write of cached pages microseconds, while a hand-off to
 //!   tokio's blocking pool costs tens (BENCHMARKS.md has the executor hold times). In
-//!   place, a write never waits for a lock: if one is busy it moves to the blocking pool.
-//!   Work
-//!   that flushes (`delete`, revocations, every write under `Durability::EveryWrite`) or
-//!   scans (`delete_expired`) runs on the blocking pool
+//!   place, a write never waits for a session's or a user's lock: if one is busy it
+//!   moves to the blocking pool. Work that flushes (`delete`, revocations, every write
+//!   under `Durability::EveryWrite`, writes that may apply the per-user cap) or scans
+//!   (`delete_expired`) runs on the blocking pool
 //!   ([`spawn_blocking`](tokio::task::spawn_blocking)).
 //! - `delete` is flushed to disk before it returns.
 //!

@@ -157,6 +157,9 @@ impl StoreState {
 
     /// Inserts under `digest` unless a record (live or not) is there: `None` if taken.
     fn insert_if_free(&self, digest: &Digest, contents: &Contents) -> Result<Option<Header>> {
+        if contents.user.is_some() && self.config.max_sessions_per_user.is_some() {
+            crate::locks::give_up_if_in_place()?;
+        }
         let header = {
             let held = self.locks.stripe(digest)?;
             let now = self.now();
@@ -262,6 +265,9 @@ impl StoreState {
             Change::Replace(c) => c.record(header),
         };
         let assigned = new.user.clone().filter(|u| Some(u) != old.user.as_ref());
+        if assigned.is_some() && self.config.max_sessions_per_user.is_some() {
+            crate::locks::give_up_if_in_place()?;
+        }
         Ok(match self.write_record(digest, Some(old), new, held)? {
             Swap::Done => Step::Done((Committed::Written, assigned)),
             Swap::Conflict => Step::Retry,

@@ -16,24 +16,31 @@ use crate::state::StoreState;
 use crate::write::commit::Contents;
 use crate::write::{Step, Swap, retrying};
 
+/// What a rotation did.
+pub(crate) enum Rotation {
+    /// The record moved to the new digest with this header; its user before the move.
+    Moved(Header, Option<String>),
+    /// `contents` gave the session a lifetime that had already ended: the record was
+    /// deleted (its user given) and nothing was written under the new digest.
+    Ended(Option<String>),
+}
+
 impl StoreState {
     /// Moves the live record of `old` to `new` with `contents`, keeping its creation time.
-    /// Returns the new header and the record's previous user.
     ///
     /// Holds the lock of the previous user (the session leaves that user's set under its
     /// old digest), then both stripe locks.
     ///
     /// # Errors
     ///
-    /// [`Error::NotFound`] if the session is gone or has expired (nothing is written), or
-    /// if `contents` gives it a lifetime that has already ended (then it is deleted);
+    /// [`Error::NotFound`] if the session is gone or has expired (nothing is written);
     /// [`Error::TokenCollision`] if `new` is taken.
     pub(crate) fn rotate(
         &self,
         old: &Digest,
         new: &Digest,
         contents: &Contents,
-    ) -> Result<(Header, Option<String>)> {
+    ) -> Result<Rotation> {
         retrying(|| {
             let guess = self.current_user(old)?;
             let _user = guess.as_deref().map(|u| self.locks.user(u)).transpose()?;
@@ -63,7 +70,7 @@ impl StoreState {
                 if self.delete_record(old, &entry, &held)? == Swap::Conflict {
                     return Ok(Step::Retry);
                 }
-                return Err(Error::NotFound);
+                return Ok(Step::Done(Rotation::Ended(entry.user.clone())));
             }
             let record = contents.record(header);
             self.swap_digest(old, &entry, new, &record)?;
@@ -71,7 +78,7 @@ impl StoreState {
             let previous_user = entry.user.clone();
             self.cache
                 .put(*new, Arc::new(record), held_new.as_ref().unwrap_or(&held));
-            Ok(Step::Done((header, previous_user)))
+            Ok(Step::Done(Rotation::Moved(header, previous_user)))
         })
     }
 

@@ -88,7 +88,15 @@ impl Op {
             .chunks_exact(3)
             .map(|c| {
                 let (a, b) = (c[1], c[2]);
-                match c[0] % 18 {
+                // SetLifetime came later: it takes the top 16 byte values, so the other
+                // operations decode as they did when the committed corpus was found.
+                if c[0] >= 240 {
+                    return Op::SetLifetime {
+                        slot: a,
+                        lifetime: b,
+                    };
+                }
+                match c[0] % 17 {
                     0 => Op::Advance(match a % 5 {
                         0 => u32::from(b),
                         1 => u32::from(b) * 100,
@@ -120,13 +128,9 @@ impl Op {
                     13 => Op::Reopen,
                     14 => Op::SessionsOf { user: a },
                     15 => Op::Len,
-                    16 => Op::DestroyUser {
+                    _ => Op::DestroyUser {
                         user: a,
                         except: (b % 2 == 0).then_some(b / 2),
-                    },
-                    _ => Op::SetLifetime {
-                        slot: a,
-                        lifetime: b,
                     },
                 }
             })
