@@ -253,12 +253,21 @@ fn a_rotation_to_a_lifetime_that_has_already_ended_ends_the_session() {
     let store = f.open();
     let mut s = store.create().expect("create");
     let old = s.id().clone();
+    let events = store.subscribe();
     f.clock.advance(10 * MINUTE);
     s.set_lifetime(Lifetime::default().with_absolute(MINUTE));
     assert!(matches!(
         store.regenerate(&mut s),
         Err(sessile::Error::NotFound)
     ));
+    assert_eq!(
+        events.try_recv().ok(),
+        Some(sessile::Event::Expired {
+            handle: s.handle(),
+            user: None
+        }),
+        "the end is reported"
+    );
     assert_eq!(s.id(), &old, "the session keeps its token");
     assert!(store.load(&old).expect("load").is_none());
     assert_eq!(
