@@ -40,7 +40,7 @@ use axum::{Form, Json, Router};
 use axum_login::tower_sessions::cookie::time::Duration;
 use axum_login::tower_sessions::{Expiry, Session, SessionManagerLayer};
 use axum_login::{AuthManagerLayerBuilder, AuthUser, AuthnBackend, UserId};
-use common::{AppError, unix_seconds};
+use common::{AppError, devices_json};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sessile::tower::TowerStore;
@@ -202,20 +202,7 @@ async fn devices(
         return Ok(not_logged_in());
     };
     let current = session.id().map(|id| store.handle(&id));
-    let list: Vec<Value> = store
-        .sessions_of(&user.id.to_string())
-        .await?
-        .into_iter()
-        .map(|s| {
-            json!({
-                "handle": s.handle.to_string(),
-                "current": Some(s.handle) == current,
-                "created_at": unix_seconds(s.created_at),
-                "last_seen": unix_seconds(s.last_seen),
-                "expires_at": unix_seconds(s.expires_at),
-            })
-        })
-        .collect();
+    let list = devices_json(store.sessions_of(&user.id.to_string()).await?, current);
     Ok(Json(json!({ "user": user.name, "devices": list })).into_response())
 }
 

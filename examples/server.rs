@@ -34,7 +34,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
-use common::{AppError, unix_seconds};
+use common::{AppError, devices_json};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sessile::tower::{TowerStore, USER_KEY};
@@ -131,20 +131,7 @@ async fn devices(State(store): State<TowerStore>, session: Session) -> Result<Re
         return Ok(not_logged_in());
     };
     let current = session.id().map(|id| store.handle(&id));
-    let list: Vec<Value> = store
-        .sessions_of(&user)
-        .await?
-        .into_iter()
-        .map(|s| {
-            json!({
-                "handle": s.handle.to_string(),
-                "current": Some(s.handle) == current,
-                "created_at": unix_seconds(s.created_at),
-                "last_seen": unix_seconds(s.last_seen),
-                "expires_at": unix_seconds(s.expires_at),
-            })
-        })
-        .collect();
+    let list = devices_json(store.sessions_of(&user).await?, current);
     Ok(Json(json!({ "user": user, "devices": list })).into_response())
 }
 

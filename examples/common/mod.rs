@@ -44,6 +44,26 @@ pub async fn serve(
     Ok(())
 }
 
+/// A "your devices" list: each session of the user by handle (never by cookie value),
+/// `current` marking the one making the request.
+pub fn devices_json(
+    sessions: Vec<sessile::SessionInfo>,
+    current: Option<sessile::SessionHandle>,
+) -> Vec<serde_json::Value> {
+    sessions
+        .into_iter()
+        .map(|s| {
+            json!({
+                "handle": s.handle.to_string(),
+                "current": Some(s.handle) == current,
+                "created_at": unix_seconds(s.created_at),
+                "last_seen": unix_seconds(s.last_seen),
+                "expires_at": unix_seconds(s.expires_at),
+            })
+        })
+        .collect()
+}
+
 /// Seconds since the Unix epoch, for JSON answers.
 pub fn unix_seconds(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
