@@ -46,6 +46,10 @@ thread_local! {
 /// before it writes, so a run that gave up wrote nothing; a write that would apply the
 /// per-user cap (whose locks come after the write) gives up before writing
 /// ([`give_up_if_in_place`]). Other waits (sled's own, the event subscribers' list) stay.
+#[cfg_attr(
+    not(any(feature = "tower", feature = "tower-014", feature = "actix")),
+    allow(dead_code, reason = "only the adapters run writes in place")
+)]
 pub(crate) fn without_waiting<T>(f: impl FnOnce() -> T) -> Option<T> {
     debug_assert!(!IN_PLACE.with(Cell::get), "without_waiting does not nest");
     /// Resets the flags when `f` returns or unwinds.
