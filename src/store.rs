@@ -17,8 +17,7 @@ use crate::registry::Registration;
 use crate::session::Session;
 use crate::state::StoreState;
 use crate::stats::Stats;
-use crate::write::commit::{Change, Committed, Contents, TouchPlan};
-use crate::write::revoke::Destroyed;
+use crate::write::commit::{Change, Committed, Contents};
 
 /// A persistent session store in one folder.
 ///
@@ -226,16 +225,7 @@ impl Store {
     /// [`Error::Storage`] on a storage failure; [`Error::WriteInsideUpdate`] inside an
     /// [`update`](Self::update) closure when a write is needed.
     pub fn touch(&self, id: &SessionId) -> Result<bool> {
-        let state = &self.state;
-        let digest = id.digest();
-        match state.touch_plan(&digest, None)? {
-            TouchPlan::Dead => Ok(false),
-            TouchPlan::NoWrite => Ok(true),
-            TouchPlan::Write => Ok(matches!(
-                state.commit(&digest, &Change::Touch)?,
-                Committed::Written | Committed::Unchanged
-            )),
-        }
+        self.state.touch(&id.digest(), None)
     }
 
     /// Atomically reads, changes and writes a live session.
@@ -310,11 +300,8 @@ impl Store {
     /// [`Error::Storage`] on a storage failure; [`Error::WriteInsideUpdate`] inside an
     /// [`update`](Self::update) closure.
     pub fn destroy(&self, id: &SessionId) -> Result<bool> {
-        let destroyed = self
-            .state
-            .destroy_digest(&id.digest(), DestroyReason::Destroy)?;
-        self.state.db.flush()?;
-        Ok(destroyed == Destroyed::Live)
+        self.state
+            .destroy_durably(&id.digest(), DestroyReason::Destroy)
     }
 
     /// Deletes every expired session now, in bounded batches, and drops stale index

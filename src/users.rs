@@ -7,7 +7,6 @@ use crate::error::Result;
 use crate::events::DestroyReason;
 use crate::id::{Digest, SessionHandle, SessionId};
 use crate::store::Store;
-use crate::write::revoke::Destroyed;
 
 /// What [`Store::sessions_of`] tells about one live session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,8 +103,6 @@ impl Store {
         let Some(digest) = Digest::from_slice(&key) else {
             return Ok(false);
         };
-        let destroyed = state.destroy_digest(&digest, DestroyReason::Handle)?;
-        state.db.flush()?;
-        Ok(destroyed == Destroyed::Live)
+        state.destroy_durably(&digest, DestroyReason::Handle)
     }
 }

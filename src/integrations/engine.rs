@@ -16,13 +16,11 @@ use crate::clock::duration_ms;
 use crate::codec::Data;
 use crate::config::Durability;
 use crate::error::{Error, Result};
-use crate::events::DestroyReason;
 use crate::expiry::Lifetime;
 use crate::id::Digest;
 use crate::state::StoreState;
 use crate::store::Store;
-use crate::write::commit::{Change, Committed, Contents, TouchPlan};
-use crate::write::revoke::Destroyed;
+use crate::write::commit::{Change, Committed, Contents};
 
 /// The outcome of [`StoreState::save_contents`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,23 +111,7 @@ impl StoreState {
         allow(dead_code, reason = "only actix touches")
     )]
     pub(crate) fn touch_with(&self, digest: &Digest, lifetime: Lifetime) -> Result<bool> {
-        let own = lifetime.to_own(&self.config);
-        match self.touch_plan(digest, Some(own))? {
-            TouchPlan::Dead => Ok(false),
-            TouchPlan::NoWrite => Ok(true),
-            TouchPlan::Write => Ok(matches!(
-                self.commit(digest, &Change::TouchWith(own))?,
-                Committed::Written | Committed::Unchanged
-            )),
-        }
-    }
-
-    /// Destroys the record of `digest` and flushes, so a crash cannot bring it back.
-    /// Returns whether a live session was destroyed.
-    pub(crate) fn destroy_durably(&self, digest: &Digest) -> Result<bool> {
-        let destroyed = self.destroy_digest(digest, DestroyReason::Destroy)?;
-        self.db.flush()?;
-        Ok(destroyed == Destroyed::Live)
+        self.touch(digest, Some(lifetime.to_own(&self.config)))
     }
 }
 
@@ -149,6 +131,7 @@ pub(crate) mod helpers {
     use std::sync::Arc;
 
     use super::{BoxError, OffExecutorError, Work, run};
+    use crate::events::DestroyReason;
     use crate::id::{Digest, SessionHandle};
     use crate::read::Entry;
     use crate::store::Store;
@@ -178,7 +161,10 @@ pub(crate) mod helpers {
     /// Destroys the record of `digest` and flushes (a logout: a crash cannot bring it
     /// back), on the blocking pool.
     pub(crate) async fn destroy(store: &Store, digest: Digest) -> Result<(), OffExecutorError> {
-        run(store, Work::Long, move |s| s.state.destroy_durably(&digest)).await?;
+        run(store, Work::Long, move |s| {
+            s.state.destroy_durably(&digest, DestroyReason::Destroy)
+        })
+        .await?;
         Ok(())
     }
 
@@ -309,6 +295,7 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
     use crate::config::Config;
+    use crate::events::DestroyReason;
 
     const IDLE: Duration = Duration::from_secs(100);
     const ABSOLUTE: Duration = Duration::from_secs(1000);
@@ -426,7 +413,10 @@ mod tests {
         let sh = &store.state;
         let d = Digest([3; 32]);
         insert_at(sh, d, &contents(&store, Some("al"), &[], IDLE));
-        assert!(sh.destroy_durably(&d).expect("destroy"));
+        assert!(
+            sh.destroy_durably(&d, DestroyReason::Destroy)
+                .expect("destroy")
+        );
         let saved = sh.save_contents(&d, &contents(&store, Some("al"), &[("x", b"1")], IDLE));
         assert_eq!(saved.expect("save"), Saved::Gone);
         assert!(sh.live_entry(&d).expect("read").is_none());

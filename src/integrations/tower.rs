@@ -213,11 +213,6 @@ impl TowerStore {
         helpers::flush(&self.store).await
     }
 
-    /// Why a store call failed, as tower-sessions classifies it.
-    fn refusal(&self, e: &OffExecutorError) -> Refusal {
-        Refusal::of(e)
-    }
-
     /// Splits tower's data into sessile's user and values (JSON bytes), with `lifetime`.
     fn contents(
         &self,
@@ -321,7 +316,7 @@ impl TowerStore {
             s.state.insert_new(ids, &contents)
         })
         .await
-        .map_err(|e| self.refusal(&e))
+        .map_err(|e| Refusal::of(&e))
     }
 
     /// `save` for any version.
@@ -341,7 +336,7 @@ impl TowerStore {
             s.state.save_contents(&key, &contents)
         })
         .await
-        .map_err(|e| self.refusal(&e))?;
+        .map_err(|e| Refusal::of(&e))?;
         if saved == Saved::Gone {
             tracing::debug!(handle = %key.handle(), "not saving a session that is gone");
         }
@@ -350,21 +345,21 @@ impl TowerStore {
 
     /// `load` for any version.
     async fn load_record(&self, id: i128) -> Result<Option<Arc<Entry>>, Refusal> {
-        helpers::load(&self.store, digest(id)).map_err(|e| self.refusal(&e))
+        helpers::load(&self.store, digest(id)).map_err(|e| Refusal::of(&e))
     }
 
     /// `delete` for any version: flushed before it returns.
     async fn delete_record(&self, id: i128) -> Result<(), Refusal> {
         helpers::destroy(&self.store, digest(id))
             .await
-            .map_err(|e| self.refusal(&e))
+            .map_err(|e| Refusal::of(&e))
     }
 
     /// `delete_expired` for any version.
     async fn purge(&self) -> Result<(), Refusal> {
         run(&self.store, Work::Long, Store::purge_expired)
             .await
-            .map_err(|e| self.refusal(&e))?;
+            .map_err(|e| Refusal::of(&e))?;
         Ok(())
     }
 }
@@ -390,6 +385,7 @@ enum Refusal {
 }
 
 impl Refusal {
+    /// Why a store call failed, as tower-sessions classifies it.
     fn of(e: &OffExecutorError) -> Refusal {
         if e.is_encoding() {
             Refusal::Encode(e.to_string())

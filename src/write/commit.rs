@@ -77,14 +77,9 @@ impl Contents {
 
 /// What a write to a live record changes.
 pub(crate) enum Change<'a> {
-    /// Only the times: the expiry moves, user, values and lifetime stay.
-    Touch,
-    /// The times, with a new lifetime for the session (an adapter's framework TTL).
-    #[cfg_attr(
-        not(feature = "actix"),
-        allow(dead_code, reason = "only actix renews a TTL without a save")
-    )]
-    TouchWith(OwnTimeouts),
+    /// Only the times: the expiry moves, user and values stay; the lifetime too, or it
+    /// becomes the one given (an adapter's framework TTL).
+    Touch(Option<OwnTimeouts>),
     /// User, values and lifetime are replaced (and the times move).
     Replace(&'a Contents),
 }
@@ -93,7 +88,7 @@ impl Change<'_> {
     /// Whether writing this takes `old` out of its user's set.
     fn moves_out(&self, old: &Entry) -> bool {
         match self {
-            Change::Touch | Change::TouchWith(_) => false,
+            Change::Touch(_) => false,
             Change::Replace(c) => old.user.is_some() && old.user != c.user,
         }
     }
@@ -101,8 +96,7 @@ impl Change<'_> {
     /// The session's own timeouts after this change of `old`.
     fn own(&self, old: &Header) -> OwnTimeouts {
         match self {
-            Change::Touch => old.own,
-            Change::TouchWith(own) => *own,
+            Change::Touch(own) => own.unwrap_or(old.own),
             Change::Replace(c) => c.own,
         }
     }
@@ -123,7 +117,7 @@ pub(crate) enum Committed {
 
 /// Whether a touch needs the locked write path, decided without a lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum TouchPlan {
+enum TouchPlan {
     /// The session is absent, expired or undecodable.
     Dead,
     /// Live, and the expiry would move by less than the touch granularity.
@@ -234,7 +228,7 @@ impl StoreState {
             return Ok(Step::Done((Committed::Expired, None)));
         }
         let same_contents = match change {
-            Change::Touch | Change::TouchWith(_) => true,
+            Change::Touch(_) => true,
             Change::Replace(c) => codec::tail(&old.bytes) == codec::tail(&c.encoded),
         };
         let barely_moves = self.expiry_barely_moves(&old.header, own, now, expires_at);
@@ -255,7 +249,7 @@ impl StoreState {
             own,
         };
         let new = match change {
-            Change::Touch | Change::TouchWith(_) => Entry {
+            Change::Touch(_) => Entry {
                 bytes: codec::with_header(&old.bytes, &header).into(),
                 header,
                 user: old.user.clone(),
@@ -337,13 +331,24 @@ impl StoreState {
         Ok(Some(result))
     }
 
+    /// Extends the idle expiry of the live record of `digest` (giving it the lifetime
+    /// `own`, if given) without rewriting its values. Returns whether the session is
+    /// live. Writes nothing when the lifetime stays and the expiry would move by less than
+    /// the touch granularity, deciding that without a lock when it can.
+    pub(crate) fn touch(&self, digest: &Digest, own: Option<OwnTimeouts>) -> Result<bool> {
+        match self.touch_plan(digest, own)? {
+            TouchPlan::Dead => Ok(false),
+            TouchPlan::NoWrite => Ok(true),
+            TouchPlan::Write => Ok(matches!(
+                self.commit(digest, &Change::Touch(own))?,
+                Committed::Written | Committed::Unchanged
+            )),
+        }
+    }
+
     /// Whether a touch of `digest` (to the new lifetime `own`, if given) needs a write.
     /// Reads the cache, or the record without waiting for a lock.
-    pub(crate) fn touch_plan(
-        &self,
-        digest: &Digest,
-        own: Option<OwnTimeouts>,
-    ) -> Result<TouchPlan> {
+    fn touch_plan(&self, digest: &Digest, own: Option<OwnTimeouts>) -> Result<TouchPlan> {
         Ok(match self.record(digest)? {
             None => TouchPlan::Dead,
             Some(entry) => self.plan_touch(&entry.header, own),

@@ -39,6 +39,14 @@ impl StoreState {
         self.destroy_where(digest, reason, |_, _| true)
     }
 
+    /// Deletes the record of `digest` and flushes, so a crash cannot bring it back (a
+    /// logout). Returns whether a live session was destroyed.
+    pub(crate) fn destroy_durably(&self, digest: &Digest, reason: DestroyReason) -> Result<bool> {
+        let destroyed = self.destroy_digest(digest, reason)?;
+        self.db.flush()?;
+        Ok(destroyed == Destroyed::Live)
+    }
+
     /// Deletes the record of `digest` if `condition(record, now)` holds when checked under
     /// its stripe lock. Emits `Destroyed` for what it deleted. Does not flush.
     pub(crate) fn destroy_where(
