@@ -99,7 +99,8 @@ impl Locks {
     ///
     /// # Errors
     ///
-    /// [`Error::WriteInsideUpdate`] on a thread running an `update` closure of this store.
+    /// [`Error::WriteInsideUpdate`] on a thread running an `update` closure (of any
+    /// store); [`Error::Contended`] if the lock is busy inside [`without_waiting`].
     pub(crate) fn stripe(&self, digest: &Digest) -> Result<StripeGuard<'_>> {
         self.refuse_inside_update()?;
         acquire(&self.stripes[Self::stripe_of(digest)])

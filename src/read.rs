@@ -162,8 +162,17 @@ impl StoreState {
         if let Some(entry) = self.cache.get(digest) {
             return Ok(Some(entry));
         }
-        if let Some(held) = self.locks.try_stripe(digest) {
-            return self.record_locked(digest, &held);
+        match self.locks.try_stripe(digest) {
+            Some(held) => self.record_locked(digest, &held),
+            None => self.record_unlocked(digest),
+        }
+    }
+
+    /// The record of `digest` read from sled while a writer holds its stripe: not cached,
+    /// and an undecodable one is reported as absent (the lock holder quarantines it).
+    fn record_unlocked(&self, digest: &Digest) -> Result<Option<Arc<Entry>>> {
+        if let Some(entry) = self.cache.get(digest) {
+            return Ok(Some(entry));
         }
         let Some(bytes) = self.sessions.get(digest.0)? else {
             return Ok(None);
@@ -200,7 +209,7 @@ impl StoreState {
             let held = self.locks.try_stripe(&digest);
             let entry = match &held {
                 Some(held) => self.record_locked(&digest, held)?,
-                None => self.record(&digest)?,
+                None => self.record_unlocked(&digest)?,
             };
             match entry.filter(|e| e.user.as_deref() == Some(user)) {
                 Some(e) if expiry::is_live(&self.config, &e.header, now) => {

@@ -210,7 +210,7 @@ impl Store {
         let contents = Contents::of(state, session)?;
         match state.commit(&session.digest, &Change::Replace(&contents))? {
             Committed::Written | Committed::Unchanged => Ok(()),
-            Committed::Gone | Committed::Expired => Err(Error::NotFound),
+            Committed::Gone | Committed::Expired(_) => Err(Error::NotFound),
         }
     }
 

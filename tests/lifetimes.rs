@@ -237,9 +237,20 @@ fn a_lifetime_that_has_already_ended_ends_the_session_at_save() {
     let f = Fixture::new();
     let store = f.open();
     let mut s = store.create().expect("create");
+    s.set_user(Some("ann"));
+    store.save(&s).expect("save");
+    let events = store.subscribe();
     f.clock.advance(10 * MINUTE);
     s.set_lifetime(Lifetime::default().with_absolute(MINUTE));
     assert!(matches!(store.save(&s), Err(sessile::Error::NotFound)));
+    assert_eq!(
+        events.try_recv().ok(),
+        Some(sessile::Event::Expired {
+            handle: s.handle(),
+            user: Some("ann".into())
+        }),
+        "the end is reported with the session's user"
+    );
     assert!(!live(&store, &s));
     assert!(
         store.inspect(&s.handle()).expect("inspect").is_none(),

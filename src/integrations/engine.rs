@@ -99,7 +99,7 @@ impl StoreState {
         Ok(match self.commit(digest, &Change::Replace(contents))? {
             Committed::Written => Saved::Written,
             Committed::Unchanged => Saved::Unchanged,
-            Committed::Gone | Committed::Expired => Saved::Gone,
+            Committed::Gone | Committed::Expired(_) => Saved::Gone,
         })
     }
 

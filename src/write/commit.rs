@@ -15,7 +15,6 @@ use crate::write::{ATTEMPTS, Step, Swap};
 
 /// A session's user, values and own lifetime, encoded once (limits checked, lifetime cut
 /// to the ceilings) before any lock is taken.
-#[derive(Clone)]
 pub(crate) struct Contents {
     encoded: Vec<u8>,
     user: Option<String>,
@@ -111,8 +110,9 @@ pub(crate) enum Committed {
     Unchanged,
     /// The session was destroyed or has expired: nothing was written, it stays gone.
     Gone,
-    /// The change gave the session a lifetime that has already ended: it was deleted.
-    Expired,
+    /// The change gave the session a lifetime that has already ended: it was deleted
+    /// (this was its user).
+    Expired(Option<String>),
 }
 
 /// Whether a touch needs the locked write path, decided without a lock.
@@ -189,10 +189,10 @@ impl StoreState {
             |old| change.moves_out(old),
             |old, held| self.commit_locked(digest, change, old.map(|e| &**e), held),
         )?;
-        if committed == Committed::Expired {
+        if let Committed::Expired(user) = &committed {
             self.events.emit(&self.counters, || Event::Expired {
                 handle: digest.handle(),
-                user: None,
+                user: user.clone(),
             });
         }
         if let Some(user) = assigned {
@@ -225,7 +225,7 @@ impl StoreState {
             if self.delete_record(digest, old, held)? == Swap::Conflict {
                 return Ok(Step::Retry);
             }
-            return Ok(Step::Done((Committed::Expired, None)));
+            return Ok(Step::Done((Committed::Expired(old.user.clone()), None)));
         }
         let same_contents = match change {
             Change::Touch(_) => true,
@@ -322,7 +322,9 @@ impl StoreState {
         let assigned = match step {
             Step::Done((Committed::Written | Committed::Unchanged, assigned)) => assigned,
             // It expired while `f` ran, or `f` gave it a lifetime that has ended.
-            Step::Done((Committed::Gone | Committed::Expired, _)) => return Err(Error::NotFound),
+            Step::Done((Committed::Gone | Committed::Expired(_), _)) => {
+                return Err(Error::NotFound);
+            }
             Step::Retry => return Err(Error::Contended),
         };
         if let Some(user) = assigned {
