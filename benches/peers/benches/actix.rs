@@ -12,43 +12,17 @@
 
 use std::collections::HashMap;
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix_session::storage::{CookieSessionStore, SessionKey, SessionStore};
 use actix_session::{Session, SessionMiddleware};
 use actix_web::cookie::Key;
 use actix_web::{App, HttpResponse, test, web};
-use criterion::{Criterion, Throughput};
+use criterion::Throughput;
 
-fn smoke() -> bool {
-    std::env::var_os("SESSILE_BENCH_QUICK").is_some_and(|v| v != "0")
-        || !std::env::args().any(|a| a == "--bench")
-}
+mod common;
 
-/// SplitMix64.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((u128::from(z ^ (z >> 31)) * n as u128) >> 64) as usize
-    }
-}
-
-fn picks(n: usize, len: usize, hot: bool) -> Vec<usize> {
-    let mut rng = Rng(11);
-    let few = (n / 100).max(1);
-    (0..len)
-        .map(|_| match hot {
-            false => rng.below(n),
-            true if rng.below(100) < 99 => rng.below(few),
-            true => few + rng.below(n - few),
-        })
-        .collect()
-}
+use common::{Rng, picks, smoke};
 
 /// actix-session's state: JSON strings by key, about 200 bytes.
 fn state(i: usize) -> HashMap<String, String> {
@@ -76,16 +50,7 @@ async fn incr(session: Session) -> HttpResponse {
 }
 
 fn main() {
-    let mut c = Criterion::default().configure_from_args();
-    c = if smoke() {
-        c.warm_up_time(Duration::from_millis(200))
-            .measurement_time(Duration::from_millis(500))
-            .sample_size(10)
-    } else {
-        c.warm_up_time(Duration::from_secs(1))
-            .measurement_time(Duration::from_secs(3))
-            .sample_size(20)
-    };
+    let mut c = common::criterion();
     let dir = tempfile::tempdir().expect("tempdir");
     let system = actix_web::rt::System::new();
     let ttl = actix_web::cookie::time::Duration::minutes(30);
@@ -103,7 +68,7 @@ fn main() {
         keys
     });
     for hot in [true, false] {
-        let seq = picks(n, 1 << 17, hot);
+        let seq = picks(&mut Rng(11), n, 1 << 17, hot);
         let mut g = c.benchmark_group(format!("actix/{n}/{}", if hot { "hot" } else { "uniform" }));
         g.throughput(Throughput::Elements(1));
         g.bench_function("sessile_load", |b| {
@@ -169,14 +134,17 @@ fn main() {
                 }
                 cookies
             });
-            let seq = picks(n, 1 << 16, true);
+            let seq = picks(&mut Rng(11), n, 1 << 16, true);
             g.bench_function(*name, |b| {
                 b.iter_custom(|iters| {
                     system.block_on(async {
                         let start = Instant::now();
                         for i in 0..iters as usize {
                             let cookie = cookies[seq[i & (seq.len() - 1)]].clone();
-                            let request = test::TestRequest::get().uri(path).cookie(cookie).to_request();
+                            let request = test::TestRequest::get()
+                                .uri(path)
+                                .cookie(cookie)
+                                .to_request();
                             black_box(test::call_service(&app, request).await);
                         }
                         start.elapsed()

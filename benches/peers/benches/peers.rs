@@ -24,35 +24,18 @@ use std::time::{Duration, Instant};
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput};
+
+mod common;
+
+use common::{Rng, smoke};
 use sessile::{SessionId, Store};
 use time::OffsetDateTime;
-
-fn smoke() -> bool {
-    std::env::var_os("SESSILE_BENCH_QUICK").is_some_and(|v| v != "0")
-        || !std::env::args().any(|a| a == "--bench")
-}
 
 fn sizes() -> Vec<usize> {
     if let Ok(s) = std::env::var("SESSILE_BENCH_SIZES") {
         return s.split(',').filter_map(|n| n.trim().parse().ok()).collect();
     }
     if smoke() { vec![2_000] } else { vec![100_000] }
-}
-
-/// SplitMix64, as in the main benches.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
-    }
 }
 
 /// How lookups pick sessions.
@@ -68,17 +51,11 @@ enum Popularity {
 fn picks(n: usize, len: usize, popularity: Popularity) -> Vec<u32> {
     let mut rng = Rng(42);
     match popularity {
-        Popularity::Uniform => return (0..len).map(|_| rng.below(n) as u32).collect(),
-        Popularity::Hot => {
-            let hot = (n / 100).max(1);
-            return (0..len)
-                .map(|_| {
-                    if rng.below(100) < 99 {
-                        rng.below(hot) as u32
-                    } else {
-                        (hot + rng.below(n - hot)) as u32
-                    }
-                })
+        Popularity::Uniform | Popularity::Hot => {
+            let hot = matches!(popularity, Popularity::Hot);
+            return common::picks(&mut rng, n, len, hot)
+                .into_iter()
+                .map(|i| i as u32)
                 .collect();
         }
         Popularity::Zipf => {}
@@ -171,16 +148,7 @@ fn bench_async<F, Fut>(
 }
 
 fn main() {
-    let mut c = Criterion::default().configure_from_args();
-    c = if smoke() {
-        c.warm_up_time(Duration::from_millis(200))
-            .measurement_time(Duration::from_millis(500))
-            .sample_size(10)
-    } else {
-        c.warm_up_time(Duration::from_secs(1))
-            .measurement_time(Duration::from_secs(3))
-            .sample_size(20)
-    };
+    let mut c = common::criterion();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

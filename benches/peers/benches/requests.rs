@@ -11,46 +11,17 @@
 //! `SESSILE_BENCH_QUICK=1` (or `cargo test`) for a small run.
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
-use criterion::{Criterion, Throughput};
+use criterion::Throughput;
 use http::{Request, header};
 use tower::ServiceExt as _;
 
-fn smoke() -> bool {
-    std::env::var_os("SESSILE_BENCH_QUICK").is_some_and(|v| v != "0")
-        || !std::env::args().any(|a| a == "--bench")
-}
+mod common;
 
-/// SplitMix64.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((u128::from(z ^ (z >> 31)) * n as u128) >> 64) as usize
-    }
-}
-
-/// 99% of picks on the first 1% of `0..n`.
-fn hot_picks(n: usize, len: usize) -> Vec<usize> {
-    let mut rng = Rng(7);
-    let hot = (n / 100).max(1);
-    (0..len)
-        .map(|_| {
-            if rng.below(100) < 99 {
-                rng.below(hot)
-            } else {
-                hot + rng.below(n - hot)
-            }
-        })
-        .collect()
-}
+use common::{Rng, picks, smoke};
 
 /// The same two handlers on one tower-sessions version (`$ts`), in module `$m`.
 macro_rules! app {
@@ -110,16 +81,7 @@ async fn sessions(router: &Router, n: usize) -> Vec<String> {
 }
 
 fn main() {
-    let mut c = Criterion::default().configure_from_args();
-    c = if smoke() {
-        c.warm_up_time(Duration::from_millis(200))
-            .measurement_time(Duration::from_millis(500))
-            .sample_size(10)
-    } else {
-        c.warm_up_time(Duration::from_secs(1))
-            .measurement_time(Duration::from_secs(3))
-            .sample_size(20)
-    };
+    let mut c = common::criterion();
     let n = if smoke() { 500 } else { 10_000 };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -160,7 +122,7 @@ fn main() {
         ("sled_store", on014::app(sled_store)),
         ("rusqlite_store", on015::app(rusqlite)),
     ];
-    let picks = hot_picks(n, 1 << 16);
+    let picks = picks(&mut Rng(7), n, 1 << 16, true);
     let t = Instant::now();
     let cookies: Vec<Vec<String>> = rt.block_on(async {
         let mut all = Vec::new();
@@ -169,7 +131,11 @@ fn main() {
         }
         all
     });
-    eprintln!("{} routers with {n} sessions each in {:.1?}", routers.len(), t.elapsed());
+    eprintln!(
+        "{} routers with {n} sessions each in {:.1?}",
+        routers.len(),
+        t.elapsed()
+    );
     for path in ["/read", "/incr"] {
         let mut g = c.benchmark_group(format!("requests/{n}{path}"));
         g.throughput(Throughput::Elements(1));
