@@ -369,3 +369,99 @@ fn restores_racing_a_purge_keep_every_record_indexed() {
     let report = store.verify(false).expect("verify");
     assert!(report.is_consistent(), "{report:?}");
 }
+
+/// `verify(true)` (repair) lists records and index entries, then adds and removes
+/// entries; it races saves that move expiries and users, rotations and destroys. After
+/// the race the invariants hold, and each user's listing is exactly the live sessions
+/// that carry that user.
+#[test]
+fn repair_racing_writes_keeps_the_indexes_right() {
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new();
+    let store = Config::new(dir.path().join("store"))
+        .cleanup_thread(false)
+        .touch_granularity(Duration::ZERO)
+        .cache_entries(8)
+        .clock(clock.clock())
+        .open()
+        .expect("open");
+    let users = ["a", "b", "c"];
+    let sessions: Vec<Session> = (0..40)
+        .map(|i| {
+            let mut s = store.create().expect("create");
+            s.set_user(Some(users[i % 3]));
+            store.save(&s).expect("save");
+            s
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    let finished = std::thread::scope(|scope| {
+        let repairer = scope.spawn(|| {
+            let mut passes = 0;
+            while Instant::now() < deadline {
+                store.verify(true).expect("repair");
+                passes += 1;
+            }
+            passes
+        });
+        let writers: Vec<_> = (0..2)
+            .map(|t| {
+                let (store, clock) = (&store, &clock);
+                let mut mine: Vec<Session> = sessions.iter().skip(t).step_by(2).cloned().collect();
+                scope.spawn(move || {
+                    let mut n = 0usize;
+                    while Instant::now() < deadline {
+                        n += 1;
+                        let i = n % mine.len();
+                        let s = &mut mine[i];
+                        match n % 5 {
+                            0 | 1 => {
+                                s.set_user(Some(users[n % 3]));
+                                let _ = store.save(s);
+                            }
+                            2 => {
+                                let _ = store.regenerate(s);
+                            }
+                            3 => {
+                                clock.advance(Duration::from_millis(1));
+                                let _ = store.touch(s.id());
+                            }
+                            _ if n % 50 == 4 => {
+                                store.destroy(s.id()).expect("destroy");
+                            }
+                            _ => {
+                                let _ = store.load(s.id()).expect("load");
+                            }
+                        }
+                    }
+                    mine
+                })
+            })
+            .collect();
+        let mine: Vec<Session> = writers
+            .into_iter()
+            .flat_map(|w| w.join().expect("writer"))
+            .collect();
+        (repairer.join().expect("repairer"), mine)
+    });
+    let (passes, held) = finished;
+    assert!(passes > 0, "the repair ran");
+    assert!(store.verify(false).expect("verify").is_consistent());
+    for user in users {
+        let listed: std::collections::BTreeSet<SessionHandle> = store
+            .sessions_of(user)
+            .expect("sessions_of")
+            .into_iter()
+            .map(|i| i.handle)
+            .collect();
+        let carrying: std::collections::BTreeSet<SessionHandle> = held
+            .iter()
+            .filter_map(|s| store.load(s.id()).expect("load"))
+            .filter(|s| s.user() == Some(user))
+            .map(|s| s.handle())
+            .collect();
+        assert_eq!(listed, carrying, "{user}'s listing");
+    }
+}
