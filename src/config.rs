@@ -293,7 +293,13 @@ impl Config {
         })?;
         check(
             STORAGE_CACHE_BYTES.contains(&self.storage_cache_bytes),
-            || format!("storage_cache_bytes must be from {STORAGE_CACHE_BYTES:?} bytes"),
+            || {
+                format!(
+                    "storage_cache_bytes must be from {} to {} bytes",
+                    STORAGE_CACHE_BYTES.start(),
+                    STORAGE_CACHE_BYTES.end()
+                )
+            },
         )?;
         check(
             self.max_sessions_per_user
