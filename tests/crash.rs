@@ -560,7 +560,10 @@ impl Parent {
         // Replay the log.
         let mut pending: Option<(String, u64, String, String)> = None; // op, time, token, post
         let mut now = self.now;
-        for line in log.lines().skip(1) {
+        // A SIGKILL can cut a line that spans pages in the middle of its write(2); a last
+        // line without its newline was never written, so its operation is still in flight.
+        let complete = log.rfind('\n').map_or("", |end| &log[..end]);
+        for line in complete.lines().skip(1) {
             let f: Vec<&str> = line.split(' ').collect();
             match f[0] {
                 "B" => {
