@@ -5,6 +5,7 @@
 //! (`Config::cache_entries(0)`), the other with plain sled (same page-cache size as
 //! sessile's default) to read the `sessions` tree directly. All three are open in the same
 //! process, and criterion reports elements per second, so ratios compare like with like.
+//! sessile's loads start from the token's 43-character text, as a server's do.
 //!
 //! `cargo bench --bench lookup` (100k and 1M sessions), `SESSILE_BENCH_SIZES=100000` to
 //! pick sizes, `SESSILE_BENCH_QUICK=1` for the small CI run. See BENCHMARKS.md.
@@ -26,6 +27,7 @@ const STORAGE_CACHE: u64 = 64 * 1024 * 1024;
 struct Fixture {
     _dir: tempfile::TempDir,
     ids: Vec<SessionId>,
+    tokens: Vec<String>,
     store: Store,
     nocache: Store,
     raw: sled::Tree,
@@ -66,6 +68,7 @@ fn fixture(n: usize) -> Fixture {
     eprintln!("record size: {} bytes on average", bytes / n.max(1));
     Fixture {
         _dir: dir,
+        tokens: ids.iter().map(ToString::to_string).collect(),
         ids,
         store,
         nocache,
@@ -112,7 +115,7 @@ where
 
 fn bench_size(c: &mut Criterion, n: usize) {
     let f = fixture(n);
-    for dist in [Dist::Zipf, Dist::Uniform] {
+    for dist in [Dist::Hot, Dist::Zipf, Dist::Uniform] {
         // A power of two; long enough that a uniform walk over 1M sessions stays cold.
         let len = (n * 2).next_power_of_two().clamp(1 << 12, 1 << 21);
         let seq = picks(n, len, dist, 42);
@@ -139,7 +142,8 @@ fn bench_size(c: &mut Criterion, n: usize) {
             g.bench_function(BenchmarkId::new("store_load", format!("{threads}t")), |b| {
                 b.iter_custom(|iters| {
                     run_threads(threads, iters, &seq, |i| {
-                        black_box(f.store.load(&f.ids[i]).expect("load"));
+                        let id: SessionId = f.tokens[i].parse().expect("token");
+                        black_box(f.store.load(&id).expect("load"));
                     })
                 })
             });
@@ -148,7 +152,8 @@ fn bench_size(c: &mut Criterion, n: usize) {
                 |b| {
                     b.iter_custom(|iters| {
                         run_threads(threads, iters, &seq, |i| {
-                            black_box(f.nocache.load(&f.ids[i]).expect("load"));
+                            let id: SessionId = f.tokens[i].parse().expect("token");
+                            black_box(f.nocache.load(&id).expect("load"));
                         })
                     })
                 },

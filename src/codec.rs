@@ -21,15 +21,21 @@
 //! The header lets `touch`, `len` and the cleanup thread read expiry and user without
 //! decoding the data. Each value in the map is itself bincode of the caller's type, so one
 //! value that no longer matches its type does not make the others unreadable.
+//!
+//! The payload is read in place ([`parse_values`]): it is bincode's encoding of a map of
+//! strings to byte strings (a varint count, then for each entry a varint length and the
+//! key's UTF-8 bytes, a varint length and the value's bytes), keys in strictly increasing
+//! byte order, as sessile has always written it.
 
-use std::collections::BTreeMap;
+use std::ops::Range;
 
 use bincode::config::standard;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_bytes::ByteBuf;
+use sled::IVec;
 
 use crate::id::Digest;
+use crate::values::{ValueMap, Values};
 
 /// The record format this build writes. [`FORMAT_1`] records are read too.
 pub(crate) const RECORD_FORMAT: u8 = 2;
@@ -44,9 +50,6 @@ pub(crate) const DECODE_LIMIT: usize = 4 << 20;
 const HEADER_LEN_1: usize = 33;
 const HEADER_LEN: usize = 49;
 const NO_USER: u16 = u16::MAX;
-
-/// The data of a session: key -> encoded value.
-pub(crate) type Data = BTreeMap<String, ByteBuf>;
 
 /// A session's own timeouts as stored: milliseconds, 0 meaning "the store's".
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -89,17 +92,24 @@ pub(crate) enum CodecError {
     #[error("user name is not valid UTF-8")]
     BadUser,
     #[error("payload does not decode: {0}")]
-    Payload(#[from] bincode::error::DecodeError),
+    Payload(&'static str),
     #[error("{0} trailing bytes after the payload")]
     Trailing(usize),
 }
 
-/// A fully decoded record.
+/// A decoded record: its values are read in place.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Record {
     pub(crate) header: Header,
     pub(crate) user: Option<String>,
-    pub(crate) data: Data,
+    pub(crate) values: Values,
+}
+
+/// Where one key and its value lie in a record's bytes.
+#[derive(Debug, Clone)]
+pub(crate) struct Span {
+    pub(crate) key: Range<usize>,
+    pub(crate) value: Range<usize>,
 }
 
 fn be_u64(bytes: &[u8], at: usize) -> u64 {
@@ -171,31 +181,94 @@ pub(crate) fn tail(bytes: &[u8]) -> &[u8] {
     }
 }
 
-/// Decodes a whole record of either format. Never panics and never allocates more than
-/// [`DECODE_LIMIT`].
-pub(crate) fn decode_record(bytes: &[u8]) -> Result<Record, CodecError> {
+/// Decodes a whole record of either format: header, user, and where each value lies.
+/// Never panics, and allocates only the table of values (at most one entry per two bytes
+/// of input).
+pub(crate) fn decode_record(bytes: &IVec) -> Result<Record, CodecError> {
     let header = parse_header(bytes)?;
     let (user, start) = parse_user(bytes)?;
-    let cfg = standard().with_limit::<DECODE_LIMIT>();
-    let (data, read): (Data, usize) = bincode::serde::decode_from_slice(&bytes[start..], cfg)?;
-    let trailing = bytes.len() - start - read;
-    if trailing != 0 {
-        return Err(CodecError::Trailing(trailing));
-    }
+    let user = user.map(str::to_owned);
     Ok(Record {
         header,
-        user: user.map(str::to_owned),
-        data,
+        user,
+        values: Values::stored(bytes.clone(), start)?,
     })
+}
+
+/// Checks the payload of a record, from `start` to the end of `bytes`, and returns where
+/// each key and value lies. As strict as bincode's own decoding of the map (the same
+/// varints, UTF-8 keys, at most [`DECODE_LIMIT`] bytes claimed, no trailing bytes), and
+/// also requires the keys in strictly increasing order, as every writer sorts them.
+pub(crate) fn parse_values(bytes: &[u8], start: usize) -> Result<Vec<Span>, CodecError> {
+    let mut at = start;
+    let count = varint(bytes, &mut at)?;
+    let mut claimed = 0usize;
+    let mut spans: Vec<Span> = Vec::with_capacity(usize::try_from(count.min(16)).unwrap_or(16));
+    // Each entry takes at least two bytes, so a false count ends at the end of the input.
+    for _ in 0..count {
+        let key = take(bytes, &mut at, &mut claimed)?;
+        let key_bytes = &bytes[key.clone()];
+        if std::str::from_utf8(key_bytes).is_err() {
+            return Err(CodecError::Payload("a key is not UTF-8"));
+        }
+        if spans
+            .last()
+            .is_some_and(|prev| &bytes[prev.key.clone()] >= key_bytes)
+        {
+            return Err(CodecError::Payload("keys are not in increasing order"));
+        }
+        let value = take(bytes, &mut at, &mut claimed)?;
+        spans.push(Span { key, value });
+    }
+    if at != bytes.len() {
+        return Err(CodecError::Trailing(bytes.len() - at));
+    }
+    Ok(spans)
+}
+
+/// A length-prefixed byte string at `*at`, as a range of `bytes`.
+fn take(bytes: &[u8], at: &mut usize, claimed: &mut usize) -> Result<Range<usize>, CodecError> {
+    let len = usize::try_from(varint(bytes, at)?).map_err(|_| CodecError::Truncated)?;
+    *claimed = claimed.saturating_add(len);
+    if *claimed > DECODE_LIMIT {
+        return Err(CodecError::Payload("over the decode limit"));
+    }
+    let end = at.checked_add(len).filter(|end| *end <= bytes.len());
+    let end = end.ok_or(CodecError::Truncated)?;
+    let range = *at..end;
+    *at = end;
+    Ok(range)
+}
+
+/// bincode's variable-length integer at `*at` (little-endian, as `standard()` writes it).
+fn varint(bytes: &[u8], at: &mut usize) -> Result<u64, CodecError> {
+    let first = *bytes.get(*at).ok_or(CodecError::Truncated)?;
+    let width = match first {
+        0..=250 => {
+            *at += 1;
+            return Ok(u64::from(first));
+        }
+        251 => 2,
+        252 => 4,
+        253 => 8,
+        _ => return Err(CodecError::Payload("invalid length")),
+    };
+    let digits = bytes
+        .get(*at + 1..*at + 1 + width)
+        .ok_or(CodecError::Truncated)?;
+    let mut le = [0u8; 8];
+    le[..width].copy_from_slice(digits);
+    *at += 1 + width;
+    Ok(u64::from_le_bytes(le))
 }
 
 /// Encodes a record in the current format. The caller checks the size against its limit.
 pub(crate) fn encode_record(
     header: &Header,
     user: Option<&str>,
-    data: &Data,
+    values: &Values,
 ) -> Result<Vec<u8>, bincode::error::EncodeError> {
-    let mut out = Vec::with_capacity(64 + data.len() * 32);
+    let mut out = Vec::with_capacity(64 + values.len() * 32);
     write_header(&mut out, header);
     match user {
         // Callers reject user names over MAX_USER_LEN (far below u16::MAX) before this.
@@ -206,8 +279,16 @@ pub(crate) fn encode_record(
         }
         None => out.extend_from_slice(&NO_USER.to_be_bytes()),
     }
-    bincode::serde::encode_into_std_write(data, &mut out, standard())?;
+    values.encode_into(&mut out)?;
     Ok(out)
+}
+
+/// Appends the payload of a record holding `map`.
+pub(crate) fn encode_payload(
+    map: &ValueMap,
+    out: &mut Vec<u8>,
+) -> Result<(), bincode::error::EncodeError> {
+    bincode::serde::encode_into_std_write(map, out, standard()).map(|_| ())
 }
 
 /// The format byte and header, in the current format.
@@ -284,11 +365,24 @@ pub(crate) fn decode_value<T: DeserializeOwned>(
 pub(crate) fn fuzz_decode_record(bytes: &[u8]) -> Option<Vec<u8>> {
     let header = parse_header(bytes).ok();
     let user = parse_user_only(bytes).ok().flatten();
-    let record = decode_record(bytes).ok()?;
+    let record = decode_record(&IVec::from(bytes)).ok()?;
     if header != Some(record.header) || user != record.user.as_deref() {
         return Some(Vec::new());
     }
-    encode_record(&record.header, record.user.as_deref(), &record.data).ok()
+    // The map bincode decodes from the payload must be the values read in place.
+    let (_, start) = parse_user(bytes).ok()?;
+    let cfg = standard().with_limit::<DECODE_LIMIT>();
+    let decoded = bincode::serde::decode_from_slice::<ValueMap, _>(&bytes[start..], cfg);
+    if !decoded.is_ok_and(|(map, _)| Values::from(map) == record.values) {
+        return Some(Vec::new());
+    }
+    // Encoded from a map, as a write does, rather than copied from the stored bytes.
+    let map: ValueMap = record
+        .values
+        .iter()
+        .map(|(k, v)| (k.to_owned(), serde_bytes::ByteBuf::from(v)))
+        .collect();
+    encode_record(&record.header, record.user.as_deref(), &Values::from(map)).ok()
 }
 
 /// `expiry` tree key: expires_at (u64 big-endian) ‖ digest. Sorts by time.
@@ -336,9 +430,14 @@ pub(crate) fn parse_user_key(key: &[u8]) -> Option<(&str, Digest)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_bytes::ByteBuf;
+
+    fn decode(bytes: &[u8]) -> Result<Record, CodecError> {
+        decode_record(&IVec::from(bytes))
+    }
 
     fn sample() -> Record {
-        let mut data = Data::new();
+        let mut data = ValueMap::new();
         data.insert("a".into(), ByteBuf::from(vec![1, 2, 3]));
         data.insert(
             "cart".into(),
@@ -356,24 +455,24 @@ mod tests {
                 },
             },
             user: Some("alice".into()),
-            data,
+            values: data.into(),
         }
     }
 
     #[test]
     fn record_round_trips() {
         let r = sample();
-        let bytes = encode_record(&r.header, r.user.as_deref(), &r.data).expect("encode");
-        assert_eq!(decode_record(&bytes).expect("decode"), r);
+        let bytes = encode_record(&r.header, r.user.as_deref(), &r.values).expect("encode");
+        assert_eq!(decode(&bytes).expect("decode"), r);
         assert_eq!(parse_user_only(&bytes).expect("user"), Some("alice"));
-        let none = encode_record(&r.header, None, &Data::new()).expect("encode");
-        assert_eq!(decode_record(&none).expect("decode").user, None);
+        let none = encode_record(&r.header, None, &Values::default()).expect("encode");
+        assert_eq!(decode(&none).expect("decode").user, None);
     }
 
     #[test]
     fn header_patch_keeps_the_rest() {
         let r = sample();
-        let bytes = encode_record(&r.header, r.user.as_deref(), &r.data).expect("encode");
+        let bytes = encode_record(&r.header, r.user.as_deref(), &r.values).expect("encode");
         let h = Header {
             expires_at: 5,
             last_seen: 4,
@@ -382,28 +481,101 @@ mod tests {
             own: OwnTimeouts::default(),
         };
         let patched = with_header(&bytes, &h);
-        let back = decode_record(&patched).expect("decode");
+        let back = decode(&patched).expect("decode");
         assert_eq!(back.header, h);
-        assert_eq!(back.data, r.data);
+        assert_eq!(back.values, r.values);
         assert_eq!(tail(&patched), tail(&bytes));
     }
 
     #[test]
     fn every_truncation_and_garbage_is_an_error_not_a_panic() {
         let r = sample();
-        let bytes = encode_record(&r.header, r.user.as_deref(), &r.data).expect("encode");
+        let bytes = encode_record(&r.header, r.user.as_deref(), &r.values).expect("encode");
         for n in 0..bytes.len() {
-            assert!(decode_record(&bytes[..n]).is_err(), "prefix {n} decoded");
+            assert!(decode(&bytes[..n]).is_err(), "prefix {n} decoded");
         }
         let mut long = bytes.clone();
         long.push(0);
-        assert!(decode_record(&long).is_err());
+        assert!(decode(&long).is_err());
         let mut other = bytes.clone();
         other[0] = 9;
-        assert!(matches!(
-            decode_record(&other),
-            Err(CodecError::UnknownFormat(9))
-        ));
+        assert!(matches!(decode(&other), Err(CodecError::UnknownFormat(9))));
+    }
+
+    /// bincode's own decoding of a payload into a map, as sessile read it before values
+    /// were read in place.
+    fn bincode_map(payload: &[u8]) -> Option<ValueMap> {
+        let cfg = standard().with_limit::<DECODE_LIMIT>();
+        let (map, read) = bincode::serde::decode_from_slice::<ValueMap, _>(payload, cfg).ok()?;
+        (read == payload.len()).then_some(map)
+    }
+
+    fn payload_of(map: &ValueMap) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_payload(map, &mut out).expect("encode");
+        out
+    }
+
+    fn spans_as_map(payload: &[u8]) -> Option<ValueMap> {
+        let spans = parse_values(payload, 0).ok()?;
+        Some(
+            spans
+                .iter()
+                .map(|s| {
+                    let key = std::str::from_utf8(&payload[s.key.clone()]).expect("utf-8");
+                    (key.to_owned(), ByteBuf::from(&payload[s.value.clone()]))
+                })
+                .collect(),
+        )
+    }
+
+    proptest::proptest! {
+        /// Every map sessile writes is read in place as exactly that map.
+        #[test]
+        fn values_read_in_place_are_the_written_map(
+            map in proptest::collection::btree_map(".{0,12}", proptest::collection::vec(proptest::num::u8::ANY, 0..300), 0..12)
+        ) {
+            let map: ValueMap = map.into_iter().map(|(k, v)| (k, ByteBuf::from(v))).collect();
+            let payload = payload_of(&map);
+            proptest::prop_assert_eq!(spans_as_map(&payload), Some(map));
+        }
+
+        /// Damaged payloads: whatever the in-place reader accepts, bincode decodes to the
+        /// same map (never more lenient than before).
+        #[test]
+        fn the_in_place_reader_is_never_more_lenient_than_bincode(
+            map in proptest::collection::btree_map("[a-z]{0,4}", proptest::collection::vec(proptest::num::u8::ANY, 0..20), 0..5),
+            edits in proptest::collection::vec((proptest::num::usize::ANY, proptest::num::u8::ANY), 1..4),
+            cut in proptest::num::usize::ANY,
+        ) {
+            let map: ValueMap = map.into_iter().map(|(k, v)| (k, ByteBuf::from(v))).collect();
+            let mut payload = payload_of(&map);
+            for (at, byte) in edits {
+                let len = payload.len();
+                payload[at % len] = byte;
+            }
+            let cut = cut % (payload.len() + 1);
+            for bytes in [&payload[..], &payload[..cut]] {
+                if let Some(read) = spans_as_map(bytes) {
+                    proptest::prop_assert_eq!(Some(read), bincode_map(bytes));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn keys_out_of_order_or_repeated_are_refused() {
+        // bincode would take these (a map sorts and dedups); sessile never writes them.
+        let entry = |k: &[u8], v: &[u8]| [&[k.len() as u8][..], k, &[v.len() as u8], v].concat();
+        let unsorted = [&[2u8][..], &entry(b"b", b"1"), &entry(b"a", b"2")].concat();
+        let repeated = [&[2u8][..], &entry(b"a", b"1"), &entry(b"a", b"2")].concat();
+        let sorted = [&[2u8][..], &entry(b"a", b"1"), &entry(b"b", b"2")].concat();
+        assert!(parse_values(&unsorted, 0).is_err());
+        assert!(parse_values(&repeated, 0).is_err());
+        assert_eq!(parse_values(&sorted, 0).expect("sorted").len(), 2);
+        let not_utf8 = [&[1u8][..], &entry(&[0xFF], b"1")].concat();
+        assert!(parse_values(&not_utf8, 0).is_err());
+        assert!(bincode_map(&not_utf8).is_none());
     }
 
     #[test]
@@ -415,12 +587,12 @@ mod tests {
             version: 1,
             own: OwnTimeouts::default(),
         };
-        let mut bytes = encode_record(&h, None, &Data::new()).expect("encode");
+        let mut bytes = encode_record(&h, None, &Values::default()).expect("encode");
         bytes.truncate(bytes.len() - 1);
         // bincode varint: 0xFD then a u64 claiming 2^60 map entries.
         bytes.push(0xFD);
         bytes.extend_from_slice(&(1u64 << 60).to_le_bytes());
-        assert!(decode_record(&bytes).is_err());
+        assert!(decode(&bytes).is_err());
     }
 
     #[test]
@@ -453,10 +625,10 @@ mod tests {
         assert!(n >= 5, "the seed corpus is missing");
         // The format-2 seed is a real record, with its own idle timeout.
         let seed = std::fs::read(dir.join("format2_with_lifetime")).expect("seed");
-        let record = decode_record(&seed).expect("the format-2 seed decodes");
+        let record = decode(&seed).expect("the format-2 seed decodes");
         assert_eq!(record.header.own.idle_ms, 30 * 86_400_000);
         assert!(matches!(
-            decode_record(&std::fs::read(dir.join("future_format_3")).expect("seed")),
+            decode(&std::fs::read(dir.join("future_format_3")).expect("seed")),
             Err(CodecError::UnknownFormat(3))
         ));
     }
@@ -464,19 +636,19 @@ mod tests {
     #[test]
     fn a_format_1_record_reads_and_upgrades_on_rewrite() {
         let r = sample();
-        let current = encode_record(&r.header, r.user.as_deref(), &r.data).expect("encode");
+        let current = encode_record(&r.header, r.user.as_deref(), &r.values).expect("encode");
         // The same record as sessile 0.1 wrote it: no per-session timeouts.
         let mut old = vec![FORMAT_1];
         old.extend_from_slice(&current[1..33]);
         old.extend_from_slice(&current[49..]);
-        let back = decode_record(&old).expect("format 1 decodes");
+        let back = decode(&old).expect("format 1 decodes");
         assert_eq!(back.header.own, OwnTimeouts::default());
-        assert_eq!((back.user, back.data), (r.user.clone(), r.data.clone()));
+        assert_eq!((back.user, back.values), (r.user.clone(), r.values.clone()));
         assert_eq!(tail(&old), tail(&current));
         let upgraded = with_header(&old, &r.header);
         assert_eq!(upgraded, current);
         for n in 0..old.len() {
-            assert!(decode_record(&old[..n]).is_err(), "prefix {n} decoded");
+            assert!(decode(&old[..n]).is_err(), "prefix {n} decoded");
         }
     }
 }

@@ -1,7 +1,6 @@
 //! Whole-store listing, export and import of records, for operators and migrations.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -9,11 +8,12 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
-use crate::codec::{self, Data, Header, Record};
+use crate::codec::{self, Header, Record};
 use crate::error::{Error, Result};
 use crate::expiry::{Lifetime, Timeouts};
 use crate::id::{Digest, SessionHandle};
 use crate::store::Store;
+use crate::values::ValueMap;
 use crate::write::commit::Contents;
 
 /// One stored session as plain data: what [`Store::dump`] yields and [`Store::restore`]
@@ -60,9 +60,9 @@ impl SessionDump {
             version: record.header.version,
             user: record.user,
             values: record
-                .data
-                .into_iter()
-                .map(|(k, v)| (k, v.into_vec()))
+                .values
+                .iter()
+                .map(|(k, v)| (k.to_owned(), v.to_vec()))
                 .collect(),
             idle_timeout_ms: (record.header.own.idle_ms > 0).then_some(record.header.own.idle_ms),
             absolute_timeout_ms: (record.header.own.absolute_ms > 0)
@@ -147,17 +147,12 @@ impl Store {
     /// [`update`](Store::update) closure; [`Error::Storage`] on a storage failure.
     pub fn restore(&self, dump: &SessionDump) -> Result<()> {
         let digest = parse_key(&dump.key)?;
-        let data: Data = dump
+        let data: ValueMap = dump
             .values
             .iter()
             .map(|(k, v)| (k.clone(), ByteBuf::from(v.clone())))
             .collect();
-        let contents = Contents::new(
-            &self.state,
-            dump.user.clone(),
-            Arc::new(data),
-            dump.lifetime(),
-        )?;
+        let contents = Contents::new(&self.state, dump.user.clone(), data.into(), dump.lifetime())?;
         // Times from the future (a damaged or hostile dump, or a clock far ahead) are
         // brought back to now, and the expiry to what the timeouts allow, so no restored
         // session outlives what it could have been given here.

@@ -62,6 +62,11 @@ impl SessionId {
         Digest(*hasher.finalize().as_bytes())
     }
 
+    /// The token as words, the key of the store's [`DigestMemo`](crate::digests::DigestMemo).
+    pub(crate) fn words(&self) -> crate::digests::Words<4> {
+        crate::digests::words(&self.0)
+    }
+
     /// The session's handle: safe to show in a UI or a log, useless as a cookie.
     pub fn handle(&self) -> SessionHandle {
         self.digest().handle()

@@ -5,6 +5,7 @@ mod cleanup;
 mod clock;
 mod codec;
 mod config;
+mod digests;
 mod dump;
 mod error;
 mod events;
@@ -23,6 +24,7 @@ mod state;
 mod stats;
 mod store;
 mod users;
+mod values;
 mod verify;
 mod write;
 

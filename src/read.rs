@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use sled::IVec;
 
-use crate::codec::{self, CodecError, Data, Header};
+use crate::codec::{self, CodecError, Header};
 use crate::error::Result;
 use crate::expiry;
 use crate::id::{Digest, SessionId};
@@ -20,6 +20,7 @@ use crate::locks::StripeGuard;
 use crate::session::Session;
 use crate::state::StoreState;
 use crate::stats::Counters;
+use crate::values::Values;
 
 /// A decoded record as it is on disk, shared between the cache and readers.
 #[derive(Debug)]
@@ -27,7 +28,7 @@ pub(crate) struct Entry {
     pub(crate) bytes: IVec,
     pub(crate) header: Header,
     pub(crate) user: Option<String>,
-    pub(crate) data: Arc<Data>,
+    pub(crate) values: Values,
     /// What an adapter made of this version of the record (tower's parsed JSON values),
     /// kept with it in the cache so a hot load converts once. A write makes a new entry,
     /// so the memo never outlives the data it was made from.
@@ -74,14 +75,14 @@ impl Entry {
         mut encoded: Vec<u8>,
         header: Header,
         user: Option<String>,
-        data: Arc<Data>,
+        values: Values,
     ) -> Entry {
         codec::set_header(&mut encoded, &header);
         Entry {
             bytes: IVec::from(encoded),
             header,
             user,
-            data,
+            values,
             memo: Memo::default(),
         }
     }
@@ -93,7 +94,7 @@ impl Entry {
                 bytes,
                 header: record.header,
                 user: record.user,
-                data: Arc::new(record.data),
+                values: record.values,
                 memo: Memo::default(),
             }),
             Err(e) => Err((bytes, e)),
@@ -187,6 +188,21 @@ impl StoreState {
         Ok(entry.filter(|e| expiry::is_live(&self.config, &e.header, now)))
     }
 
+    /// The digest of `id`: remembered, or derived (blake3).
+    pub(crate) fn digest_of(&self, id: &SessionId) -> Digest {
+        self.tokens.get(&id.words()).unwrap_or_else(|| id.digest())
+    }
+
+    /// The live record of the session `id`, with its digest. A token that finds a live
+    /// session is remembered, so its next lookup skips the digest.
+    pub(crate) fn live_entry_of(&self, id: &SessionId) -> Result<Option<(Digest, Arc<Entry>)>> {
+        self.tokens.find(
+            &id.words(),
+            || id.digest(),
+            |digest| self.live_entry(digest),
+        )
+    }
+
     /// The user of the stored record of `digest`, read without a lock: a guess that a
     /// writer confirms under the stripe lock.
     pub(crate) fn current_user(&self, digest: &Digest) -> Result<Option<String>> {
@@ -254,7 +270,7 @@ impl StoreState {
             digest,
             header: entry.header,
             user: entry.user.clone(),
-            data: Arc::clone(&entry.data),
+            values: entry.values.clone(),
             lifetime: crate::expiry::Lifetime::from_own(entry.header.own, &self.config),
             limits: self.limits(),
         }

@@ -1,6 +1,5 @@
 //! A session as the application sees it: an ID, times, an optional user and typed values.
 
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -8,10 +7,11 @@ use serde::de::DeserializeOwned;
 use serde_bytes::ByteBuf;
 
 use crate::clock::from_ms;
-use crate::codec::{self, Data, Header};
+use crate::codec::{self, Header};
 use crate::error::{Error, Oversized, Result};
 use crate::expiry::Lifetime;
 use crate::id::{Digest, SessionHandle, SessionId};
+use crate::values::Values;
 
 /// Size limits copied from the store's config into each session.
 #[derive(Debug, Clone, Copy)]
@@ -63,7 +63,7 @@ pub struct Session {
     pub(crate) digest: Digest,
     pub(crate) header: Header,
     pub(crate) user: Option<String>,
-    pub(crate) data: Arc<Data>,
+    pub(crate) values: Values,
     pub(crate) lifetime: Lifetime,
     pub(crate) limits: Limits,
 }
@@ -134,7 +134,7 @@ impl Session {
     /// [`Error::Decode`] if the stored bytes are not a `T` (for example after the type
     /// changed between releases). Other values are unaffected.
     pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
-        let Some(bytes) = self.data.get(key) else {
+        let Some(bytes) = self.values.get(key) else {
             return Ok(None);
         };
         codec::decode_value(bytes)
@@ -148,7 +148,7 @@ impl Session {
     /// The raw bytes stored under `key`, as written by [`insert`](Self::insert) (bincode)
     /// or [`insert_bytes`](Self::insert_bytes).
     pub fn get_bytes(&self, key: &str) -> Option<&[u8]> {
-        self.data.get(key).map(|b| b.as_slice())
+        self.values.get(key)
     }
 
     /// Stores `value` under `key`, replacing what was there.
@@ -181,42 +181,44 @@ impl Session {
                 limit: self.limits.max_record_size,
             });
         }
-        Arc::make_mut(&mut self.data).insert(key.to_owned(), ByteBuf::from(bytes));
+        self.values
+            .make_mut()
+            .insert(key.to_owned(), ByteBuf::from(bytes));
         Ok(())
     }
 
     /// Removes the value under `key`; returns whether there was one.
     pub fn remove(&mut self, key: &str) -> bool {
-        if !self.data.contains_key(key) {
+        if !self.values.contains_key(key) {
             return false;
         }
-        Arc::make_mut(&mut self.data).remove(key).is_some()
+        self.values.make_mut().remove(key).is_some()
     }
 
     /// Removes every value. The user and the times are kept.
     pub fn clear(&mut self) {
-        if !self.data.is_empty() {
-            Arc::make_mut(&mut self.data).clear();
+        if !self.values.is_empty() {
+            self.values = Values::default();
         }
     }
 
     /// Whether the session holds no values.
     pub fn is_empty(&self) -> bool {
-        self.data.is_empty()
+        self.values.is_empty()
     }
 
     /// How many values the session holds.
     pub fn len(&self) -> usize {
-        self.data.len()
+        self.values.len()
     }
 
     /// Whether a value is stored under `key`.
     pub fn contains_key(&self, key: &str) -> bool {
-        self.data.contains_key(key)
+        self.values.contains_key(key)
     }
 
     /// The keys of the session's values, in sorted order.
     pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.data.keys().map(String::as_str)
+        self.values.iter().map(|(key, _)| key)
     }
 }

@@ -8,8 +8,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use sled::Tree;
 
-use crate::codec::{self, Data, Header};
+use crate::codec::{self, Header};
 use crate::config::{Config, Durability, MAX_USER_LEN};
+use crate::digests::DigestMemo;
 use crate::error::{Error, Oversized, Result};
 use crate::events::Events;
 use crate::locks::Locks;
@@ -17,6 +18,7 @@ use crate::read::ReadCache;
 use crate::registry::Registration;
 use crate::session::Limits;
 use crate::stats::Counters;
+use crate::values::Values;
 
 pub(crate) struct StoreState {
     pub(crate) db: sled::Db,
@@ -29,6 +31,8 @@ pub(crate) struct StoreState {
     pub(crate) events: Events,
     pub(crate) locks: Locks,
     pub(crate) cache: ReadCache,
+    /// Token -> digest of sessions found live, so a hot load skips blake3.
+    pub(crate) tokens: DigestMemo<4>,
     meta: Tree,
     /// `meta/format` of the store: as found when it was opened, until the first write
     /// upgrades it.
@@ -54,6 +58,8 @@ impl StoreState {
             counters: Counters::default(),
             locks: Locks::new(),
             cache: ReadCache::new(config.cache_entries),
+            // Twice the cache's entries, so few hot tokens share a slot.
+            tokens: DigestMemo::new(config.cache_entries.saturating_mul(2)),
             config,
             db,
             format: AtomicU32::new(format),
@@ -96,14 +102,14 @@ impl StoreState {
         Ok(())
     }
 
-    /// Encodes `user` and `data` as a record with a placeholder header (the write sets
+    /// Encodes `user` and `values` as a record with a placeholder header (the write sets
     /// the real one), checking the user and record limits.
     ///
     /// # Errors
     ///
     /// [`Error::TooLarge`] for a user name or record over its limit, [`Error::EncodeRecord`]
     /// if the encoder fails.
-    pub(crate) fn encode(&self, user: Option<&str>, data: &Data) -> Result<Vec<u8>> {
+    pub(crate) fn encode(&self, user: Option<&str>, values: &Values) -> Result<Vec<u8>> {
         if let Some(user) = user
             && user.len() > MAX_USER_LEN
         {
@@ -113,7 +119,7 @@ impl StoreState {
                 limit: MAX_USER_LEN,
             });
         }
-        let bytes = codec::encode_record(&Header::PLACEHOLDER, user, data)
+        let bytes = codec::encode_record(&Header::PLACEHOLDER, user, values)
             .map_err(|e| Error::EncodeRecord(Box::new(e)))?;
         if bytes.len() > self.config.max_record_size {
             return Err(Error::TooLarge {

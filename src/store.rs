@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crossbeam_channel::Receiver;
 
 use crate::cleanup::{self, CleanupThread};
-use crate::codec::{Data, STORE_FORMAT};
+use crate::codec::STORE_FORMAT;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::events::{DestroyReason, Event};
@@ -17,6 +17,7 @@ use crate::registry::Registration;
 use crate::session::Session;
 use crate::state::StoreState;
 use crate::stats::Stats;
+use crate::values::Values;
 use crate::write::commit::{Change, Committed, Contents};
 
 /// A persistent session store in one folder.
@@ -153,7 +154,7 @@ impl Store {
     pub fn create(&self) -> Result<Session> {
         let state = &self.state;
         let lifetime = Lifetime::default();
-        let contents = Contents::new(state, None, Arc::new(Data::new()), lifetime)?;
+        let contents = Contents::new(state, None, Values::default(), lifetime)?;
         let fresh = || {
             SessionId::generate().map(|id| {
                 let digest = id.digest();
@@ -166,7 +167,7 @@ impl Store {
             digest,
             header,
             user: None,
-            data: Arc::new(Data::new()),
+            values: Values::default(),
             lifetime,
             limits: state.limits(),
         })
@@ -183,9 +184,8 @@ impl Store {
     ///
     /// [`Error::Storage`] on a storage failure.
     pub fn load(&self, id: &SessionId) -> Result<Option<Session>> {
-        let digest = id.digest();
-        let entry = self.state.live_entry(&digest)?;
-        Ok(entry.map(|e| self.state.session(id.clone(), digest, &e)))
+        let found = self.state.live_entry_of(id)?;
+        Ok(found.map(|(digest, e)| self.state.session(id.clone(), digest, &e)))
     }
 
     /// Writes `session`'s values and user, and extends its idle expiry.
@@ -225,7 +225,7 @@ impl Store {
     /// [`Error::Storage`] on a storage failure; [`Error::WriteInsideUpdate`] inside an
     /// [`update`](Self::update) closure when a write is needed.
     pub fn touch(&self, id: &SessionId) -> Result<bool> {
-        self.state.touch(&id.digest(), None)
+        self.state.touch(&self.state.digest_of(id), None)
     }
 
     /// Atomically reads, changes and writes a live session.
@@ -301,7 +301,7 @@ impl Store {
     /// [`update`](Self::update) closure.
     pub fn destroy(&self, id: &SessionId) -> Result<bool> {
         self.state
-            .destroy_durably(&id.digest(), DestroyReason::Destroy)
+            .destroy_durably(&self.state.digest_of(id), DestroyReason::Destroy)
     }
 
     /// Deletes every expired session now, in bounded batches, and drops stale index

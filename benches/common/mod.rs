@@ -85,6 +85,8 @@ impl Rng {
 /// Which sessions a stream of lookups asks for.
 #[derive(Clone, Copy, Debug)]
 pub enum Dist {
+    /// 99% of lookups on 1% of the sessions, 1% on the rest: "hot" in BENCHMARKS.md.
+    Hot,
     Uniform,
     /// Zipf with exponent 1.1: about 75% of lookups hit the most popular 1% at 100k.
     Zipf,
@@ -93,6 +95,7 @@ pub enum Dist {
 impl Dist {
     pub fn name(self) -> &'static str {
         match self {
+            Dist::Hot => "hot",
             Dist::Uniform => "uniform",
             Dist::Zipf => "zipf",
         }
@@ -107,6 +110,22 @@ pub fn picks(n: usize, len: usize, dist: Dist, seed: u64) -> Vec<u32> {
     let mut rng = Rng::new(seed);
     match dist {
         Dist::Uniform => (0..len).map(|_| rng.below(n) as u32).collect(),
+        Dist::Hot => {
+            let mut perm: Vec<u32> = (0..n as u32).collect();
+            for i in (1..n).rev() {
+                perm.swap(i, rng.below(i + 1));
+            }
+            let hot = (n / 100).max(1);
+            (0..len)
+                .map(|_| {
+                    if rng.below(100) < 99 {
+                        perm[rng.below(hot)]
+                    } else {
+                        perm[rng.below(n)]
+                    }
+                })
+                .collect()
+        }
         Dist::Zipf => {
             let mut cdf = Vec::with_capacity(n);
             let mut sum = 0.0;

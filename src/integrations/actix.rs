@@ -61,13 +61,13 @@ use actix_session::storage::{LoadError, SaveError, SessionKey, SessionStore, Upd
 use time::Duration;
 
 use super::engine::{Saved, Work, helpers, run};
-use crate::codec::Data;
 use crate::expiry::Lifetime;
 use crate::id::{SessionHandle, SessionId};
 use crate::read::Entry;
 use crate::state::StoreState;
 use crate::store::Store;
 use crate::users::SessionInfo;
+use crate::values::ValueMap;
 use crate::write::commit::Contents;
 
 /// The session key whose value (a string) is the logged-in user.
@@ -183,7 +183,7 @@ fn contents(
         })?,
         None => None,
     };
-    let mut data = Data::new();
+    let mut data = ValueMap::new();
     for (key, value) in state {
         shared.limits().check_key(&key)?;
         data.insert(key, serde_bytes::ByteBuf::from(value.into_bytes()));
@@ -193,11 +193,11 @@ fn contents(
 
 /// Builds actix's state from a live sessile record.
 fn state(entry: &Entry, handle: SessionHandle) -> Result<HashMap<String, String>, LoadError> {
-    let mut state = HashMap::with_capacity(entry.data.len() + 2);
-    for (key, bytes) in entry.data.iter() {
+    let mut state = HashMap::with_capacity(entry.values.len() + 2);
+    for (key, bytes) in entry.values.iter() {
         match std::str::from_utf8(bytes) {
             Ok(value) => {
-                state.insert(key.clone(), value.to_owned());
+                state.insert(key.to_owned(), value.to_owned());
             }
             Err(_) => tracing::warn!(
                 handle = %handle,
@@ -222,9 +222,11 @@ impl SessionStore for ActixStore {
         let Ok(id) = session_key.as_ref().parse::<SessionId>() else {
             return Ok(None);
         };
-        let digest = id.digest();
-        let entry = helpers::load(&self.store, digest).map_err(|e| LoadError::Other(e.into()))?;
-        entry.map(|e| state(&e, digest.handle())).transpose()
+        let found =
+            helpers::load_session(&self.store, &id).map_err(|e| LoadError::Other(e.into()))?;
+        found
+            .map(|(digest, e)| state(&e, digest.handle()))
+            .transpose()
     }
 
     async fn save(
@@ -269,7 +271,7 @@ impl SessionStore for ActixStore {
             // Not one of ours, so nothing to update; it will not load either.
             return Ok(session_key);
         };
-        let digest = id.digest();
+        let digest = self.store.state.digest_of(&id);
         let Some(lifetime) = self.lifetime(ttl) else {
             helpers::destroy(&self.store, digest)
                 .await
@@ -300,7 +302,7 @@ impl SessionStore for ActixStore {
         let Ok(id) = session_key.as_ref().parse::<SessionId>() else {
             return Ok(());
         };
-        let digest = id.digest();
+        let digest = self.store.state.digest_of(&id);
         let Some(lifetime) = self.lifetime(ttl) else {
             helpers::destroy(&self.store, digest).await?;
             return Ok(());
@@ -316,7 +318,7 @@ impl SessionStore for ActixStore {
         let Ok(id) = session_key.as_ref().parse::<SessionId>() else {
             return Ok(());
         };
-        helpers::destroy(&self.store, id.digest()).await?;
+        helpers::destroy(&self.store, self.store.state.digest_of(&id)).await?;
         Ok(())
     }
 }

@@ -9,17 +9,16 @@
 //! me" session outlives the store's default idle timeout and a short one dies early.
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::duration_ms;
-use crate::codec::Data;
 use crate::config::Durability;
 use crate::error::{Error, Result};
 use crate::expiry::Lifetime;
 use crate::id::Digest;
 use crate::state::StoreState;
 use crate::store::Store;
+use crate::values::ValueMap;
 use crate::write::commit::{Change, Committed, Contents};
 
 /// The outcome of [`StoreState::save_contents`].
@@ -54,10 +53,10 @@ impl StoreState {
     pub(crate) fn contents(
         &self,
         user: Option<String>,
-        data: Data,
+        data: ValueMap,
         lifetime: Lifetime,
     ) -> Result<Contents> {
-        Contents::new(self, user, Arc::new(data), lifetime)
+        Contents::new(self, user, data.into(), lifetime)
     }
 
     /// How long writing `contents` over `digest`'s record (or as a new one, `None`) can
@@ -132,7 +131,7 @@ pub(crate) mod helpers {
 
     use super::{BoxError, OffExecutorError, Work, run};
     use crate::events::DestroyReason;
-    use crate::id::{Digest, SessionHandle};
+    use crate::id::{Digest, SessionHandle, SessionId};
     use crate::read::Entry;
     use crate::store::Store;
     use crate::users::SessionInfo;
@@ -181,6 +180,15 @@ pub(crate) mod helpers {
         digest: Digest,
     ) -> Result<Option<Arc<Entry>>, OffExecutorError> {
         Ok(store.state.live_entry(&digest)?)
+    }
+
+    /// [`load`] of the session `id` (of the core's tokens), through the store's memo of
+    /// token digests.
+    pub(crate) fn load_session(
+        store: &Store,
+        id: &SessionId,
+    ) -> Result<Option<(Digest, Arc<Entry>)>, OffExecutorError> {
+        Ok(store.state.live_entry_of(id)?)
     }
 }
 
@@ -365,7 +373,7 @@ mod tests {
             &contents(&store, None, &[("a", b"2")], IDLE)
         ));
         let entry = sh.live_entry(&d).expect("read").expect("live");
-        assert_eq!(entry.data.get("a").map(|b| b.as_slice()), Some(&b"1"[..]));
+        assert_eq!(entry.values.get("a"), Some(&b"1"[..]));
     }
 
     #[test]

@@ -109,13 +109,14 @@ use time::OffsetDateTime;
 
 pub use super::engine::{BoxError, USER_KEY};
 use super::engine::{OffExecutorError, Saved, Work, helpers, run};
-use crate::codec::Data;
+use crate::digests::{DigestMemo, Words};
 use crate::expiry::{self, Lifetime};
 use crate::id::{Digest, SessionHandle};
 use crate::read::Entry;
 use crate::state::StoreState;
 use crate::store::Store;
 use crate::users::SessionInfo;
+use crate::values::ValueMap;
 use crate::write::commit::Contents;
 
 /// The session key under which axum-login keeps its data (`{"user_id": .., ..}`), read
@@ -133,6 +134,8 @@ const ID_CONTEXT: &str = "sessile 2026-11 tower-sessions id digest v1";
 pub struct TowerStore {
     store: Store,
     user_from: &'static str,
+    /// tower ID -> record key of sessions found live, so a hot load skips blake3.
+    ids: Arc<DigestMemo<2>>,
 }
 
 /// A tower-sessions session ID of any supported version (0.14 or 0.15).
@@ -151,9 +154,11 @@ impl TowerStore {
     /// [module docs](self)), within the store's ceilings; the store's other settings
     /// (durability, limits, cleanup) apply as they are.
     pub fn new(store: Store) -> TowerStore {
+        let ids = DigestMemo::new(store.state.config.cache_entries.saturating_mul(2));
         TowerStore {
             store,
             user_from: AXUM_LOGIN_KEY,
+            ids: Arc::new(ids),
         }
     }
 
@@ -220,7 +225,7 @@ impl TowerStore {
         lifetime: Lifetime,
     ) -> Result<Contents, Refusal> {
         let state = &self.store.state;
-        let mut values = Data::new();
+        let mut values = ValueMap::new();
         let mut user = None;
         for (key, value) in data {
             if key == USER_KEY {
@@ -271,11 +276,11 @@ impl TowerStore {
 
     /// tower's data of a sessile record: each value parsed from JSON.
     fn parse(&self, id: i128, entry: &Entry) -> HashMap<String, Value> {
-        let mut data = HashMap::with_capacity(entry.data.len() + 1);
-        for (key, bytes) in entry.data.iter() {
+        let mut data = HashMap::with_capacity(entry.values.len() + 1);
+        for (key, bytes) in entry.values.iter() {
             match serde_json::from_slice::<Value>(bytes) {
                 Ok(value) => {
-                    data.insert(key.clone(), value);
+                    data.insert(key.to_owned(), value);
                 }
                 Err(e) => tracing::warn!(
                     handle = %digest(id).handle(),
@@ -326,7 +331,7 @@ impl TowerStore {
         data: &HashMap<String, Value>,
         expiry_date: OffsetDateTime,
     ) -> Result<(), Refusal> {
-        let key = digest(id);
+        let key = self.key(id);
         let Some(lifetime) = lifetime(&self.store.state, expiry_date) else {
             return self.delete_record(id).await;
         };
@@ -345,12 +350,22 @@ impl TowerStore {
 
     /// `load` for any version.
     async fn load_record(&self, id: i128) -> Result<Option<Arc<Entry>>, Refusal> {
-        helpers::load(&self.store, digest(id)).map_err(|e| Refusal::of(&e))
+        let found = self.ids.find(
+            &id_words(id),
+            || digest(id),
+            |key| helpers::load(&self.store, *key),
+        );
+        Ok(found.map_err(|e| Refusal::of(&e))?.map(|(_, entry)| entry))
+    }
+
+    /// The record key of tower ID `id`: remembered, or derived.
+    fn key(&self, id: i128) -> Digest {
+        self.ids.get(&id_words(id)).unwrap_or_else(|| digest(id))
     }
 
     /// `delete` for any version: flushed before it returns.
     async fn delete_record(&self, id: i128) -> Result<(), Refusal> {
-        helpers::destroy(&self.store, digest(id))
+        helpers::destroy(&self.store, self.key(id))
             .await
             .map_err(|e| Refusal::of(&e))
     }
@@ -420,6 +435,11 @@ fn digest(id: i128) -> Digest {
     let mut hasher = blake3::Hasher::new_from_context_key(&ID_CONTEXT_KEY);
     hasher.update(&id.to_le_bytes());
     Digest(*hasher.finalize().as_bytes())
+}
+
+/// tower ID `id` as the words of its [`DigestMemo`] key.
+fn id_words(id: i128) -> Words<2> {
+    crate::digests::words(&id.to_le_bytes())
 }
 
 /// The time `ms` after the epoch, or the latest date `time` represents if later.

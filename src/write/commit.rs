@@ -1,9 +1,7 @@
 //! New records and new versions of live records: create, save, update and touch, with the
 //! store's expiry or one an adapter asks for.
 
-use std::sync::Arc;
-
-use crate::codec::{self, Data, Header, OwnTimeouts};
+use crate::codec::{self, Header, OwnTimeouts};
 use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::expiry::{self, Lifetime, Timeouts};
@@ -11,6 +9,7 @@ use crate::id::{Digest, SessionId};
 use crate::locks::StripeGuard;
 use crate::read::{Entry, Memo};
 use crate::state::StoreState;
+use crate::values::Values;
 use crate::write::{ATTEMPTS, Step, Swap};
 
 /// A session's user, values and own lifetime, encoded once (limits checked, lifetime cut
@@ -18,7 +17,7 @@ use crate::write::{ATTEMPTS, Step, Swap};
 pub(crate) struct Contents {
     encoded: Vec<u8>,
     user: Option<String>,
-    data: Arc<Data>,
+    values: Values,
     own: OwnTimeouts,
 }
 
@@ -29,13 +28,13 @@ impl Contents {
     pub(crate) fn new(
         state: &StoreState,
         user: Option<String>,
-        data: Arc<Data>,
+        values: Values,
         lifetime: Lifetime,
     ) -> Result<Contents> {
         Ok(Contents {
-            encoded: state.encode(user.as_deref(), &data)?,
+            encoded: state.encode(user.as_deref(), &values)?,
             user,
-            data,
+            values,
             own: lifetime.to_own(&state.config),
         })
     }
@@ -49,7 +48,7 @@ impl Contents {
         Contents::new(
             state,
             session.user.clone(),
-            Arc::clone(&session.data),
+            session.values.clone(),
             session.lifetime,
         )
     }
@@ -69,7 +68,7 @@ impl Contents {
             self.encoded.clone(),
             header,
             self.user.clone(),
-            Arc::clone(&self.data),
+            self.values.clone(),
         )
     }
 }
@@ -253,7 +252,7 @@ impl StoreState {
                 bytes: codec::with_header(&old.bytes, &header).into(),
                 header,
                 user: old.user.clone(),
-                data: Arc::clone(&old.data),
+                values: old.values.clone(),
                 memo: Memo::default(),
             },
             Change::Replace(c) => c.record(header),
@@ -283,7 +282,7 @@ impl StoreState {
         id: &SessionId,
         f: impl FnOnce(&mut crate::Session) -> R,
     ) -> Result<Option<R>> {
-        let digest = id.digest();
+        let digest = self.digest_of(id);
         // The locks are released at the end of this block, before the cap.
         let (result, step) = {
             let held = self.locks.stripe(&digest)?;
@@ -299,7 +298,7 @@ impl StoreState {
                 let _inside = self.locks.enter_update();
                 f(&mut session)
             };
-            let contents = Contents::new(self, session.user, session.data, session.lifetime)?;
+            let contents = Contents::new(self, session.user, session.values, session.lifetime)?;
             let change = Change::Replace(&contents);
             let leaving = old.user.as_deref().filter(|_| change.moves_out(&old));
             let step = match leaving.map(|user| (user, self.locks.try_user(user))) {
