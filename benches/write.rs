@@ -18,11 +18,13 @@ use common::{Rng, fill, populate, sizes};
 
 const STORAGE_CACHE: u64 = 64 * 1024 * 1024;
 
-/// Bytes of the record `Store::create` writes (an empty session): format byte, 32-byte
+/// Bytes of the record `Store::create` writes (an empty session): format byte, 48-byte
 /// header, 2-byte "no user", 1-byte empty map. The baselines insert values of this size.
-const EMPTY_RECORD: usize = 36;
+const EMPTY_RECORD: usize = 52;
+/// Bytes of a filled record (see `common::fill`), for the overwrite baseline.
+const FILLED_RECORD: usize = 250;
 
-fn baselines(c: &mut Criterion, dir: &std::path::Path) {
+fn baselines(c: &mut Criterion, n: usize, dir: &std::path::Path) {
     let db = sled::Config::new()
         .path(dir.join("raw"))
         .cache_capacity(STORAGE_CACHE)
@@ -57,6 +59,29 @@ fn baselines(c: &mut Criterion, dir: &std::path::Path) {
                     Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
                 })
                 .expect("transaction");
+        })
+    });
+    g.finish();
+
+    // What a save that keeps its expiry does at best: one insert over an existing record
+    // of the same size, in a tree of `n` records, round-robin over 10k of them.
+    let records = db.open_tree("records").expect("tree");
+    let keys: Vec<[u8; 32]> = (0..n).map(|_| rng.bytes()).collect();
+    let mut filled = vec![2u8; FILLED_RECORD];
+    for key in &keys {
+        records.insert(key, filled.as_slice()).expect("insert");
+    }
+    // Each overwrite changes the bytes: sled skips a set to the value already stored.
+    let mut i = 0usize;
+    let mut g = c.benchmark_group("write/save");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("sled_one_overwrite", |b| {
+        b.iter(|| {
+            filled[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            records
+                .insert(keys[i % keys.len().min(10_000)], filled.as_slice())
+                .expect("insert");
+            i += 1;
         })
     });
     g.finish();
@@ -164,6 +189,27 @@ fn sessile_writes(c: &mut Criterion, n: usize, dir: &std::path::Path) {
     });
     g.finish();
 
+    // A save of changed data whose expiry moves past the granularity: record, new index
+    // entry, old index entry removed (three writes).
+    let mut moving_sessions: Vec<_> = moving_ids
+        .iter()
+        .map(|id| moving.load(id).expect("load").expect("live"))
+        .collect();
+    let mut g = c.benchmark_group("write/save");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("save_changed_moving_expiry", |b| {
+        b.iter(|| {
+            clock.advance(Duration::from_millis(20));
+            let len = moving_sessions.len();
+            let s = &mut moving_sessions[i % len];
+            counter += 1;
+            s.insert("counter", &counter).expect("insert");
+            moving.save(s).expect("save");
+            i += 1;
+        })
+    });
+    g.finish();
+
     let mut g = c.benchmark_group("write/destroy");
     g.throughput(Throughput::Elements(1));
     g.sample_size(10);
@@ -182,7 +228,7 @@ fn main() {
     for n in sizes(&[100_000], &[2_000]) {
         let dir = tempfile::tempdir().expect("tempdir");
         let t = Instant::now();
-        baselines(&mut c, dir.path());
+        baselines(&mut c, n, dir.path());
         sessile_writes(&mut c, n, dir.path());
         eprintln!("write benches at {n} sessions took {:.1?}", t.elapsed());
     }
