@@ -33,6 +33,17 @@ fn baselines(c: &mut Criterion, n: usize, dir: &std::path::Path) {
     let sessions = db.open_tree("sessions").expect("tree");
     let expiry = db.open_tree("expiry").expect("tree");
     let mut rng = Rng::new(7);
+    // Trees as large as the sessile store's: `n` records of a filled session's size and
+    // their index keys, so the inserts below land in trees of the same depth.
+    let keys: Vec<[u8; 32]> = (0..n).map(|_| rng.bytes()).collect();
+    let mut filled = vec![2u8; FILLED_RECORD];
+    for key in &keys {
+        let mut ekey = [0u8; 40];
+        ekey[..8].copy_from_slice(&rng.next_u64().to_be_bytes());
+        ekey[8..].copy_from_slice(key);
+        expiry.insert(ekey, &[]).expect("insert");
+        sessions.insert(key, filled.as_slice()).expect("insert");
+    }
     let value = vec![1u8; EMPTY_RECORD];
     let mut g = c.benchmark_group("write/create");
     g.throughput(Throughput::Elements(1));
@@ -64,13 +75,7 @@ fn baselines(c: &mut Criterion, n: usize, dir: &std::path::Path) {
     g.finish();
 
     // What a save that keeps its expiry does at best: one insert over an existing record
-    // of the same size, in a tree of `n` records, round-robin over 10k of them.
-    let records = db.open_tree("records").expect("tree");
-    let keys: Vec<[u8; 32]> = (0..n).map(|_| rng.bytes()).collect();
-    let mut filled = vec![2u8; FILLED_RECORD];
-    for key in &keys {
-        records.insert(key, filled.as_slice()).expect("insert");
-    }
+    // of the same size, round-robin over 10k of them.
     // Each overwrite changes the bytes: sled skips a set to the value already stored.
     let mut i = 0usize;
     let mut g = c.benchmark_group("write/save");
@@ -78,7 +83,7 @@ fn baselines(c: &mut Criterion, n: usize, dir: &std::path::Path) {
     g.bench_function("sled_one_overwrite", |b| {
         b.iter(|| {
             filled[..8].copy_from_slice(&(i as u64).to_le_bytes());
-            records
+            sessions
                 .insert(keys[i % keys.len().min(10_000)], filled.as_slice())
                 .expect("insert");
             i += 1;
