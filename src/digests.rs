@@ -2,8 +2,11 @@
 //!
 //! A digest is a pure function of the secret it is derived from (a session token, or a
 //! tower-sessions ID), so a remembered pair never goes stale: a destroyed or rotated
-//! session simply finds no record under its digest. The memo lives in memory only, like
-//! the tokens arriving in requests; nothing of it reaches disk.
+//! session simply finds no record under its digest. The memo lives in memory only (it
+//! holds tokens as requests do, for longer: a core dump or swapped page can show them, as
+//! it can show any request buffer); nothing of it reaches sled, logs or `Debug` output.
+//! A token is forgotten when its session is destroyed or rotated through it, and every
+//! slot is overwritten when the store is dropped.
 //!
 //! It is a direct-mapped table of slots, indexed by a hash of the secret keyed with a
 //! per-process random key (a guessed token cannot aim at a slot), and each slot holds the
@@ -19,6 +22,10 @@ use std::sync::atomic::{AtomicU64, Ordering, fence};
 use subtle::ConstantTimeEq as _;
 
 use crate::id::Digest;
+
+/// The most slots a memo has (about 5 MiB for tokens): enough for the hot set of a
+/// large cache; more would only hold cold tokens in memory.
+pub(crate) const MAX_SLOTS: usize = 1 << 16;
 
 /// A secret as `W` 64-bit words: 4 for a 32-byte token, 2 for a 16-byte ID.
 pub(crate) type Words<const W: usize> = [u64; W];
@@ -56,12 +63,13 @@ impl<const W: usize> std::fmt::Debug for DigestMemo<W> {
 }
 
 impl<const W: usize> DigestMemo<W> {
-    /// A memo of at least `entries` slots (rounded up to a power of two), or none for 0.
+    /// A memo of `entries` slots rounded up to a power of two and at most
+    /// [`MAX_SLOTS`], or none for 0.
     pub(crate) fn new(entries: usize) -> Self {
         let len = if entries == 0 {
             0
         } else {
-            entries.checked_next_power_of_two().unwrap_or(1 << 30)
+            entries.min(MAX_SLOTS).next_power_of_two()
         };
         DigestMemo {
             slots: (0..len).map(|_| Slot::empty()).collect(),
@@ -113,9 +121,10 @@ impl<const W: usize> DigestMemo<W> {
         if slot.seq.load(Ordering::Relaxed) != before {
             return None; // torn by a writer: derive instead
         }
-        // Every word compared, whatever the first difference: no early exit.
+        // Every word compared, whatever the first difference: no early exit. An all-zero
+        // digest marks a forgotten slot (a real one is all zero with odds of 2^-256).
         let same = stored[..].ct_eq(&secret[..]);
-        if !bool::from(same) {
+        if !bool::from(same) || digest == [0; 4] {
             return None;
         }
         let mut bytes = [0u8; 32];
@@ -127,31 +136,63 @@ impl<const W: usize> DigestMemo<W> {
 
     /// Remembers that `secret` has the digest `digest`, replacing whatever shared its
     /// slot. Call it only after a lookup found a live session under `digest` (derived from
-    /// `secret`); [`find`](Self::find) does. If another thread is writing the slot, this one gives up: the memo is
-    /// only a shortcut.
+    /// `secret`); [`find`](Self::find) does.
     fn remember(&self, secret: &Words<W>, digest: &Digest) {
         let Some(slot) = self.slot(secret) else {
             return;
         };
-        let seq = slot.seq.load(Ordering::Relaxed);
+        let digest: [u64; 4] = words(&digest.0);
+        slot.write(secret, &digest);
+    }
+
+    /// Forgets `secret` if its slot holds it: called when its session ends (destroy,
+    /// rotation), so the token does not stay in memory after its last use. Sessions ended
+    /// by digest alone (revoke-all, the cap, expiry) are forgotten when another token
+    /// takes the slot, or when the store is dropped.
+    pub(crate) fn forget(&self, secret: &Words<W>) {
+        if self.get(secret).is_none() {
+            return;
+        }
+        if let Some(slot) = self.slot(secret) {
+            slot.write(&[0; W], &[0; 4]);
+        }
+    }
+}
+
+impl<const W: usize> Slot<W> {
+    /// Fills the slot in, unless another thread is writing it (then gives up: the memo
+    /// is only a shortcut).
+    fn write(&self, secret: &Words<W>, digest: &[u64; 4]) {
+        let seq = self.seq.load(Ordering::Relaxed);
         if seq & 1 == 1
-            || slot
+            || self
                 .seq
-                .compare_exchange(seq, seq + 1, Ordering::Relaxed, Ordering::Relaxed)
+                // Acquire: this write is ordered after the previous writer's, so the two
+                // cannot interleave word by word (a secret from one, a digest from the other).
+                .compare_exchange(seq, seq + 1, Ordering::Acquire, Ordering::Relaxed)
                 .is_err()
         {
             return;
         }
         fence(Ordering::Release);
-        for (cell, word) in slot.secret.iter().zip(secret) {
+        for (cell, word) in self.secret.iter().zip(secret) {
             cell.store(*word, Ordering::Relaxed);
         }
-        for (cell, chunk) in slot.digest.iter().zip(digest.0.chunks_exact(8)) {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            cell.store(u64::from_le_bytes(word), Ordering::Relaxed);
+        for (cell, word) in self.digest.iter().zip(digest) {
+            cell.store(*word, Ordering::Relaxed);
         }
-        slot.seq.store(seq + 2, Ordering::Release);
+        self.seq.store(seq + 2, Ordering::Release);
+    }
+}
+
+impl<const W: usize> Drop for DigestMemo<W> {
+    /// Overwrites every remembered token before the memory is freed.
+    fn drop(&mut self) {
+        for slot in self.slots.iter() {
+            for cell in slot.secret.iter() {
+                cell.store(0, Ordering::Relaxed);
+            }
+        }
     }
 }
 
@@ -221,6 +262,18 @@ mod tests {
         found(&memo, &secret(5));
         assert_eq!(memo.get(&secret(1)), None);
         assert_eq!(memo.get(&secret(5)), Some(derived(&secret(5))));
+    }
+
+    #[test]
+    fn a_forgotten_secret_is_gone_and_a_zero_secret_gets_nothing() {
+        let memo = DigestMemo::<4>::new(1);
+        found(&memo, &secret(1));
+        memo.forget(&secret(2)); // not the slot's secret: nothing happens
+        assert_eq!(memo.get(&secret(1)), Some(derived(&secret(1))));
+        memo.forget(&secret(1));
+        assert_eq!(memo.get(&secret(1)), None);
+        assert_eq!(memo.get(&[0; 4]), None, "a forgotten slot holds zeros");
+        assert_eq!(DigestMemo::<4>::new(usize::MAX).slots.len(), MAX_SLOTS);
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod events;
 mod expiry;
 #[cfg(test)]
 mod failpoint;
+mod hot;
 mod id;
 #[cfg(any(feature = "tower", feature = "tower-014", feature = "actix"))]
 mod integrations;

@@ -91,7 +91,11 @@ impl Locks {
         }
     }
 
-    fn stripe_of(digest: &Digest) -> usize {
+    /// How many stripes there are.
+    pub(crate) const STRIPES: usize = STRIPES;
+
+    /// The stripe of `digest`, below [`Locks::STRIPES`].
+    pub(crate) fn stripe_of(digest: &Digest) -> usize {
         usize::from(u16::from_le_bytes([digest.0[0], digest.0[1]])) % STRIPES
     }
 

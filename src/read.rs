@@ -9,18 +9,20 @@
 //! never holds an older version than disk: writers update it under the stripe lock.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sled::IVec;
 
 use crate::codec::{self, CodecError, Header};
 use crate::error::Result;
 use crate::expiry;
+use crate::hot;
 use crate::id::{Digest, SessionId};
-use crate::locks::StripeGuard;
+use crate::locks::{Locks, StripeGuard};
 use crate::session::Session;
 use crate::state::StoreState;
 use crate::stats::Counters;
-use crate::values::Values;
+use crate::values::{ValueMap, Values};
 
 /// A decoded record as it is on disk, shared between the cache and readers.
 #[derive(Debug)]
@@ -87,6 +89,27 @@ impl Entry {
         }
     }
 
+    /// A copy of this entry that shares no memory with it (for one thread's own use; see
+    /// [`crate::hot`]). `None` if the bytes no longer parse, which cannot happen for bytes
+    /// that parsed once.
+    pub(crate) fn private_copy(&self) -> Option<Entry> {
+        let bytes = IVec::from(&self.bytes[..]);
+        let values = match &self.values {
+            Values::Stored(_) => match codec::decode_record(&bytes) {
+                Ok(record) => record.values,
+                Err(_) => return None,
+            },
+            Values::Owned(map) => Values::from(ValueMap::clone(map)),
+        };
+        Some(Entry {
+            bytes,
+            header: self.header,
+            user: self.user.clone(),
+            values,
+            memo: Memo::default(),
+        })
+    }
+
     /// Decodes stored bytes, as strictly as any read: limits, trailing bytes, UTF-8.
     pub(crate) fn decode(bytes: IVec) -> std::result::Result<Entry, (IVec, CodecError)> {
         match codec::decode_record(&bytes) {
@@ -102,29 +125,70 @@ impl Entry {
     }
 }
 
-/// The bounded cache of decoded records, keyed by digest. Off when sized 0.
-pub(crate) struct ReadCache(Option<quick_cache::sync::Cache<Digest, Arc<Entry>>>);
+/// The bounded cache of decoded records, keyed by digest, shared by all threads, with a
+/// version per stripe that every change bumps (see [`crate::hot`]). Off when sized 0.
+pub(crate) struct ReadCache {
+    shared: Option<quick_cache::sync::Cache<Digest, Arc<Entry>>>,
+    versions: Box<[AtomicU64]>,
+    /// This store's number in the threads' private copies.
+    store: u64,
+}
 
 impl ReadCache {
     pub(crate) fn new(entries: usize) -> ReadCache {
-        ReadCache((entries > 0).then(|| quick_cache::sync::Cache::new(entries)))
+        ReadCache {
+            shared: (entries > 0).then(|| quick_cache::sync::Cache::new(entries)),
+            versions: (0..Locks::STRIPES).map(|_| AtomicU64::new(0)).collect(),
+            store: hot::store_number(),
+        }
     }
 
+    /// The version of `digest`'s stripe: it changes whenever a record of the stripe does,
+    /// after the change is in sled and in this cache.
+    fn version(&self, digest: &Digest) -> u64 {
+        self.versions
+            .get(Locks::stripe_of(digest))
+            .map_or(0, |v| v.load(Ordering::Acquire))
+    }
+
+    fn changed(&self, digest: &Digest) {
+        if let Some(v) = self.versions.get(Locks::stripe_of(digest)) {
+            v.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    /// The cached record of `digest`: this thread's copy if it is current, else the
+    /// shared cache's (then copied for this thread).
     pub(crate) fn get(&self, digest: &Digest) -> Option<Arc<Entry>> {
-        self.0.as_ref()?.get(digest)
+        let shared = self.shared.as_ref()?;
+        let version = self.version(digest);
+        if let Some(entry) = hot::get(self.store, digest, version) {
+            return Some(entry);
+        }
+        let entry = shared.get(digest)?;
+        hot::put(self.store, digest, version, &entry);
+        Some(entry)
+    }
+
+    /// The shared cache's record of `digest`, without copying it for this thread (for
+    /// scans that touch every record once).
+    pub(crate) fn peek(&self, digest: &Digest) -> Option<Arc<Entry>> {
+        self.shared.as_ref()?.get(digest)
     }
 
     /// Stores `entry` as the current version of `digest`. Caller holds the stripe lock.
     pub(crate) fn put(&self, digest: Digest, entry: Arc<Entry>, _held: &StripeGuard<'_>) {
-        if let Some(cache) = &self.0 {
+        if let Some(cache) = &self.shared {
             cache.insert(digest, entry);
+            self.changed(&digest);
         }
     }
 
     /// Drops `digest` from the cache. Caller holds the stripe lock.
     pub(crate) fn remove(&self, digest: &Digest, _held: &StripeGuard<'_>) {
-        if let Some(cache) = &self.0 {
+        if let Some(cache) = &self.shared {
             cache.remove(digest);
+            self.changed(digest);
         }
     }
 }
@@ -249,7 +313,7 @@ impl StoreState {
         let mut n = 0;
         for item in self.sessions.iter() {
             let (key, bytes) = item?;
-            let header = match Digest::from_slice(&key).and_then(|d| self.cache.get(&d)) {
+            let header = match Digest::from_slice(&key).and_then(|d| self.cache.peek(&d)) {
                 Some(entry) => Some(entry.header),
                 None => codec::decode_record(&bytes).ok().map(|r| r.header),
             };

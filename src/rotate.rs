@@ -55,6 +55,7 @@ impl Store {
         let state = &self.state;
         let contents = Contents::of(state, session)?;
         let old_digest = session.digest;
+        state.tokens.forget(&session.id.words());
         let new_id = SessionId::generate()?;
         let new_digest = new_id.digest();
         let (header, previous_user) = match state.rotate(&old_digest, &new_digest, &contents)? {

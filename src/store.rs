@@ -300,8 +300,9 @@ impl Store {
     /// [`Error::Storage`] on a storage failure; [`Error::WriteInsideUpdate`] inside an
     /// [`update`](Self::update) closure.
     pub fn destroy(&self, id: &SessionId) -> Result<bool> {
-        self.state
-            .destroy_durably(&self.state.digest_of(id), DestroyReason::Destroy)
+        let digest = self.state.digest_of(id);
+        self.state.tokens.forget(&id.words());
+        self.state.destroy_durably(&digest, DestroyReason::Destroy)
     }
 
     /// Deletes every expired session now, in bounded batches, and drops stale index

@@ -136,7 +136,12 @@ impl Values {
     pub(crate) fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), bincode::error::EncodeError> {
         match self {
             Values::Stored(s) => {
-                out.extend_from_slice(s.bytes.get(s.payload..).unwrap_or_default());
+                // `Values::stored` checked the payload: it is in range.
+                let payload = s.bytes.get(s.payload..);
+                let payload = payload.ok_or(bincode::error::EncodeError::Other(
+                    "stored values out of range",
+                ))?;
+                out.extend_from_slice(payload);
                 Ok(())
             }
             Values::Owned(map) => codec::encode_payload(map, out),

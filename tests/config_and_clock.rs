@@ -175,8 +175,20 @@ struct RawSled {
 }
 
 fn raw_sled(path: &Path) -> RawSled {
+    // The same holds for a store just dropped: its sled threads may still hold the lock
+    // for a moment, so retry (bounded) while the folder is locked.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let db = loop {
+        match sled::open(path) {
+            Ok(db) => break db,
+            Err(e) if Instant::now() < deadline && e.to_string().contains("acquire lock") => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("raw sled open: {e:?}"),
+        }
+    };
     RawSled {
-        db: Some(sled::open(path).expect("raw sled open")),
+        db: Some(db),
         lock_file: path.join("db"),
     }
 }

@@ -318,7 +318,9 @@ impl SessionStore for ActixStore {
         let Ok(id) = session_key.as_ref().parse::<SessionId>() else {
             return Ok(());
         };
-        helpers::destroy(&self.store, self.store.state.digest_of(&id)).await?;
+        let digest = self.store.state.digest_of(&id);
+        self.store.state.tokens.forget(&id.words());
+        helpers::destroy(&self.store, digest).await?;
         Ok(())
     }
 }

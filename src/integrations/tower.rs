@@ -365,7 +365,9 @@ impl TowerStore {
 
     /// `delete` for any version: flushed before it returns.
     async fn delete_record(&self, id: i128) -> Result<(), Refusal> {
-        helpers::destroy(&self.store, self.key(id))
+        let key = self.key(id);
+        self.ids.forget(&id_words(id));
+        helpers::destroy(&self.store, key)
             .await
             .map_err(|e| Refusal::of(&e))
     }

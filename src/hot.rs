@@ -1,0 +1,101 @@
+//! Each thread's own copies of the records it reads most, so a hot load writes nothing
+//! that another core reads.
+//!
+//! The shared read cache ([`ReadCache`](crate::read::ReadCache)) takes a shard lock and
+//! bumps reference counts on every hit: on two cores those cache lines bounce between the
+//! cores, and two threads loading hot sessions went barely faster than one. Here a thread
+//! keeps a small direct-mapped table of private copies of entries it found in the shared
+//! cache. Each copy is stamped with its stripe's version ([`ReadCache::version`]), which
+//! every change to a record of that stripe bumps under the stripe lock after the change is
+//! in sled and in the shared cache. A copy is used only while its stripe's version is
+//! unchanged, so it is never older than what the shared cache would return.
+//!
+//! [`ReadCache::version`]: crate::read::ReadCache::version
+
+use std::cell::RefCell;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::id::Digest;
+use crate::read::Entry;
+
+/// Sets of slots per thread (a power of two), for all stores together.
+const SETS: usize = 512;
+/// Slots per set: a digest may sit in any slot of its set, so a few hot sessions that
+/// share a set do not keep pushing each other out.
+const WAYS: usize = 4;
+
+/// Gives each open store its own number, so a thread's copies of one store's records are
+/// never taken for another's (even a store opened later at the same address).
+static NEXT_STORE: AtomicU64 = AtomicU64::new(1);
+
+/// A number for a newly opened store.
+pub(crate) fn store_number() -> u64 {
+    NEXT_STORE.fetch_add(1, Ordering::Relaxed)
+}
+
+struct Slot {
+    store: u64,
+    digest: Digest,
+    version: u64,
+    entry: Arc<Entry>,
+}
+
+type Set = [Option<Slot>; WAYS];
+
+thread_local! {
+    static COPIES: RefCell<Vec<Set>> = const { RefCell::new(Vec::new()) };
+}
+
+fn set_of(digest: &Digest) -> usize {
+    // Digests are blake3 outputs: their bytes are already uniform.
+    usize::from(u16::from_le_bytes([digest.0[2], digest.0[3]])) & (SETS - 1)
+}
+
+/// This thread's copy of `digest`'s record in `store`, if it has one made at `version`.
+pub(crate) fn get(store: u64, digest: &Digest, version: u64) -> Option<Arc<Entry>> {
+    COPIES.with(|copies| {
+        let copies = copies.try_borrow().ok()?;
+        let set = copies.get(set_of(digest))?;
+        let slot = set
+            .iter()
+            .flatten()
+            .find(|slot| slot.digest == *digest && slot.store == store)?;
+        (slot.version == version).then(|| Arc::clone(&slot.entry))
+    })
+}
+
+/// Keeps a private copy of `entry` as `digest`'s record in `store` at `version` (read
+/// before `entry` was), in place of an older copy of it, or else of the set's oldest.
+pub(crate) fn put(store: u64, digest: &Digest, version: u64, entry: &Entry) {
+    let Some(copy) = entry.private_copy() else {
+        return;
+    };
+    let old = COPIES.with(|copies| {
+        let mut copies = copies.try_borrow_mut().ok()?;
+        if copies.is_empty() {
+            copies.resize_with(SETS, Default::default);
+        }
+        let set = copies.get_mut(set_of(digest))?;
+        let slot = Slot {
+            store,
+            digest: *digest,
+            version,
+            entry: Arc::new(copy),
+        };
+        let same = set.iter().position(|s| {
+            s.as_ref()
+                .is_some_and(|s| s.digest == *digest && s.store == store)
+        });
+        match same {
+            Some(at) => set[at].replace(slot),
+            None => {
+                // Newest first: the last slot holds the oldest copy, which goes.
+                set.rotate_right(1);
+                set[0].replace(slot)
+            }
+        }
+    });
+    // Dropped outside the borrow: an entry's drop runs adapter code (its memo).
+    drop(old);
+}
