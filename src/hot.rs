@@ -12,7 +12,7 @@
 //!
 //! [`ReadCache::version`]: crate::read::ReadCache::version
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -43,8 +43,24 @@ struct Slot {
 
 type Set = [Option<Slot>; WAYS];
 
+/// A full set takes a new copy on one in this many shared-cache hits: a record read
+/// again and again gets its copy soon, while a working set larger than the copies (each
+/// read once per cycle) does not pay for a copy on every read.
+const ADMIT_ONE_IN: u32 = 8;
+
 thread_local! {
     static COPIES: RefCell<Vec<Set>> = const { RefCell::new(Vec::new()) };
+    /// Counts shared-cache hits that found their set full, for [`admit`].
+    static FULL_SET_HITS: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Whether a copy goes into a full set this time (one in [`ADMIT_ONE_IN`]).
+fn admit() -> bool {
+    FULL_SET_HITS.with(|n| {
+        let next = n.get().wrapping_add(1);
+        n.set(next);
+        next % ADMIT_ONE_IN == 0
+    })
 }
 
 fn set_of(digest: &Digest) -> usize {
@@ -68,33 +84,33 @@ pub(crate) fn get(store: u64, digest: &Digest, version: u64) -> Option<Arc<Entry
 /// Keeps a private copy of `entry` as `digest`'s record in `store` at `version` (read
 /// before `entry` was), in place of an older copy of it, or else of the set's oldest.
 pub(crate) fn put(store: u64, digest: &Digest, version: u64, entry: &Entry) {
-    let Some(copy) = entry.private_copy() else {
-        return;
-    };
     let old = COPIES.with(|copies| {
         let mut copies = copies.try_borrow_mut().ok()?;
         if copies.is_empty() {
             copies.resize_with(SETS, Default::default);
         }
         let set = copies.get_mut(set_of(digest))?;
-        let slot = Slot {
-            store,
-            digest: *digest,
-            version,
-            entry: Arc::new(copy),
-        };
         let same = set.iter().position(|s| {
             s.as_ref()
                 .is_some_and(|s| s.digest == *digest && s.store == store)
         });
-        match same {
-            Some(at) => set[at].replace(slot),
-            None => {
+        let at = match same {
+            // A newer version of a record this thread reads: always worth its copy.
+            Some(at) => at,
+            None if set.iter().any(Option::is_none) || admit() => {
                 // Newest first: the last slot holds the oldest copy, which goes.
                 set.rotate_right(1);
-                set[0].replace(slot)
+                0
             }
-        }
+            None => return None,
+        };
+        let copy = entry.private_copy()?;
+        set.get_mut(at)?.replace(Slot {
+            store,
+            digest: *digest,
+            version,
+            entry: Arc::new(copy),
+        })
     });
     // Dropped outside the borrow: an entry's drop runs adapter code (its memo).
     drop(old);
