@@ -206,6 +206,12 @@ impl Config {
 
     /// How many decoded sessions the in-memory read cache holds. Default 16384; 0 turns
     /// the cache off; at most 16,777,216.
+    ///
+    /// Two smaller structures follow it (and are off with it): a memo of the tokens of
+    /// sessions found live, so a hot load skips the token's digest (twice this many
+    /// slots, at most 65,536, 72 bytes each), and, in each thread that loads sessions,
+    /// private copies of up to 2,048 hot records (about 1 MiB per thread with records of
+    /// a few hundred bytes), so two cores reading the same sessions do not contend.
     pub fn cache_entries(mut self, entries: usize) -> Config {
         self.cache_entries = entries;
         self
