@@ -170,8 +170,8 @@ impl ReadCache {
         Some(entry)
     }
 
-    /// The shared cache's record of `digest`, without copying it for this thread (for
-    /// scans that touch every record once).
+    /// The shared cache's record of `digest`, without this thread's copies (for writers
+    /// and for scans that touch every record once).
     pub(crate) fn peek(&self, digest: &Digest) -> Option<Arc<Entry>> {
         self.shared.as_ref()?.get(digest)
     }
@@ -202,7 +202,9 @@ impl StoreState {
         digest: &Digest,
         held: &StripeGuard<'_>,
     ) -> Result<Option<Arc<Entry>>> {
-        if let Some(entry) = self.cache.get(digest) {
+        // The shared cache only: writers (and listings) make no thread copies, so a
+        // blocking pool's many threads do not each keep copies of what they wrote.
+        if let Some(entry) = self.cache.peek(digest) {
             return Ok(Some(entry));
         }
         let Some(bytes) = self.sessions.get(digest.0)? else {
@@ -222,7 +224,8 @@ impl StoreState {
     }
 
     /// The record of `digest`, live or not, without waiting for any lock (see the module
-    /// docs). `None` if absent or undecodable.
+    /// docs), through this thread's copies (the read path of loads). `None` if absent or
+    /// undecodable.
     pub(crate) fn record(&self, digest: &Digest) -> Result<Option<Arc<Entry>>> {
         if let Some(entry) = self.cache.get(digest) {
             return Ok(Some(entry));
@@ -236,7 +239,7 @@ impl StoreState {
     /// The record of `digest` read from sled while a writer holds its stripe: not cached,
     /// and an undecodable one is reported as absent (the lock holder quarantines it).
     fn record_unlocked(&self, digest: &Digest) -> Result<Option<Arc<Entry>>> {
-        if let Some(entry) = self.cache.get(digest) {
+        if let Some(entry) = self.cache.peek(digest) {
             return Ok(Some(entry));
         }
         let Some(bytes) = self.sessions.get(digest.0)? else {
