@@ -210,8 +210,9 @@ impl Config {
     /// Two smaller structures follow it (and are off with it): a memo of the tokens of
     /// sessions found live, so a hot load skips the token's digest (twice this many
     /// slots, at most 65,536, 72 bytes each), and, in each thread that loads sessions,
-    /// private copies of up to 2,048 hot records (about 1 MiB per thread with records of
-    /// a few hundred bytes), so two cores reading the same sessions do not contend.
+    /// private copies of up to 2,048 hot records of at most 4 KiB each (about 1 MiB per
+    /// thread with records of a few hundred bytes, 8 MiB at most), so two cores reading the
+    /// same sessions do not contend.
     pub fn cache_entries(mut self, entries: usize) -> Config {
         self.cache_entries = entries;
         self

@@ -193,6 +193,8 @@ impl<const W: usize> Drop for DigestMemo<W> {
                 cell.store(0, Ordering::Relaxed);
             }
         }
+        // The stores must happen although the memory is freed next.
+        std::hint::black_box(&self.slots);
     }
 }
 

@@ -68,50 +68,75 @@ fn set_of(digest: &Digest) -> usize {
     usize::from(u16::from_le_bytes([digest.0[2], digest.0[3]])) & (SETS - 1)
 }
 
+/// Records larger than this are not copied: a copy is for small, hot records, and the
+/// bound keeps a thread's copies under 8 MiB (2,048 slots) whatever the record size limit.
+const MAX_COPY_BYTES: usize = 4096;
+
 /// This thread's copy of `digest`'s record in `store`, if it has one made at `version`.
+/// A copy of an older version is dropped on the way.
 pub(crate) fn get(store: u64, digest: &Digest, version: u64) -> Option<Arc<Entry>> {
-    COPIES.with(|copies| {
-        let copies = copies.try_borrow().ok()?;
-        let set = copies.get(set_of(digest))?;
-        let slot = set
-            .iter()
-            .flatten()
-            .find(|slot| slot.digest == *digest && slot.store == store)?;
-        (slot.version == version).then(|| Arc::clone(&slot.entry))
-    })
+    let mut stale = None;
+    let found = COPIES
+        .try_with(|copies| {
+            let mut copies = copies.try_borrow_mut().ok()?;
+            let set = copies.get_mut(set_of(digest))?;
+            let at = set.iter().position(|s| {
+                s.as_ref()
+                    .is_some_and(|s| s.digest == *digest && s.store == store)
+            })?;
+            let slot = set.get_mut(at)?;
+            if slot.as_ref().is_some_and(|s| s.version == version) {
+                return slot.as_ref().map(|s| Arc::clone(&s.entry));
+            }
+            stale = slot.take();
+            None
+        })
+        .ok()
+        .flatten();
+    // Dropped outside the borrow: an entry's drop runs adapter code (its memo).
+    drop(stale);
+    found
 }
 
 /// Keeps a private copy of `entry` as `digest`'s record in `store` at `version` (read
 /// before `entry` was), in place of an older copy of it, or else of the set's oldest.
 pub(crate) fn put(store: u64, digest: &Digest, version: u64, entry: &Entry) {
-    let old = COPIES.with(|copies| {
-        let mut copies = copies.try_borrow_mut().ok()?;
-        if copies.is_empty() {
-            copies.resize_with(SETS, Default::default);
-        }
-        let set = copies.get_mut(set_of(digest))?;
-        let same = set.iter().position(|s| {
-            s.as_ref()
-                .is_some_and(|s| s.digest == *digest && s.store == store)
-        });
-        let at = match same {
-            // A newer version of a record this thread reads: always worth its copy.
-            Some(at) => at,
-            None if set.iter().any(Option::is_none) || admit() => {
-                // Newest first: the last slot holds the oldest copy, which goes.
-                set.rotate_right(1);
-                0
+    if entry.bytes.len() > MAX_COPY_BYTES {
+        return;
+    }
+    let old = COPIES
+        .try_with(|copies| {
+            let mut copies = copies.try_borrow_mut().ok()?;
+            if copies.is_empty() {
+                copies.resize_with(SETS, Default::default);
             }
-            None => return None,
-        };
-        let copy = entry.private_copy()?;
-        set.get_mut(at)?.replace(Slot {
-            store,
-            digest: *digest,
-            version,
-            entry: Arc::new(copy),
+            let set = copies.get_mut(set_of(digest))?;
+            let same = set.iter().position(|s| {
+                s.as_ref()
+                    .is_some_and(|s| s.digest == *digest && s.store == store)
+            });
+            let admitted = same.is_some() || set.iter().any(Option::is_none) || admit();
+            if !admitted {
+                return None;
+            }
+            let slot = Slot {
+                store,
+                digest: *digest,
+                version,
+                entry: Arc::new(entry.private_copy()?),
+            };
+            match same {
+                // A newer version of a record this thread reads.
+                Some(at) => set.get_mut(at)?.replace(slot),
+                None => {
+                    // Newest first: the last slot holds the oldest copy, which goes.
+                    set.rotate_right(1);
+                    set.get_mut(0)?.replace(slot)
+                }
+            }
         })
-    });
+        .ok()
+        .flatten();
     // Dropped outside the borrow: an entry's drop runs adapter code (its memo).
     drop(old);
 }

@@ -230,6 +230,18 @@ impl StoreState {
         if let Some(entry) = self.cache.get(digest) {
             return Ok(Some(entry));
         }
+        self.record_uncached(digest)
+    }
+
+    /// [`record`](Self::record) without this thread's copies, for writers' guesses.
+    pub(crate) fn record_shared(&self, digest: &Digest) -> Result<Option<Arc<Entry>>> {
+        if let Some(entry) = self.cache.peek(digest) {
+            return Ok(Some(entry));
+        }
+        self.record_uncached(digest)
+    }
+
+    fn record_uncached(&self, digest: &Digest) -> Result<Option<Arc<Entry>>> {
         match self.locks.try_stripe(digest) {
             Some(held) => self.record_locked(digest, &held),
             None => self.record_unlocked(digest),
@@ -273,7 +285,7 @@ impl StoreState {
     /// The user of the stored record of `digest`, read without a lock: a guess that a
     /// writer confirms under the stripe lock.
     pub(crate) fn current_user(&self, digest: &Digest) -> Result<Option<String>> {
-        Ok(self.record(digest)?.and_then(|e| e.user.clone()))
+        Ok(self.record_shared(digest)?.and_then(|e| e.user.clone()))
     }
 
     /// The live sessions of `user`, read through the `users` index. Each entry is checked

@@ -77,6 +77,8 @@ impl Store {
             new: new_digest.handle(),
             user: session.user.clone(),
         });
+        // Again: a load racing the rotation may have remembered the old token meanwhile.
+        state.tokens.forget(&session.id.words());
         session.id = new_id;
         session.digest = new_digest;
         session.header = header;

@@ -302,7 +302,10 @@ impl Store {
     pub fn destroy(&self, id: &SessionId) -> Result<bool> {
         let digest = self.state.digest_of(id);
         self.state.tokens.forget(&id.words());
-        self.state.destroy_durably(&digest, DestroyReason::Destroy)
+        let destroyed = self.state.destroy_durably(&digest, DestroyReason::Destroy);
+        // Again: a load racing the destroy may have remembered the token meanwhile.
+        self.state.tokens.forget(&id.words());
+        destroyed
     }
 
     /// Deletes every expired session now, in bounded batches, and drops stale index

@@ -321,6 +321,7 @@ impl SessionStore for ActixStore {
         let digest = self.store.state.digest_of(&id);
         self.store.state.tokens.forget(&id.words());
         helpers::destroy(&self.store, digest).await?;
+        self.store.state.tokens.forget(&id.words());
         Ok(())
     }
 }

@@ -72,7 +72,7 @@ impl StoreState {
             return Work::Write;
         };
         let keeps_user = digest
-            .and_then(|d| self.cache.get(d))
+            .and_then(|d| self.cache.peek(d))
             .is_some_and(|e| e.user.as_deref() == Some(user));
         if keeps_user { Work::Write } else { Work::Long }
     }

@@ -367,9 +367,10 @@ impl TowerStore {
     async fn delete_record(&self, id: i128) -> Result<(), Refusal> {
         let key = self.key(id);
         self.ids.forget(&id_words(id));
-        helpers::destroy(&self.store, key)
-            .await
-            .map_err(|e| Refusal::of(&e))
+        let destroyed = helpers::destroy(&self.store, key).await;
+        // Again: a load racing the delete may have remembered the ID meanwhile.
+        self.ids.forget(&id_words(id));
+        destroyed.map_err(|e| Refusal::of(&e))
     }
 
     /// `delete_expired` for any version.

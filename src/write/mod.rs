@@ -149,7 +149,10 @@ impl StoreState {
             digest.0,
             old.map(|e| &e.bytes),
             Some(new.bytes.clone()),
-        )?;
+        );
+        // An error may come after sled applied the change: the cache must not keep the
+        // old version then.
+        let swapped = swapped.inspect_err(|_| self.cache.remove(digest, held))?;
         if swapped.is_err() {
             self.cache.remove(digest, held);
             return Ok(Swap::Conflict);
@@ -196,8 +199,9 @@ impl StoreState {
     ) -> Result<Swap> {
         let swapped = self
             .sessions
-            .compare_and_swap(digest.0, Some(&old.bytes), None::<IVec>)?;
+            .compare_and_swap(digest.0, Some(&old.bytes), None::<IVec>);
         self.cache.remove(digest, held);
+        let swapped = swapped?;
         if swapped.is_err() {
             return Ok(Swap::Conflict);
         }

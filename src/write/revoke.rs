@@ -128,7 +128,7 @@ impl StoreState {
             let _user = self.locks.user(user)?;
             let now = self.now();
             let keep_counts = self
-                .record(keep)?
+                .record_shared(keep)?
                 .is_some_and(|e| self.live_for(&e, user, now));
             let mut others: Vec<_> = self
                 .user_sessions(user)?
