@@ -69,7 +69,8 @@ fn set_of(digest: &Digest) -> usize {
 }
 
 /// Records larger than this are not copied: a copy is for small, hot records, and the
-/// bound keeps a thread's copies under 8 MiB (2,048 slots) whatever the record size limit.
+/// bound keeps a thread's copies near 8 MiB at most (2,048 slots) whatever the record
+/// size limit.
 const MAX_COPY_BYTES: usize = 4096;
 
 /// This thread's copy of `digest`'s record in `store`, if it has one made at `version`.
@@ -129,8 +130,10 @@ pub(crate) fn put(store: u64, digest: &Digest, version: u64, entry: &Entry) {
                 // A newer version of a record this thread reads.
                 Some(at) => set.get_mut(at)?.replace(slot),
                 None => {
-                    // Newest first: the last slot holds the oldest copy, which goes.
-                    set.rotate_right(1);
+                    // Newest first: the copies before the first free slot (or all, the
+                    // oldest going) move one down, and the new one goes in front.
+                    let end = set.iter().position(Option::is_none).unwrap_or(WAYS - 1);
+                    set.get_mut(..=end)?.rotate_right(1);
                     set.get_mut(0)?.replace(slot)
                 }
             }
@@ -139,4 +142,63 @@ pub(crate) fn put(store: u64, digest: &Digest, version: u64, entry: &Entry) {
         .flatten();
     // Dropped outside the borrow: an entry's drop runs adapter code (its memo).
     drop(old);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{self, Header};
+    use crate::values::Values;
+
+    fn entry(size: usize) -> Entry {
+        let mut map = crate::values::ValueMap::new();
+        map.insert("v".into(), vec![7u8; size].into());
+        let bytes =
+            codec::encode_record(&Header::PLACEHOLDER, None, &Values::from(map)).expect("encode");
+        Entry::decode(sled::IVec::from(bytes)).expect("decode")
+    }
+
+    /// Digests that all fall in one set.
+    fn digest(i: u8) -> Digest {
+        let mut d = [0u8; 32];
+        d[0] = i;
+        Digest(d)
+    }
+
+    #[test]
+    fn a_set_keeps_its_newest_copies_and_only_at_their_version() {
+        let store = store_number();
+        let e = entry(10);
+        // Fill the set, so admission is one in eight from here on.
+        for i in 0..WAYS as u8 {
+            put(store, &digest(i), 1, &e);
+        }
+        for i in 0..WAYS as u8 {
+            assert!(get(store, &digest(i), 1).is_some(), "copy {i}");
+        }
+        // The newest copy, asked for at a newer version: not served, and dropped.
+        assert!(
+            get(store, &digest(3), 2).is_none(),
+            "a stale version is served"
+        );
+        assert!(get(store, &digest(3), 1).is_none(), "the stale copy stayed");
+        // Its slot takes the next copy without pushing out the oldest.
+        put(store, &digest(9), 1, &e);
+        assert!(get(store, &digest(9), 1).is_some());
+        assert!(
+            get(store, &digest(0), 1).is_some(),
+            "a copy was pushed out of a set with room"
+        );
+        assert!(
+            get(store + 1_000_000, &digest(1), 1).is_none(),
+            "another store's copy"
+        );
+    }
+
+    #[test]
+    fn large_records_are_not_copied() {
+        let store = store_number();
+        put(store, &digest(1), 1, &entry(MAX_COPY_BYTES));
+        assert!(get(store, &digest(1), 1).is_none());
+    }
 }
