@@ -157,6 +157,17 @@ impl<const W: usize> DigestMemo<W> {
             slot.write(&[0; W], &[0; 4]);
         }
     }
+
+    /// Runs `end` (a destroy or rotation of `secret`'s session) between two
+    /// [`forget`](Self::forget)s: a load racing `end` may remember the secret again
+    /// before `end` takes the session away. (The async adapters call `forget` around
+    /// their awaited destroy instead.)
+    pub(crate) fn forgetting<T>(&self, secret: &Words<W>, end: impl FnOnce() -> T) -> T {
+        self.forget(secret);
+        let ended = end();
+        self.forget(secret);
+        ended
+    }
 }
 
 impl<const W: usize> Slot<W> {

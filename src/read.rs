@@ -207,6 +207,12 @@ impl StoreState {
         if let Some(entry) = self.cache.peek(digest) {
             return Ok(Some(entry));
         }
+        self.read_locked(digest, held)
+    }
+
+    /// The record of `digest` read from sled (the cache has none), cached, or
+    /// quarantined if undecodable. Caller holds the stripe lock.
+    fn read_locked(&self, digest: &Digest, held: &StripeGuard<'_>) -> Result<Option<Arc<Entry>>> {
         let Some(bytes) = self.sessions.get(digest.0)? else {
             return Ok(None);
         };
@@ -241,19 +247,18 @@ impl StoreState {
         self.record_uncached(digest)
     }
 
+    /// The record of `digest` once the cache was asked and had none.
     fn record_uncached(&self, digest: &Digest) -> Result<Option<Arc<Entry>>> {
         match self.locks.try_stripe(digest) {
-            Some(held) => self.record_locked(digest, &held),
+            Some(held) => self.read_locked(digest, &held),
             None => self.record_unlocked(digest),
         }
     }
 
-    /// The record of `digest` read from sled while a writer holds its stripe: not cached,
+    /// The record of `digest` read from sled while a writer holds its stripe (the cache
+    /// was asked and had none): not cached,
     /// and an undecodable one is reported as absent (the lock holder quarantines it).
     fn record_unlocked(&self, digest: &Digest) -> Result<Option<Arc<Entry>>> {
-        if let Some(entry) = self.cache.peek(digest) {
-            return Ok(Some(entry));
-        }
         let Some(bytes) = self.sessions.get(digest.0)? else {
             return Ok(None);
         };
@@ -304,7 +309,10 @@ impl StoreState {
             let held = self.locks.try_stripe(&digest);
             let entry = match &held {
                 Some(held) => self.record_locked(&digest, held)?,
-                None => self.record_unlocked(&digest)?,
+                None => match self.cache.peek(&digest) {
+                    Some(entry) => Some(entry),
+                    None => self.record_unlocked(&digest)?,
+                },
             };
             match entry.filter(|e| e.user.as_deref() == Some(user)) {
                 Some(e) if expiry::is_live(&self.config, &e.header, now) => {

@@ -55,10 +55,12 @@ impl Store {
         let state = &self.state;
         let contents = Contents::of(state, session)?;
         let old_digest = session.digest;
-        state.tokens.forget(&session.id.words());
         let new_id = SessionId::generate()?;
         let new_digest = new_id.digest();
-        let (header, previous_user) = match state.rotate(&old_digest, &new_digest, &contents)? {
+        let rotated = state.tokens.forgetting(&session.id.words(), || {
+            state.rotate(&old_digest, &new_digest, &contents)
+        });
+        let (header, previous_user) = match rotated? {
             Rotation::Moved(header, previous_user) => (header, previous_user),
             Rotation::Ended(user) => {
                 // The lifetime `session` carries had already ended: the session is gone,
@@ -77,8 +79,6 @@ impl Store {
             new: new_digest.handle(),
             user: session.user.clone(),
         });
-        // Again: a load racing the rotation may have remembered the old token meanwhile.
-        state.tokens.forget(&session.id.words());
         session.id = new_id;
         session.digest = new_digest;
         session.header = header;

@@ -301,11 +301,9 @@ impl Store {
     /// [`update`](Self::update) closure.
     pub fn destroy(&self, id: &SessionId) -> Result<bool> {
         let digest = self.state.digest_of(id);
-        self.state.tokens.forget(&id.words());
-        let destroyed = self.state.destroy_durably(&digest, DestroyReason::Destroy);
-        // Again: a load racing the destroy may have remembered the token meanwhile.
-        self.state.tokens.forget(&id.words());
-        destroyed
+        self.state.tokens.forgetting(&id.words(), || {
+            self.state.destroy_durably(&digest, DestroyReason::Destroy)
+        })
     }
 
     /// Deletes every expired session now, in bounded batches, and drops stale index

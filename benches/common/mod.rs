@@ -46,41 +46,8 @@ pub fn criterion() -> criterion::Criterion {
     }
 }
 
-/// A small deterministic generator (SplitMix64): the same sequence in every run.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n`.
-    pub fn below(&mut self, n: usize) -> usize {
-        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
-    }
-
-    /// Uniform in `[0, 1)`.
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    pub fn bytes<const N: usize>(&mut self) -> [u8; N] {
-        let mut out = [0u8; N];
-        for chunk in out.chunks_mut(8) {
-            let v = self.next_u64().to_le_bytes();
-            chunk.copy_from_slice(&v[..chunk.len()]);
-        }
-        out
-    }
-}
+mod rng;
+pub use rng::Rng;
 
 /// Which sessions a stream of lookups asks for.
 #[derive(Clone, Copy, Debug)]
@@ -111,10 +78,7 @@ pub fn picks(n: usize, len: usize, dist: Dist, seed: u64) -> Vec<u32> {
     match dist {
         Dist::Uniform => (0..len).map(|_| rng.below(n) as u32).collect(),
         Dist::Hot => {
-            let mut perm: Vec<u32> = (0..n as u32).collect();
-            for i in (1..n).rev() {
-                perm.swap(i, rng.below(i + 1));
-            }
+            let perm = shuffled(n, &mut rng);
             let hot = (n / 100).max(1);
             (0..len)
                 .map(|_| {
@@ -133,10 +97,7 @@ pub fn picks(n: usize, len: usize, dist: Dist, seed: u64) -> Vec<u32> {
                 sum += (k as f64).powf(-ZIPF_S);
                 cdf.push(sum);
             }
-            let mut perm: Vec<u32> = (0..n as u32).collect();
-            for i in (1..n).rev() {
-                perm.swap(i, rng.below(i + 1));
-            }
+            let perm = shuffled(n, &mut rng);
             (0..len)
                 .map(|_| {
                     let u = rng.unit() * sum;
@@ -146,6 +107,15 @@ pub fn picks(n: usize, len: usize, dist: Dist, seed: u64) -> Vec<u32> {
                 .collect()
         }
     }
+}
+
+/// `0..n` in a random order: which index each popularity rank lands on.
+fn shuffled(n: usize, rng: &mut Rng) -> Vec<u32> {
+    let mut perm: Vec<u32> = (0..n as u32).collect();
+    for i in (1..n).rev() {
+        perm.swap(i, rng.below(i + 1));
+    }
+    perm
 }
 
 /// Share of the Zipf traffic that falls on the most popular 1% of `n` sessions.

@@ -321,6 +321,7 @@ impl SessionStore for ActixStore {
         let digest = self.store.state.digest_of(&id);
         self.store.state.tokens.forget(&id.words());
         helpers::destroy(&self.store, digest).await?;
+        // Again: a load racing the destroy may have remembered the token meanwhile.
         self.store.state.tokens.forget(&id.words());
         Ok(())
     }

@@ -68,7 +68,7 @@ fn main() {
         keys
     });
     for hot in [true, false] {
-        let seq = picks(&mut Rng(11), n, 1 << 17, hot);
+        let seq = picks(&mut Rng::new(11), n, 1 << 17, hot);
         let mut g = c.benchmark_group(format!("actix/{n}/{}", if hot { "hot" } else { "uniform" }));
         g.throughput(Throughput::Elements(1));
         g.bench_function("sessile_load", |b| {
@@ -134,7 +134,7 @@ fn main() {
                 }
                 cookies
             });
-            let seq = picks(&mut Rng(11), n, 1 << 16, true);
+            let seq = picks(&mut Rng::new(11), n, 1 << 16, true);
             g.bench_function(*name, |b| {
                 b.iter_custom(|iters| {
                     system.block_on(async {

@@ -49,7 +49,7 @@ enum Popularity {
 
 /// Picks into `0..n` with the given popularity.
 fn picks(n: usize, len: usize, popularity: Popularity) -> Vec<u32> {
-    let mut rng = Rng(42);
+    let mut rng = Rng::new(42);
     match popularity {
         Popularity::Uniform | Popularity::Hot => {
             let hot = matches!(popularity, Popularity::Hot);

@@ -122,7 +122,7 @@ fn main() {
         ("sled_store", on014::app(sled_store)),
         ("rusqlite_store", on015::app(rusqlite)),
     ];
-    let picks = picks(&mut Rng(7), n, 1 << 16, true);
+    let picks = picks(&mut Rng::new(7), n, 1 << 16, true);
     let t = Instant::now();
     let cookies: Vec<Vec<String>> = rt.block_on(async {
         let mut all = Vec::new();

@@ -26,22 +26,11 @@ pub fn criterion() -> Criterion {
     }
 }
 
-/// SplitMix64, as in the main benches.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    pub fn below(&mut self, n: usize) -> usize {
-        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
-    }
-}
+/// The main benches' generator (SplitMix64).
+#[path = "../../../common/rng.rs"]
+#[allow(dead_code, reason = "not every helper is used here")]
+mod rng;
+pub use rng::Rng;
 
 /// `len` picks into `0..n`: uniform, or (`hot`) 99% of them on the first 1%.
 pub fn picks(rng: &mut Rng, n: usize, len: usize, hot: bool) -> Vec<usize> {
