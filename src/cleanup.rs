@@ -1,12 +1,11 @@
 //! Deleting expired sessions: the purge pass and the thread that runs it on a timer.
 
-use std::ops::Bound;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Sender, select};
 
-use crate::codec;
+use crate::backend::{Cursor, ExpiryEntry};
 use crate::error::Result;
 use crate::events::Event;
 use crate::id::Digest;
@@ -25,41 +24,35 @@ enum Expired {
     NotYet,
 }
 
-/// Deletes every session whose indexed expiry is at or before now, walking the `expiry`
-/// tree in time order and stopping at the first entry in the future. Reads the index in
+/// Deletes every session whose indexed expiry is at or before now, walking the expiry
+/// index in time order and stopping at the first entry in the future. Reads the index in
 /// batches of `cleanup_batch` entries; each session is deleted under its own stripe lock
 /// and no lock is held between sessions, so foreground work goes on.
 pub(crate) fn purge(shared: &StoreState) -> Result<usize> {
     let now = shared.now();
-    let end = codec::expiry_key(now, &Digest([0xff; 32]));
-    let mut start = Bound::Unbounded;
+    let mut cursor = Cursor::default();
     let mut purged = 0;
     loop {
-        let batch: Vec<sled::IVec> = shared
-            .expiry
-            .range::<&[u8], _>((
-                start.as_ref().map(|k: &Vec<u8>| k.as_slice()),
-                Bound::Included(&end[..]),
-            ))
-            .keys()
-            .take(shared.config.cleanup_batch)
-            .collect::<std::result::Result<_, _>>()?;
-        let Some(last) = batch.last() else { break };
-        start = Bound::Excluded(last.to_vec());
+        let batch = shared
+            .backend
+            .due(now, &mut cursor, shared.config.cleanup_batch)?;
+        if batch.is_empty() {
+            break;
+        }
         let full = batch.len() == shared.config.cleanup_batch;
         let mut stale = 0;
-        for key in &batch {
-            let outcome = match codec::parse_expiry_key(key) {
-                Some((expires_at, digest)) => expire_one(shared, &digest, expires_at)?,
-                None => {
-                    shared.expiry.remove(key)?;
+        for entry in &batch {
+            let outcome = match entry {
+                ExpiryEntry::Due(expires_at, digest) => expire_one(shared, digest, *expires_at)?,
+                ExpiryEntry::Bad(_) => {
+                    shared.backend.drop_expiry_entry(entry)?;
                     Expired::Stale
                 }
             };
             match outcome {
                 Expired::Purged => purged += 1,
                 Expired::Stale => stale += 1,
-                Expired::NotYet => {}
+                Expired::NotYet => cursor.kept += 1,
             }
         }
         Counters::add(&shared.counters.stale_index_entries_removed, stale);
@@ -87,8 +80,8 @@ fn expire_one(shared: &StoreState, digest: &Digest, expires_at: u64) -> Result<E
         let old = shared.record_locked(digest, &held)?;
         let Some(old) = old.filter(|e| e.header.expires_at == expires_at) else {
             shared
-                .expiry
-                .remove(codec::expiry_key(expires_at, digest))?;
+                .backend
+                .drop_expiry_entry(&ExpiryEntry::Due(expires_at, *digest))?;
             return Ok(Expired::Stale);
         };
         if expires_at > shared.now() {

@@ -324,19 +324,6 @@ pub(crate) fn with_header(bytes: &[u8], header: &Header) -> Vec<u8> {
     out
 }
 
-/// Brings a store's `meta/format` from `found` (already checked to be supported) to
-/// [`STORE_FORMAT`], durably, before the first record in the current format is written.
-/// Format 1 records need no rewrite: they are read as they are and rewritten in the
-/// current format by their next write. A future format that must rewrite records does it
-/// here.
-pub(crate) fn upgrade_store(meta: &sled::Tree, found: u32) -> sled::Result<u32> {
-    if found < STORE_FORMAT {
-        meta.insert("format", &STORE_FORMAT.to_be_bytes())?;
-        meta.flush()?;
-    }
-    Ok(STORE_FORMAT)
-}
-
 /// Encodes one value of a session.
 pub(crate) fn encode_value<T: Serialize + ?Sized>(
     value: &T,

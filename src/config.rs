@@ -61,6 +61,9 @@ pub struct Config {
     pub(crate) storage_cache_bytes: u64,
     pub(crate) max_sessions_per_user: Option<usize>,
     pub(crate) event_capacity: usize,
+    /// Set by [`Config::redis`]: the server the store lives on, instead of `path`.
+    #[cfg(feature = "redis")]
+    pub(crate) redis: Option<crate::backend::redis::RedisTarget>,
 }
 
 /// Default idle timeout: 30 minutes.
@@ -106,7 +109,61 @@ impl Config {
             storage_cache_bytes: 64 * 1024 * 1024,
             max_sessions_per_user: None,
             event_capacity: 1024,
+            #[cfg(feature = "redis")]
+            redis: None,
         }
+    }
+
+    /// Settings with every default, for a store on the Redis or Valkey server at `url`
+    /// (`redis://[user:password@]host[:port][/db]`, or `rediss://` for TLS if the `redis`
+    /// crate was built with it). Every other setting works as for [`Config::new`], and
+    /// [`open`](Config::open) returns the same [`Store`].
+    ///
+    /// Any number of stores, in any number of processes, may open the same server and
+    /// namespace: they are one store. What changes from a folder (see the README's
+    /// "Scaling out"): there is no read cache ([`cache_entries`](Config::cache_entries)
+    /// only sizes the token memo), [`Store::flush`] and [`Durability`] promise what the
+    /// server's own persistence settings promise, events reach only the subscribers of the
+    /// store that made the change, and [`Store::path`] is the URL without its password.
+    /// Redis Cluster is not supported (the scripts touch keys they compute); a single
+    /// primary, with replicas or Sentinel, is.
+    ///
+    /// ```no_run
+    /// # fn main() -> sessile::Result<()> {
+    /// let store = sessile::Config::redis("redis://127.0.0.1:6379/")
+    ///     .max_sessions_per_user(5)
+    ///     .open()?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "redis")]
+    pub fn redis(url: impl Into<String>) -> Config {
+        let target = crate::backend::redis::RedisTarget::new(url.into());
+        let mut config = Config::new(target.redacted());
+        config.redis = Some(target);
+        config
+    }
+
+    /// The prefix of every key this store writes on Redis (`<namespace>:s:<digest>` and so
+    /// on), so several applications can share one server. Default `sessile`; 1 to 64
+    /// bytes, without `{`, `}` or whitespace. Stores that share a namespace are one store.
+    /// Ignored for a folder.
+    #[cfg(feature = "redis")]
+    pub fn redis_namespace(mut self, namespace: impl Into<String>) -> Config {
+        if let Some(target) = &mut self.redis {
+            target.namespace = namespace.into();
+        }
+        self
+    }
+
+    /// How many connections to the Redis server this store keeps at most (default 16;
+    /// from 1 to 1024). An operation waits up to 2 s for a free one, then fails with
+    /// [`Error::Storage`]. Ignored for a folder.
+    #[cfg(feature = "redis")]
+    pub fn redis_pool_size(mut self, connections: u32) -> Config {
+        if let Some(target) = &mut self.redis {
+            target.pool_size = connections;
+        }
+        self
     }
 
     /// A session expires this long after it was last saved or touched. Default 30 minutes;
@@ -313,6 +370,10 @@ impl Config {
                 .is_none_or(|n| (1..=MAX_SESSIONS_PER_USER).contains(&n)),
             || format!("max_sessions_per_user must be from 1 to {MAX_SESSIONS_PER_USER}"),
         )?;
+        #[cfg(feature = "redis")]
+        if let Some(target) = &self.redis {
+            target.validate()?;
+        }
         check(
             (1..=MAX_EVENT_CAPACITY).contains(&self.event_capacity),
             || format!("event_capacity must be from 1 to {MAX_EVENT_CAPACITY}"),

@@ -110,10 +110,10 @@ impl Store {
     /// Every stored session, live or expired, in storage order. Records that do not decode
     /// are skipped (see [`verify`](Self::verify)).
     pub fn dump(&self) -> impl Iterator<Item = Result<SessionDump>> + '_ {
-        self.state.sessions.iter().filter_map(|item| {
+        self.state.backend.records().filter_map(|item| {
             let (key, bytes) = match item {
                 Ok(kv) => kv,
-                Err(e) => return Some(Err(e.into())),
+                Err(e) => return Some(Err(e)),
             };
             let record = codec::decode_record(&bytes).ok()?;
             Some(Ok(SessionDump::of(&key, record)))
@@ -126,8 +126,7 @@ impl Store {
     ///
     /// [`Error::Storage`] on a storage failure.
     pub fn inspect(&self, handle: &SessionHandle) -> Result<Option<SessionDump>> {
-        for item in self.state.sessions.scan_prefix(handle.as_bytes()) {
-            let (key, bytes) = item?;
+        for (key, bytes) in self.state.backend.records_with_prefix(handle.as_bytes())? {
             if let Ok(record) = codec::decode_record(&bytes) {
                 return Ok(Some(SessionDump::of(&key, record)));
             }

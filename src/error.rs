@@ -54,7 +54,9 @@ pub enum Error {
     #[error("the session store is damaged: {0}")]
     Corrupt(String),
 
-    /// An error from the storage engine (sled), such as an I/O error or a damaged file.
+    /// An error from the storage engine: sled (an I/O error, a damaged file) or, on the
+    /// Redis backend, the server or the connection to it (it went away, timed out, or
+    /// refused a command). The store keeps working once the cause is gone.
     #[error("storage engine error: {0}")]
     Storage(#[source] StorageError),
 
@@ -165,29 +167,79 @@ impl std::fmt::Display for Oversized {
     }
 }
 
-/// An error reported by the storage engine. Its `Display` and `source()` carry the
-/// details; the engine's own type is not part of sessile's API.
+/// An error reported by the storage engine (sled, or the Redis server and the connection
+/// to it). Its `Display` and `source()` carry the details; the engines' own types are not
+/// part of sessile's API.
 #[derive(Debug)]
-pub struct StorageError(sled::Error);
+pub struct StorageError(Engine);
+
+#[derive(Debug)]
+enum Engine {
+    Sled(sled::Error),
+    #[cfg(feature = "redis")]
+    Redis(redis::RedisError),
+    /// No connection to the Redis server could be had in time.
+    #[cfg(feature = "redis")]
+    Pool(r2d2::Error),
+    /// The Redis server answered something sessile never writes.
+    #[cfg(feature = "redis")]
+    Protocol(String),
+}
 
 impl std::fmt::Display for StorageError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
+        match &self.0 {
+            Engine::Sled(e) => e.fmt(f),
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => write!(f, "redis: {e}"),
+            #[cfg(feature = "redis")]
+            Engine::Pool(e) => write!(f, "redis: no connection to the server: {e}"),
+            #[cfg(feature = "redis")]
+            Engine::Protocol(what) => write!(f, "redis: unexpected reply: {what}"),
+        }
     }
 }
 
 impl std::error::Error for StorageError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match &self.0 {
-            sled::Error::Io(e) => Some(e),
-            _ => None,
+            Engine::Sled(sled::Error::Io(e)) => Some(e),
+            Engine::Sled(_) => None,
+            #[cfg(feature = "redis")]
+            Engine::Redis(e) => Some(e),
+            #[cfg(feature = "redis")]
+            Engine::Pool(e) => Some(e),
+            #[cfg(feature = "redis")]
+            Engine::Protocol(_) => None,
         }
     }
 }
 
 impl From<sled::Error> for Error {
     fn from(e: sled::Error) -> Self {
-        Error::Storage(StorageError(e))
+        Error::Storage(StorageError(Engine::Sled(e)))
+    }
+}
+
+#[cfg(feature = "redis")]
+impl From<redis::RedisError> for Error {
+    fn from(e: redis::RedisError) -> Self {
+        Error::Storage(StorageError(Engine::Redis(e)))
+    }
+}
+
+#[cfg(feature = "redis")]
+impl From<r2d2::Error> for Error {
+    fn from(e: r2d2::Error) -> Self {
+        Error::Storage(StorageError(Engine::Pool(e)))
+    }
+}
+
+#[cfg(feature = "redis")]
+impl Error {
+    /// A reply from the Redis server that sessile's scripts never give.
+    pub(crate) fn protocol(what: impl Into<String>) -> Error {
+        Error::Storage(StorageError(Engine::Protocol(what.into())))
     }
 }
 

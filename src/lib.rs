@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+mod backend;
 mod cleanup;
 mod clock;
 mod codec;

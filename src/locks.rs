@@ -169,7 +169,10 @@ impl Locks {
         InUpdate(())
     }
 
-    fn refuse_inside_update(&self) -> Result<()> {
+    /// # Errors
+    ///
+    /// [`Error::WriteInsideUpdate`] on a thread running an `update` closure.
+    pub(crate) fn refuse_inside_update(&self) -> Result<()> {
         if IN_UPDATE.with(Cell::get) > 0 {
             return Err(Error::WriteInsideUpdate);
         }

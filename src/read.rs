@@ -1,4 +1,4 @@
-//! The read path: digest -> read cache -> sled -> decode -> expiry check, and the cache
+//! The read path: digest -> read cache -> backend -> decode -> expiry check, and the cache
 //! that saves the decode.
 //!
 //! Readers never wait for a lock. A cache hit needs none. On a miss the reader tries the
@@ -213,7 +213,7 @@ impl StoreState {
     /// The record of `digest` read from sled (the cache has none), cached, or
     /// quarantined if undecodable. Caller holds the stripe lock.
     fn read_locked(&self, digest: &Digest, held: &StripeGuard<'_>) -> Result<Option<Arc<Entry>>> {
-        let Some(bytes) = self.sessions.get(digest.0)? else {
+        let Some(bytes) = self.backend.get(digest)? else {
             return Ok(None);
         };
         match Entry::decode(bytes) {
@@ -259,7 +259,7 @@ impl StoreState {
     /// was asked and had none): not cached,
     /// and an undecodable one is reported as absent (the lock holder quarantines it).
     fn record_unlocked(&self, digest: &Digest) -> Result<Option<Arc<Entry>>> {
-        let Some(bytes) = self.sessions.get(digest.0)? else {
+        let Some(bytes) = self.backend.get(digest)? else {
             return Ok(None);
         };
         Ok(Entry::decode(bytes).ok().map(Arc::new))
@@ -299,13 +299,9 @@ impl StoreState {
     pub(crate) fn user_sessions(&self, user: &str) -> Result<Vec<(Digest, Header)>> {
         let mut live = Vec::new();
         let now = self.now();
-        for item in self.users.scan_prefix(codec::user_prefix(user)) {
-            let (key, _) = item?;
-            let Some((_, digest)) = codec::parse_user_key(&key) else {
-                self.users.remove(&key)?;
-                Counters::add(&self.counters.stale_index_entries_removed, 1);
-                continue;
-            };
+        let (digests, dropped) = self.backend.user_digests(user)?;
+        Counters::add(&self.counters.stale_index_entries_removed, dropped);
+        for digest in digests {
             let held = self.locks.try_stripe(&digest);
             let entry = match &held {
                 Some(held) => self.record_locked(&digest, held)?,
@@ -320,7 +316,7 @@ impl StoreState {
                 }
                 Some(_) => {} // expired: the cleanup removes record and entry together
                 None if held.is_some() => {
-                    self.users.remove(&key)?;
+                    self.backend.drop_user_entry(user, &digest)?;
                     Counters::add(&self.counters.stale_index_entries_removed, 1);
                 }
                 None => {}
@@ -334,7 +330,7 @@ impl StoreState {
     pub(crate) fn count_live(&self, stop_at_first: bool) -> Result<usize> {
         let now = self.now();
         let mut n = 0;
-        for item in self.sessions.iter() {
+        for item in self.backend.records() {
             let (key, bytes) = item?;
             let header = match Digest::from_slice(&key).and_then(|d| self.cache.peek(&d)) {
                 Some(entry) => Some(entry.header),

@@ -65,7 +65,7 @@ impl Store {
             Rotation::Ended(user) => {
                 // The lifetime `session` carries had already ended: the session is gone,
                 // durably, as a revocation is.
-                state.db.flush()?;
+                state.backend.flush()?;
                 state.events.emit(&state.counters, || Event::Expired {
                     handle: old_digest.handle(),
                     user,
@@ -73,7 +73,7 @@ impl Store {
                 return Err(crate::Error::NotFound);
             }
         };
-        state.db.flush()?;
+        state.backend.flush()?;
         state.events.emit(&state.counters, || Event::Regenerated {
             old: old_digest.handle(),
             new: new_digest.handle(),

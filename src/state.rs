@@ -1,4 +1,4 @@
-//! What an open store holds: the sled trees, the settings, the locks, the read cache,
+//! What an open store holds: the backend, the settings, the locks, the read cache,
 //! counters and subscribers. Every `Store` handle and the cleanup thread share one.
 //!
 //! The read path ([`crate::read`]) and the write protocol ([`crate::write`]) are methods
@@ -6,8 +6,7 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use sled::Tree;
-
+use crate::backend::Backend;
 use crate::codec::{self, Header};
 use crate::config::{Config, Durability, MAX_USER_LEN};
 use crate::digests::DigestMemo;
@@ -21,11 +20,7 @@ use crate::stats::Counters;
 use crate::values::Values;
 
 pub(crate) struct StoreState {
-    pub(crate) db: sled::Db,
-    pub(crate) sessions: Tree,
-    pub(crate) expiry: Tree,
-    pub(crate) users: Tree,
-    pub(crate) quarantine: Tree,
+    pub(crate) backend: Backend,
     pub(crate) config: Config,
     pub(crate) counters: Counters,
     pub(crate) events: Events,
@@ -33,38 +28,40 @@ pub(crate) struct StoreState {
     pub(crate) cache: ReadCache,
     /// Token -> digest of sessions found live, so a hot load skips blake3.
     pub(crate) tokens: DigestMemo<4>,
-    meta: Tree,
     /// `meta/format` of the store: as found when it was opened, until the first write
     /// upgrades it.
     format: AtomicU32,
-    /// Declared last so it is dropped after `db`: the folder counts as open until then.
-    _registration: Registration,
+    /// Declared last so it is dropped after the backend: the folder counts as open until
+    /// then. `None` on Redis, which any number of stores share.
+    _registration: Option<Registration>,
 }
 
 impl StoreState {
     pub(crate) fn new(
-        db: sled::Db,
+        backend: Backend,
         config: Config,
-        registration: Registration,
+        registration: Option<Registration>,
         format: u32,
-    ) -> Result<StoreState> {
-        Ok(StoreState {
-            sessions: db.open_tree("sessions")?,
-            expiry: db.open_tree("expiry")?,
-            users: db.open_tree("users")?,
-            quarantine: db.open_tree("quarantine")?,
-            meta: db.open_tree("meta")?,
+    ) -> StoreState {
+        // On Redis other processes write too, and nothing tells this one: no cache of
+        // records (see ARCHITECTURE.md, "Scaling out"). Tokens' digests never change.
+        let cache_entries = match backend {
+            Backend::Sled(_) => config.cache_entries,
+            #[cfg(feature = "redis")]
+            Backend::Redis(_) => 0,
+        };
+        StoreState {
+            backend,
             events: Events::new(config.event_capacity),
             counters: Counters::default(),
             locks: Locks::new(),
-            cache: ReadCache::new(config.cache_entries),
+            cache: ReadCache::new(cache_entries),
             // Twice the cache's entries, so few hot tokens share a slot.
             tokens: DigestMemo::new(config.cache_entries.saturating_mul(2)),
             config,
-            db,
             format: AtomicU32::new(format),
             _registration: registration,
-        })
+        }
     }
 
     /// The store's `meta/format` now.
@@ -77,8 +74,11 @@ impl StoreState {
     /// to open the store instead of quarantining it.
     pub(crate) fn upgrade_before_write(&self) -> Result<()> {
         if self.format() < codec::STORE_FORMAT {
-            let now = codec::upgrade_store(&self.meta, self.format())?;
-            self.format.store(now, Ordering::Release);
+            // Format 1 records need no rewrite: they are read as they are and rewritten in
+            // the current format by their next write. A future format that must rewrite
+            // records does it here.
+            self.backend.set_format(codec::STORE_FORMAT)?;
+            self.format.store(codec::STORE_FORMAT, Ordering::Release);
         }
         Ok(())
     }
@@ -97,7 +97,7 @@ impl StoreState {
     /// Flushes if the configured durability asks for it after every write.
     pub(crate) fn after_write(&self) -> Result<()> {
         if self.config.durability == Durability::EveryWrite {
-            self.db.flush()?;
+            self.backend.flush()?;
         }
         Ok(())
     }

@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use crossbeam_channel::Receiver;
 
+use crate::backend::Backend;
+use crate::backend::sled::SledBackend;
 use crate::cleanup::{self, CleanupThread};
 use crate::codec::STORE_FORMAT;
 use crate::config::Config;
@@ -63,7 +65,7 @@ impl Drop for Owner {
         if let Some(thread) = self.cleanup.take() {
             thread.stop();
         }
-        if let Err(e) = self.state.db.flush() {
+        if let Err(e) = self.state.backend.flush() {
             tracing::error!(error = %e, "flush on close failed");
         }
     }
@@ -92,6 +94,14 @@ impl Store {
     }
 
     pub(crate) fn open_with(config: Config) -> Result<Store> {
+        #[cfg(feature = "redis")]
+        if let Some(target) = &config.redis {
+            let redis = crate::backend::redis::RedisBackend::connect(target, config.clock.clone())?;
+            let backend = Backend::Redis(Box::new(redis));
+            let format = check_format(&backend, &config.path)?;
+            let state = StoreState::new(backend, config, None, format);
+            return Store::start(state);
+        }
         let path = config.path.clone();
         prepare_folder(&path)?;
         let registration = Registration::new(&path)?;
@@ -108,20 +118,32 @@ impl Store {
             other => other?,
         };
         let registration = registration.opened();
-        let format = match check_format(&db, &path) {
-            Ok(format) => format,
+        let checked = SledBackend::new(db).map(Backend::Sled).and_then(|backend| {
+            let format = check_format(&backend, &path)?;
+            Ok((backend, format))
+        });
+        let (backend, format) = match checked {
+            Ok(opened) => opened,
             Err(e) => {
-                // The database first, so the registration's wait for sled's file lock
-                // (on drop) does not wait for our own handle.
-                drop(db);
+                // The database is dropped by now, so the registration's wait for sled's
+                // file lock (on drop) does not wait for our own handle.
                 drop(registration);
                 return Err(e);
             }
         };
-        let state = Arc::new(StoreState::new(db, config, registration, format)?);
+        let state = StoreState::new(backend, config, Some(registration), format);
+        Store::start(state)
+    }
+
+    /// Starts the cleanup thread (if configured) of a freshly opened store.
+    fn start(state: StoreState) -> Result<Store> {
+        let state = Arc::new(state);
         let cleanup = if state.config.cleanup_thread {
-            let thread = CleanupThread::spawn(Arc::clone(&state))
-                .map_err(|source| Error::Folder { path, source })?;
+            let thread =
+                CleanupThread::spawn(Arc::clone(&state)).map_err(|source| Error::Folder {
+                    path: state.config.path.clone(),
+                    source,
+                })?;
             Some(thread)
         } else {
             None
@@ -352,7 +374,7 @@ impl Store {
     ///
     /// [`Error::Storage`] if the flush fails.
     pub fn flush(&self) -> Result<()> {
-        self.state.db.flush()?;
+        self.state.backend.flush()?;
         Ok(())
     }
 
@@ -414,29 +436,21 @@ fn open_error(e: sled::Error, path: &Path) -> Error {
     }
 }
 
-/// Reads (or, in a new store, writes) `meta/format` and returns it. An older supported
-/// format is upgraded by the first write ([`StoreState::upgrade_before_write`]), so
-/// looking at an old store leaves it as it is.
-fn check_format(db: &sled::Db, path: &Path) -> Result<u32> {
-    let meta = db.open_tree("meta")?;
-    match meta.get("format")? {
+/// Reads (or, in a new store, writes) the store format and returns it. An older
+/// supported format is upgraded by the first write ([`StoreState::upgrade_before_write`]),
+/// so looking at an old store leaves it as it is.
+fn check_format(backend: &Backend, path: &Path) -> Result<u32> {
+    match backend.format()? {
         None => {
-            meta.insert("format", &STORE_FORMAT.to_be_bytes())?;
+            backend.set_format(STORE_FORMAT)?;
             Ok(STORE_FORMAT)
         }
-        Some(v) => {
-            let bytes: [u8; 4] = v.as_ref().try_into().map_err(|_| {
-                Error::Corrupt(format!("meta/format is {} bytes, expected 4", v.len()))
-            })?;
-            match u32::from_be_bytes(bytes) {
-                0 => Err(Error::Corrupt("meta/format is 0".into())),
-                found if found > STORE_FORMAT => Err(Error::UnsupportedFormat {
-                    path: path.to_path_buf(),
-                    found,
-                    supported: STORE_FORMAT,
-                }),
-                found => Ok(found),
-            }
-        }
+        Some(0) => Err(Error::Corrupt("meta/format is 0".into())),
+        Some(found) if found > STORE_FORMAT => Err(Error::UnsupportedFormat {
+            path: path.to_path_buf(),
+            found,
+            supported: STORE_FORMAT,
+        }),
+        Some(found) => Ok(found),
     }
 }

@@ -96,11 +96,8 @@ impl Store {
     /// [`update`](Store::update) closure.
     pub fn destroy_by_handle(&self, handle: &SessionHandle) -> Result<bool> {
         let state = &self.state;
-        let found = state.sessions.scan_prefix(handle.as_bytes()).keys().next();
-        let Some(key) = found.transpose()? else {
-            return Ok(false);
-        };
-        let Some(digest) = Digest::from_slice(&key) else {
+        let found = state.backend.records_with_prefix(handle.as_bytes())?;
+        let Some(digest) = found.iter().find_map(|(key, _)| Digest::from_slice(key)) else {
             return Ok(false);
         };
         state.destroy_durably(&digest, DestroyReason::Handle)

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use crate::backend::Backend;
 use crate::codec;
 use crate::error::Result;
 use crate::id::Digest;
@@ -70,6 +71,11 @@ impl Store {
     /// [`update`](Store::update) closure.
     pub fn verify(&self, repair: bool) -> Result<VerifyReport> {
         let sh = &self.state;
+        let trees = match &sh.backend {
+            Backend::Sled(trees) => trees,
+            #[cfg(feature = "redis")]
+            Backend::Redis(redis) => return redis.verify(sh, repair),
+        };
         let now = sh.now();
         let mut report = VerifyReport {
             repaired: repair,
@@ -77,17 +83,17 @@ impl Store {
         };
         // digest -> (expires_at, user) of every decodable record
         let mut index: HashMap<Digest, (u64, Option<String>)> = HashMap::new();
-        for item in sh.sessions.iter() {
+        for item in trees.sessions.iter() {
             let (key, bytes) = item?;
             report.records += 1;
             let Some(digest) = Digest::from_slice(&key) else {
                 report.undecodable += 1;
                 if repair {
                     // Copy first: a crash in between leaves the bytes in both trees.
-                    sh.quarantine.insert(&key, bytes)?;
+                    trees.quarantine.insert(&key, bytes)?;
                     #[cfg(test)]
                     crate::failpoint::check("verify: between copy and remove")?;
-                    sh.sessions.remove(&key)?;
+                    trees.sessions.remove(&key)?;
                 }
                 continue;
             };
@@ -109,24 +115,24 @@ impl Store {
                 report.expired += 1;
             }
             let expiry_key = codec::expiry_key(h.expires_at, &digest);
-            if !sh.expiry.contains_key(expiry_key)? {
+            if !trees.expiry.contains_key(expiry_key)? {
                 report.missing_expiry_entries += 1;
                 if repair {
-                    sh.expiry.insert(expiry_key, &[])?;
+                    trees.expiry.insert(expiry_key, &[])?;
                 }
             }
             if let Some(user) = &record.user {
                 let user_key = codec::user_key(user, &digest);
-                if !sh.users.contains_key(&user_key)? {
+                if !trees.users.contains_key(&user_key)? {
                     report.missing_user_entries += 1;
                     if repair {
-                        sh.users.insert(user_key, &[])?;
+                        trees.users.insert(user_key, &[])?;
                     }
                 }
             }
             index.insert(digest, (h.expires_at, record.user));
         }
-        for item in sh.expiry.iter().keys() {
+        for item in trees.expiry.iter().keys() {
             let key = item?;
             let parsed = codec::parse_expiry_key(&key);
             let ok = parsed.is_some_and(|(e, d)| index.get(&d).is_some_and(|(exp, _)| *exp == e));
@@ -142,12 +148,12 @@ impl Store {
                         _ => false,
                     };
                     if !current {
-                        sh.expiry.remove(&key)?;
+                        trees.expiry.remove(&key)?;
                     }
                 }
             }
         }
-        for item in sh.users.iter().keys() {
+        for item in trees.users.iter().keys() {
             let key = item?;
             let parsed = codec::parse_user_key(&key);
             let ok = parsed.is_some_and(|(u, d)| {
@@ -166,14 +172,14 @@ impl Store {
                         _ => false,
                     };
                     if !current {
-                        sh.users.remove(&key)?;
+                        trees.users.remove(&key)?;
                     }
                 }
             }
         }
-        report.quarantined = sh.quarantine.len() as u64;
+        report.quarantined = trees.quarantine.len() as u64;
         if repair {
-            sh.db.flush()?;
+            trees.db.flush()?;
         }
         Ok(report)
     }
@@ -192,14 +198,21 @@ mod tests {
             .open()
             .expect("open");
         // A record under a key that is not a digest: repair moves it to quarantine.
-        let sessions = &store.state.sessions;
+        let sessions = &store.state.backend.sled().expect("sled").sessions;
         sessions.insert(b"short", &b"junk"[..]).expect("insert");
         failpoint::arm("verify: between copy and remove");
         assert!(
             store.verify(true).is_err(),
             "the failpoint interrupts the repair"
         );
-        let kept = store.state.quarantine.get(b"short").expect("read");
+        let kept = store
+            .state
+            .backend
+            .sled()
+            .expect("sled")
+            .quarantine
+            .get(b"short")
+            .expect("read");
         assert_eq!(
             kept.as_deref(),
             Some(&b"junk"[..]),

@@ -283,8 +283,10 @@ impl StoreState {
         f: impl FnOnce(&mut crate::Session) -> R,
     ) -> Result<Option<R>> {
         let digest = self.digest_of(id);
-        // The locks are released at the end of this block, before the cap.
+        // The locks (and the lease) are released at the end of this block, before the cap.
         let (result, step) = {
+            self.locks.refuse_inside_update()?;
+            let _lease = self.backend.lease(&digest)?;
             let held = self.locks.stripe(&digest)?;
             let now = self.now();
             let Some(old) = self

@@ -5,13 +5,15 @@
 //!
 //! 1. insert the new `expiry` entry (and the new `users` entry if the user changed);
 //! 2. compare-and-swap the record against the version read under the same lock;
-//! 3. update the read cache (right after the swap, so nothing below can leave the cache
-//!    serving the previous version);
-//! 4. remove the old `expiry` / `users` entries (a failure is logged: stale entries are
-//!    allowed, and the write is done).
+//! 3. remove the old `expiry` / `users` entries (a failure is logged: stale entries are
+//!    allowed, and the write is done);
+//! 4. update the read cache (on any error or conflict, drop the digest from it, since
+//!    the backend may hold the new version or a third one).
 //!
-//! A crash between any two steps leaves only stale index entries (invariants I1 and I2 in
-//! ARCHITECTURE.md). A delete goes the other way: the record first, then its entries.
+//! Steps 1-3 are the backend's ([`crate::backend`]): on sled a crash between any two
+//! leaves only stale index entries (invariants I1 and I2 in ARCHITECTURE.md); on Redis
+//! they are one script, so the indexes are exact. A delete goes the other way: the
+//! record first, then its entries.
 //! The compare-and-swap never fails in a healthy process (every writer holds the lock);
 //! on a mismatch the operation retries from disk, a bounded number of times
 //! ([`retrying`]), then fails with [`Error::Contended`].
@@ -27,7 +29,7 @@ use std::sync::Arc;
 
 use sled::IVec;
 
-use crate::codec::{self, CodecError, Header};
+use crate::codec::{CodecError, Header};
 use crate::error::{Error, Result};
 use crate::id::Digest;
 use crate::locks::{StripeGuard, UserGuard};
@@ -126,7 +128,8 @@ impl StoreState {
     }
 
     /// Replaces the record of `digest` (`old`, or absent) by `new`, keeping the indexes
-    /// in step (steps 1-4 of the module docs). Caller holds the stripe lock.
+    /// in step (steps 1-4 of the module docs, in the backend). Caller holds the stripe
+    /// lock.
     pub(crate) fn write_record(
         &self,
         digest: &Digest,
@@ -135,58 +138,16 @@ impl StoreState {
         held: &StripeGuard<'_>,
     ) -> Result<Swap> {
         self.upgrade_before_write()?;
-        let old_expiry = old.map(|e| e.header.expires_at);
-        let old_user = old.and_then(|e| e.user.as_deref());
-        if old_expiry != Some(new.header.expires_at) {
-            self.expiry
-                .insert(codec::expiry_key(new.header.expires_at, digest), &[])?;
-        }
-        let user_changed = old_user != new.user.as_deref();
-        if let Some(user) = new.user.as_deref().filter(|_| user_changed) {
-            self.users.insert(codec::user_key(user, digest), &[])?;
-        }
-        let swapped = self.sessions.compare_and_swap(
-            digest.0,
-            old.map(|e| &e.bytes),
-            Some(new.bytes.clone()),
-        );
-        // An error may come after sled applied the change: the cache must not keep the
-        // old version then.
-        let swapped = swapped.inspect_err(|_| self.cache.remove(digest, held))?;
-        if swapped.is_err() {
+        // An error may come after the backend applied the change, and a conflict means
+        // another version is stored: the cache must keep neither the old version.
+        let swapped = self.backend.write(digest, old, &new);
+        if !matches!(swapped, Ok(Swap::Done)) {
             self.cache.remove(digest, held);
-            return Ok(Swap::Conflict);
+            return swapped;
         }
-        let new_expiry = new.header.expires_at;
         self.cache.put(*digest, Arc::new(new), held);
-        self.drop_stale_entries(
-            digest,
-            old_expiry.filter(|e| *e != new_expiry),
-            old_user.filter(|_| user_changed),
-        );
         self.after_write()?;
         Ok(Swap::Done)
-    }
-
-    /// Removes the index entries a write has just made stale. Stale entries are allowed
-    /// (readers skip them, the cleanup and readers of the user index drop them), so a
-    /// failure here is logged, not returned: the write itself is done and the caller must
-    /// not retry it.
-    fn drop_stale_entries(&self, digest: &Digest, expiry: Option<u64>, user: Option<&str>) {
-        let removed = (|| -> Result<()> {
-            #[cfg(test)]
-            crate::failpoint::check("write: removing stale index entries")?;
-            if let Some(expires_at) = expiry {
-                self.expiry.remove(codec::expiry_key(expires_at, digest))?;
-            }
-            if let Some(user) = user {
-                self.users.remove(codec::user_key(user, digest))?;
-            }
-            Ok(())
-        })();
-        if let Err(e) = removed {
-            tracing::warn!(handle = %digest.handle(), error = %e, "left stale index entries behind");
-        }
     }
 
     /// Deletes the record of `digest` if it is still `old`, then its index entries.
@@ -197,21 +158,14 @@ impl StoreState {
         old: &Entry,
         held: &StripeGuard<'_>,
     ) -> Result<Swap> {
-        let swapped = self
-            .sessions
-            .compare_and_swap(digest.0, Some(&old.bytes), None::<IVec>);
+        let swapped = self.backend.delete(digest, old);
         self.cache.remove(digest, held);
-        let swapped = swapped?;
-        if swapped.is_err() {
-            return Ok(Swap::Conflict);
-        }
-        self.drop_stale_entries(digest, Some(old.header.expires_at), old.user.as_deref());
-        Ok(Swap::Done)
+        swapped
     }
 
-    /// Moves an undecodable record out of the way: copied to `quarantine` first (so a
-    /// crash cannot lose the bytes), then removed from `sessions` if unchanged, counted
-    /// and logged. Caller holds the stripe lock.
+    /// Moves an undecodable record out of the way: copied to the quarantine first (so a
+    /// crash cannot lose the bytes), then removed if unchanged, counted and logged.
+    /// Caller holds the stripe lock.
     pub(crate) fn quarantine(
         &self,
         digest: &Digest,
@@ -219,11 +173,7 @@ impl StoreState {
         why: &CodecError,
         held: &StripeGuard<'_>,
     ) -> Result<()> {
-        self.quarantine.insert(digest.0, bytes.clone())?;
-        let removed = self
-            .sessions
-            .compare_and_swap(digest.0, Some(bytes), None::<IVec>)?
-            .is_ok();
+        let removed = self.backend.quarantine(digest, bytes)?;
         self.cache.remove(digest, held);
         if removed {
             Counters::add(&self.counters.quarantined, 1);
@@ -261,8 +211,8 @@ mod tests {
             .expect("the write is done; only cleanup failed");
         let on_disk = store
             .state
-            .sessions
-            .get(session.digest.0)
+            .backend
+            .get(&session.digest)
             .expect("read")
             .expect("record");
         let loaded = store.load(session.id()).expect("load").expect("live");

@@ -7,6 +7,10 @@
 //! Each delete re-checks, under the session's stripe lock, that the record still belongs
 //! to the user and is live. Sessions *joining* the set meanwhile are new logins; the cap
 //! they trigger runs after, under the same lock.
+//!
+//! On Redis, other processes write too and hold none of these locks: revoke-all and the
+//! cap are each one script there, listing and deleting in one atomic step on the server
+//! (see [`crate::backend::redis`]).
 
 use crate::error::Result;
 use crate::events::{DestroyReason, Event};
@@ -43,7 +47,7 @@ impl StoreState {
     /// logout). Returns whether a live session was destroyed.
     pub(crate) fn destroy_durably(&self, digest: &Digest, reason: DestroyReason) -> Result<bool> {
         let destroyed = self.destroy_digest(digest, reason)?;
-        self.db.flush()?;
+        self.backend.flush()?;
         Ok(destroyed == Destroyed::Live)
     }
 
@@ -96,6 +100,23 @@ impl StoreState {
         user: &str,
         keep: Option<SessionHandle>,
     ) -> Result<usize> {
+        #[cfg(feature = "redis")]
+        if let Some(redis) = self.backend.redis() {
+            self.locks.refuse_inside_update()?;
+            let now = self.now();
+            let mut live = 0;
+            for (digest, expires_at) in
+                redis.revoke_user(user, keep.as_ref().map(SessionHandle::as_bytes))?
+            {
+                live += usize::from(expires_at > now);
+                self.events.emit(&self.counters, || Event::Destroyed {
+                    handle: digest.handle(),
+                    user: Some(user.to_owned()),
+                    reason: DestroyReason::UserRevoked,
+                });
+            }
+            return Ok(live);
+        }
         let destroyed = {
             let _user = self.locks.user(user)?;
             let mut destroyed = 0;
@@ -113,7 +134,7 @@ impl StoreState {
             }
             destroyed
         };
-        self.db.flush()?;
+        self.backend.flush()?;
         Ok(destroyed)
     }
 
@@ -124,6 +145,18 @@ impl StoreState {
         let Some(max) = self.config.max_sessions_per_user else {
             return Ok(());
         };
+        #[cfg(feature = "redis")]
+        if let Some(redis) = self.backend.redis() {
+            self.locks.refuse_inside_update()?;
+            for digest in redis.cap_user(user, max, keep, self.now())? {
+                self.events.emit(&self.counters, || Event::Destroyed {
+                    handle: digest.handle(),
+                    user: Some(user.to_owned()),
+                    reason: DestroyReason::Evicted,
+                });
+            }
+            return Ok(());
+        }
         let evicted = {
             let _user = self.locks.user(user)?;
             let now = self.now();
@@ -149,7 +182,7 @@ impl StoreState {
             excess
         };
         if evicted > 0 {
-            self.db.flush()?;
+            self.backend.flush()?;
         }
         Ok(())
     }

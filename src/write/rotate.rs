@@ -1,13 +1,10 @@
-//! Atomic ID rotation: a record moves to a fresh digest in one sled transaction over the
-//! `sessions`, `expiry` and `users` trees, since half a rotation would leave two live
-//! tokens or none.
+//! Atomic ID rotation: a record moves to a fresh digest with its index entries in one
+//! step of the backend (a sled transaction over three trees, or one Redis script), since
+//! half a rotation would leave two live tokens or none.
 
 use std::sync::Arc;
 
-use sled::Transactional;
-use sled::transaction::ConflictableTransactionError;
-
-use crate::codec::{self, Header};
+use crate::codec::Header;
 use crate::error::{Error, Result};
 use crate::expiry::{self, Timeouts};
 use crate::id::Digest;
@@ -82,31 +79,9 @@ impl StoreState {
         })
     }
 
-    /// The transaction of [`rotate`](Self::rotate). Caller holds both stripe locks.
+    /// The atomic move of [`rotate`](Self::rotate). Caller holds both stripe locks.
     fn swap_digest(&self, old: &Digest, entry: &Entry, new: &Digest, record: &Entry) -> Result<()> {
         self.upgrade_before_write()?;
-        (&self.sessions, &self.expiry, &self.users).transaction(|(s, e, u)| {
-            if s.get(old.0)?.as_ref() != Some(&entry.bytes) {
-                return Err(ConflictableTransactionError::Abort(Error::NotFound));
-            }
-            if s.get(new.0)?.is_some() {
-                return Err(ConflictableTransactionError::Abort(Error::TokenCollision));
-            }
-            e.insert(
-                &codec::expiry_key(record.header.expires_at, new)[..],
-                &[][..],
-            )?;
-            if let Some(user) = &record.user {
-                u.insert(codec::user_key(user, new), &[][..])?;
-            }
-            s.insert(&new.0[..], record.bytes.clone())?;
-            s.remove(&old.0[..])?;
-            e.remove(&codec::expiry_key(entry.header.expires_at, old)[..])?;
-            if let Some(user) = &entry.user {
-                u.remove(codec::user_key(user, old))?;
-            }
-            Ok(())
-        })?;
-        Ok(())
+        self.backend.rotate(old, entry, new, record)
     }
 }

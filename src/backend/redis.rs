@@ -1,0 +1,949 @@
+//! The Redis/Valkey backend: the same records on a server that several stores share.
+//!
+//! Keys, under a namespace `ns` (default `sessile`; see [`Config::redis_namespace`]):
+//!
+//! - `ns:s:<digest hex>`: a record, the same bytes as on sled, with a TTL as a safety
+//!   net (the record's own expiry plus [`SAFETY_MARGIN`], counted on the store's clock
+//!   when written), so sessions end even if no store runs its cleanup;
+//! - `ns:expiry`: a sorted set, member the digest, score `expires_at`, walked in score
+//!   order by the cleanup thread;
+//! - `ns:u:<user>`: a sorted set per user, member the digest, score `created_at` (the
+//!   per-user cap evicts in that order);
+//! - `ns:l:<digest hex>`: the lease an [`update`](crate::Store::update) holds while its
+//!   closure runs, so the read-modify-write of one store cannot interleave with another
+//!   store's writes;
+//! - `ns:quarantine`: a hash, digest -> the bytes of a record that did not decode;
+//! - `ns:format`: the store format, in decimal.
+//!
+//! Every change is one Lua script, atomic on the server: a write compares the stored
+//! bytes with the version the writer read (compare-and-swap), and moves the record's
+//! expiry and user entries with it, so on Redis the indexes are exact. Revoke-all and
+//! the per-user cap are scripts too: they list the user's set and delete in one step, so
+//! no other store's rotation or login can slip between the listing and the deletes.
+//!
+//! Nothing a token could be recovered from reaches the server: keys carry digests.
+//!
+//! [`Config::redis_namespace`]: crate::Config::redis_namespace
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use redis::{Commands, ConnectionLike, Script};
+use sled::IVec;
+
+use crate::backend::{Cursor, ExpiryEntry};
+use crate::clock::Clock;
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::id::Digest;
+use crate::read::Entry;
+use crate::state::StoreState;
+use crate::verify::VerifyReport;
+use crate::write::Swap;
+
+/// How long past its expiry a record stays on the server if no store deletes it.
+pub(crate) const SAFETY_MARGIN: Duration = Duration::from_secs(300);
+/// How long an `update`'s lease lasts if its store dies while holding it; also how long a
+/// writer waits for another store's lease before it gives up with `Contended`.
+const LEASE: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an operation waits for a free connection.
+const POOL_WAIT: Duration = Duration::from_secs(2);
+const SCAN_COUNT: usize = 512;
+
+/// Where a Redis store lives, as given to [`Config::redis`](crate::Config::redis).
+#[derive(Clone)]
+pub(crate) struct RedisTarget {
+    url: String,
+    pub(crate) namespace: String,
+    pub(crate) pool_size: u32,
+}
+
+impl std::fmt::Debug for RedisTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisTarget")
+            .field("url", &self.redacted())
+            .field("namespace", &self.namespace)
+            .field("pool_size", &self.pool_size)
+            .finish()
+    }
+}
+
+impl RedisTarget {
+    pub(crate) fn new(url: String) -> RedisTarget {
+        RedisTarget {
+            url,
+            namespace: "sessile".into(),
+            pool_size: 16,
+        }
+    }
+
+    /// The URL with any password (everything before the `@`) replaced by `***`.
+    pub(crate) fn redacted(&self) -> String {
+        let Some((scheme, rest)) = self.url.split_once("://") else {
+            return self.url.clone();
+        };
+        let authority_end = rest.find('/').unwrap_or(rest.len());
+        match rest[..authority_end].rfind('@') {
+            Some(at) => format!("{scheme}://***{}", &rest[at..]),
+            None => self.url.clone(),
+        }
+    }
+
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] for a URL the client does not accept, a namespace or pool
+    /// size out of range.
+    pub(crate) fn validate(&self) -> Result<()> {
+        let ns = &self.namespace;
+        if ns.is_empty()
+            || ns.len() > 64
+            || ns
+                .chars()
+                .any(|c| c.is_whitespace() || c == '{' || c == '}')
+        {
+            return Err(Error::InvalidConfig(
+                "redis_namespace must be 1 to 64 bytes, without braces or whitespace".into(),
+            ));
+        }
+        if !(1..=1024).contains(&self.pool_size) {
+            return Err(Error::InvalidConfig(
+                "redis_pool_size must be from 1 to 1024".into(),
+            ));
+        }
+        redis::Client::open(self.url.as_str())
+            .map(drop)
+            .map_err(|e| {
+                Error::InvalidConfig(format!("{} is not a Redis URL: {e}", self.redacted()))
+            })
+    }
+}
+
+/// Opens connections with timeouts, so a server that stops answering gives an error
+/// instead of a hang.
+struct Connector(redis::Client);
+
+impl r2d2::ManageConnection for Connector {
+    type Connection = redis::Connection;
+    type Error = redis::RedisError;
+
+    fn connect(&self) -> std::result::Result<redis::Connection, redis::RedisError> {
+        let conn = self.0.get_connection_with_timeout(CONNECT_TIMEOUT)?;
+        conn.set_read_timeout(Some(IO_TIMEOUT))?;
+        conn.set_write_timeout(Some(IO_TIMEOUT))?;
+        Ok(conn)
+    }
+
+    fn is_valid(&self, conn: &mut redis::Connection) -> std::result::Result<(), redis::RedisError> {
+        redis::cmd("PING").query(conn)
+    }
+
+    fn has_broken(&self, conn: &mut redis::Connection) -> bool {
+        !conn.is_open()
+    }
+}
+
+/// The scripts, loaded once per store (sent by hash; the client loads a script the
+/// server does not know).
+struct Scripts {
+    write: Script,
+    delete: Script,
+    rotate: Script,
+    quarantine: Script,
+    drop_if_absent: Script,
+    revoke: Script,
+    cap: Script,
+    release: Script,
+    repair: Script,
+}
+
+/// The lease check every single-session script starts with: -1 if another store's
+/// `update` holds the session. `KEYS[lease]` and `ARGV[nonce]` are spliced in.
+macro_rules! lease_check {
+    ($key:literal, $nonce:literal) => {
+        concat!(
+            "local lease = redis.call('GET', KEYS[",
+            $key,
+            "]) if lease and lease ~= ARGV[",
+            $nonce,
+            "] then return -1 end "
+        )
+    };
+}
+
+impl Scripts {
+    fn new() -> Scripts {
+        Scripts {
+            // KEYS: record, expiry, lease, old user set, new user set.
+            // ARGV: mode (absent|match), old bytes, new bytes, ttl, expires_at,
+            //       created_at, member, nonce, old has user, new has user.
+            write: Script::new(concat!(
+                lease_check!("3", "8"),
+                "local cur = redis.call('GET', KEYS[1]) ",
+                "if ARGV[1] == 'absent' then if cur then return 0 end ",
+                "elseif cur ~= ARGV[2] then return 0 end ",
+                "redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4]) ",
+                "redis.call('ZADD', KEYS[2], ARGV[5], ARGV[7]) ",
+                "if ARGV[9] == '1' and (ARGV[10] ~= '1' or KEYS[4] ~= KEYS[5]) then ",
+                "redis.call('ZREM', KEYS[4], ARGV[7]) end ",
+                "if ARGV[10] == '1' then redis.call('ZADD', KEYS[5], ARGV[6], ARGV[7]) end ",
+                "return 1"
+            )),
+            // KEYS: record, expiry, lease, user set. ARGV: old bytes, member, nonce, has user.
+            delete: Script::new(concat!(
+                lease_check!("3", "3"),
+                "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end ",
+                "redis.call('DEL', KEYS[1]) redis.call('ZREM', KEYS[2], ARGV[2]) ",
+                "if ARGV[4] == '1' then redis.call('ZREM', KEYS[4], ARGV[2]) end ",
+                "return 1"
+            )),
+            // KEYS: old record, new record, expiry, old lease, old user set, new user set.
+            // ARGV: old bytes, new bytes, ttl, expires_at, created_at, old member,
+            //       new member, nonce, old has user, new has user.
+            // 0: the old record changed; 2: the new digest is taken.
+            rotate: Script::new(concat!(
+                lease_check!("4", "8"),
+                "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end ",
+                "if redis.call('EXISTS', KEYS[2]) == 1 then return 2 end ",
+                "redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3]) redis.call('DEL', KEYS[1]) ",
+                "redis.call('ZREM', KEYS[3], ARGV[6]) redis.call('ZADD', KEYS[3], ARGV[4], ARGV[7]) ",
+                "if ARGV[9] == '1' then redis.call('ZREM', KEYS[5], ARGV[6]) end ",
+                "if ARGV[10] == '1' then redis.call('ZADD', KEYS[6], ARGV[5], ARGV[7]) end ",
+                "return 1"
+            )),
+            // KEYS: quarantine hash, record. ARGV: member, bytes.
+            quarantine: Script::new(concat!(
+                "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) ",
+                "if redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('DEL', KEYS[2]) return 1 end ",
+                "return 0"
+            )),
+            // KEYS: record, sorted set. ARGV: member. Drops an index entry whose record
+            // is gone (its TTL ran out, or it was quarantined).
+            drop_if_absent: Script::new(concat!(
+                "if redis.call('EXISTS', KEYS[1]) == 0 then ",
+                "return redis.call('ZREM', KEYS[2], ARGV[1]) end return 0"
+            )),
+            // KEYS: user set, expiry. ARGV: record key prefix, kept handle (hex) or "".
+            // Returns member, expires_at pairs of the records deleted.
+            revoke: Script::new(concat!(
+                "local out = {} ",
+                "for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do ",
+                "if ARGV[2] == '' or string.sub(m, 1, #ARGV[2]) ~= ARGV[2] then ",
+                "local exp = redis.call('ZSCORE', KEYS[2], m) ",
+                "if redis.call('DEL', ARGV[1] .. m) == 1 then ",
+                "out[#out + 1] = m out[#out + 1] = exp or '0' end ",
+                "redis.call('ZREM', KEYS[2], m) redis.call('ZREM', KEYS[1], m) end end ",
+                "return out"
+            )),
+            // KEYS: user set, expiry. ARGV: record key prefix, max, kept member, now.
+            // Evicts the oldest live sessions (by created_at, then digest) beyond max,
+            // never the kept one. Returns the members evicted.
+            cap: Script::new(concat!(
+                "local now = tonumber(ARGV[4]) local live = {} local keep = false ",
+                "for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do ",
+                "local exp = redis.call('ZSCORE', KEYS[2], m) ",
+                "if exp and tonumber(exp) > now and redis.call('EXISTS', ARGV[1] .. m) == 1 then ",
+                "if m == ARGV[3] then keep = true else live[#live + 1] = m end end end ",
+                "local room = tonumber(ARGV[2]) if keep then room = room - 1 end ",
+                "local out = {} ",
+                "for i = 1, #live - room do local m = live[i] ",
+                "redis.call('DEL', ARGV[1] .. m) redis.call('ZREM', KEYS[2], m) ",
+                "redis.call('ZREM', KEYS[1], m) out[#out + 1] = m end ",
+                "return out"
+            )),
+            // KEYS: lease. ARGV: nonce.
+            release: Script::new(
+                "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+            ),
+            // KEYS: record, sorted set. ARGV: bytes, score, member. Adds a missing index
+            // entry if the record is still the one verify read.
+            repair: Script::new(concat!(
+                "if redis.call('GET', KEYS[1]) == ARGV[1] then ",
+                "return redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3]) end return 0"
+            )),
+        }
+    }
+}
+
+thread_local! {
+    /// The lease this thread's running `update` holds: its digest and nonce. Its own
+    /// commit passes the nonce, so the scripts let it through.
+    static HELD: RefCell<Option<(Digest, String)>> = const { RefCell::new(None) };
+}
+
+/// An `update`'s lease on one session, released (if still ours) when dropped.
+pub(crate) struct Lease<'a> {
+    backend: &'a RedisBackend,
+    digest: Digest,
+    nonce: String,
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        HELD.with(|h| h.borrow_mut().take());
+        let released = self.backend.conn().and_then(|mut conn| {
+            self.backend
+                .scripts
+                .release
+                .key(self.backend.lease_key(&self.digest))
+                .arg(&self.nonce)
+                .invoke::<i64>(&mut *conn)
+                .map_err(Error::from)
+        });
+        if let Err(e) = released {
+            // It lapses on its own after LEASE.
+            tracing::warn!(handle = %self.digest.handle(), error = %e, "could not release an update lease");
+        }
+    }
+}
+
+pub(crate) struct RedisBackend {
+    pool: r2d2::Pool<Connector>,
+    scripts: Scripts,
+    ns: String,
+    clock: Clock,
+}
+
+type Conn = r2d2::PooledConnection<Connector>;
+
+impl RedisBackend {
+    /// Connects (at least one connection must open within 2 s).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Storage`] if the server cannot be reached.
+    pub(crate) fn connect(target: &RedisTarget, clock: Clock) -> Result<RedisBackend> {
+        let client = redis::Client::open(target.url.as_str())?;
+        let pool = r2d2::Pool::builder()
+            .max_size(target.pool_size)
+            .min_idle(Some(1))
+            .connection_timeout(POOL_WAIT)
+            .test_on_check_out(false)
+            .build(Connector(client))?;
+        Ok(RedisBackend {
+            pool,
+            scripts: Scripts::new(),
+            ns: target.namespace.clone(),
+            clock,
+        })
+    }
+
+    fn conn(&self) -> Result<Conn> {
+        Ok(self.pool.get()?)
+    }
+
+    fn record_key(&self, digest: &Digest) -> String {
+        format!("{}:s:{}", self.ns, hex(&digest.0))
+    }
+
+    fn record_prefix(&self) -> String {
+        format!("{}:s:", self.ns)
+    }
+
+    fn expiry_key(&self) -> String {
+        format!("{}:expiry", self.ns)
+    }
+
+    fn user_key(&self, user: Option<&str>) -> Vec<u8> {
+        let mut key = format!("{}:u:", self.ns).into_bytes();
+        key.extend_from_slice(user.unwrap_or_default().as_bytes());
+        key
+    }
+
+    fn lease_key(&self, digest: &Digest) -> String {
+        format!("{}:l:{}", self.ns, hex(&digest.0))
+    }
+
+    fn quarantine_key(&self) -> String {
+        format!("{}:quarantine", self.ns)
+    }
+
+    /// The TTL a record gets: its expiry from now on the store's clock, plus the margin.
+    fn ttl_ms(&self, expires_at: u64) -> u64 {
+        let margin = u64::try_from(SAFETY_MARGIN.as_millis()).unwrap_or(u64::MAX);
+        expires_at
+            .saturating_sub(self.clock.now_ms())
+            .saturating_add(margin)
+    }
+
+    /// The nonce to pass for `digest`: this thread's lease on it, or none.
+    fn nonce(digest: &Digest) -> String {
+        HELD.with(|h| match &*h.borrow() {
+            Some((held, nonce)) if held == digest => nonce.clone(),
+            _ => String::new(),
+        })
+    }
+
+    /// Runs `script` until no other store's lease is in the way (-1), for at most
+    /// [`LEASE`]; returns its answer.
+    fn past_leases(&self, mut script: impl FnMut(&mut Conn) -> Result<i64>) -> Result<i64> {
+        let deadline = Instant::now() + LEASE;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let answer = script(&mut self.conn()?)?;
+            if answer != -1 {
+                return Ok(answer);
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Contended);
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+    }
+
+    /// Takes the lease on `digest` for an `update`, waiting up to [`LEASE`] for another
+    /// store's to end.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Contended`] if it stayed taken; [`Error::Storage`].
+    pub(crate) fn lease(&self, digest: &Digest) -> Result<Lease<'_>> {
+        let nonce = format!("{:016x}", rand::random::<u64>());
+        let px = u64::try_from(LEASE.as_millis()).unwrap_or(u64::MAX);
+        let taken = self.past_leases(|conn| {
+            let set: Option<String> = redis::cmd("SET")
+                .arg(self.lease_key(digest))
+                .arg(&nonce)
+                .arg("NX")
+                .arg("PX")
+                .arg(px)
+                .query(&mut **conn)?;
+            Ok(if set.is_some() { 1 } else { -1 })
+        });
+        taken?;
+        HELD.with(|h| *h.borrow_mut() = Some((*digest, nonce.clone())));
+        Ok(Lease {
+            backend: self,
+            digest: *digest,
+            nonce,
+        })
+    }
+
+    pub(crate) fn get(&self, digest: &Digest) -> Result<Option<IVec>> {
+        let bytes: Option<Vec<u8>> = self.conn()?.get(self.record_key(digest))?;
+        Ok(bytes.map(IVec::from))
+    }
+
+    pub(crate) fn write(&self, digest: &Digest, old: Option<&Entry>, new: &Entry) -> Result<Swap> {
+        let nonce = Self::nonce(digest);
+        let member = hex(&digest.0);
+        let old_user = old.and_then(|e| e.user.as_deref());
+        let answer = self.past_leases(|conn| {
+            let mut call = self.scripts.write.prepare_invoke();
+            call.key(self.record_key(digest))
+                .key(self.expiry_key())
+                .key(self.lease_key(digest))
+                .key(self.user_key(old_user))
+                .key(self.user_key(new.user.as_deref()));
+            match old {
+                None => call.arg("absent").arg(""),
+                Some(e) => call.arg("match").arg(&e.bytes[..]),
+            };
+            call.arg(&new.bytes[..])
+                .arg(self.ttl_ms(new.header.expires_at))
+                .arg(new.header.expires_at)
+                .arg(new.header.created_at)
+                .arg(&member)
+                .arg(&nonce)
+                .arg(flag(old_user.is_some()))
+                .arg(flag(new.user.is_some()));
+            Ok(call.invoke(&mut **conn)?)
+        })?;
+        swap(answer)
+    }
+
+    pub(crate) fn delete(&self, digest: &Digest, old: &Entry) -> Result<Swap> {
+        let nonce = Self::nonce(digest);
+        let answer = self.past_leases(|conn| {
+            Ok(self
+                .scripts
+                .delete
+                .key(self.record_key(digest))
+                .key(self.expiry_key())
+                .key(self.lease_key(digest))
+                .key(self.user_key(old.user.as_deref()))
+                .arg(&old.bytes[..])
+                .arg(hex(&digest.0))
+                .arg(&nonce)
+                .arg(flag(old.user.is_some()))
+                .invoke(&mut **conn)?)
+        })?;
+        swap(answer)
+    }
+
+    pub(crate) fn rotate(
+        &self,
+        old: &Digest,
+        entry: &Entry,
+        new: &Digest,
+        record: &Entry,
+    ) -> Result<()> {
+        let nonce = Self::nonce(old);
+        let answer = self.past_leases(|conn| {
+            Ok(self
+                .scripts
+                .rotate
+                .key(self.record_key(old))
+                .key(self.record_key(new))
+                .key(self.expiry_key())
+                .key(self.lease_key(old))
+                .key(self.user_key(entry.user.as_deref()))
+                .key(self.user_key(record.user.as_deref()))
+                .arg(&entry.bytes[..])
+                .arg(&record.bytes[..])
+                .arg(self.ttl_ms(record.header.expires_at))
+                .arg(record.header.expires_at)
+                .arg(record.header.created_at)
+                .arg(hex(&old.0))
+                .arg(hex(&new.0))
+                .arg(&nonce)
+                .arg(flag(entry.user.is_some()))
+                .arg(flag(record.user.is_some()))
+                .invoke(&mut **conn)?)
+        })?;
+        match answer {
+            1 => Ok(()),
+            0 => Err(Error::NotFound),
+            2 => Err(Error::TokenCollision),
+            other => Err(Error::protocol(format!("rotate returned {other}"))),
+        }
+    }
+
+    pub(crate) fn quarantine(&self, digest: &Digest, bytes: &[u8]) -> Result<bool> {
+        let removed: i64 = self
+            .scripts
+            .quarantine
+            .key(self.quarantine_key())
+            .key(self.record_key(digest))
+            .arg(hex(&digest.0))
+            .arg(bytes)
+            .invoke(&mut *self.conn()?)?;
+        Ok(removed == 1)
+    }
+
+    pub(crate) fn user_digests(&self, user: &str) -> Result<(Vec<Digest>, u64)> {
+        let members: Vec<Vec<u8>> = self.conn()?.zrange(self.user_key(Some(user)), 0, -1)?;
+        let mut digests = Vec::with_capacity(members.len());
+        let mut dropped = 0;
+        for member in members {
+            match digest_of_hex(&member) {
+                Some(digest) => digests.push(digest),
+                None => {
+                    let _: i64 = self.conn()?.zrem(self.user_key(Some(user)), &member)?;
+                    dropped += 1;
+                }
+            }
+        }
+        Ok((digests, dropped))
+    }
+
+    pub(crate) fn drop_user_entry(&self, user: &str, digest: &Digest) -> Result<()> {
+        let _: i64 = self
+            .scripts
+            .drop_if_absent
+            .key(self.record_key(digest))
+            .key(self.user_key(Some(user)))
+            .arg(hex(&digest.0))
+            .invoke(&mut *self.conn()?)?;
+        Ok(())
+    }
+
+    pub(crate) fn due(
+        &self,
+        now: u64,
+        after: &mut Cursor,
+        limit: usize,
+    ) -> Result<Vec<ExpiryEntry>> {
+        let found: Vec<(Vec<u8>, f64)> = redis::cmd("ZRANGEBYSCORE")
+            .arg(self.expiry_key())
+            .arg("-inf")
+            .arg(now)
+            .arg("WITHSCORES")
+            .arg("LIMIT")
+            .arg(after.kept)
+            .arg(limit)
+            .query(&mut *self.conn()?)?;
+        Ok(found
+            .into_iter()
+            .map(|(member, score)| match digest_of_hex(&member) {
+                // Scores are whole milliseconds, below 2^53: exact as f64.
+                Some(digest) if score >= 0.0 => ExpiryEntry::Due(score as u64, digest),
+                _ => ExpiryEntry::Bad(member),
+            })
+            .collect())
+    }
+
+    pub(crate) fn drop_expiry_entry(&self, entry: &ExpiryEntry) -> Result<()> {
+        let mut conn = self.conn()?;
+        match entry {
+            ExpiryEntry::Due(_, digest) => {
+                let _: i64 = self
+                    .scripts
+                    .drop_if_absent
+                    .key(self.record_key(digest))
+                    .key(self.expiry_key())
+                    .arg(hex(&digest.0))
+                    .invoke(&mut *conn)?;
+            }
+            ExpiryEntry::Bad(member) => {
+                let _: i64 = conn.zrem(self.expiry_key(), member)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn records(&self) -> Box<dyn Iterator<Item = Result<(Vec<u8>, IVec)>> + '_> {
+        Box::new(Scan {
+            backend: self,
+            pattern: format!("{}*", self.record_prefix()),
+            cursor: 0,
+            started: false,
+            ready: VecDeque::new(),
+        })
+    }
+
+    pub(crate) fn records_with_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, IVec)>> {
+        Scan {
+            backend: self,
+            pattern: format!("{}{}*", self.record_prefix(), hex(prefix)),
+            cursor: 0,
+            started: false,
+            ready: VecDeque::new(),
+        }
+        .collect()
+    }
+
+    pub(crate) fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+
+    pub(crate) fn format(&self) -> Result<Option<u32>> {
+        let found: Option<String> = self.conn()?.get(format!("{}:format", self.ns))?;
+        found
+            .map(|v| {
+                v.parse().map_err(|_| {
+                    Error::Corrupt(format!("{}:format is {v:?}, not a number", self.ns))
+                })
+            })
+            .transpose()
+    }
+
+    pub(crate) fn set_format(&self, format: u32) -> Result<()> {
+        let _: () = self.conn()?.set(format!("{}:format", self.ns), format)?;
+        Ok(())
+    }
+
+    /// Revoke-all as one script: deletes every record in `user`'s set but the one whose
+    /// digest starts with `keep`. Returns each deleted digest with its expiry.
+    pub(crate) fn revoke_user(
+        &self,
+        user: &str,
+        keep: Option<&[u8]>,
+    ) -> Result<Vec<(Digest, u64)>> {
+        let out: Vec<Vec<u8>> = self
+            .scripts
+            .revoke
+            .key(self.user_key(Some(user)))
+            .key(self.expiry_key())
+            .arg(self.record_prefix())
+            .arg(keep.map(hex).unwrap_or_default())
+            .invoke(&mut *self.conn()?)?;
+        out.chunks(2)
+            .map(|pair| match pair {
+                [member, exp] => {
+                    let digest = digest_of_hex(member)
+                        .ok_or_else(|| Error::protocol("revoke: a member is not a digest"))?;
+                    let exp = std::str::from_utf8(exp)
+                        .ok()
+                        .and_then(|s| s.parse::<f64>().ok())
+                        .ok_or_else(|| Error::protocol("revoke: an expiry is not a number"))?;
+                    Ok((digest, exp as u64))
+                }
+                _ => Err(Error::protocol("revoke: an odd reply")),
+            })
+            .collect()
+    }
+
+    /// The per-user cap as one script. Returns the digests evicted.
+    pub(crate) fn cap_user(
+        &self,
+        user: &str,
+        max: usize,
+        keep: &Digest,
+        now: u64,
+    ) -> Result<Vec<Digest>> {
+        let out: Vec<Vec<u8>> = self
+            .scripts
+            .cap
+            .key(self.user_key(Some(user)))
+            .key(self.expiry_key())
+            .arg(self.record_prefix())
+            .arg(max)
+            .arg(hex(&keep.0))
+            .arg(now)
+            .invoke(&mut *self.conn()?)?;
+        out.iter()
+            .map(|m| {
+                digest_of_hex(m).ok_or_else(|| Error::protocol("cap: a member is not a digest"))
+            })
+            .collect()
+    }
+
+    /// [`Store::verify`](crate::Store::verify) on Redis: every record against the expiry
+    /// set and its user's set, then every member of those sets against the records.
+    pub(crate) fn verify(&self, state: &StoreState, repair: bool) -> Result<VerifyReport> {
+        let now = state.now();
+        let mut report = VerifyReport {
+            repaired: repair,
+            ..VerifyReport::default()
+        };
+        let mut index: HashMap<Digest, (u64, Option<String>)> = HashMap::new();
+        for item in self.records() {
+            let (key, bytes) = item?;
+            report.records += 1;
+            let Some(digest) = Digest::from_slice(&key) else {
+                report.undecodable += 1;
+                continue;
+            };
+            let record = match codec::decode_record(&bytes) {
+                Ok(r) => r,
+                Err(e) => {
+                    report.undecodable += 1;
+                    if repair {
+                        let held = state.locks.stripe(&digest)?;
+                        state.quarantine(&digest, &bytes, &e, &held)?;
+                    }
+                    continue;
+                }
+            };
+            let expires_at = record.header.expires_at;
+            if expires_at > now {
+                report.live += 1;
+            } else {
+                report.expired += 1;
+            }
+            let member = hex(&digest.0);
+            let mut conn = self.conn()?;
+            let score: Option<f64> = conn.zscore(self.expiry_key(), &member)?;
+            if score.map(|s| s as u64) != Some(expires_at) {
+                report.missing_expiry_entries += 1;
+                if repair {
+                    self.repair(
+                        &mut conn,
+                        &digest,
+                        &bytes,
+                        self.expiry_key().into_bytes(),
+                        expires_at,
+                    )?;
+                }
+            }
+            if let Some(user) = &record.user {
+                let score: Option<f64> = conn.zscore(self.user_key(Some(user)), &member)?;
+                if score.is_none() {
+                    report.missing_user_entries += 1;
+                    if repair {
+                        let key = self.user_key(Some(user));
+                        self.repair(&mut conn, &digest, &bytes, key, record.header.created_at)?;
+                    }
+                }
+            }
+            index.insert(digest, (expires_at, record.user));
+        }
+        let entries: Vec<(Vec<u8>, f64)> =
+            self.conn()?.zrange_withscores(self.expiry_key(), 0, -1)?;
+        for (member, score) in entries {
+            let digest = digest_of_hex(&member);
+            let ok = digest.is_some_and(|d| index.get(&d).is_some_and(|(e, _)| *e == score as u64));
+            if !ok {
+                report.stale_expiry_entries += 1;
+                if repair {
+                    self.drop_expiry_entry(&match digest {
+                        Some(d) => ExpiryEntry::Due(score as u64, d),
+                        None => ExpiryEntry::Bad(member),
+                    })?;
+                }
+            }
+        }
+        let user_sets: Vec<Vec<u8>> = {
+            let mut conn = self.conn()?;
+            let pattern = format!("{}:u:*", self.ns);
+            conn.scan_match::<_, Vec<u8>>(pattern)?
+                .collect::<std::result::Result<_, _>>()?
+        };
+        let prefix_len = format!("{}:u:", self.ns).len();
+        for set in user_sets {
+            let user = String::from_utf8_lossy(&set[prefix_len..]).into_owned();
+            let members: Vec<Vec<u8>> = self.conn()?.zrange(&set, 0, -1)?;
+            for member in members {
+                let digest = digest_of_hex(&member);
+                let ok = digest.is_some_and(|d| {
+                    index
+                        .get(&d)
+                        .is_some_and(|(_, u)| u.as_deref() == Some(user.as_str()))
+                });
+                if !ok {
+                    report.stale_user_entries += 1;
+                    if repair {
+                        match digest {
+                            Some(d) => self.drop_user_entry(&user, &d)?,
+                            None => {
+                                let _: i64 = self.conn()?.zrem(&set, &member)?;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let quarantined: u64 = self.conn()?.hlen(self.quarantine_key())?;
+        report.quarantined = quarantined;
+        Ok(report)
+    }
+
+    /// Adds `digest`'s missing entry to the sorted set `key` if its record is still
+    /// `bytes`.
+    fn repair(
+        &self,
+        conn: &mut Conn,
+        digest: &Digest,
+        bytes: &[u8],
+        key: Vec<u8>,
+        score: u64,
+    ) -> Result<()> {
+        let _: i64 = self
+            .scripts
+            .repair
+            .key(self.record_key(digest))
+            .key(key)
+            .arg(bytes)
+            .arg(score)
+            .arg(hex(&digest.0))
+            .invoke(&mut **conn)?;
+        Ok(())
+    }
+}
+
+/// The records under a key pattern, fetched a SCAN page (and one MGET) at a time.
+struct Scan<'a> {
+    backend: &'a RedisBackend,
+    pattern: String,
+    cursor: u64,
+    started: bool,
+    ready: VecDeque<(Vec<u8>, IVec)>,
+}
+
+impl Scan<'_> {
+    fn next_page(&mut self) -> Result<()> {
+        let mut conn = self.backend.conn()?;
+        let (cursor, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            .arg(self.cursor)
+            .arg("MATCH")
+            .arg(&self.pattern)
+            .arg("COUNT")
+            .arg(SCAN_COUNT)
+            .query(&mut *conn)?;
+        self.cursor = cursor;
+        self.started = true;
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let values: Vec<Option<Vec<u8>>> = redis::cmd("MGET").arg(&keys).query(&mut *conn)?;
+        let prefix = self.backend.record_prefix().len();
+        for (key, value) in keys.into_iter().zip(values) {
+            // A record deleted between the SCAN and the MGET is skipped.
+            if let Some(value) = value {
+                let name = key.get(prefix..).unwrap_or_default();
+                let digest = digest_of_hex(name).map_or_else(|| name.to_vec(), |d| d.0.to_vec());
+                self.ready.push_back((digest, IVec::from(value)));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Iterator for Scan<'_> {
+    type Item = Result<(Vec<u8>, IVec)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(item) = self.ready.pop_front() {
+                return Some(Ok(item));
+            }
+            if self.started && self.cursor == 0 {
+                return None;
+            }
+            if let Err(e) = self.next_page() {
+                self.started = true;
+                self.cursor = 0; // end the scan after an error
+                return Some(Err(e));
+            }
+        }
+    }
+}
+
+fn swap(answer: i64) -> Result<Swap> {
+    match answer {
+        1 => Ok(Swap::Done),
+        0 => Ok(Swap::Conflict),
+        other => Err(Error::protocol(format!("a write returned {other}"))),
+    }
+}
+
+fn flag(set: bool) -> &'static str {
+    if set { "1" } else { "0" }
+}
+
+/// Lower-case hex of `bytes`.
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
+}
+
+/// The digest a 64-character hex member or key names.
+fn digest_of_hex(hex: &[u8]) -> Option<Digest> {
+    fn nibble(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        }
+    }
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut digest = [0u8; 32];
+    for (out, pair) in digest.iter_mut().zip(hex.chunks_exact(2)) {
+        *out = nibble(pair[0])? << 4 | nibble(pair[1])?;
+    }
+    Some(Digest(digest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trips_and_rejects_what_is_not_a_digest() {
+        let digest = Digest([0xa5; 32]);
+        assert_eq!(digest_of_hex(hex(&digest.0).as_bytes()), Some(digest));
+        assert_eq!(digest_of_hex(b"00"), None);
+        assert_eq!(digest_of_hex(&[b'g'; 64]), None);
+        assert_eq!(digest_of_hex(&[b'A'; 64]), None);
+    }
+
+    #[test]
+    fn the_url_is_redacted_before_the_at() {
+        let target = |url: &str| RedisTarget::new(url.into()).redacted();
+        assert_eq!(target("redis://:pw@h:6379/0"), "redis://***@h:6379/0");
+        assert_eq!(target("redis://u:pw@h/"), "redis://***@h/");
+        assert_eq!(target("redis://h:6379/"), "redis://h:6379/");
+        assert_eq!(target("redis://h/a@b"), "redis://h/a@b");
+    }
+}

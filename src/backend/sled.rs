@@ -1,0 +1,254 @@
+//! The sled backend: four trees in one folder, and the only code that calls sled.
+//!
+//! - `sessions`: digest (32 bytes) -> record;
+//! - `expiry`: `expires_at` (8 bytes, big-endian) ++ digest -> empty, so a range scan
+//!   walks sessions in expiry order;
+//! - `users`: user ++ 0x00 ++ digest -> empty;
+//! - `quarantine`: digest -> the bytes of a record that did not decode;
+//! - `meta`: `format` -> the store format (4 bytes, big-endian).
+//!
+//! A write is not atomic across trees; its order is: new index entries, the record by
+//! compare-and-swap, then the old entries. A crash in between leaves only stale index
+//! entries, which every reader tolerates (invariants I1 and I2 in ARCHITECTURE.md). The
+//! stripe lock (held by every caller of a write) makes the compare-and-swap a check,
+//! not a race. Rotation is one transaction over three trees.
+
+use std::ops::Bound;
+
+use sled::transaction::ConflictableTransactionError;
+use sled::{IVec, Transactional, Tree};
+
+use crate::backend::{Cursor, ExpiryEntry};
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::id::Digest;
+use crate::read::Entry;
+use crate::write::Swap;
+
+pub(crate) struct SledBackend {
+    pub(crate) db: sled::Db,
+    pub(crate) sessions: Tree,
+    pub(crate) expiry: Tree,
+    pub(crate) users: Tree,
+    pub(crate) quarantine: Tree,
+    meta: Tree,
+}
+
+impl SledBackend {
+    pub(crate) fn new(db: sled::Db) -> Result<SledBackend> {
+        Ok(SledBackend {
+            sessions: db.open_tree("sessions")?,
+            expiry: db.open_tree("expiry")?,
+            users: db.open_tree("users")?,
+            quarantine: db.open_tree("quarantine")?,
+            meta: db.open_tree("meta")?,
+            db,
+        })
+    }
+
+    pub(crate) fn get(&self, digest: &Digest) -> Result<Option<IVec>> {
+        Ok(self.sessions.get(digest.0)?)
+    }
+
+    pub(crate) fn write(&self, digest: &Digest, old: Option<&Entry>, new: &Entry) -> Result<Swap> {
+        let old_expiry = old.map(|e| e.header.expires_at);
+        let old_user = old.and_then(|e| e.user.as_deref());
+        if old_expiry != Some(new.header.expires_at) {
+            self.expiry
+                .insert(codec::expiry_key(new.header.expires_at, digest), &[])?;
+        }
+        let user_changed = old_user != new.user.as_deref();
+        if let Some(user) = new.user.as_deref().filter(|_| user_changed) {
+            self.users.insert(codec::user_key(user, digest), &[])?;
+        }
+        let swapped = self.sessions.compare_and_swap(
+            digest.0,
+            old.map(|e| &e.bytes),
+            Some(new.bytes.clone()),
+        )?;
+        if swapped.is_err() {
+            return Ok(Swap::Conflict);
+        }
+        self.drop_stale_entries(
+            digest,
+            old_expiry.filter(|e| *e != new.header.expires_at),
+            old_user.filter(|_| user_changed),
+        );
+        Ok(Swap::Done)
+    }
+
+    /// Removes the index entries a write has just made stale. Stale entries are allowed
+    /// (readers skip them, the cleanup and readers of the user index drop them), so a
+    /// failure here is logged, not returned: the write itself is done and the caller must
+    /// not retry it.
+    fn drop_stale_entries(&self, digest: &Digest, expiry: Option<u64>, user: Option<&str>) {
+        let removed = (|| -> Result<()> {
+            #[cfg(test)]
+            crate::failpoint::check("write: removing stale index entries")?;
+            if let Some(expires_at) = expiry {
+                self.expiry.remove(codec::expiry_key(expires_at, digest))?;
+            }
+            if let Some(user) = user {
+                self.users.remove(codec::user_key(user, digest))?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = removed {
+            tracing::warn!(handle = %digest.handle(), error = %e, "left stale index entries behind");
+        }
+    }
+
+    pub(crate) fn delete(&self, digest: &Digest, old: &Entry) -> Result<Swap> {
+        let swapped = self
+            .sessions
+            .compare_and_swap(digest.0, Some(&old.bytes), None::<IVec>)?;
+        if swapped.is_err() {
+            return Ok(Swap::Conflict);
+        }
+        self.drop_stale_entries(digest, Some(old.header.expires_at), old.user.as_deref());
+        Ok(Swap::Done)
+    }
+
+    pub(crate) fn rotate(
+        &self,
+        old: &Digest,
+        entry: &Entry,
+        new: &Digest,
+        record: &Entry,
+    ) -> Result<()> {
+        (&self.sessions, &self.expiry, &self.users).transaction(|(s, e, u)| {
+            if s.get(old.0)?.as_ref() != Some(&entry.bytes) {
+                return Err(ConflictableTransactionError::Abort(Error::NotFound));
+            }
+            if s.get(new.0)?.is_some() {
+                return Err(ConflictableTransactionError::Abort(Error::TokenCollision));
+            }
+            e.insert(
+                &codec::expiry_key(record.header.expires_at, new)[..],
+                &[][..],
+            )?;
+            if let Some(user) = &record.user {
+                u.insert(codec::user_key(user, new), &[][..])?;
+            }
+            s.insert(&new.0[..], record.bytes.clone())?;
+            s.remove(&old.0[..])?;
+            e.remove(&codec::expiry_key(entry.header.expires_at, old)[..])?;
+            if let Some(user) = &entry.user {
+                u.remove(codec::user_key(user, old))?;
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    pub(crate) fn quarantine(&self, digest: &Digest, bytes: &[u8]) -> Result<bool> {
+        self.quarantine.insert(digest.0, bytes)?;
+        Ok(self
+            .sessions
+            .compare_and_swap(digest.0, Some(bytes), None::<IVec>)?
+            .is_ok())
+    }
+
+    pub(crate) fn user_digests(&self, user: &str) -> Result<(Vec<Digest>, u64)> {
+        let mut digests = Vec::new();
+        let mut dropped = 0;
+        for item in self.users.scan_prefix(codec::user_prefix(user)) {
+            let (key, _) = item?;
+            match codec::parse_user_key(&key) {
+                Some((_, digest)) => digests.push(digest),
+                None => {
+                    self.users.remove(&key)?;
+                    dropped += 1;
+                }
+            }
+        }
+        Ok((digests, dropped))
+    }
+
+    pub(crate) fn drop_user_entry(&self, user: &str, digest: &Digest) -> Result<()> {
+        self.users.remove(codec::user_key(user, digest))?;
+        Ok(())
+    }
+
+    pub(crate) fn due(
+        &self,
+        now: u64,
+        after: &mut Cursor,
+        limit: usize,
+    ) -> Result<Vec<ExpiryEntry>> {
+        let end = codec::expiry_key(now, &Digest([0xff; 32]));
+        let start = match &after.last_key {
+            Some(k) => Bound::Excluded(k.as_slice()),
+            None => Bound::Unbounded,
+        };
+        let keys: Vec<IVec> = self
+            .expiry
+            .range::<&[u8], _>((start, Bound::Included(&end[..])))
+            .keys()
+            .take(limit)
+            .collect::<std::result::Result<_, _>>()?;
+        if let Some(last) = keys.last() {
+            after.last_key = Some(last.to_vec());
+        }
+        Ok(keys
+            .into_iter()
+            .map(|key| match codec::parse_expiry_key(&key) {
+                Some((expires_at, digest)) => ExpiryEntry::Due(expires_at, digest),
+                None => ExpiryEntry::Bad(key.to_vec()),
+            })
+            .collect())
+    }
+
+    pub(crate) fn drop_expiry_entry(&self, entry: &ExpiryEntry) -> Result<()> {
+        match entry {
+            ExpiryEntry::Due(expires_at, digest) => {
+                self.expiry.remove(codec::expiry_key(*expires_at, digest))?
+            }
+            ExpiryEntry::Bad(key) => self.expiry.remove(key)?,
+        };
+        Ok(())
+    }
+
+    pub(crate) fn records(&self) -> Box<dyn Iterator<Item = Result<(Vec<u8>, IVec)>> + '_> {
+        Box::new(
+            self.sessions
+                .iter()
+                .map(|item| item.map(|(k, v)| (k.to_vec(), v)).map_err(Error::from)),
+        )
+    }
+
+    pub(crate) fn records_with_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, IVec)>> {
+        self.sessions
+            .scan_prefix(prefix)
+            .map(|item| item.map(|(k, v)| (k.to_vec(), v)).map_err(Error::from))
+            .collect()
+    }
+
+    pub(crate) fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    pub(crate) fn set_format(&self, format: u32) -> Result<()> {
+        self.meta.insert("format", &format.to_be_bytes())?;
+        self.meta.flush()?;
+        Ok(())
+    }
+
+    /// Reads (or, in a new store, writes) `meta/format`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] for a marker of the wrong size.
+    pub(crate) fn format(&self) -> Result<Option<u32>> {
+        match self.meta.get("format")? {
+            None => Ok(None),
+            Some(v) => {
+                let bytes: [u8; 4] = v.as_ref().try_into().map_err(|_| {
+                    Error::Corrupt(format!("meta/format is {} bytes, expected 4", v.len()))
+                })?;
+                Ok(Some(u32::from_be_bytes(bytes)))
+            }
+        }
+    }
+}
