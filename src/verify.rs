@@ -69,6 +69,13 @@ impl Store {
     /// [`Error::Storage`](crate::Error::Storage) on a storage failure;
     /// [`Error::WriteInsideUpdate`](crate::Error::WriteInsideUpdate) for a repair inside an
     /// [`update`](Store::update) closure.
+    #[cfg_attr(
+        not(feature = "redis"),
+        allow(
+            clippy::infallible_destructuring_match,
+            reason = "one backend in this build"
+        )
+    )]
     pub fn verify(&self, repair: bool) -> Result<VerifyReport> {
         let sh = &self.state;
         let trees = match &sh.backend {

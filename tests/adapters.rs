@@ -4,6 +4,8 @@
 
 #![cfg(any(feature = "tower", feature = "tower-014", feature = "actix"))]
 
+#[path = "backend/mod.rs"]
+mod backend;
 #[macro_use]
 mod adapter_suite;
 
@@ -264,7 +266,11 @@ mod tower_contract {
     #[tokio::test]
     async fn create_always_issues_a_fresh_id() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = TowerStore::new(sessile::Store::open(dir.path().join("s")).expect("open"));
+        let store = TowerStore::new(
+            crate::backend::config_at(dir.path().join("s"))
+                .open()
+                .expect("open"),
+        );
         let mut first = record(5, "first");
         store.create(&mut first).await.expect("create");
         assert_ne!(first.id, Id(5), "the ID the record came with is not used");
@@ -286,7 +292,11 @@ mod tower_contract {
     async fn axum_login_data_indexes_the_user_and_user_key_round_trips() {
         use sessile::tower::{AXUM_LOGIN_KEY, USER_KEY};
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = TowerStore::new(sessile::Store::open(dir.path().join("s")).expect("open"));
+        let store = TowerStore::new(
+            crate::backend::config_at(dir.path().join("s"))
+                .open()
+                .expect("open"),
+        );
         let login = json!({ "user_id": 1, "auth_hash": [1, 2, 3] });
         let with = |pairs: &[(&str, serde_json::Value)]| Record {
             id: Id(0),
@@ -335,7 +345,11 @@ mod tower_contract {
     #[tokio::test]
     async fn save_after_delete_and_past_expiry_keep_the_session_gone() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = TowerStore::new(sessile::Store::open(dir.path().join("s")).expect("open"));
+        let store = TowerStore::new(
+            crate::backend::config_at(dir.path().join("s"))
+                .open()
+                .expect("open"),
+        );
         let mut r = record(9, "x");
         store.create(&mut r).await.expect("create");
         store.delete(&r.id).await.expect("delete");

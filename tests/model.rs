@@ -4,6 +4,8 @@
 //! session compared after every step. The fuzz target `fuzz/fuzz_targets/ops.rs` runs
 //! the same model (see `tests/support_reliability/model.rs`) on libFuzzer's inputs.
 
+#[path = "backend/mod.rs"]
+mod backend;
 mod support_reliability;
 
 use proptest::prelude::*;
@@ -31,7 +33,7 @@ proptest! {
     ) {
         let ops = Op::decode(&bytes);
         let dir = tempfile::tempdir().expect("tempdir");
-        model::run(&ops, cache, dir.path());
+        model::run_on(&ops, cache, dir.path(), &|p| backend::config_at(p));
     }
 }
 
@@ -118,9 +120,9 @@ fn boundary_walk_matches_the_model() {
         Len,
     ];
     let dir = tempfile::tempdir().expect("tempdir");
-    model::run(&ops, true, dir.path());
+    model::run_on(&ops, true, dir.path(), &|p| backend::config_at(p));
     let dir = tempfile::tempdir().expect("tempdir");
-    model::run(&ops, false, dir.path());
+    model::run_on(&ops, false, dir.path(), &|p| backend::config_at(p));
 }
 
 /// The committed `ops` fuzz seeds, including inputs that once found bugs, replay through
@@ -137,7 +139,7 @@ fn ops_fuzz_corpus_replays_through_the_model() {
         };
         let ops = Op::decode(&rest[..rest.len().min(600)]);
         let tmp = tempfile::tempdir().expect("tempdir");
-        model::run(&ops, first & 1 == 1, tmp.path());
+        model::run_on(&ops, first & 1 == 1, tmp.path(), &|p| backend::config_at(p));
         n += 1;
     }
     assert!(n >= 5, "the ops seed corpus is missing");
@@ -167,7 +169,7 @@ fn saves_near_the_absolute_end_match_the_model() {
     }
     for cache in [true, false] {
         let dir = tempfile::tempdir().expect("tempdir");
-        model::run(&ops, cache, dir.path());
+        model::run_on(&ops, cache, dir.path(), &|p| backend::config_at(p));
     }
 }
 
@@ -224,7 +226,7 @@ fn lifetimes_match_the_model() {
     ];
     for cache in [true, false] {
         let dir = tempfile::tempdir().expect("tempdir");
-        model::run(&ops, cache, dir.path());
+        model::run_on(&ops, cache, dir.path(), &|p| backend::config_at(p));
     }
     // A remembered session, kept alive past the store's absolute timeout, rotated after
     // going back to the store's lifetime: the rotation ends it.
@@ -251,6 +253,6 @@ fn lifetimes_match_the_model() {
     ]);
     for cache in [true, false] {
         let dir = tempfile::tempdir().expect("tempdir");
-        model::run(&ended, cache, dir.path());
+        model::run_on(&ended, cache, dir.path(), &|p| backend::config_at(p));
     }
 }

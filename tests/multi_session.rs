@@ -5,13 +5,15 @@
 //! the racing calls and asserts that none failed. `SESSILE_RACE_ROUNDS` overrides every
 //! test's round count. Every wait is bounded: a hang fails the test.
 
+#[path = "backend/mod.rs"]
+mod backend;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::Duration;
 
-use sessile::{Config, Error, ManualClock, Session, SessionHandle, SessionId, Store};
+use sessile::{Error, ManualClock, Session, SessionHandle, SessionId, Store};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -23,7 +25,7 @@ fn rounds(default: usize) -> usize {
 }
 
 fn open(dir: &Path, clock: &ManualClock, max: Option<usize>) -> Store {
-    let mut config = Config::new(dir.join("store"))
+    let mut config = backend::config_at(dir.join("store"))
         .cleanup_thread(false)
         .clock(clock.clock());
     if let Some(n) = max {
@@ -346,7 +348,7 @@ fn restores_racing_a_purge_keep_every_record_indexed() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = ManualClock::new();
-    let store = Config::new(dir.path().join("store"))
+    let store = backend::config_at(dir.path().join("store"))
         .cleanup_thread(false)
         .cleanup_batch(64)
         .clock(clock.clock())
@@ -380,7 +382,7 @@ fn repair_racing_writes_keeps_the_indexes_right() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = ManualClock::new();
-    let store = Config::new(dir.path().join("store"))
+    let store = backend::config_at(dir.path().join("store"))
         .cleanup_thread(false)
         .touch_granularity(Duration::ZERO)
         .cache_entries(8)

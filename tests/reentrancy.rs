@@ -3,18 +3,20 @@
 //! runs on a worker thread and a missing answer within the timeout fails the test (a hung
 //! worker is left behind holding its store). `SESSILE_RACE_ROUNDS` overrides round counts.
 
+#[path = "backend/mod.rs"]
+mod backend;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use sessile::{Config, Error, ManualClock, Session, Store};
+use sessile::{Error, ManualClock, Session, Store};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 fn open(dir: &Path, cache_entries: Option<usize>) -> Store {
-    let mut config = Config::new(dir.join("store"))
+    let mut config = backend::config_at(dir.join("store"))
         .cleanup_thread(false)
         .clock(ManualClock::new().clock());
     if let Some(n) = cache_entries {

@@ -4,12 +4,14 @@
 //! counter incremented through `update` is exact, and no destroyed session is back.
 //! Bounded by an operation count and a wall-clock budget (about two seconds).
 
+#[path = "backend/mod.rs"]
+mod backend;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use sessile::{Config, Error, ManualClock, Session, SessionId};
+use sessile::{Error, ManualClock, Session, SessionId};
 
 const THREADS: usize = 8;
 const COUNTERS: usize = 4;
@@ -26,7 +28,7 @@ fn read_n(s: &Session) -> u64 {
 fn concurrent_mixed_operations_keep_the_invariants_and_exact_counters() {
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = ManualClock::new();
-    let store = Config::new(dir.path().join("store"))
+    let store = backend::config_at(dir.path().join("store"))
         .idle_timeout(Duration::from_secs(60))
         .touch_granularity(Duration::ZERO)
         .cleanup_interval(Duration::from_millis(5))
@@ -226,7 +228,7 @@ fn revokes_caps_and_rotations_keep_per_user_counts() {
     // session seen as r's before a revoke must be dead after it).
     const USERS: [&str; 3] = ["a", "b", "r"];
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Config::new(dir.path().join("store"))
+    let store = backend::config_at(dir.path().join("store"))
         .max_sessions_per_user(CAP)
         .cleanup_thread(false)
         .cache_entries(16)

@@ -173,6 +173,19 @@ macro_rules! lease_check {
     };
 }
 
+/// The start of the scripts over a user's whole set: lists it as `members`, and answers
+/// `leased` (doing nothing) while any of them is under an `update`'s lease, so a revoke or
+/// cap lands before or after an update, as the stripe locks make it on sled.
+macro_rules! leases_check {
+    () => {
+        concat!(
+            "local members = redis.call('ZRANGE', KEYS[1], 0, -1) ",
+            "for _, m in ipairs(members) do ",
+            "if redis.call('EXISTS', ARGV[5] .. m) == 1 then return {'leased'} end end "
+        )
+    };
+}
+
 impl Scripts {
     fn new() -> Scripts {
         Scripts {
@@ -225,11 +238,13 @@ impl Scripts {
                 "if redis.call('EXISTS', KEYS[1]) == 0 then ",
                 "return redis.call('ZREM', KEYS[2], ARGV[1]) end return 0"
             )),
-            // KEYS: user set, expiry. ARGV: record key prefix, kept handle (hex) or "".
-            // Returns member, expires_at pairs of the records deleted.
+            // KEYS: user set, expiry. ARGV: record key prefix, kept handle (hex) or "",
+            // lease key prefix. Returns 'ok' and member, expires_at pairs of the records
+            // deleted, or 'leased' (nothing done) while an update holds one of them.
             revoke: Script::new(concat!(
-                "local out = {} ",
-                "for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do ",
+                leases_check!(),
+                "local out = {'ok'} ",
+                "for _, m in ipairs(members) do ",
                 "if ARGV[2] == '' or string.sub(m, 1, #ARGV[2]) ~= ARGV[2] then ",
                 "local exp = redis.call('ZSCORE', KEYS[2], m) ",
                 "if redis.call('DEL', ARGV[1] .. m) == 1 then ",
@@ -237,17 +252,19 @@ impl Scripts {
                 "redis.call('ZREM', KEYS[2], m) redis.call('ZREM', KEYS[1], m) end end ",
                 "return out"
             )),
-            // KEYS: user set, expiry. ARGV: record key prefix, max, kept member, now.
-            // Evicts the oldest live sessions (by created_at, then digest) beyond max,
-            // never the kept one. Returns the members evicted.
+            // KEYS: user set, expiry. ARGV: record key prefix, max, kept member, now,
+            // lease key prefix. Evicts the oldest live sessions (by created_at, then
+            // digest) beyond max, never the kept one. Returns 'ok' and the members
+            // evicted, or 'leased' as revoke does.
             cap: Script::new(concat!(
+                leases_check!(),
                 "local now = tonumber(ARGV[4]) local live = {} local keep = false ",
-                "for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do ",
+                "for _, m in ipairs(members) do ",
                 "local exp = redis.call('ZSCORE', KEYS[2], m) ",
                 "if exp and tonumber(exp) > now and redis.call('EXISTS', ARGV[1] .. m) == 1 then ",
                 "if m == ARGV[3] then keep = true else live[#live + 1] = m end end end ",
                 "local room = tonumber(ARGV[2]) if keep then room = room - 1 end ",
-                "local out = {} ",
+                "local out = {'ok'} ",
                 "for i = 1, #live - room do local m = live[i] ",
                 "redis.call('DEL', ARGV[1] .. m) redis.call('ZREM', KEYS[2], m) ",
                 "redis.call('ZREM', KEYS[1], m) out[#out + 1] = m end ",
@@ -356,6 +373,10 @@ impl RedisBackend {
         format!("{}:l:{}", self.ns, hex(&digest.0))
     }
 
+    fn lease_prefix(&self) -> String {
+        format!("{}:l:", self.ns)
+    }
+
     fn quarantine_key(&self) -> String {
         format!("{}:quarantine", self.ns)
     }
@@ -392,6 +413,25 @@ impl RedisBackend {
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(20));
         }
+    }
+
+    /// Runs a script over a user's set until no lease is in the way, for at most
+    /// [`LEASE`]; returns its answer after the leading `ok`.
+    fn past_set_leases(
+        &self,
+        mut script: impl FnMut(&mut Conn) -> Result<Vec<Vec<u8>>>,
+    ) -> Result<Vec<Vec<u8>>> {
+        let mut out = Vec::new();
+        self.past_leases(|conn| {
+            out = script(conn)?;
+            match out.first().map(Vec::as_slice) {
+                Some(b"ok") => Ok(1),
+                Some(b"leased") => Ok(-1),
+                _ => Err(Error::protocol("a user-set script gave no status")),
+            }
+        })?;
+        out.remove(0);
+        Ok(out)
     }
 
     /// Takes the lease on `digest` for an `update`, waiting up to [`LEASE`] for another
@@ -643,14 +683,19 @@ impl RedisBackend {
         user: &str,
         keep: Option<&[u8]>,
     ) -> Result<Vec<(Digest, u64)>> {
-        let out: Vec<Vec<u8>> = self
-            .scripts
-            .revoke
-            .key(self.user_key(Some(user)))
-            .key(self.expiry_key())
-            .arg(self.record_prefix())
-            .arg(keep.map(hex).unwrap_or_default())
-            .invoke(&mut *self.conn()?)?;
+        let out = self.past_set_leases(|conn| {
+            Ok(self
+                .scripts
+                .revoke
+                .key(self.user_key(Some(user)))
+                .key(self.expiry_key())
+                .arg(self.record_prefix())
+                .arg(keep.map(hex).unwrap_or_default())
+                .arg("")
+                .arg("")
+                .arg(self.lease_prefix())
+                .invoke(&mut **conn)?)
+        })?;
         out.chunks(2)
             .map(|pair| match pair {
                 [member, exp] => {
@@ -675,16 +720,19 @@ impl RedisBackend {
         keep: &Digest,
         now: u64,
     ) -> Result<Vec<Digest>> {
-        let out: Vec<Vec<u8>> = self
-            .scripts
-            .cap
-            .key(self.user_key(Some(user)))
-            .key(self.expiry_key())
-            .arg(self.record_prefix())
-            .arg(max)
-            .arg(hex(&keep.0))
-            .arg(now)
-            .invoke(&mut *self.conn()?)?;
+        let out = self.past_set_leases(|conn| {
+            Ok(self
+                .scripts
+                .cap
+                .key(self.user_key(Some(user)))
+                .key(self.expiry_key())
+                .arg(self.record_prefix())
+                .arg(max)
+                .arg(hex(&keep.0))
+                .arg(now)
+                .arg(self.lease_prefix())
+                .invoke(&mut **conn)?)
+        })?;
         out.iter()
             .map(|m| {
                 digest_of_hex(m).ok_or_else(|| Error::protocol("cap: a member is not a digest"))

@@ -285,9 +285,10 @@ impl StoreState {
         let digest = self.digest_of(id);
         // The locks (and the lease) are released at the end of this block, before the cap.
         let (result, step) = {
-            self.locks.refuse_inside_update()?;
-            let _lease = self.backend.lease(&digest)?;
             let held = self.locks.stripe(&digest)?;
+            // On Redis, other processes' writes wait for this lease, as this process's
+            // wait for the stripe lock (taken first, so threads here queue fairly).
+            let _lease = self.backend.lease(&digest)?;
             let now = self.now();
             let Some(old) = self
                 .record_locked(&digest, &held)?
@@ -326,7 +327,15 @@ impl StoreState {
             Step::Done((Committed::Gone | Committed::Expired(_), _)) => {
                 return Err(Error::NotFound);
             }
-            Step::Retry => return Err(Error::Contended),
+            // The record changed under the stripe lock: only a write this process's locks
+            // do not cover can do that (on Redis, another store's revoke-all or cap, which
+            // ignore leases). Gone means revoked: it stays so.
+            Step::Retry => {
+                return Err(match self.live_entry(&digest)? {
+                    None => Error::NotFound,
+                    Some(_) => Error::Contended,
+                });
+            }
         };
         if let Some(user) = assigned {
             self.enforce_user_limit(&user, &digest)?;

@@ -102,7 +102,7 @@ pub fn start<B: Backend>(config: impl Fn() -> Config, ttl: Duration) -> Server {
 
 fn plain(path: &Path) -> impl Fn() -> Config + use<> {
     let path = path.to_path_buf();
-    move || Config::new(&path)
+    move || crate::backend::config_at(&path)
 }
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -206,7 +206,7 @@ pub fn framework_ttl_outlives_the_store_timeouts<B: Backend>() {
     let clock = ManualClock::new();
     let path = dir.path().join("s");
     let c = clock.clone();
-    let config = move || Config::new(&path).clock(c.clock());
+    let config = move || crate::backend::config_at(&path).clock(c.clock());
     let server = start::<B>(config, 30 * DAY);
     let mut alice = server.client();
     ok(alice.post("/set/a/1"));
@@ -243,7 +243,7 @@ pub fn short_framework_ttl_ends_the_session_early<B: Backend>() {
     let clock = ManualClock::new();
     let path = dir.path().join("s");
     let c = clock.clone();
-    let config = move || Config::new(&path).clock(c.clock());
+    let config = move || crate::backend::config_at(&path).clock(c.clock());
     let server = start::<B>(config, Duration::from_secs(120));
     let mut alice = server.client();
     ok(alice.post("/set/a/1"));

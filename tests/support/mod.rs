@@ -6,11 +6,15 @@ use std::time::Duration;
 
 use sessile::{Config, ManualClock, Store};
 
+#[path = "../backend/mod.rs"]
+pub mod backend;
+pub use backend::on_redis;
+
 pub const IDLE: Duration = Duration::from_secs(30 * 60);
 pub const ABSOLUTE: Duration = Duration::from_secs(12 * 3600);
 
-/// A temp folder, a manual clock and a store without the background thread, so tests
-/// decide when cleanup runs.
+/// A temp folder (or a fresh namespace on the test Redis), a manual clock and a store
+/// without the background thread, so tests decide when cleanup runs.
 pub struct Fixture {
     pub dir: tempfile::TempDir,
     pub clock: ManualClock,
@@ -24,12 +28,27 @@ impl Fixture {
         }
     }
 
+    /// A sled fixture, or `None` when the suites run on Redis: for tests that look at
+    /// sled's files (their Redis counterparts are in `tests/redis.rs`).
+    pub fn sled_only() -> Option<Fixture> {
+        if on_redis() {
+            eprintln!("a test of sled's files: skipped on Redis (see tests/redis.rs)");
+            return None;
+        }
+        Some(Fixture::new())
+    }
+
     pub fn path(&self) -> PathBuf {
         self.dir.path().join("sessions")
     }
 
+    /// The default settings for this fixture's store, on its backend.
+    pub fn base_config(&self) -> Config {
+        backend::config_at(self.path())
+    }
+
     pub fn config(&self) -> Config {
-        Config::new(self.path())
+        self.base_config()
             .idle_timeout(IDLE)
             .absolute_timeout(ABSOLUTE)
             .clock(self.clock.clock())

@@ -325,8 +325,8 @@ fn counter(s: &Session) -> u64 {
         .map_or(0, u64::from_le_bytes)
 }
 
-fn config(path: &Path, clock: &ManualClock, cache: bool) -> Config {
-    Config::new(path)
+fn config(path: &Path, clock: &ManualClock, cache: bool, base: &dyn Fn(&Path) -> Config) -> Config {
+    base(path)
         .idle_timeout(Duration::from_millis(IDLE_MS))
         .absolute_timeout(Duration::from_millis(ABSOLUTE_MS))
         .touch_granularity(Duration::from_millis(GRANULARITY_MS))
@@ -340,9 +340,14 @@ fn config(path: &Path, clock: &ManualClock, cache: bool) -> Config {
 /// and operation) at the first difference. `cache` picks a tiny read cache (so entries
 /// are evicted and re-read from disk) or none.
 pub fn run(ops: &[Op], cache: bool, dir: &Path) {
+    run_on(ops, cache, dir, &|path| Config::new(path));
+}
+
+/// [`run`] with the store's settings starting from `base(path)` (a folder, or Redis).
+pub fn run_on(ops: &[Op], cache: bool, dir: &Path, base: &dyn Fn(&Path) -> Config) {
     let clock = ManualClock::starting_at(UNIX_EPOCH + Duration::from_millis(START_MS));
     let path = dir.join("store");
-    let mut store = config(&path, &clock, cache).open().expect("open");
+    let mut store = config(&path, &clock, cache, base).open().expect("open");
     let mut model = Model {
         now: START_MS,
         ..Model::default()
@@ -354,7 +359,7 @@ pub fn run(ops: &[Op], cache: bool, dir: &Path) {
         if *op == Op::Reopen {
             // Dropping the last handle stops the cleanup thread and flushes.
             drop(store);
-            store = config(&path, &clock, cache).open().expect(&ctx);
+            store = config(&path, &clock, cache, base).open().expect(&ctx);
         } else {
             apply(
                 *op,

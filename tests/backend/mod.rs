@@ -1,0 +1,174 @@
+//! Which backend a test's store lives on, and a real redis-server for the Redis runs: the
+//! one `.ci/run` starts (`SESSILE_TEST_REDIS_URL`), or one this test binary starts on a
+//! free loopback port, in a temporary folder, without persistence. It stops when the test
+//! binary exits.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Whether the suites run on Redis: `SESSILE_TEST_BACKEND=redis` (`.ci/run` runs them
+/// both ways).
+pub fn on_redis() -> bool {
+    std::env::var("SESSILE_TEST_BACKEND").is_ok_and(|b| b == "redis")
+}
+
+/// The default settings for a store "in" `path`: that folder, or on Redis a namespace
+/// named after it (so reopening the same path reopens the same store).
+pub fn config_at(path: impl AsRef<std::path::Path>) -> sessile::Config {
+    if !on_redis() {
+        return sessile::Config::new(path);
+    }
+    redis_config(&namespace_of(path.as_ref()))
+}
+
+/// The settings for namespace `ns` on the shared test server.
+#[cfg(feature = "redis")]
+pub fn redis_config(ns: &str) -> sessile::Config {
+    let url = shared_url().expect("SESSILE_TEST_BACKEND=redis needs redis-server");
+    sessile::Config::redis(url).redis_namespace(ns)
+}
+
+#[cfg(not(feature = "redis"))]
+pub fn redis_config(_ns: &str) -> sessile::Config {
+    panic!("SESSILE_TEST_BACKEND=redis needs --features redis")
+}
+
+fn namespace_of(path: &std::path::Path) -> String {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    let h = BuildHasherDefault::<DefaultHasher>::default().hash_one(path);
+    format!("t{h:016x}")
+}
+
+/// A redis-server this process started, stopped when dropped.
+pub struct RedisServer {
+    pub port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// Starts redis-server on `port` (a free one if `None`), or `None` if the binary is
+    /// missing outside CI. In CI a missing server fails the test.
+    pub fn start(port: Option<u16>) -> Option<RedisServer> {
+        let available = Command::new("redis-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !available {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "redis-server is not installed (.ci/run installs it)"
+            );
+            eprintln!("redis-server not installed: skipping the Redis part of this test");
+            return None;
+        }
+        let port = port.unwrap_or_else(free_port);
+        let dir = tempfile::tempdir().expect("temp dir");
+        // The shell stops the server when this process ends, even if it dies: it
+        // watches its parent (this test binary).
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(
+                "redis-server \"$@\" & r=$!; \
+                 while kill -0 $PPID 2>/dev/null && kill -0 $r 2>/dev/null; do sleep 0.2; done; \
+                 kill $r 2>/dev/null",
+            )
+            .arg("sh")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .args(["--dir", dir.path().to_str().expect("utf-8 temp dir")])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        wait_for_pong(port);
+        Some(RedisServer {
+            port,
+            child,
+            _dir: dir,
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Stops the server (as a crash would: SIGKILL) and waits until its port is closed.
+    pub fn kill(mut self) {
+        let _ = Command::new("pkill")
+            .args([
+                "-KILL",
+                "-f",
+                &format!("redis-server 127.0.0.1:{}", self.port),
+            ])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            assert!(Instant::now() < deadline, "redis-server did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = Command::new("pkill")
+            .args([
+                "-KILL",
+                "-f",
+                &format!("redis-server 127.0.0.1:{}", self.port),
+            ])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The URL of the shared test server: `SESSILE_TEST_REDIS_URL`, or one started for this
+/// test binary. `None` if there is no redis-server outside CI.
+pub fn shared_url() -> Option<String> {
+    static SERVER: OnceLock<Option<String>> = OnceLock::new();
+    SERVER
+        .get_or_init(|| {
+            if let Ok(url) = std::env::var("SESSILE_TEST_REDIS_URL") {
+                return Some(url);
+            }
+            let server = RedisServer::start(None)?;
+            let url = server.url();
+            // Lives as long as the test binary; its shell stops it at exit.
+            std::mem::forget(server);
+            Some(url)
+        })
+        .clone()
+}
+
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+fn wait_for_pong(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+            let mut buf = [0u8; 7];
+            if s.write_all(b"PING\r\n").is_ok()
+                && s.read_exact(&mut buf).is_ok()
+                && &buf == b"+PONG\r\n"
+            {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "redis-server did not answer on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
