@@ -83,6 +83,16 @@ impl StoreState {
         Ok(())
     }
 
+    /// Whether every operation is a network round trip (Redis): adapters then never run
+    /// store calls on an async worker thread.
+    pub(crate) fn on_network(&self) -> bool {
+        match self.backend {
+            Backend::Sled(_) => false,
+            #[cfg(feature = "redis")]
+            Backend::Redis(_) => true,
+        }
+    }
+
     pub(crate) fn now(&self) -> u64 {
         self.config.clock.now_ms()
     }

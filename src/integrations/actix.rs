@@ -222,8 +222,9 @@ impl SessionStore for ActixStore {
         let Ok(id) = session_key.as_ref().parse::<SessionId>() else {
             return Ok(None);
         };
-        let found =
-            helpers::load_session(&self.store, &id).map_err(|e| LoadError::Other(e.into()))?;
+        let found = helpers::load_session(&self.store, &id)
+            .await
+            .map_err(|e| LoadError::Other(e.into()))?;
         found
             .map(|(digest, e)| state(&e, digest.handle()))
             .transpose()

@@ -174,7 +174,8 @@ pub(crate) mod helpers {
 
     /// The live record of `digest`: from the cache, else read from sled, in place: a cache
     /// hit is well under a microsecond and a sled read of a cached page a few, while a
-    /// hand-off to the blocking pool costs tens.
+    /// hand-off to the blocking pool costs tens. (On Redis the adapters hand the whole
+    /// lookup to the blocking pool instead.)
     pub(crate) fn load(
         store: &Store,
         digest: Digest,
@@ -183,11 +184,15 @@ pub(crate) mod helpers {
     }
 
     /// [`load`] of the session `id` (of the core's tokens), through the store's memo of
-    /// token digests.
-    pub(crate) fn load_session(
+    /// token digests. On Redis (a network round trip) on the blocking pool.
+    pub(crate) async fn load_session(
         store: &Store,
         id: &SessionId,
     ) -> Result<Option<(Digest, Arc<Entry>)>, OffExecutorError> {
+        if store.state.on_network() {
+            let id = id.clone();
+            return super::off_executor(store, move |s| s.state.live_entry_of(&id)).await;
+        }
         Ok(store.state.live_entry_of(id)?)
     }
 }
@@ -267,7 +272,9 @@ where
     F: Fn(&Store) -> Result<T> + Send + 'static,
 {
     let in_place = match work {
-        Work::Write => store.state.config.durability != Durability::EveryWrite,
+        Work::Write => {
+            store.state.config.durability != Durability::EveryWrite && !store.state.on_network()
+        }
         Work::Long => false,
     };
     if in_place && let Some(result) = crate::locks::without_waiting(|| f(store)) {

@@ -108,7 +108,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 pub use super::engine::{BoxError, USER_KEY};
-use super::engine::{OffExecutorError, Saved, Work, helpers, run};
+use super::engine::{OffExecutorError, Saved, Work, helpers, off_executor, run};
 use crate::digests::{DigestMemo, Words};
 use crate::expiry::{self, Lifetime};
 use crate::id::{Digest, SessionHandle};
@@ -350,11 +350,19 @@ impl TowerStore {
 
     /// `load` for any version.
     async fn load_record(&self, id: i128) -> Result<Option<Arc<Entry>>, Refusal> {
-        let found = self.ids.find(
-            &id_words(id),
-            || digest(id),
-            |key| helpers::load(&self.store, *key),
-        );
+        let found = if self.store.state.on_network() {
+            let ids = Arc::clone(&self.ids);
+            off_executor(&self.store, move |s| {
+                ids.find(&id_words(id), || digest(id), |key| s.state.live_entry(key))
+            })
+            .await
+        } else {
+            self.ids.find(
+                &id_words(id),
+                || digest(id),
+                |key| helpers::load(&self.store, *key),
+            )
+        };
         Ok(found.map_err(|e| Refusal::of(&e))?.map(|(_, entry)| entry))
     }
 
