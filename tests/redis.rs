@@ -1,0 +1,470 @@
+//! The Redis backend as several servers use it: two `Store`s on one namespace are one
+//! store (writes, revokes, concurrent updates, rotations and caps across them), a sled
+//! store migrates with every token still loading, a server that goes away gives
+//! `Error::Storage` and the store recovers, and what the server holds (no tokens, the
+//! format marker, quarantine, the safety-net TTL).
+//!
+//! Each test starts from its own namespace on the shared test server (see
+//! `tests/backend`); the outage test starts and kills a server of its own. Every wait is
+//! bounded: a hang fails the test.
+
+#![cfg(feature = "redis")]
+
+#[path = "backend/mod.rs"]
+mod backend;
+
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use backend::RedisServer;
+use redis::Commands;
+use sessile::{Config, Error, Lifetime, ManualClock, Session, SessionId, Store};
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+fn rounds(default: usize) -> usize {
+    std::env::var("SESSILE_RACE_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A fresh namespace on the shared server, or `None` (skip) without redis-server outside
+/// CI.
+fn namespace() -> Option<(String, String)> {
+    let url = backend::shared_url()?;
+    let ns = format!("r{:016x}", rand::random::<u64>());
+    Some((url, ns))
+}
+
+fn config(url: &str, ns: &str, clock: &ManualClock) -> Config {
+    Config::redis(url)
+        .redis_namespace(ns)
+        .cleanup_thread(false)
+        .clock(clock.clock())
+}
+
+/// Two stores on one namespace, as two servers behind a load balancer would have.
+fn two_stores(url: &str, ns: &str, clock: &ManualClock, max: Option<usize>) -> (Store, Store) {
+    let open = || {
+        let mut c = config(url, ns, clock);
+        if let Some(n) = max {
+            c = c.max_sessions_per_user(n);
+        }
+        c.open().expect("open")
+    };
+    (open(), open())
+}
+
+fn raw(url: &str) -> redis::Connection {
+    redis::Client::open(url)
+        .expect("client")
+        .get_connection()
+        .expect("connection")
+}
+
+/// Every key of namespace `ns` with its value (strings, hashes and sorted sets flattened).
+fn everything_under(url: &str, ns: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut conn = raw(url);
+    let keys: Vec<Vec<u8>> = conn.keys(format!("{ns}:*")).expect("keys");
+    keys.into_iter()
+        .map(|key| {
+            let kind: String = redis::cmd("TYPE").arg(&key).query(&mut conn).expect("type");
+            let value: Vec<u8> = match kind.as_str() {
+                "string" => conn.get(&key).expect("get"),
+                "hash" => {
+                    let all: Vec<Vec<u8>> = conn.hgetall(&key).expect("hgetall");
+                    all.concat()
+                }
+                "zset" => {
+                    let all: Vec<Vec<u8>> = conn.zrange(&key, 0, -1).expect("zrange");
+                    all.concat()
+                }
+                other => panic!("unexpected key type {other}"),
+            };
+            (key, value)
+        })
+        .collect()
+}
+
+/// The result of a racer, or a panic if it hung.
+fn collect<T>(rx: &mpsc::Receiver<T>, what: &str) -> T {
+    match rx.recv_timeout(TIMEOUT) {
+        Ok(v) => v,
+        Err(RecvTimeoutError::Timeout) => panic!("{what}: hung for {TIMEOUT:?}"),
+        Err(RecvTimeoutError::Disconnected) => panic!("{what}: panicked"),
+    }
+}
+
+fn spawn_after<T: Send + 'static>(
+    barrier: &Arc<Barrier>,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> mpsc::Receiver<T> {
+    let (barrier, (tx, rx)) = (Arc::clone(barrier), mpsc::channel());
+    std::thread::spawn(move || {
+        barrier.wait();
+        let _ = tx.send(f());
+    });
+    rx
+}
+
+fn logged_in(store: &Store, user: &str) -> Session {
+    let mut s = store.create().expect("create");
+    s.set_user(Some(user));
+    store.save(&s).expect("save");
+    s
+}
+
+#[test]
+fn two_stores_see_each_others_writes_and_revokes_at_once() {
+    let Some((url, ns)) = namespace() else { return };
+    let clock = ManualClock::new();
+    let (a, b) = two_stores(&url, &ns, &clock, None);
+
+    let mut s = a.create().expect("create on a");
+    s.insert("cart", &3u32).expect("insert");
+    a.save(&s).expect("save on a");
+    let mut on_b = b.load(s.id()).expect("load on b").expect("visible on b");
+    assert_eq!(on_b.get::<u32>("cart").expect("get"), Some(3));
+
+    on_b.insert("cart", &4u32).expect("insert");
+    b.save(&on_b).expect("save on b");
+    let on_a = a.load(s.id()).expect("load on a").expect("live");
+    assert_eq!(
+        on_a.get::<u32>("cart").expect("get"),
+        Some(4),
+        "a saw b's save"
+    );
+
+    // A logout through one server is seen by the other's very next load.
+    assert!(b.destroy(s.id()).expect("destroy on b"));
+    assert!(a.load(s.id()).expect("load on a").is_none());
+
+    // Revoke-all through one server, then rotation and listing through the other.
+    let x = logged_in(&a, "ada");
+    let y = logged_in(&b, "ada");
+    assert_eq!(b.sessions_of("ada").expect("list").len(), 2);
+    assert_eq!(a.destroy_user("ada", None).expect("revoke"), 2);
+    assert!(b.load(x.id()).expect("load").is_none());
+    assert!(b.load(y.id()).expect("load").is_none());
+    assert!(b.sessions_of("ada").expect("list").is_empty());
+    assert_eq!(a.len().expect("len"), 0);
+    assert!(b.verify(false).expect("verify").is_consistent());
+}
+
+#[test]
+fn concurrent_updates_through_two_stores_lose_nothing() {
+    let Some((url, ns)) = namespace() else { return };
+    let clock = ManualClock::new();
+    let (a, b) = two_stores(&url, &ns, &clock, None);
+    let s = a.create().expect("create");
+    const PER_THREAD: u64 = 100;
+    let barrier = Arc::new(Barrier::new(4));
+    let racers: Vec<_> = [&a, &a, &b, &b]
+        .into_iter()
+        .map(|store| {
+            let (store, id) = (store.clone(), s.id().clone());
+            spawn_after(&barrier, move || {
+                for _ in 0..PER_THREAD {
+                    store
+                        .update(&id, |s| {
+                            let n = s.get::<u64>("n").expect("get").unwrap_or(0);
+                            s.insert("n", &(n + 1)).expect("insert");
+                        })
+                        .expect("update")
+                        .expect("live");
+                }
+            })
+        })
+        .collect();
+    for rx in &racers {
+        collect(rx, "an updater");
+    }
+    let n = b
+        .load(s.id())
+        .expect("load")
+        .expect("live")
+        .get::<u64>("n")
+        .expect("get");
+    assert_eq!(n, Some(4 * PER_THREAD), "every increment landed once");
+}
+
+/// Revoke-all through one store racing a rotation through the other: whatever the order,
+/// no token of the user is live afterwards (the rotation lands before the revoke and its
+/// new token is revoked, or after and fails).
+#[test]
+fn revoke_through_one_store_racing_rotation_through_the_other_leaves_nothing_live() {
+    let Some((url, ns)) = namespace() else { return };
+    let clock = ManualClock::new();
+    let (a, b) = two_stores(&url, &ns, &clock, None);
+    let mut failures = Vec::new();
+    for round in 0..rounds(100) {
+        let user = format!("u{round}");
+        let mut s = logged_in(&a, &user);
+        let barrier = Arc::new(Barrier::new(2));
+        let revoke = {
+            let (a, user) = (a.clone(), user.clone());
+            spawn_after(&barrier, move || a.destroy_user(&user, None))
+        };
+        let rotate = {
+            let b = b.clone();
+            spawn_after(&barrier, move || {
+                let rotated = b.regenerate(&mut s);
+                (rotated, s)
+            })
+        };
+        let revoked = collect(&revoke, "revoke");
+        let (rotated, s) = collect(&rotate, "rotation");
+        assert!(revoked.is_ok(), "round {round}: {revoked:?}");
+        assert!(
+            matches!(rotated, Ok(()) | Err(Error::NotFound)),
+            "round {round}: {rotated:?}"
+        );
+        let live = a.load(s.id()).expect("load").is_some();
+        let listed = b.sessions_of(&user).expect("list").len();
+        if live || listed > 0 {
+            failures.push(format!("round {round}: live {live}, listed {listed}"));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:?}");
+}
+
+/// Logins through both stores under a cap of 1: exactly one session survives each round.
+#[test]
+fn a_cap_holds_across_two_stores() {
+    let Some((url, ns)) = namespace() else { return };
+    let clock = ManualClock::new();
+    let (a, b) = two_stores(&url, &ns, &clock, Some(1));
+    let mut failures = Vec::new();
+    for round in 0..rounds(100) {
+        let user = format!("u{round}");
+        let barrier = Arc::new(Barrier::new(2));
+        let logins: Vec<_> = [&a, &b]
+            .into_iter()
+            .map(|store| {
+                let (store, user) = (store.clone(), user.clone());
+                spawn_after(&barrier, move || {
+                    let mut s = store.create().expect("create");
+                    s.set_user(Some(user.as_str()));
+                    store.save(&s).map(|()| s)
+                })
+            })
+            .collect();
+        let saved: Vec<_> = logins.iter().map(|rx| collect(rx, "login")).collect();
+        let live = saved
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .filter(|s| a.load(s.id()).expect("load").is_some())
+            .count();
+        let listed = b.sessions_of(&user).expect("list").len();
+        if live != 1 || listed != 1 {
+            failures.push(format!("round {round}: live {live}, listed {listed}"));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:?}");
+}
+
+#[test]
+fn a_sled_store_migrates_with_every_token_still_loading() {
+    let Some((url, ns)) = namespace() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new();
+    let sled = Config::new(dir.path().join("s"))
+        .cleanup_thread(false)
+        .clock(clock.clock())
+        .open()
+        .expect("open sled");
+    let mut ids = Vec::new();
+    for i in 0..200u32 {
+        let mut s = sled.create().expect("create");
+        s.insert("i", &i).expect("insert");
+        if i % 3 == 0 {
+            s.set_user(Some(["ada", "bob"][i as usize % 2]));
+        }
+        if i % 10 == 0 {
+            s.set_lifetime(Lifetime::default().with_idle(Duration::from_secs(30 * 24 * 3600)));
+        }
+        sled.save(&s).expect("save");
+        ids.push((s.id().to_string(), i));
+    }
+    let before_ada = sled.sessions_of("ada").expect("list").len();
+
+    let redis = config(&url, &ns, &clock).open().expect("open redis");
+    let mut moved = 0;
+    for dump in sled.dump() {
+        redis.restore(&dump.expect("dump")).expect("restore");
+        moved += 1;
+    }
+    assert_eq!(moved, 200);
+    drop(sled);
+
+    for (token, i) in &ids {
+        let id: SessionId = token.parse().expect("token");
+        let s = redis
+            .load(&id)
+            .expect("load")
+            .expect("the old cookie still works");
+        assert_eq!(s.get::<u32>("i").expect("get"), Some(*i));
+        if i % 10 == 0 {
+            assert_eq!(
+                s.lifetime().idle(),
+                Some(Duration::from_secs(30 * 24 * 3600))
+            );
+        }
+    }
+    assert_eq!(redis.sessions_of("ada").expect("list").len(), before_ada);
+    assert_eq!(redis.len().expect("len"), 200);
+    let report = redis.verify(false).expect("verify");
+    assert!(report.is_consistent(), "{report:?}");
+    assert_eq!(report.records, 200);
+}
+
+#[test]
+fn no_token_reaches_the_server() {
+    let Some((url, ns)) = namespace() else { return };
+    let clock = ManualClock::new();
+    let store = config(&url, &ns, &clock).open().expect("open");
+    let mut tokens = Vec::new();
+    for _ in 0..20 {
+        let mut s = logged_in(&store, "ada");
+        tokens.push(s.id().to_string());
+        store.regenerate(&mut s).expect("rotate");
+        tokens.push(s.id().to_string());
+    }
+    let stored = everything_under(&url, &ns);
+    assert!(stored.len() > 20, "the namespace holds the sessions");
+    for token in &tokens {
+        for (key, value) in &stored {
+            let hay = [key.as_slice(), value.as_slice()].concat();
+            assert!(
+                !hay.windows(token.len()).any(|w| w == token.as_bytes()),
+                "a token is on the server"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_format_from_the_future_is_refused_and_nothing_changes() {
+    let Some((url, ns)) = namespace() else { return };
+    let clock = ManualClock::new();
+    drop(config(&url, &ns, &clock).open().expect("open"));
+    let mut conn = raw(&url);
+    let _: () = conn.set(format!("{ns}:format"), 99).expect("set");
+    match config(&url, &ns, &clock).open() {
+        Err(Error::UnsupportedFormat { found: 99, .. }) => {}
+        other => panic!("expected UnsupportedFormat, got {other:?}"),
+    }
+    let _: () = conn.set(format!("{ns}:format"), "two").expect("set");
+    assert!(matches!(
+        config(&url, &ns, &clock).open(),
+        Err(Error::Corrupt(_))
+    ));
+    let format: String = conn.get(format!("{ns}:format")).expect("get");
+    assert_eq!(format, "two", "a refused open writes nothing");
+}
+
+#[test]
+fn an_undecodable_record_is_quarantined_and_the_others_survive() {
+    let Some((url, ns)) = namespace() else { return };
+    let clock = ManualClock::new();
+    let store = config(&url, &ns, &clock).open().expect("open");
+    let bad = store.create().expect("create");
+    let good = store.create().expect("create");
+    let key = {
+        let mut conn = raw(&url);
+        let keys: Vec<String> = conn
+            .keys(format!("{ns}:s:{}*", bad.id().handle()))
+            .expect("keys");
+        assert_eq!(keys.len(), 1, "the record is under its digest");
+        let _: () = conn
+            .set(&keys[0], b"\xff\xffgarbage".as_slice())
+            .expect("set");
+        keys[0].clone()
+    };
+    assert!(store.load(bad.id()).expect("load").is_none());
+    assert!(store.load(good.id()).expect("load").is_some());
+    let mut conn = raw(&url);
+    let exists: bool = conn.exists(&key).expect("exists");
+    assert!(!exists, "moved out of the way");
+    let kept: usize = conn.hlen(format!("{ns}:quarantine")).expect("hlen");
+    assert_eq!(kept, 1, "the bytes are kept");
+    assert_eq!(store.stats().quarantined, 1);
+    let report = store.verify(true).expect("repair");
+    assert_eq!(report.quarantined, 1);
+    assert!(store.verify(false).expect("verify").is_consistent());
+}
+
+#[test]
+fn records_carry_a_ttl_past_their_expiry_as_a_safety_net() {
+    let Some((url, ns)) = namespace() else { return };
+    let clock = ManualClock::new();
+    let store = config(&url, &ns, &clock)
+        .idle_timeout(Duration::from_secs(60))
+        .open()
+        .expect("open");
+    let s = store.create().expect("create");
+    let mut conn = raw(&url);
+    let keys: Vec<String> = conn
+        .keys(format!("{ns}:s:{}*", s.id().handle()))
+        .expect("keys");
+    let ttl: i64 = conn.pttl(&keys[0]).expect("pttl");
+    // The idle timeout plus five minutes, counted from the write.
+    assert!((300_000..=360_000).contains(&ttl), "ttl {ttl} ms");
+}
+
+#[test]
+fn a_server_that_goes_away_gives_storage_errors_and_the_store_recovers() {
+    let Some(server) = RedisServer::start(None) else {
+        return;
+    };
+    let port = server.port;
+    let url = server.url();
+    let clock = ManualClock::new();
+    let store = config(&url, "outage", &clock)
+        .cleanup_thread(true)
+        .cleanup_interval(Duration::from_millis(10))
+        .open()
+        .expect("open");
+    let s = store.create().expect("create");
+    server.kill();
+
+    let started = Instant::now();
+    for result in [
+        store.load(s.id()).map(drop),
+        store.create().map(drop),
+        store.save(&s),
+        store.destroy_user("ada", None).map(drop),
+        store.purge_expired().map(drop),
+    ] {
+        match result {
+            Err(Error::Storage(cause)) => {
+                assert!(cause.to_string().starts_with("redis"), "{cause}");
+            }
+            other => panic!("expected Error::Storage, got {other:?}"),
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "errors come within the timeouts"
+    );
+    std::thread::sleep(Duration::from_millis(50)); // the cleanup thread fails a pass or two
+
+    let _back = RedisServer::start(Some(port)).expect("restart on the same port");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let fresh = loop {
+        match store.create() {
+            Ok(s) => break s,
+            Err(Error::Storage(_)) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("the store did not recover: {e}"),
+        }
+    };
+    assert!(store.load(fresh.id()).expect("load").is_some());
+    assert!(
+        store.stats().cleanup_errors > 0,
+        "the cleanup thread kept going"
+    );
+}
