@@ -1,6 +1,9 @@
 //! The `sessile` binary, run as a process on stores built here with the library.
 #![cfg(feature = "cli")]
 
+#[path = "backend/mod.rs"]
+mod backend;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, SystemTime};
@@ -537,5 +540,72 @@ fn import_reads_version_1_dumps_and_lifetimes_round_trip() {
         loaded.lifetime(),
         sessile::Lifetime::default(),
         "version 1 has none"
+    );
+}
+
+/// `sessile export ./data dump && sessile import redis://... dump` moves every session
+/// under the same keys (so every cookie keeps working), and the other commands work on
+/// the Redis store.
+#[test]
+fn a_folder_migrates_to_redis_and_every_command_takes_a_url() {
+    let Some(url) = backend::shared_url() else {
+        return;
+    };
+    let ns = format!("cli{:016x}", std::process::id());
+    let on_redis = |args: &[&str]| {
+        let mut full = vec![args[0], url.as_str()];
+        full.extend_from_slice(&args[1..]);
+        Command::new(BIN)
+            .args(&full)
+            .env("SESSILE_REDIS_NAMESPACE", &ns)
+            .output()
+            .expect("run sessile")
+    };
+    // Nothing there yet: read-only commands refuse (and create nothing).
+    let o = on_redis(&["list"]);
+    assert_eq!(code(&o), 5, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("SESSILE_REDIS_NAMESPACE"),
+        "{}",
+        stderr(&o)
+    );
+
+    let f = fixture();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("dump.jsonl");
+    let file_s = file.to_str().expect("utf-8");
+    assert_eq!(code(&run(&["export", file_s], &f.path)), 0);
+    let o = on_redis(&["import", file_s]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).contains("imported 5 sessions"), "{}", stdout(&o));
+
+    let redis = Config::redis(url.as_str())
+        .redis_namespace(ns.as_str())
+        .cleanup_thread(false)
+        .open()
+        .expect("open redis");
+    let mut moved: Vec<SessionDump> = redis.dump().collect::<Result<_, _>>().expect("dump");
+    moved.sort_by(|a, b| a.key.cmp(&b.key));
+    assert_eq!(
+        moved,
+        dump_of(&f.path),
+        "same keys (digests), same sessions"
+    );
+
+    let listed = json(&on_redis(&["list", "--all", "--json"]));
+    assert_eq!(listed.as_array().expect("array").len(), 5);
+    let stats = json(&on_redis(&["stats", "--json"]));
+    assert_eq!(stats["live"], 3);
+    assert_eq!(stats["expired"], 2);
+    assert!(stats["disk_bytes"].is_null());
+    let o = on_redis(&["revoke", "--user", "alice"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(redis.sessions_of("alice").expect("list").is_empty());
+    assert_eq!(code(&on_redis(&["verify"])), 0);
+    assert_eq!(code(&on_redis(&["purge"])), 0);
+    assert_eq!(
+        redis.len().expect("len"),
+        1,
+        "the anonymous live session is left"
     );
 }

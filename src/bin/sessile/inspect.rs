@@ -20,7 +20,8 @@ const WEEK_MS: u64 = 7 * DAY_MS;
 struct StatsReport {
     path: String,
     format_version: u32,
-    disk_bytes: u64,
+    /// `null` for a store on Redis.
+    disk_bytes: Option<u64>,
     records: u64,
     live: u64,
     expired: u64,
@@ -77,7 +78,10 @@ pub fn stats(dir: &Path, json: bool, out: &mut dyn Write) -> Result<u8, CliError
     }
     report.users = users.len() as u64;
     drop(store);
-    report.disk_bytes = folder_size(dir)?;
+    report.disk_bytes = match open::redis_url(dir) {
+        Some(_) => None,
+        None => Some(folder_size(dir)?),
+    };
 
     if json {
         serde_json::to_writer_pretty(&mut *out, &report)?;
@@ -96,11 +100,10 @@ pub fn stats(dir: &Path, json: bool, out: &mut dyn Write) -> Result<u8, CliError
             ("format version", report.format_version.to_string()),
             (
                 "disk size",
-                format!(
-                    "{} ({} bytes)",
-                    fmt::size(report.disk_bytes),
-                    report.disk_bytes
-                ),
+                match report.disk_bytes {
+                    Some(bytes) => format!("{} ({bytes} bytes)", fmt::size(bytes)),
+                    None => "on Redis (see the server's INFO memory)".into(),
+                },
             ),
             ("live sessions", fmt::thousands(report.live)),
             (

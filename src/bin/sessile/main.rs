@@ -32,10 +32,12 @@ Exit codes:
 
 /// Inspect, maintain, back up and benchmark a sessile session store.
 ///
-/// Every command except `import` and `bench` works on an existing store folder and never
-/// creates one. Commands open the store without its cleanup thread, so looking at a store
-/// never deletes expired sessions behind your back (`purge` does that when asked). A store
-/// is locked while a server has it open: stop the server first.
+/// Every command except `import` and `bench` works on an existing store and never creates
+/// one. A store is a folder or a Redis URL (`redis://host:port/db`; the key namespace is
+/// `SESSILE_REDIS_NAMESPACE`, default `sessile`). Commands open the store without its
+/// cleanup thread, so looking at a store never deletes expired sessions behind your back
+/// (`purge` does that when asked). A folder is locked while a server has it open: stop
+/// the server first. A Redis store is shared: commands work while servers run.
 #[derive(Debug, Parser)]
 #[command(name = "sessile", version, after_help = EXIT_CODES, max_term_width = 100)]
 struct Cli {
@@ -51,7 +53,7 @@ enum Command {
     /// disk until the server's cleanup thread (or `sessile purge`) deletes them.
     #[command(after_help = EXIT_CODES)]
     Stats {
-        /// The store folder.
+        /// The store: a folder, or a Redis URL (redis://host:port/db).
         dir: PathBuf,
         #[command(flatten)]
         output: Output,
@@ -62,7 +64,7 @@ enum Command {
     /// and `revoke`; they cannot be used as cookies.
     #[command(after_help = EXIT_CODES)]
     List {
-        /// The store folder.
+        /// The store: a folder, or a Redis URL (redis://host:port/db).
         dir: PathBuf,
         /// Only sessions of this user.
         #[arg(long, value_name = "USER")]
@@ -84,7 +86,7 @@ enum Command {
     /// Values are shown only with `--values`: they may hold secrets such as CSRF tokens.
     #[command(after_help = EXIT_CODES)]
     Show {
-        /// The store folder.
+        /// The store: a folder, or a Redis URL (redis://host:port/db).
         dir: PathBuf,
         /// The session's handle (32 hex characters, as `list` prints it).
         handle: SessionHandle,
@@ -99,13 +101,13 @@ enum Command {
     /// The same work the server's cleanup thread does on its interval.
     #[command(after_help = EXIT_CODES)]
     Purge {
-        /// The store folder.
+        /// The store: a folder, or a Redis URL (redis://host:port/db).
         dir: PathBuf,
     },
     /// Revokes sessions: all of one user's, or one by handle. Flushed to disk before exit.
     #[command(after_help = EXIT_CODES)]
     Revoke {
-        /// The store folder.
+        /// The store: a folder, or a Redis URL (redis://host:port/db).
         dir: PathBuf,
         #[command(flatten)]
         target: RevokeTarget,
@@ -117,7 +119,7 @@ enum Command {
     /// checks again.
     #[command(after_help = EXIT_CODES)]
     Verify {
-        /// The store folder.
+        /// The store: a folder, or a Redis URL (redis://host:port/db).
         dir: PathBuf,
         /// Fix what can be fixed.
         #[arg(long)]
@@ -131,7 +133,7 @@ enum Command {
     /// keep it as private as the store folder.
     #[command(after_help = EXIT_CODES)]
     Export {
-        /// The store folder.
+        /// The store: a folder, or a Redis URL (redis://host:port/db).
         dir: PathBuf,
         /// The dump file to write, or `-` for standard output.
         file: PathBuf,
@@ -145,7 +147,7 @@ enum Command {
     /// exported store keep working with the imported one.
     #[command(after_help = EXIT_CODES)]
     Import {
-        /// The store folder (created if missing).
+        /// The store: a folder (created if missing), or a Redis URL (redis://host:port/db).
         dir: PathBuf,
         /// The dump file to read, or `-` for standard input.
         file: PathBuf,

@@ -1,5 +1,7 @@
-//! Opening a store folder the way an operator needs it: no cleanup thread, no folder
-//! created by accident, and errors that say what to do.
+//! Opening a store the way an operator needs it: no cleanup thread, no store created by
+//! accident, and errors that say what to do. A store is a folder, or a Redis URL
+//! (`redis://host:port/db`, `rediss://`, `redis+unix://`), with the key namespace taken
+//! from `SESSILE_REDIS_NAMESPACE` (default `sessile`), as the server's `Config` has it.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -31,8 +33,11 @@ pub enum Folder {
 ///   longest timeouts and ceilings a store accepts are at least as long as any server's,
 ///   so sessions with their own lifetimes are judged by their stored expiry too.
 pub fn config(dir: &Path) -> Config {
-    Config::new(dir)
-        .cleanup_thread(false)
+    let base = match redis_url(dir) {
+        Some(url) => Config::redis(url).redis_namespace(namespace()),
+        None => Config::new(dir),
+    };
+    base.cleanup_thread(false)
         .idle_timeout(sessile::MAX_TIMEOUT)
         .max_idle_timeout(sessile::MAX_TIMEOUT)
         .max_absolute_timeout(sessile::MAX_TIMEOUT)
@@ -46,8 +51,46 @@ pub fn open(
     folder: Folder,
     tweak: impl FnOnce(Config) -> Config,
 ) -> Result<Store, CliError> {
-    check_folder(dir, folder)?;
+    match redis_url(dir) {
+        Some(url) => check_namespace(url, folder)?,
+        None => check_folder(dir, folder)?,
+    }
     tweak(config(dir)).open().map_err(|e| open_error(e, dir))
+}
+
+/// The Redis URL `dir` is, if it is one rather than a folder.
+pub fn redis_url(dir: &Path) -> Option<&str> {
+    let s = dir.to_str()?;
+    ["redis://", "rediss://", "redis+unix://"]
+        .iter()
+        .any(|scheme| s.starts_with(scheme))
+        .then_some(s)
+}
+
+/// The key namespace of Redis stores: `SESSILE_REDIS_NAMESPACE`, default `sessile`.
+pub fn namespace() -> String {
+    std::env::var("SESSILE_REDIS_NAMESPACE").unwrap_or_else(|_| "sessile".into())
+}
+
+/// On Redis, a store exists once its format marker does: commands other than `import`
+/// must not create one in a mistyped namespace or database.
+fn check_namespace(url: &str, folder: Folder) -> Result<(), CliError> {
+    if folder == Folder::CreateIfMissing {
+        return Ok(());
+    }
+    let marker = format!("{}:format", namespace());
+    let exists = redis::Client::open(url)
+        .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(5)))
+        .and_then(|mut c| redis::cmd("EXISTS").arg(&marker).query::<bool>(&mut c))
+        .map_err(|e| CliError::failed(format!("cannot reach the Redis server: {e}")))?;
+    if exists {
+        return Ok(());
+    }
+    Err(CliError::not_found(format!(
+        "there is no session store on this Redis server in namespace {:?} (no {marker} key)",
+        namespace()
+    ))
+    .hint("check the URL's database number and SESSILE_REDIS_NAMESPACE; this command never creates a store"))
 }
 
 fn check_folder(dir: &Path, folder: Folder) -> Result<(), CliError> {
