@@ -9,7 +9,11 @@
 //!   cookie-signing key in `cookie-key`, mode 0600, made on first start);
 //! - `SESSILE_ADDR`: listen address, default `127.0.0.1:3000`;
 //! - `SESSILE_COOKIE_KEY`: the cookie-signing key as base64 of at least 64 bytes, instead
-//!   of the key file.
+//!   of the key file;
+//! - `SESSILE_REDIS_URL` (with `--features tower,redis`): keep the sessions on this Redis
+//!   or Valkey server instead of the folder, so several copies of this server behind a
+//!   load balancer share them (give them the same cookie key); `SESSILE_REDIS_NAMESPACE`
+//!   picks the key prefix (default `sessile`).
 //!
 //! Routes (all JSON):
 //! - `GET /` -> `{"user": null | "name", "visits": N}`, N counting the loads of `/` in

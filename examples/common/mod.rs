@@ -14,16 +14,37 @@ use base64::Engine as _;
 use serde_json::json;
 use tower_sessions::cookie::Key;
 
-/// Opens the store in `<data>/sessions` and the cookie key, on the blocking pool (they
-/// read the disk).
+/// Opens the store and the cookie key, on the blocking pool (they read the disk or the
+/// network). The store is in `<data>/sessions`, or on the Redis server at
+/// `SESSILE_REDIS_URL` (key namespace `SESSILE_REDIS_NAMESPACE`, default `sessile`) if
+/// that is set: then any number of these servers share their sessions (give them the same
+/// cookie key too).
 pub async fn open(data: &Path) -> Result<(sessile::Store, Key), Box<dyn Error + Send + Sync>> {
     let folder = data.to_path_buf();
     tokio::task::spawn_blocking(move || {
         let key = cookie_key(&folder)?;
-        let store = sessile::Config::new(folder.join("sessions")).open()?;
+        let store = store_config(&folder)?.open()?;
         Ok((store, key))
     })
     .await?
+}
+
+/// The store's settings: `<data>/sessions`, or `SESSILE_REDIS_URL`.
+fn store_config(data: &Path) -> Result<sessile::Config, Box<dyn Error + Send + Sync>> {
+    let Ok(url) = std::env::var("SESSILE_REDIS_URL") else {
+        return Ok(sessile::Config::new(data.join("sessions")));
+    };
+    #[cfg(feature = "redis")]
+    {
+        let namespace =
+            std::env::var("SESSILE_REDIS_NAMESPACE").unwrap_or_else(|_| "sessile".into());
+        Ok(sessile::Config::redis(url).redis_namespace(namespace))
+    }
+    #[cfg(not(feature = "redis"))]
+    {
+        let _ = url;
+        Err("SESSILE_REDIS_URL is set: build with `--features redis`".into())
+    }
 }
 
 /// Serves `app` on `addr` until Ctrl-C or SIGTERM, then flushes `store` (off the

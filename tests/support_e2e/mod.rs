@@ -46,10 +46,19 @@ pub struct Running {
 impl Running {
     /// Starts `example` (built with `features`) on the data folder `data`, on a free port.
     pub fn start(example: &str, features: &str, data: &Path) -> Running {
+        Running::start_with(example, features, data, &[])
+    }
+
+    /// [`start`](Self::start) with more environment variables (and without the Redis
+    /// ones unless given).
+    pub fn start_with(example: &str, features: &str, data: &Path, env: &[(&str, &str)]) -> Running {
         let mut child = Command::new(example_binary(example, features))
             .env("SESSILE_DATA", data)
             .env("SESSILE_ADDR", "127.0.0.1:0")
             .env_remove("SESSILE_COOKIE_KEY")
+            .env_remove("SESSILE_REDIS_URL")
+            .env_remove("SESSILE_REDIS_NAMESPACE")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -1,0 +1,85 @@
+//! End to end on Redis: two processes of `examples/server.rs` on one Redis namespace, as
+//! two servers behind a load balancer. A login through one is seen by the other, visits
+//! counted on both add up, and a logout (or "log out other devices") through one holds on
+//! the other at once.
+
+#![cfg(all(unix, feature = "tower", feature = "redis"))]
+
+#[path = "backend/mod.rs"]
+mod backend;
+mod support_e2e;
+
+use serde_json::json;
+
+use support_e2e::{Client, Running};
+
+#[test]
+fn two_server_processes_on_one_redis_share_logins_and_logouts() {
+    let Some(url) = backend::shared_url() else {
+        return;
+    };
+    let ns = format!("e2e{:016x}", std::process::id());
+    let dir = tempfile::tempdir().expect("tempdir");
+    // One data folder for both: it holds only the cookie key, which they must share.
+    let data = dir.path().join("data");
+    let env = [
+        ("SESSILE_REDIS_URL", url.as_str()),
+        ("SESSILE_REDIS_NAMESPACE", ns.as_str()),
+    ];
+    let a = Running::start_with("server", "tower redis", &data, &env);
+    let b = Running::start_with("server", "tower redis", &data, &env);
+    assert!(
+        !data.join("sessions").exists(),
+        "no sled folder: the sessions are on Redis"
+    );
+
+    let mut laptop = Client::new(a.addr);
+    assert_eq!(laptop.get("/").json(), json!({ "user": null, "visits": 1 }));
+    assert_eq!(laptop.post_form("/login", "user=alice").status, 200);
+    laptop.addr = b.addr;
+    assert_eq!(
+        laptop.get("/").json(),
+        json!({ "user": "alice", "visits": 2 }),
+        "b sees the login made through a"
+    );
+    laptop.addr = a.addr;
+    assert_eq!(
+        laptop.get("/").json(),
+        json!({ "user": "alice", "visits": 3 }),
+        "a sees the visit counted by b"
+    );
+
+    let mut phone = Client::new(b.addr);
+    assert_eq!(
+        phone.post_form("/login", "user=alice&remember=on").status,
+        200
+    );
+    let devices = laptop.get("/devices").json();
+    assert_eq!(
+        devices["devices"].as_array().expect("a list").len(),
+        2,
+        "{devices}"
+    );
+    assert_eq!(
+        laptop.post("/logout-others").json(),
+        json!({ "user": "alice", "destroyed": 1 })
+    );
+    assert_eq!(
+        phone.get("/").json()["user"],
+        json!(null),
+        "the phone, served by b, was logged out through a"
+    );
+
+    let before_logout = laptop.clone();
+    laptop.addr = b.addr;
+    assert_eq!(laptop.post("/logout").status, 200);
+    let mut replay = before_logout;
+    replay.addr = a.addr;
+    assert_eq!(
+        replay.get("/").json(),
+        json!({ "user": null, "visits": 1 }),
+        "a logout through b holds on a"
+    );
+    a.terminate();
+    b.terminate();
+}
