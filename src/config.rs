@@ -8,7 +8,8 @@ use crate::codec::DECODE_LIMIT;
 use crate::error::{Error, Result};
 use crate::store::Store;
 
-/// How hard the store works to get each write onto disk before returning.
+/// How hard the store works to get each write onto disk before returning. On Redis both
+/// modes mean the same: the server's persistence (`appendonly`, `appendfsync`) decides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Durability {

@@ -12,7 +12,8 @@ use crate::write::rotate::Rotation;
 impl Store {
     /// Gives `session` a fresh token (do this on login and on every privilege change).
     ///
-    /// The record moves to the new token in one sled transaction, carrying `session`'s
+    /// The record moves to the new token in one atomic step (a sled transaction, or one
+    /// script on Redis), carrying `session`'s
     /// current values, user and lifetime (unsaved changes included) and its creation time,
     /// so the
     /// absolute timeout still counts from the original creation. The old token stops

@@ -157,7 +157,8 @@ impl Store {
         })
     }
 
-    /// The folder this store lives in.
+    /// The folder this store lives in; for a store on Redis, the server's URL with any
+    /// password replaced by `***`.
     pub fn path(&self) -> &Path {
         &self.state.config.path
     }
@@ -368,7 +369,9 @@ impl Store {
         Ok(self.state.count_live(true)? == 0)
     }
 
-    /// Writes everything to disk now and returns when it is there.
+    /// Writes everything to disk now and returns when it is there. On Redis this does
+    /// nothing: what a write survives is what the server's persistence settings promise
+    /// (see the README, "Scaling out").
     ///
     /// # Errors
     ///
