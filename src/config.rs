@@ -115,6 +115,13 @@ impl Config {
         }
     }
 
+    /// Where the store will be: the folder, or for [`Config::redis`] the URL with anything
+    /// that may hold a password replaced by `***` (what [`Store::path`] reports, and what
+    /// to print).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Settings with every default, for a store on the Redis or Valkey server at `url`
     /// (`redis://[user:password@]host[:port][/db]`, or `rediss://` for TLS if the `redis`
     /// crate was built with it). Every other setting works as for [`Config::new`], and
@@ -146,7 +153,8 @@ impl Config {
 
     /// The prefix of every key this store writes on Redis (`<namespace>:s:<digest>` and so
     /// on), so several applications can share one server. Default `sessile`; 1 to 64
-    /// bytes, without `{`, `}` or whitespace. Stores that share a namespace are one store.
+    /// ASCII letters, digits, `-`, `_` or `.` (checked at [`open`](Config::open)), so no
+    /// namespace's keys can match another's. Stores that share a namespace are one store.
     /// Ignored for a folder.
     #[cfg(feature = "redis")]
     pub fn redis_namespace(mut self, namespace: impl Into<String>) -> Config {
@@ -306,8 +314,10 @@ impl Config {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] for a setting out of range; otherwise the errors of
-    /// [`Store::open`].
+    /// [`Error::InvalidConfig`] for a setting out of range (or, on Redis, a URL the
+    /// client does not accept); otherwise the errors of [`Store::open`]. On Redis:
+    /// [`Error::Storage`] if no connection opens within 2 s, [`Error::UnsupportedFormat`]
+    /// or [`Error::Corrupt`] for the namespace's format marker.
     pub fn open(self) -> Result<Store> {
         self.validate()?;
         Store::open_with(self)

@@ -468,3 +468,128 @@ fn a_server_that_goes_away_gives_storage_errors_and_the_store_recovers() {
         "the cleanup thread kept going"
     );
 }
+
+/// A rotation through one store while another store's `update` holds the session: the
+/// rotation waits for the update, then lands (found in review: it used to fail with
+/// `NotFound`, leaving the old token live).
+#[test]
+fn a_rotation_during_another_stores_update_waits_and_moves_the_new_version() {
+    let Some((url, ns)) = namespace() else { return };
+    let clock = ManualClock::new();
+    let (a, b) = two_stores(&url, &ns, &clock, None);
+    let mut s = logged_in(&a, "ada");
+    let old = s.id().clone();
+    let barrier = Arc::new(Barrier::new(2));
+    let update = {
+        let (b, id) = (b.clone(), old.clone());
+        let barrier = Arc::clone(&barrier);
+        std::thread::spawn(move || {
+            b.update(&id, |s| {
+                barrier.wait();
+                std::thread::sleep(Duration::from_millis(200));
+                s.insert("seen", &true).expect("insert");
+            })
+        })
+    };
+    barrier.wait();
+    a.regenerate(&mut s)
+        .expect("the rotation waits for the update, then lands");
+    let updated = update.join().expect("update thread");
+    assert!(matches!(updated, Ok(Some(()))), "{updated:?}");
+    assert!(
+        a.load(&old).expect("load").is_none(),
+        "the old token is dead"
+    );
+    // Like a save, the rotation writes the caller's copy: last writer wins.
+    let moved = b
+        .load(s.id())
+        .expect("load")
+        .expect("the new token is live");
+    assert_eq!(moved.user(), Some("ada"));
+    assert_eq!(b.sessions_of("ada").expect("list").len(), 1);
+}
+
+/// `update`s in a loop through one store cannot hold off revoke-all or the cap through the
+/// other (found in review: both waited for the leases, failed with `Contended` after 5 s,
+/// and the cap left the user over the limit).
+#[test]
+fn updates_in_a_loop_do_not_hold_off_revoke_all_or_the_cap() {
+    let Some((url, ns)) = namespace() else { return };
+    let clock = ManualClock::new();
+    let (a, b) = two_stores(&url, &ns, &clock, Some(3));
+    let sessions: Vec<_> = (0..3).map(|_| logged_in(&a, "ada")).collect();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hammers: Vec<_> = sessions
+        .iter()
+        .map(|s| {
+            let (b, id, stop) = (b.clone(), s.id().clone(), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    // The session may be evicted or revoked under the closure.
+                    match b.update(&id, |_| std::thread::sleep(Duration::from_millis(20))) {
+                        Ok(Some(())) => {}
+                        Ok(None) | Err(Error::NotFound) => break,
+                        Err(e) => panic!("update: {e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(50));
+    let (tx, rx) = mpsc::channel();
+    {
+        let a = a.clone();
+        std::thread::spawn(move || {
+            let login = {
+                let mut s = a.create().expect("create");
+                s.set_user(Some("ada"));
+                a.save(&s).map(|()| a.sessions_of("ada").map(|l| l.len()))
+            };
+            let revoked = a.destroy_user("ada", None);
+            let _ = tx.send((login, revoked));
+        });
+    }
+    let (login, revoked) = collect(&rx, "login and revoke");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for h in hammers {
+        h.join().expect("hammer");
+    }
+    assert!(
+        matches!(login, Ok(Ok(3))),
+        "the cap evicted the oldest: {login:?}"
+    );
+    assert!(matches!(revoked, Ok(3)), "{revoked:?}");
+    assert!(a.sessions_of("ada").expect("list").is_empty());
+    for s in &sessions {
+        assert!(b.load(s.id()).expect("load").is_none(), "revoked");
+    }
+}
+
+#[test]
+fn namespaces_that_could_match_other_keys_are_refused() {
+    for ns in ["", "a*", "a?", "a[b]", "a:s", "a b", "{a}", &"n".repeat(65)] {
+        let opened = Config::redis("redis://127.0.0.1:1/")
+            .redis_namespace(ns)
+            .open();
+        assert!(
+            matches!(opened, Err(Error::InvalidConfig(_))),
+            "{ns:?}: {opened:?}"
+        );
+    }
+}
+
+#[test]
+fn the_password_is_never_shown() {
+    for url in [
+        "redis://:hunter2@127.0.0.1:6379/0",
+        "redis://user:hunter2@127.0.0.1:6379/",
+        "redis+unix:///tmp/redis.sock?db=0&pass=hunter2",
+    ] {
+        let config = Config::redis(url);
+        let shown = format!("{} {config:?}", config.path().display());
+        assert!(!shown.contains("hunter2"), "{shown}");
+        let opened = config.cleanup_thread(false).open();
+        let message = format!("{opened:?}");
+        assert!(!message.contains("hunter2"), "{message}");
+    }
+}

@@ -59,7 +59,8 @@ macro_rules! dispatch {
 
 impl Backend {
     /// Keeps other stores' writes to `digest` out until dropped (an `update`'s
-    /// read-modify-write). Taken before the stripe lock.
+    /// read-modify-write). Taken with the stripe lock held (so this process's threads
+    /// queue on the lock, fairly, not on the server).
     ///
     /// # Errors
     ///
@@ -93,11 +94,11 @@ impl Backend {
         dispatch!(self, b => b.delete(digest, old))
     }
 
-    /// Moves the record of `old` (still `entry`) to `new` as `record`, atomically.
+    /// Moves the record of `old` to `new` as `record`, atomically, if it is still
+    /// `entry` ([`Swap::Conflict`], nothing written, if not).
     ///
     /// # Errors
     ///
-    /// [`Error::NotFound`](crate::Error::NotFound) if the record is no longer `entry`,
     /// [`Error::TokenCollision`](crate::Error::TokenCollision) if `new` is taken.
     pub(crate) fn rotate(
         &self,
@@ -105,7 +106,7 @@ impl Backend {
         entry: &Entry,
         new: &Digest,
         record: &Entry,
-    ) -> Result<()> {
+    ) -> Result<Swap> {
         dispatch!(self, b => b.rotate(old, entry, new, record))
     }
 
@@ -200,7 +201,6 @@ impl Backend {
 pub(crate) struct Cursor {
     /// sled: the last key read.
     pub(crate) last_key: Option<Vec<u8>>,
-    /// Redis: how many due entries were kept (not yet due by the clock read under the
-    /// lock) and are to be skipped.
+    /// Redis: how many due entries this pass did not delete (and so are skipped).
     pub(crate) kept: usize,
 }

@@ -20,13 +20,15 @@
 //! expiry and user entries with it, so on Redis the indexes are exact. Revoke-all and
 //! the per-user cap are scripts too: they list the user's set and delete in one step, so
 //! no other store's rotation or login can slip between the listing and the deletes.
+//! They do not wait for leases, so no stream of updates can hold off a revoke: an update
+//! whose session they delete fails its commit with `NotFound`.
 //!
 //! Nothing a token could be recovered from reaches the server: keys carry digests.
 //!
 //! [`Config::redis_namespace`]: crate::Config::redis_namespace
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use redis::{Commands, ConnectionLike, Script};
@@ -80,15 +82,20 @@ impl RedisTarget {
         }
     }
 
-    /// The URL with any password (everything before the `@`) replaced by `***`.
+    /// The URL with anything that may hold a password replaced by `***`: the user
+    /// information before the `@`, and the query string (`redis+unix:///s?pass=...`).
     pub(crate) fn redacted(&self) -> String {
-        let Some((scheme, rest)) = self.url.split_once("://") else {
-            return self.url.clone();
+        let (url, query) = match self.url.split_once('?') {
+            Some((url, _)) => (url, "?***"),
+            None => (self.url.as_str(), ""),
+        };
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return format!("{url}{query}");
         };
         let authority_end = rest.find('/').unwrap_or(rest.len());
         match rest[..authority_end].rfind('@') {
-            Some(at) => format!("{scheme}://***{}", &rest[at..]),
-            None => self.url.clone(),
+            Some(at) => format!("{scheme}://***{}{query}", &rest[at..]),
+            None => format!("{url}{query}"),
         }
     }
 
@@ -98,14 +105,16 @@ impl RedisTarget {
     /// size out of range.
     pub(crate) fn validate(&self) -> Result<()> {
         let ns = &self.namespace;
+        // Only characters that mean nothing to SCAN's patterns and cannot make one
+        // namespace's keys look like another's (`:` would: `a` and `a:s:x`).
         if ns.is_empty()
             || ns.len() > 64
-            || ns
-                .chars()
-                .any(|c| c.is_whitespace() || c == '{' || c == '}')
+            || !ns
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
         {
             return Err(Error::InvalidConfig(
-                "redis_namespace must be 1 to 64 bytes, without braces or whitespace".into(),
+                "redis_namespace must be 1 to 64 ASCII letters, digits, '-', '_' or '.'".into(),
             ));
         }
         if !(1..=1024).contains(&self.pool_size) {
@@ -173,19 +182,6 @@ macro_rules! lease_check {
     };
 }
 
-/// The start of the scripts over a user's whole set: lists it as `members`, and answers
-/// `leased` (doing nothing) while any of them is under an `update`'s lease, so a revoke or
-/// cap lands before or after an update, as the stripe locks make it on sled.
-macro_rules! leases_check {
-    () => {
-        concat!(
-            "local members = redis.call('ZRANGE', KEYS[1], 0, -1) ",
-            "for _, m in ipairs(members) do ",
-            "if redis.call('EXISTS', ARGV[5] .. m) == 1 then return {'leased'} end end "
-        )
-    };
-}
-
 impl Scripts {
     fn new() -> Scripts {
         Scripts {
@@ -238,13 +234,13 @@ impl Scripts {
                 "if redis.call('EXISTS', KEYS[1]) == 0 then ",
                 "return redis.call('ZREM', KEYS[2], ARGV[1]) end return 0"
             )),
-            // KEYS: user set, expiry. ARGV: record key prefix, kept handle (hex) or "",
-            // lease key prefix. Returns 'ok' and member, expires_at pairs of the records
-            // deleted, or 'leased' (nothing done) while an update holds one of them.
+            // KEYS: user set, expiry. ARGV: record key prefix, kept handle (hex) or "".
+            // Returns member, expires_at pairs of the records deleted. Leases do not hold
+            // it up: an update whose session it deletes fails its commit (NotFound), and
+            // no stream of updates can keep a revoke from landing.
             revoke: Script::new(concat!(
-                leases_check!(),
-                "local out = {'ok'} ",
-                "for _, m in ipairs(members) do ",
+                "local out = {} ",
+                "for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do ",
                 "if ARGV[2] == '' or string.sub(m, 1, #ARGV[2]) ~= ARGV[2] then ",
                 "local exp = redis.call('ZSCORE', KEYS[2], m) ",
                 "if redis.call('DEL', ARGV[1] .. m) == 1 then ",
@@ -252,19 +248,18 @@ impl Scripts {
                 "redis.call('ZREM', KEYS[2], m) redis.call('ZREM', KEYS[1], m) end end ",
                 "return out"
             )),
-            // KEYS: user set, expiry. ARGV: record key prefix, max, kept member, now,
-            // lease key prefix. Evicts the oldest live sessions (by created_at, then
-            // digest) beyond max, never the kept one. Returns 'ok' and the members
-            // evicted, or 'leased' as revoke does.
+            // KEYS: user set, expiry. ARGV: record key prefix, max, kept member, now.
+            // Evicts the oldest live sessions (by created_at, then digest) beyond max,
+            // never the kept one; leases do not hold it up, as for revoke. Returns the
+            // members evicted.
             cap: Script::new(concat!(
-                leases_check!(),
                 "local now = tonumber(ARGV[4]) local live = {} local keep = false ",
-                "for _, m in ipairs(members) do ",
+                "for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do ",
                 "local exp = redis.call('ZSCORE', KEYS[2], m) ",
                 "if exp and tonumber(exp) > now and redis.call('EXISTS', ARGV[1] .. m) == 1 then ",
                 "if m == ARGV[3] then keep = true else live[#live + 1] = m end end end ",
                 "local room = tonumber(ARGV[2]) if keep then room = room - 1 end ",
-                "local out = {'ok'} ",
+                "local out = {} ",
                 "for i = 1, #live - room do local m = live[i] ",
                 "redis.call('DEL', ARGV[1] .. m) redis.call('ZREM', KEYS[2], m) ",
                 "redis.call('ZREM', KEYS[1], m) out[#out + 1] = m end ",
@@ -373,10 +368,6 @@ impl RedisBackend {
         format!("{}:l:{}", self.ns, hex(&digest.0))
     }
 
-    fn lease_prefix(&self) -> String {
-        format!("{}:l:", self.ns)
-    }
-
     fn quarantine_key(&self) -> String {
         format!("{}:quarantine", self.ns)
     }
@@ -413,25 +404,6 @@ impl RedisBackend {
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(20));
         }
-    }
-
-    /// Runs a script over a user's set until no lease is in the way, for at most
-    /// [`LEASE`]; returns its answer after the leading `ok`.
-    fn past_set_leases(
-        &self,
-        mut script: impl FnMut(&mut Conn) -> Result<Vec<Vec<u8>>>,
-    ) -> Result<Vec<Vec<u8>>> {
-        let mut out = Vec::new();
-        self.past_leases(|conn| {
-            out = script(conn)?;
-            match out.first().map(Vec::as_slice) {
-                Some(b"ok") => Ok(1),
-                Some(b"leased") => Ok(-1),
-                _ => Err(Error::protocol("a user-set script gave no status")),
-            }
-        })?;
-        out.remove(0);
-        Ok(out)
     }
 
     /// Takes the lease on `digest` for an `update`, waiting up to [`LEASE`] for another
@@ -520,7 +492,7 @@ impl RedisBackend {
         entry: &Entry,
         new: &Digest,
         record: &Entry,
-    ) -> Result<()> {
+    ) -> Result<Swap> {
         let nonce = Self::nonce(old);
         let answer = self.past_leases(|conn| {
             Ok(self
@@ -545,8 +517,8 @@ impl RedisBackend {
                 .invoke(&mut **conn)?)
         })?;
         match answer {
-            1 => Ok(()),
-            0 => Err(Error::NotFound),
+            1 => Ok(Swap::Done),
+            0 => Ok(Swap::Conflict),
             2 => Err(Error::TokenCollision),
             other => Err(Error::protocol(format!("rotate returned {other}"))),
         }
@@ -636,24 +608,11 @@ impl RedisBackend {
     }
 
     pub(crate) fn records(&self) -> Box<dyn Iterator<Item = Result<(Vec<u8>, IVec)>> + '_> {
-        Box::new(Scan {
-            backend: self,
-            pattern: format!("{}*", self.record_prefix()),
-            cursor: 0,
-            started: false,
-            ready: VecDeque::new(),
-        })
+        Box::new(Scan::new(self, format!("{}*", self.record_prefix())))
     }
 
     pub(crate) fn records_with_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, IVec)>> {
-        Scan {
-            backend: self,
-            pattern: format!("{}{}*", self.record_prefix(), hex(prefix)),
-            cursor: 0,
-            started: false,
-            ready: VecDeque::new(),
-        }
-        .collect()
+        Scan::new(self, format!("{}{}*", self.record_prefix(), hex(prefix))).collect()
     }
 
     pub(crate) fn flush(&self) -> Result<()> {
@@ -677,42 +636,36 @@ impl RedisBackend {
     }
 
     /// Revoke-all as one script: deletes every record in `user`'s set but the one whose
-    /// digest starts with `keep`. Returns each deleted digest with its expiry.
+    /// digest starts with `keep`. Returns each deleted digest with its expiry. A member
+    /// that is not a digest (only a hand-edited set has one) is deleted and skipped here.
     pub(crate) fn revoke_user(
         &self,
         user: &str,
         keep: Option<&[u8]>,
     ) -> Result<Vec<(Digest, u64)>> {
-        let out = self.past_set_leases(|conn| {
-            Ok(self
-                .scripts
-                .revoke
-                .key(self.user_key(Some(user)))
-                .key(self.expiry_key())
-                .arg(self.record_prefix())
-                .arg(keep.map(hex).unwrap_or_default())
-                .arg("")
-                .arg("")
-                .arg(self.lease_prefix())
-                .invoke(&mut **conn)?)
-        })?;
-        out.chunks(2)
-            .map(|pair| match pair {
-                [member, exp] => {
-                    let digest = digest_of_hex(member)
-                        .ok_or_else(|| Error::protocol("revoke: a member is not a digest"))?;
-                    let exp = std::str::from_utf8(exp)
-                        .ok()
-                        .and_then(|s| s.parse::<f64>().ok())
-                        .ok_or_else(|| Error::protocol("revoke: an expiry is not a number"))?;
-                    Ok((digest, exp as u64))
-                }
-                _ => Err(Error::protocol("revoke: an odd reply")),
+        let out: Vec<Vec<u8>> = self
+            .scripts
+            .revoke
+            .key(self.user_key(Some(user)))
+            .key(self.expiry_key())
+            .arg(self.record_prefix())
+            .arg(keep.map(hex).unwrap_or_default())
+            .invoke(&mut *self.conn()?)?;
+        Ok(out
+            .chunks_exact(2)
+            .filter_map(|pair| {
+                let digest = digest_of_hex(&pair[0])?;
+                let exp = std::str::from_utf8(&pair[1])
+                    .ok()
+                    .and_then(|s| s.parse::<f64>().ok())
+                    .unwrap_or(0.0);
+                Some((digest, exp as u64))
             })
-            .collect()
+            .collect())
     }
 
-    /// The per-user cap as one script. Returns the digests evicted.
+    /// The per-user cap as one script. Returns the digests evicted (members that are not
+    /// digests are evicted and skipped, as for [`revoke_user`](Self::revoke_user)).
     pub(crate) fn cap_user(
         &self,
         user: &str,
@@ -720,24 +673,17 @@ impl RedisBackend {
         keep: &Digest,
         now: u64,
     ) -> Result<Vec<Digest>> {
-        let out = self.past_set_leases(|conn| {
-            Ok(self
-                .scripts
-                .cap
-                .key(self.user_key(Some(user)))
-                .key(self.expiry_key())
-                .arg(self.record_prefix())
-                .arg(max)
-                .arg(hex(&keep.0))
-                .arg(now)
-                .arg(self.lease_prefix())
-                .invoke(&mut **conn)?)
-        })?;
-        out.iter()
-            .map(|m| {
-                digest_of_hex(m).ok_or_else(|| Error::protocol("cap: a member is not a digest"))
-            })
-            .collect()
+        let out: Vec<Vec<u8>> = self
+            .scripts
+            .cap
+            .key(self.user_key(Some(user)))
+            .key(self.expiry_key())
+            .arg(self.record_prefix())
+            .arg(max)
+            .arg(hex(&keep.0))
+            .arg(now)
+            .invoke(&mut *self.conn()?)?;
+        Ok(out.iter().filter_map(|m| digest_of_hex(m)).collect())
     }
 
     /// [`Store::verify`](crate::Store::verify) on Redis: every record against the expiry
@@ -823,7 +769,10 @@ impl RedisBackend {
         };
         let prefix_len = format!("{}:u:", self.ns).len();
         for set in user_sets {
-            let user = String::from_utf8_lossy(&set[prefix_len..]).into_owned();
+            let Some(user) = set.get(prefix_len..) else {
+                continue;
+            };
+            let user = String::from_utf8_lossy(user).into_owned();
             let members: Vec<Vec<u8>> = self.conn()?.zrange(&set, 0, -1)?;
             for member in members {
                 let digest = digest_of_hex(&member);
@@ -880,6 +829,22 @@ struct Scan<'a> {
     cursor: u64,
     started: bool,
     ready: VecDeque<(Vec<u8>, IVec)>,
+    /// SCAN may return a key more than once (while the server rehashes): each is passed
+    /// on once.
+    seen: HashSet<Vec<u8>>,
+}
+
+impl<'a> Scan<'a> {
+    fn new(backend: &'a RedisBackend, pattern: String) -> Scan<'a> {
+        Scan {
+            backend,
+            pattern,
+            cursor: 0,
+            started: false,
+            ready: VecDeque::new(),
+            seen: HashSet::new(),
+        }
+    }
 }
 
 impl Scan<'_> {
@@ -901,7 +866,9 @@ impl Scan<'_> {
         let prefix = self.backend.record_prefix().len();
         for (key, value) in keys.into_iter().zip(values) {
             // A record deleted between the SCAN and the MGET is skipped.
-            if let Some(value) = value {
+            if let Some(value) = value
+                && self.seen.insert(key.clone())
+            {
                 let name = key.get(prefix..).unwrap_or_default();
                 let digest = digest_of_hex(name).map_or_else(|| name.to_vec(), |d| d.0.to_vec());
                 self.ready.push_back((digest, IVec::from(value)));
@@ -993,5 +960,10 @@ mod tests {
         assert_eq!(target("redis://u:pw@h/"), "redis://***@h/");
         assert_eq!(target("redis://h:6379/"), "redis://h:6379/");
         assert_eq!(target("redis://h/a@b"), "redis://h/a@b");
+        assert_eq!(
+            target("redis+unix:///tmp/s.sock?db=1&pass=pw"),
+            "redis+unix:///tmp/s.sock?***"
+        );
+        assert_eq!(target("redis://u:pw@h/0?protocol=3"), "redis://***@h/0?***");
     }
 }

@@ -115,10 +115,10 @@ impl SledBackend {
         entry: &Entry,
         new: &Digest,
         record: &Entry,
-    ) -> Result<()> {
-        (&self.sessions, &self.expiry, &self.users).transaction(|(s, e, u)| {
+    ) -> Result<Swap> {
+        let moved = (&self.sessions, &self.expiry, &self.users).transaction(|(s, e, u)| {
             if s.get(old.0)?.as_ref() != Some(&entry.bytes) {
-                return Err(ConflictableTransactionError::Abort(Error::NotFound));
+                return Ok(Swap::Conflict);
             }
             if s.get(new.0)?.is_some() {
                 return Err(ConflictableTransactionError::Abort(Error::TokenCollision));
@@ -136,9 +136,9 @@ impl SledBackend {
             if let Some(user) = &entry.user {
                 u.remove(codec::user_key(user, old))?;
             }
-            Ok(())
+            Ok(Swap::Done)
         })?;
-        Ok(())
+        Ok(moved)
     }
 
     pub(crate) fn quarantine(&self, digest: &Digest, bytes: &[u8]) -> Result<bool> {

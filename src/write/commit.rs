@@ -288,7 +288,7 @@ impl StoreState {
             let held = self.locks.stripe(&digest)?;
             // On Redis, other processes' writes wait for this lease, as this process's
             // wait for the stripe lock (taken first, so threads here queue fairly).
-            let _lease = self.backend.lease(&digest)?;
+            let lease = self.backend.lease(&digest)?;
             let now = self.now();
             let Some(old) = self
                 .record_locked(&digest, &held)?
@@ -309,7 +309,10 @@ impl StoreState {
                     self.commit_locked(&digest, &change, Some(&old), &held)?
                 }
                 Some((user, None)) => {
+                    // Hold nothing while waiting: the commit below checks the record is
+                    // still the one `f` saw, which is what the lease was for.
                     drop(held);
+                    drop(lease);
                     let _user = self.locks.user(user)?;
                     let held = self.locks.stripe(&digest)?;
                     match self.record_locked(&digest, &held)? {

@@ -70,8 +70,13 @@ impl StoreState {
                 return Ok(Step::Done(Rotation::Ended(entry.user.clone())));
             }
             let record = contents.record(header);
-            self.swap_digest(old, &entry, new, &record)?;
+            let swapped = self.swap_digest(old, &entry, new, &record);
             self.cache.remove(old, &held);
+            // Changed since it was read: only a writer outside this process's locks (on
+            // Redis, another store) can do that. Read it again.
+            if swapped? == Swap::Conflict {
+                return Ok(Step::Retry);
+            }
             let previous_user = entry.user.clone();
             self.cache
                 .put(*new, Arc::new(record), held_new.as_ref().unwrap_or(&held));
@@ -80,7 +85,13 @@ impl StoreState {
     }
 
     /// The atomic move of [`rotate`](Self::rotate). Caller holds both stripe locks.
-    fn swap_digest(&self, old: &Digest, entry: &Entry, new: &Digest, record: &Entry) -> Result<()> {
+    fn swap_digest(
+        &self,
+        old: &Digest,
+        entry: &Entry,
+        new: &Digest,
+        record: &Entry,
+    ) -> Result<Swap> {
         self.upgrade_before_write()?;
         self.backend.rotate(old, entry, new, record)
     }

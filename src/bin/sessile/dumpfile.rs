@@ -208,7 +208,7 @@ pub fn export(dir: &Path, file: &Path, force: bool, out: &mut dyn Write) -> Resu
             "exported {} session{} from {} to {}",
             fmt::thousands(n),
             plural(n),
-            dir.display(),
+            open::shown(dir),
             file.display()
         )?;
     }
@@ -322,7 +322,7 @@ pub fn import(dir: &Path, file: &Path, merge: bool, out: &mut dyn Write) -> Resu
     if !merge && let Some(first) = store.dump().next() {
         first?;
         return Err(
-            CliError::failed(format!("{} already holds sessions", dir.display())).hint(
+            CliError::failed(format!("{} already holds sessions", open::shown(dir))).hint(
                 "import into a new or empty folder, or pass --merge \
                  (sessions with the same key are replaced)",
             ),
@@ -342,7 +342,7 @@ pub fn import(dir: &Path, file: &Path, merge: bool, out: &mut dyn Write) -> Resu
         "imported {} session{} into {}",
         fmt::thousands(imported),
         plural(imported),
-        dir.display()
+        open::shown(dir)
     )?;
     Ok(OK)
 }

@@ -49,7 +49,7 @@ pub fn stats(dir: &Path, json: bool, out: &mut dyn Write) -> Result<u8, CliError
     let store = open::open(dir, Folder::Existing, |c| c)?;
     let now = open::now_ms();
     let mut report = StatsReport {
-        path: dir.display().to_string(),
+        path: open::shown(dir),
         format_version: store.format_version(),
         ..StatsReport::default()
     };

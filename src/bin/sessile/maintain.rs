@@ -71,7 +71,7 @@ pub fn purge(dir: &Path, out: &mut dyn Write) -> Result<u8, CliError> {
         "purged {} expired session{} from {}",
         fmt::thousands(purged as u64),
         plural(purged as u64),
-        dir.display()
+        open::shown(dir)
     )?;
     if (purged as u64) < expired {
         writeln!(
@@ -182,7 +182,7 @@ pub fn verify(dir: &Path, repair: bool, json: bool, out: &mut dyn Write) -> Resu
     let code = if consistent { OK } else { PROBLEMS };
     if json {
         let output = VerifyOutput {
-            path: dir.display().to_string(),
+            path: open::shown(dir),
             consistent,
             found: Counts::from(&found),
             after_repair: after.as_ref().map(Counts::from),
@@ -227,7 +227,7 @@ pub fn verify(dir: &Path, repair: bool, json: bool, out: &mut dyn Write) -> Resu
                 out,
                 "{n} problem{} found; `sessile verify --repair {}` fixes {}",
                 plural(n),
-                dir.display(),
+                open::shown(dir),
                 if n == 1 { "it" } else { "them" }
             )?;
         }

@@ -58,6 +58,11 @@ pub fn open(
     tweak(config(dir)).open().map_err(|e| open_error(e, dir))
 }
 
+/// `dir` as it may be printed: a folder as it is, a Redis URL without its password.
+pub fn shown(dir: &Path) -> String {
+    config(dir).path().display().to_string()
+}
+
 /// The Redis URL `dir` is, if it is one rather than a folder.
 pub fn redis_url(dir: &Path) -> Option<&str> {
     let s = dir.to_str()?;
@@ -81,7 +86,10 @@ fn check_namespace(url: &str, folder: Folder) -> Result<(), CliError> {
     let marker = format!("{}:format", namespace());
     let exists = redis::Client::open(url)
         .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(5)))
-        .and_then(|mut c| redis::cmd("EXISTS").arg(&marker).query::<bool>(&mut c))
+        .and_then(|mut c| {
+            c.set_read_timeout(Some(Duration::from_secs(5)))?;
+            redis::cmd("EXISTS").arg(&marker).query::<bool>(&mut c)
+        })
         .map_err(|e| CliError::failed(format!("cannot reach the Redis server: {e}")))?;
     if exists {
         return Ok(());
@@ -136,7 +144,7 @@ fn check_folder(dir: &Path, folder: Folder) -> Result<(), CliError> {
 }
 
 fn open_error(e: Error, dir: &Path) -> CliError {
-    let shown = dir.display();
+    let shown = shown(dir);
     match e {
         Error::Locked { .. } => CliError::with_code(
             exit::LOCKED,
