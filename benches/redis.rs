@@ -98,6 +98,20 @@ fn bench(c: &mut Criterion, url: &str, n: usize) {
             black_box(v)
         })
     });
+    // The same GET through an r2d2 pool with a read timeout, as the store's connections
+    // are: what the pool and the timeout cost.
+    let pool = r2d2::Pool::builder()
+        .max_size(4)
+        .test_on_check_out(false)
+        .build(redis::Client::open(url).expect("client"))
+        .expect("pool");
+    g.bench_function("pooled_get", |b| {
+        b.iter(|| {
+            let mut conn = pool.get().expect("connection");
+            let v: Vec<u8> = conn.get(&plain[rng.below(n)]).expect("get");
+            black_box(v)
+        })
+    });
     g.bench_function("store_load", |b| {
         b.iter(|| black_box(store.load(&ids[rng.below(n)]).expect("load")))
     });

@@ -85,6 +85,7 @@ impl StoreState {
 
     /// Whether every operation is a network round trip (Redis): adapters then never run
     /// store calls on an async worker thread.
+    #[cfg(any(feature = "tower", feature = "tower-014", feature = "actix"))]
     pub(crate) fn on_network(&self) -> bool {
         match self.backend {
             Backend::Sled(_) => false,

@@ -176,6 +176,7 @@ pub(crate) mod helpers {
     /// hit is well under a microsecond and a sled read of a cached page a few, while a
     /// hand-off to the blocking pool costs tens. (On Redis the adapters hand the whole
     /// lookup to the blocking pool instead.)
+    #[cfg(any(feature = "tower", feature = "tower-014"))]
     pub(crate) fn load(
         store: &Store,
         digest: Digest,
@@ -185,6 +186,7 @@ pub(crate) mod helpers {
 
     /// [`load`] of the session `id` (of the core's tokens), through the store's memo of
     /// token digests. On Redis (a network round trip) on the blocking pool.
+    #[cfg(feature = "actix")]
     pub(crate) async fn load_session(
         store: &Store,
         id: &SessionId,
