@@ -131,7 +131,9 @@ pub(crate) mod helpers {
 
     use super::{BoxError, OffExecutorError, Work, run};
     use crate::events::DestroyReason;
-    use crate::id::{Digest, SessionHandle, SessionId};
+    #[cfg(feature = "actix")]
+    use crate::id::SessionId;
+    use crate::id::{Digest, SessionHandle};
     use crate::read::Entry;
     use crate::store::Store;
     use crate::users::SessionInfo;
