@@ -17,8 +17,9 @@ use crate::write::Swap;
 enum Expired {
     /// The record was deleted; the entry goes with it.
     Purged,
-    /// The entry matches no record with that expiry: it is dropped.
-    Stale,
+    /// The entry matches no record with that expiry: it is dropped (`true`), or on Redis
+    /// kept if its record exists (`false`: the record's own entry, which has moved).
+    Stale(bool),
     /// The record has that expiry but is not due by the clock read under its lock (the
     /// wall clock stepped back during the pass): record and entry stay.
     NotYet,
@@ -44,22 +45,14 @@ pub(crate) fn purge(shared: &StoreState) -> Result<usize> {
         for entry in &batch {
             let outcome = match entry {
                 ExpiryEntry::Due(expires_at, digest) => expire_one(shared, digest, *expires_at)?,
-                ExpiryEntry::Bad(_) => {
-                    shared.backend.drop_expiry_entry(entry)?;
-                    Expired::Stale
-                }
+                ExpiryEntry::Bad(_) => Expired::Stale(shared.backend.drop_expiry_entry(entry)?),
             };
+            // What stays in the index is skipped by the next batch (Redis reads by
+            // offset), so an entry that cannot be dropped is not read again and again.
             match outcome {
                 Expired::Purged => purged += 1,
-                Expired::Stale => stale += 1,
-                Expired::NotYet => {}
-            }
-            // What stays in the index is skipped by the next batch (Redis reads by
-            // offset). A dropped stale entry counts too: the pass then skips one due
-            // entry too many, left for the next pass, rather than reading a tampered entry
-            // that cannot be dropped forever.
-            if !matches!(outcome, Expired::Purged) {
-                cursor.kept += 1;
+                Expired::Stale(true) => stale += 1,
+                Expired::Stale(false) | Expired::NotYet => cursor.kept += 1,
             }
         }
         Counters::add(&shared.counters.stale_index_entries_removed, stale);
@@ -86,10 +79,10 @@ fn expire_one(shared: &StoreState, digest: &Digest, expires_at: u64) -> Result<E
         let held = shared.locks.stripe(digest)?;
         let old = shared.record_locked(digest, &held)?;
         let Some(old) = old.filter(|e| e.header.expires_at == expires_at) else {
-            shared
+            let dropped = shared
                 .backend
                 .drop_expiry_entry(&ExpiryEntry::Due(expires_at, *digest))?;
-            return Ok(Expired::Stale);
+            return Ok(Expired::Stale(dropped));
         };
         if expires_at > shared.now() {
             return Ok(Expired::NotYet);

@@ -51,6 +51,8 @@ impl Store {
     ///   taken (a broken random number generator);
     /// - [`Error::WriteInsideUpdate`](crate::Error::WriteInsideUpdate) inside an
     ///   [`update`](Store::update) closure;
+    /// - [`Error::Contended`](crate::Error::Contended) if the session kept changing under
+    ///   the rotation (on Redis: other stores' writes, or an update lease held throughout);
     /// - [`Error::Storage`](crate::Error::Storage) on a storage failure.
     pub fn regenerate(&self, session: &mut Session) -> Result<()> {
         let state = &self.state;

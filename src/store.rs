@@ -227,6 +227,8 @@ impl Store {
     /// - [`Error::TooLarge`] if the record or the user name is over its limit (nothing is
     ///   written);
     /// - [`Error::WriteInsideUpdate`] inside an [`update`](Self::update) closure;
+    /// - [`Error::Contended`] on Redis, if another store's update held the session for
+    ///   the whole 5 s lease (nothing is written);
     /// - [`Error::Storage`] on a storage failure.
     pub fn save(&self, session: &Session) -> Result<()> {
         let state = &self.state;
@@ -254,8 +256,10 @@ impl Store {
     /// Atomically reads, changes and writes a live session.
     ///
     /// `f` runs exactly once if the session is live (and not at all otherwise), with the
-    /// session locked against other writers, so concurrent updates never lose each
-    /// other's changes. The write counts as activity, like [`save`](Self::save). Returns
+    /// session locked against other writers (on Redis, those of every store on the
+    /// namespace, by a lease of up to 5 s), so concurrent updates never lose each other's
+    /// changes. A destroy, revoke-all or cap does not wait for `f`: the update then fails
+    /// with [`Error::NotFound`] and the session stays gone. The write counts as activity, like [`save`](Self::save). Returns
     /// `f`'s result, or `None` if the session does not exist or has expired.
     ///
     /// # Calling the store from `f`
@@ -297,12 +301,14 @@ impl Store {
     /// # Errors
     ///
     /// - [`Error::TooLarge`] if the changed record is over its limit (nothing is written);
-    /// - [`Error::NotFound`] if the session expired while `f` ran (nothing is written);
+    /// - [`Error::NotFound`] if the session expired while `f` ran, or was destroyed,
+    ///   revoked or evicted meanwhile (by another store on Redis; nothing is written);
     /// - [`Error::WriteInsideUpdate`] if this call itself is made inside an `update`
     ///   closure;
     /// - [`Error::Contended`] if `f` gave the session to another user while a revoke-all
     ///   or cap of its previous user was running, and the session was written meanwhile
-    ///   (`f` is not run twice; nothing is written);
+    ///   (`f` is not run twice; nothing is written); on Redis also if another store's
+    ///   update held the session for the whole 5 s lease;
     /// - [`Error::Storage`] on a storage failure.
     pub fn update<R>(
         &self,

@@ -469,64 +469,123 @@ fn a_server_that_goes_away_gives_storage_errors_and_the_store_recovers() {
     );
 }
 
+/// Sets the flag when dropped, so helper threads stop even when an assertion fails.
+struct StopOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// A rotation through one store while another store's `update` holds the session: the
-/// rotation waits for the update, then lands (found in review: it used to fail with
-/// `NotFound`, leaving the old token live).
+/// rotation waits for the update, then lands on the version the update wrote (found in
+/// review: it failed with `NotFound`, leaving the old token live).
 #[test]
-fn a_rotation_during_another_stores_update_waits_and_moves_the_new_version() {
+fn a_rotation_during_another_stores_update_waits_for_it_and_lands() {
     let Some((url, ns)) = namespace() else { return };
     let clock = ManualClock::new();
     let (a, b) = two_stores(&url, &ns, &clock, None);
     let mut s = logged_in(&a, "ada");
     let old = s.id().clone();
-    let barrier = Arc::new(Barrier::new(2));
-    let update = {
+    let (inside_tx, inside) = mpsc::channel();
+    let (done_tx, done) = mpsc::channel();
+    {
         let (b, id) = (b.clone(), old.clone());
-        let barrier = Arc::clone(&barrier);
         std::thread::spawn(move || {
-            b.update(&id, |s| {
-                barrier.wait();
-                std::thread::sleep(Duration::from_millis(200));
+            let updated = b.update(&id, |s| {
+                let _ = inside_tx.send(());
+                std::thread::sleep(Duration::from_millis(300));
                 s.insert("seen", &true).expect("insert");
-            })
-        })
-    };
-    barrier.wait();
+            });
+            let _ = done_tx.send(updated);
+        });
+    }
+    collect(&inside, "the update's closure to start");
+    // The update holds the lease: the rotation reads the old version, its script waits,
+    // then finds the record changed and reads it again.
     a.regenerate(&mut s)
         .expect("the rotation waits for the update, then lands");
-    let updated = update.join().expect("update thread");
+    let updated = collect(&done, "the update");
     assert!(matches!(updated, Ok(Some(()))), "{updated:?}");
     assert!(
         a.load(&old).expect("load").is_none(),
         "the old token is dead"
     );
-    // Like a save, the rotation writes the caller's copy: last writer wins.
     let moved = b
         .load(s.id())
         .expect("load")
         .expect("the new token is live");
+    // The rotation carries the caller's copy (as a save would): user and values of `s`.
     assert_eq!(moved.user(), Some("ada"));
+    let dump = b.inspect(&s.handle()).expect("inspect").expect("stored");
+    assert_eq!(dump.version, 4, "create, save, the update, the rotation");
     assert_eq!(b.sessions_of("ada").expect("list").len(), 1);
 }
 
-/// `update`s in a loop through one store cannot hold off revoke-all or the cap through the
-/// other (found in review: both waited for the leases, failed with `Contended` after 5 s,
-/// and the cap left the user over the limit).
+/// A destroy and a revoke-all through one store while another store's `update` of the
+/// same session is inside its closure: neither waits for it, and the update's commit then
+/// finds the session gone (`NotFound`) instead of writing it back.
+#[test]
+fn a_revoke_during_another_stores_update_wins_and_the_update_fails() {
+    let Some((url, ns)) = namespace() else { return };
+    let clock = ManualClock::new();
+    let (a, b) = two_stores(&url, &ns, &clock, None);
+    for revoke_all in [false, true] {
+        let s = logged_in(&a, "ada");
+        let (inside_tx, inside) = mpsc::channel();
+        let (go_tx, go) = mpsc::channel::<()>();
+        let (done_tx, done) = mpsc::channel();
+        {
+            let (b, id) = (b.clone(), s.id().clone());
+            std::thread::spawn(move || {
+                let updated = b.update(&id, |s| {
+                    let _ = inside_tx.send(());
+                    let _ = go.recv_timeout(TIMEOUT);
+                    s.insert("written", &true).expect("insert");
+                });
+                let _ = done_tx.send(updated);
+            });
+        }
+        collect(&inside, "the update's closure to start");
+        if revoke_all {
+            assert_eq!(a.destroy_user("ada", None).expect("revoke"), 1);
+        } else {
+            assert!(a.destroy(s.id()).expect("destroy"));
+        }
+        go_tx.send(()).expect("release the closure");
+        let updated = collect(&done, "the update");
+        assert!(matches!(updated, Err(Error::NotFound)), "{updated:?}");
+        assert!(b.load(s.id()).expect("load").is_none(), "stays gone");
+        assert!(a.sessions_of("ada").expect("list").is_empty());
+        assert!(a.verify(false).expect("verify").is_consistent());
+    }
+}
+
+/// `update`s in a loop through one store, each writing, cannot hold off revoke-all or the
+/// cap through the other (found in review: both waited for the leases, failed with
+/// `Contended` after 5 s, and the cap left the user over the limit).
 #[test]
 fn updates_in_a_loop_do_not_hold_off_revoke_all_or_the_cap() {
     let Some((url, ns)) = namespace() else { return };
     let clock = ManualClock::new();
     let (a, b) = two_stores(&url, &ns, &clock, Some(3));
     let sessions: Vec<_> = (0..3).map(|_| logged_in(&a, "ada")).collect();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = StopOnDrop(Arc::new(std::sync::atomic::AtomicBool::new(false)));
     let hammers: Vec<_> = sessions
         .iter()
         .map(|s| {
-            let (b, id, stop) = (b.clone(), s.id().clone(), Arc::clone(&stop));
+            let (b, id, stop) = (b.clone(), s.id().clone(), Arc::clone(&stop.0));
             std::thread::spawn(move || {
+                let mut n = 0u64;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    // The session may be evicted or revoked under the closure.
-                    match b.update(&id, |_| std::thread::sleep(Duration::from_millis(20))) {
+                    n += 1;
+                    // Each one writes; the session may be evicted or revoked under it.
+                    let updated = b.update(&id, |s| {
+                        std::thread::sleep(Duration::from_millis(20));
+                        s.insert("n", &n).expect("insert");
+                    });
+                    match updated {
                         Ok(Some(())) => {}
                         Ok(None) | Err(Error::NotFound) => break,
                         Err(e) => panic!("update: {e}"),
@@ -535,7 +594,7 @@ fn updates_in_a_loop_do_not_hold_off_revoke_all_or_the_cap() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(50));
+    std::thread::sleep(Duration::from_millis(100));
     let (tx, rx) = mpsc::channel();
     {
         let a = a.clone();
@@ -550,7 +609,7 @@ fn updates_in_a_loop_do_not_hold_off_revoke_all_or_the_cap() {
         });
     }
     let (login, revoked) = collect(&rx, "login and revoke");
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    drop(stop);
     for h in hammers {
         h.join().expect("hammer");
     }
@@ -563,6 +622,7 @@ fn updates_in_a_loop_do_not_hold_off_revoke_all_or_the_cap() {
     for s in &sessions {
         assert!(b.load(s.id()).expect("load").is_none(), "revoked");
     }
+    assert!(a.verify(false).expect("verify").is_consistent());
 }
 
 #[test]
@@ -581,8 +641,10 @@ fn namespaces_that_could_match_other_keys_are_refused() {
 #[test]
 fn the_password_is_never_shown() {
     for url in [
-        "redis://:hunter2@127.0.0.1:6379/0",
-        "redis://user:hunter2@127.0.0.1:6379/",
+        // Port 1: nothing listens, so the open fails and its error is checked too.
+        "redis://:hunter2@127.0.0.1:1/0",
+        "redis://user:hunter2@127.0.0.1:1/",
+        "redis://:hun/ter2@127.0.0.1:1/",
         "redis+unix:///tmp/redis.sock?db=0&pass=hunter2",
     ] {
         let config = Config::redis(url);

@@ -140,8 +140,9 @@ impl Backend {
     }
 
     /// Drops an expiry entry found to match no record with that expiry. Caller holds the
-    /// stripe lock (for a bad key, none).
-    pub(crate) fn drop_expiry_entry(&self, entry: &ExpiryEntry) -> Result<()> {
+    /// stripe lock (for a bad key, none). Returns whether it is gone from the index (on
+    /// Redis an entry whose record exists stays).
+    pub(crate) fn drop_expiry_entry(&self, entry: &ExpiryEntry) -> Result<bool> {
         dispatch!(self, b => b.drop_expiry_entry(entry))
     }
 
@@ -201,6 +202,6 @@ impl Backend {
 pub(crate) struct Cursor {
     /// sled: the last key read.
     pub(crate) last_key: Option<Vec<u8>>,
-    /// Redis: how many due entries this pass did not delete (and so are skipped).
+    /// Redis: how many due entries this pass left in the index (and so are skipped).
     pub(crate) kept: usize,
 }

@@ -84,18 +84,21 @@ impl RedisTarget {
 
     /// The URL with anything that may hold a password replaced by `***`: the user
     /// information before the `@`, and the query string (`redis+unix:///s?pass=...`).
+    ///
+    /// A password need not be escaped to be accepted by some clients, so it may hold `/`,
+    /// `?` or `@`: everything up to the last `@` goes, and after that any query.
     pub(crate) fn redacted(&self) -> String {
-        let (url, query) = match self.url.split_once('?') {
-            Some((url, _)) => (url, "?***"),
-            None => (self.url.as_str(), ""),
+        let (scheme, rest) = match self.url.split_once("://") {
+            Some((scheme, rest)) => (format!("{scheme}://"), rest),
+            None => (String::new(), self.url.as_str()),
         };
-        let Some((scheme, rest)) = url.split_once("://") else {
-            return format!("{url}{query}");
+        let (hidden, rest) = match rest.rfind('@') {
+            Some(at) => ("***", &rest[at..]),
+            None => ("", rest),
         };
-        let authority_end = rest.find('/').unwrap_or(rest.len());
-        match rest[..authority_end].rfind('@') {
-            Some(at) => format!("{scheme}://***{}{query}", &rest[at..]),
-            None => format!("{url}{query}"),
+        match rest.split_once('?') {
+            Some((before, _)) => format!("{scheme}{hidden}{before}?***"),
+            None => format!("{scheme}{hidden}{rest}"),
         }
     }
 
@@ -200,12 +203,14 @@ impl Scripts {
                 "if ARGV[10] == '1' then redis.call('ZADD', KEYS[5], ARGV[6], ARGV[7]) end ",
                 "return 1"
             )),
-            // KEYS: record, expiry, lease, user set. ARGV: old bytes, member, nonce, has user.
+            // KEYS: record, expiry, user set. ARGV: old bytes, member, has user.
+            // No lease check: like revoke-all, a logout must not wait for (or be held
+            // off by) another store's updates; an update whose record it deletes fails
+            // its commit with NotFound.
             delete: Script::new(concat!(
-                lease_check!("3", "3"),
                 "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end ",
                 "redis.call('DEL', KEYS[1]) redis.call('ZREM', KEYS[2], ARGV[2]) ",
-                "if ARGV[4] == '1' then redis.call('ZREM', KEYS[4], ARGV[2]) end ",
+                "if ARGV[3] == '1' then redis.call('ZREM', KEYS[3], ARGV[2]) end ",
                 "return 1"
             )),
             // KEYS: old record, new record, expiry, old lease, old user set, new user set.
@@ -234,18 +239,21 @@ impl Scripts {
                 "if redis.call('EXISTS', KEYS[1]) == 0 then ",
                 "return redis.call('ZREM', KEYS[2], ARGV[1]) end return 0"
             )),
-            // KEYS: user set, expiry. ARGV: record key prefix, kept handle (hex) or "".
-            // Returns member, expires_at pairs of the records deleted. Leases do not hold
+            // KEYS: user set, expiry. ARGV: record key prefix, kept handle (hex) or "",
+            // now. Deletes the user's live sessions and returns them; expired ones are
+            // left to the cleanup (as on sled), members whose record is gone are dropped. Leases do not hold
             // it up: an update whose session it deletes fails its commit (NotFound), and
             // no stream of updates can keep a revoke from landing.
             revoke: Script::new(concat!(
-                "local out = {} ",
+                "local now = tonumber(ARGV[3]) local out = {} ",
                 "for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do ",
                 "if ARGV[2] == '' or string.sub(m, 1, #ARGV[2]) ~= ARGV[2] then ",
                 "local exp = redis.call('ZSCORE', KEYS[2], m) ",
-                "if redis.call('DEL', ARGV[1] .. m) == 1 then ",
-                "out[#out + 1] = m out[#out + 1] = exp or '0' end ",
-                "redis.call('ZREM', KEYS[2], m) redis.call('ZREM', KEYS[1], m) end end ",
+                "if exp and tonumber(exp) > now then ",
+                "if redis.call('DEL', ARGV[1] .. m) == 1 then out[#out + 1] = m end ",
+                "redis.call('ZREM', KEYS[2], m) redis.call('ZREM', KEYS[1], m) ",
+                "elseif redis.call('EXISTS', ARGV[1] .. m) == 0 then ",
+                "redis.call('ZREM', KEYS[1], m) end end end ",
                 "return out"
             )),
             // KEYS: user set, expiry. ARGV: record key prefix, max, kept member, now.
@@ -468,21 +476,16 @@ impl RedisBackend {
     }
 
     pub(crate) fn delete(&self, digest: &Digest, old: &Entry) -> Result<Swap> {
-        let nonce = Self::nonce(digest);
-        let answer = self.past_leases(|conn| {
-            Ok(self
-                .scripts
-                .delete
-                .key(self.record_key(digest))
-                .key(self.expiry_key())
-                .key(self.lease_key(digest))
-                .key(self.user_key(old.user.as_deref()))
-                .arg(&old.bytes[..])
-                .arg(hex(&digest.0))
-                .arg(&nonce)
-                .arg(flag(old.user.is_some()))
-                .invoke(&mut **conn)?)
-        })?;
+        let answer: i64 = self
+            .scripts
+            .delete
+            .key(self.record_key(digest))
+            .key(self.expiry_key())
+            .key(self.user_key(old.user.as_deref()))
+            .arg(&old.bytes[..])
+            .arg(hex(&digest.0))
+            .arg(flag(old.user.is_some()))
+            .invoke(&mut *self.conn()?)?;
         swap(answer)
     }
 
@@ -588,23 +591,19 @@ impl RedisBackend {
             .collect())
     }
 
-    pub(crate) fn drop_expiry_entry(&self, entry: &ExpiryEntry) -> Result<()> {
+    pub(crate) fn drop_expiry_entry(&self, entry: &ExpiryEntry) -> Result<bool> {
         let mut conn = self.conn()?;
-        match entry {
-            ExpiryEntry::Due(_, digest) => {
-                let _: i64 = self
-                    .scripts
-                    .drop_if_absent
-                    .key(self.record_key(digest))
-                    .key(self.expiry_key())
-                    .arg(hex(&digest.0))
-                    .invoke(&mut *conn)?;
-            }
-            ExpiryEntry::Bad(member) => {
-                let _: i64 = conn.zrem(self.expiry_key(), member)?;
-            }
-        }
-        Ok(())
+        let removed: i64 = match entry {
+            ExpiryEntry::Due(_, digest) => self
+                .scripts
+                .drop_if_absent
+                .key(self.record_key(digest))
+                .key(self.expiry_key())
+                .arg(hex(&digest.0))
+                .invoke(&mut *conn)?,
+            ExpiryEntry::Bad(member) => conn.zrem(self.expiry_key(), member)?,
+        };
+        Ok(removed > 0)
     }
 
     pub(crate) fn records(&self) -> Box<dyn Iterator<Item = Result<(Vec<u8>, IVec)>> + '_> {
@@ -635,14 +634,15 @@ impl RedisBackend {
         Ok(())
     }
 
-    /// Revoke-all as one script: deletes every record in `user`'s set but the one whose
-    /// digest starts with `keep`. Returns each deleted digest with its expiry. A member
-    /// that is not a digest (only a hand-edited set has one) is deleted and skipped here.
+    /// Revoke-all as one script: deletes every live session in `user`'s set but the one
+    /// whose digest starts with `keep`, and returns them. A member that is not a digest
+    /// (only a hand-edited set has one) is deleted and skipped here.
     pub(crate) fn revoke_user(
         &self,
         user: &str,
         keep: Option<&[u8]>,
-    ) -> Result<Vec<(Digest, u64)>> {
+        now: u64,
+    ) -> Result<Vec<Digest>> {
         let out: Vec<Vec<u8>> = self
             .scripts
             .revoke
@@ -650,18 +650,9 @@ impl RedisBackend {
             .key(self.expiry_key())
             .arg(self.record_prefix())
             .arg(keep.map(hex).unwrap_or_default())
+            .arg(now)
             .invoke(&mut *self.conn()?)?;
-        Ok(out
-            .chunks_exact(2)
-            .filter_map(|pair| {
-                let digest = digest_of_hex(&pair[0])?;
-                let exp = std::str::from_utf8(&pair[1])
-                    .ok()
-                    .and_then(|s| s.parse::<f64>().ok())
-                    .unwrap_or(0.0);
-                Some((digest, exp as u64))
-            })
-            .collect())
+        Ok(out.iter().filter_map(|m| digest_of_hex(m)).collect())
     }
 
     /// The per-user cap as one script. Returns the digests evicted (members that are not
@@ -761,7 +752,8 @@ impl RedisBackend {
                 }
             }
         }
-        let user_sets: Vec<Vec<u8>> = {
+        // A set of the sets: SCAN may name a key twice.
+        let user_sets: std::collections::BTreeSet<Vec<u8>> = {
             let mut conn = self.conn()?;
             let pattern = format!("{}:u:*", self.ns);
             conn.scan_match::<_, Vec<u8>>(pattern)?
@@ -830,7 +822,7 @@ struct Scan<'a> {
     started: bool,
     ready: VecDeque<(Vec<u8>, IVec)>,
     /// SCAN may return a key more than once (while the server rehashes): each is passed
-    /// on once.
+    /// on once. Holds the digests (32 bytes each) seen so far.
     seen: HashSet<Vec<u8>>,
 }
 
@@ -866,11 +858,11 @@ impl Scan<'_> {
         let prefix = self.backend.record_prefix().len();
         for (key, value) in keys.into_iter().zip(values) {
             // A record deleted between the SCAN and the MGET is skipped.
+            let name = key.get(prefix..).unwrap_or_default();
+            let digest = digest_of_hex(name).map_or_else(|| name.to_vec(), |d| d.0.to_vec());
             if let Some(value) = value
-                && self.seen.insert(key.clone())
+                && self.seen.insert(digest.clone())
             {
-                let name = key.get(prefix..).unwrap_or_default();
-                let digest = digest_of_hex(name).map_or_else(|| name.to_vec(), |d| d.0.to_vec());
                 self.ready.push_back((digest, IVec::from(value)));
             }
         }
@@ -959,7 +951,9 @@ mod tests {
         assert_eq!(target("redis://:pw@h:6379/0"), "redis://***@h:6379/0");
         assert_eq!(target("redis://u:pw@h/"), "redis://***@h/");
         assert_eq!(target("redis://h:6379/"), "redis://h:6379/");
-        assert_eq!(target("redis://h/a@b"), "redis://h/a@b");
+        assert_eq!(target("redis://h/a@b"), "redis://***@b");
+        assert_eq!(target("redis://:ab/cd@h/"), "redis://***@h/");
+        assert_eq!(target("redis://:ab?cd@h/"), "redis://***@h/");
         assert_eq!(
             target("redis+unix:///tmp/s.sock?db=1&pass=pw"),
             "redis+unix:///tmp/s.sock?***"

@@ -199,14 +199,14 @@ impl SledBackend {
             .collect())
     }
 
-    pub(crate) fn drop_expiry_entry(&self, entry: &ExpiryEntry) -> Result<()> {
-        match entry {
+    pub(crate) fn drop_expiry_entry(&self, entry: &ExpiryEntry) -> Result<bool> {
+        let removed = match entry {
             ExpiryEntry::Due(expires_at, digest) => {
                 self.expiry.remove(codec::expiry_key(*expires_at, digest))?
             }
             ExpiryEntry::Bad(key) => self.expiry.remove(key)?,
         };
-        Ok(())
+        Ok(removed.is_some())
     }
 
     pub(crate) fn records(&self) -> Box<dyn Iterator<Item = Result<(Vec<u8>, IVec)>> + '_> {

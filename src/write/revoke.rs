@@ -103,19 +103,16 @@ impl StoreState {
         #[cfg(feature = "redis")]
         if let Some(redis) = self.backend.redis() {
             self.locks.refuse_inside_update()?;
-            let now = self.now();
-            let mut live = 0;
-            for (digest, expires_at) in
-                redis.revoke_user(user, keep.as_ref().map(SessionHandle::as_bytes))?
-            {
-                live += usize::from(expires_at > now);
+            let revoked =
+                redis.revoke_user(user, keep.as_ref().map(SessionHandle::as_bytes), self.now())?;
+            for digest in &revoked {
                 self.events.emit(&self.counters, || Event::Destroyed {
                     handle: digest.handle(),
                     user: Some(user.to_owned()),
                     reason: DestroyReason::UserRevoked,
                 });
             }
-            return Ok(live);
+            return Ok(revoked.len());
         }
         let destroyed = {
             let _user = self.locks.user(user)?;

@@ -227,7 +227,11 @@ pub fn verify(dir: &Path, repair: bool, json: bool, out: &mut dyn Write) -> Resu
                 out,
                 "{n} problem{} found; `sessile verify --repair {}` fixes {}",
                 plural(n),
-                open::shown(dir),
+                if open::redis_url(dir).is_some() {
+                    "URL".to_owned()
+                } else {
+                    open::shown(dir)
+                },
                 if n == 1 { "it" } else { "them" }
             )?;
         }

@@ -1,6 +1,7 @@
 //! Opening a store the way an operator needs it: no cleanup thread, no store created by
 //! accident, and errors that say what to do. A store is a folder, or a Redis URL
-//! (`redis://host:port/db`, `rediss://`, `redis+unix://`), with the key namespace taken
+//! (`redis://host:port/db`, and the other schemes the client takes: `rediss://`,
+//! `redis+unix://`, `unix://`, `valkey://` ...), with the key namespace taken
 //! from `SESSILE_REDIS_NAMESPACE` (default `sessile`), as the server's `Config` has it.
 
 use std::path::Path;
@@ -66,10 +67,19 @@ pub fn shown(dir: &Path) -> String {
 /// The Redis URL `dir` is, if it is one rather than a folder.
 pub fn redis_url(dir: &Path) -> Option<&str> {
     let s = dir.to_str()?;
-    ["redis://", "rediss://", "redis+unix://"]
-        .iter()
-        .any(|scheme| s.starts_with(scheme))
-        .then_some(s)
+    // Every scheme the redis client accepts.
+    [
+        "redis://",
+        "rediss://",
+        "redis+unix://",
+        "valkey://",
+        "valkeys://",
+        "valkey+unix://",
+        "unix://",
+    ]
+    .iter()
+    .any(|scheme| s.starts_with(scheme))
+    .then_some(s)
 }
 
 /// The key namespace of Redis stores: `SESSILE_REDIS_NAMESPACE`, default `sessile`.
