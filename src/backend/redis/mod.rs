@@ -28,20 +28,22 @@
 //! [`Config::redis_namespace`]: crate::Config::redis_namespace
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use redis::{Commands, ConnectionLike, Script};
+use redis::{Commands, ConnectionLike};
 use sled::IVec;
+
+mod scripts;
+mod verify;
+
+use scripts::Scripts;
 
 use crate::backend::{Cursor, ExpiryEntry};
 use crate::clock::Clock;
-use crate::codec;
 use crate::error::{Error, Result};
 use crate::id::Digest;
 use crate::read::Entry;
-use crate::state::StoreState;
-use crate::verify::VerifyReport;
 use crate::write::Swap;
 
 /// How long past its expiry a record stays on the server if no store deletes it.
@@ -154,136 +156,6 @@ impl r2d2::ManageConnection for Connector {
 
     fn has_broken(&self, conn: &mut redis::Connection) -> bool {
         !conn.is_open()
-    }
-}
-
-/// The scripts, loaded once per store (sent by hash; the client loads a script the
-/// server does not know).
-struct Scripts {
-    write: Script,
-    delete: Script,
-    rotate: Script,
-    quarantine: Script,
-    drop_if_absent: Script,
-    revoke: Script,
-    cap: Script,
-    release: Script,
-    repair: Script,
-}
-
-/// The lease check every single-session script starts with: -1 if another store's
-/// `update` holds the session. `KEYS[lease]` and `ARGV[nonce]` are spliced in.
-macro_rules! lease_check {
-    ($key:literal, $nonce:literal) => {
-        concat!(
-            "local lease = redis.call('GET', KEYS[",
-            $key,
-            "]) if lease and lease ~= ARGV[",
-            $nonce,
-            "] then return -1 end "
-        )
-    };
-}
-
-impl Scripts {
-    fn new() -> Scripts {
-        Scripts {
-            // KEYS: record, expiry, lease, old user set, new user set.
-            // ARGV: mode (absent|match), old bytes, new bytes, ttl, expires_at,
-            //       created_at, member, nonce, old has user, new has user.
-            write: Script::new(concat!(
-                lease_check!("3", "8"),
-                "local cur = redis.call('GET', KEYS[1]) ",
-                "if ARGV[1] == 'absent' then if cur then return 0 end ",
-                "elseif cur ~= ARGV[2] then return 0 end ",
-                "redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4]) ",
-                "redis.call('ZADD', KEYS[2], ARGV[5], ARGV[7]) ",
-                "if ARGV[9] == '1' and (ARGV[10] ~= '1' or KEYS[4] ~= KEYS[5]) then ",
-                "redis.call('ZREM', KEYS[4], ARGV[7]) end ",
-                "if ARGV[10] == '1' then redis.call('ZADD', KEYS[5], ARGV[6], ARGV[7]) end ",
-                "return 1"
-            )),
-            // KEYS: record, expiry, user set. ARGV: old bytes, member, has user.
-            // No lease check: like revoke-all, a logout must not wait for (or be held
-            // off by) another store's updates; an update whose record it deletes fails
-            // its commit with NotFound.
-            delete: Script::new(concat!(
-                "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end ",
-                "redis.call('DEL', KEYS[1]) redis.call('ZREM', KEYS[2], ARGV[2]) ",
-                "if ARGV[3] == '1' then redis.call('ZREM', KEYS[3], ARGV[2]) end ",
-                "return 1"
-            )),
-            // KEYS: old record, new record, expiry, old lease, old user set, new user set.
-            // ARGV: old bytes, new bytes, ttl, expires_at, created_at, old member,
-            //       new member, nonce, old has user, new has user.
-            // 0: the old record changed; 2: the new digest is taken.
-            rotate: Script::new(concat!(
-                lease_check!("4", "8"),
-                "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end ",
-                "if redis.call('EXISTS', KEYS[2]) == 1 then return 2 end ",
-                "redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3]) redis.call('DEL', KEYS[1]) ",
-                "redis.call('ZREM', KEYS[3], ARGV[6]) redis.call('ZADD', KEYS[3], ARGV[4], ARGV[7]) ",
-                "if ARGV[9] == '1' then redis.call('ZREM', KEYS[5], ARGV[6]) end ",
-                "if ARGV[10] == '1' then redis.call('ZADD', KEYS[6], ARGV[5], ARGV[7]) end ",
-                "return 1"
-            )),
-            // KEYS: quarantine hash, record. ARGV: member, bytes.
-            quarantine: Script::new(concat!(
-                "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) ",
-                "if redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('DEL', KEYS[2]) return 1 end ",
-                "return 0"
-            )),
-            // KEYS: record, sorted set. ARGV: member. Drops an index entry whose record
-            // is gone (its TTL ran out, or it was quarantined).
-            drop_if_absent: Script::new(concat!(
-                "if redis.call('EXISTS', KEYS[1]) == 0 then ",
-                "return redis.call('ZREM', KEYS[2], ARGV[1]) end return 0"
-            )),
-            // KEYS: user set, expiry. ARGV: record key prefix, kept handle (hex) or "",
-            // now. Deletes the user's live sessions and returns them; expired ones are
-            // left to the cleanup (as on sled), members whose record is gone are dropped. Leases do not hold
-            // it up: an update whose session it deletes fails its commit (NotFound), and
-            // no stream of updates can keep a revoke from landing.
-            revoke: Script::new(concat!(
-                "local now = tonumber(ARGV[3]) local out = {} ",
-                "for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do ",
-                "if ARGV[2] == '' or string.sub(m, 1, #ARGV[2]) ~= ARGV[2] then ",
-                "local exp = redis.call('ZSCORE', KEYS[2], m) ",
-                "if exp and tonumber(exp) > now then ",
-                "if redis.call('DEL', ARGV[1] .. m) == 1 then out[#out + 1] = m end ",
-                "redis.call('ZREM', KEYS[2], m) redis.call('ZREM', KEYS[1], m) ",
-                "elseif redis.call('EXISTS', ARGV[1] .. m) == 0 then ",
-                "redis.call('ZREM', KEYS[1], m) end end end ",
-                "return out"
-            )),
-            // KEYS: user set, expiry. ARGV: record key prefix, max, kept member, now.
-            // Evicts the oldest live sessions (by created_at, then digest) beyond max,
-            // never the kept one; leases do not hold it up, as for revoke. Returns the
-            // members evicted.
-            cap: Script::new(concat!(
-                "local now = tonumber(ARGV[4]) local live = {} local keep = false ",
-                "for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do ",
-                "local exp = redis.call('ZSCORE', KEYS[2], m) ",
-                "if exp and tonumber(exp) > now and redis.call('EXISTS', ARGV[1] .. m) == 1 then ",
-                "if m == ARGV[3] then keep = true else live[#live + 1] = m end end end ",
-                "local room = tonumber(ARGV[2]) if keep then room = room - 1 end ",
-                "local out = {} ",
-                "for i = 1, #live - room do local m = live[i] ",
-                "redis.call('DEL', ARGV[1] .. m) redis.call('ZREM', KEYS[2], m) ",
-                "redis.call('ZREM', KEYS[1], m) out[#out + 1] = m end ",
-                "return out"
-            )),
-            // KEYS: lease. ARGV: nonce.
-            release: Script::new(
-                "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
-            ),
-            // KEYS: record, sorted set. ARGV: bytes, score, member. Adds a missing index
-            // entry if the record is still the one verify read.
-            repair: Script::new(concat!(
-                "if redis.call('GET', KEYS[1]) == ARGV[1] then ",
-                "return redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3]) end return 0"
-            )),
-        }
     }
 }
 
@@ -675,142 +547,6 @@ impl RedisBackend {
             .arg(now)
             .invoke(&mut *self.conn()?)?;
         Ok(out.iter().filter_map(|m| digest_of_hex(m)).collect())
-    }
-
-    /// [`Store::verify`](crate::Store::verify) on Redis: every record against the expiry
-    /// set and its user's set, then every member of those sets against the records.
-    pub(crate) fn verify(&self, state: &StoreState, repair: bool) -> Result<VerifyReport> {
-        let now = state.now();
-        let mut report = VerifyReport {
-            repaired: repair,
-            ..VerifyReport::default()
-        };
-        let mut index: HashMap<Digest, (u64, Option<String>)> = HashMap::new();
-        for item in self.records() {
-            let (key, bytes) = item?;
-            report.records += 1;
-            let Some(digest) = Digest::from_slice(&key) else {
-                report.undecodable += 1;
-                continue;
-            };
-            let record = match codec::decode_record(&bytes) {
-                Ok(r) => r,
-                Err(e) => {
-                    report.undecodable += 1;
-                    if repair {
-                        let held = state.locks.stripe(&digest)?;
-                        state.quarantine(&digest, &bytes, &e, &held)?;
-                    }
-                    continue;
-                }
-            };
-            let expires_at = record.header.expires_at;
-            if expires_at > now {
-                report.live += 1;
-            } else {
-                report.expired += 1;
-            }
-            let member = hex(&digest.0);
-            let mut conn = self.conn()?;
-            let score: Option<f64> = conn.zscore(self.expiry_key(), &member)?;
-            if score.map(|s| s as u64) != Some(expires_at) {
-                report.missing_expiry_entries += 1;
-                if repair {
-                    self.repair(
-                        &mut conn,
-                        &digest,
-                        &bytes,
-                        self.expiry_key().into_bytes(),
-                        expires_at,
-                    )?;
-                }
-            }
-            if let Some(user) = &record.user {
-                let score: Option<f64> = conn.zscore(self.user_key(Some(user)), &member)?;
-                if score.is_none() {
-                    report.missing_user_entries += 1;
-                    if repair {
-                        let key = self.user_key(Some(user));
-                        self.repair(&mut conn, &digest, &bytes, key, record.header.created_at)?;
-                    }
-                }
-            }
-            index.insert(digest, (expires_at, record.user));
-        }
-        let entries: Vec<(Vec<u8>, f64)> =
-            self.conn()?.zrange_withscores(self.expiry_key(), 0, -1)?;
-        for (member, score) in entries {
-            let digest = digest_of_hex(&member);
-            let ok = digest.is_some_and(|d| index.get(&d).is_some_and(|(e, _)| *e == score as u64));
-            if !ok {
-                report.stale_expiry_entries += 1;
-                if repair {
-                    self.drop_expiry_entry(&match digest {
-                        Some(d) => ExpiryEntry::Due(score as u64, d),
-                        None => ExpiryEntry::Bad(member),
-                    })?;
-                }
-            }
-        }
-        // A set of the sets: SCAN may name a key twice.
-        let user_sets: std::collections::BTreeSet<Vec<u8>> = {
-            let mut conn = self.conn()?;
-            let pattern = format!("{}:u:*", self.ns);
-            conn.scan_match::<_, Vec<u8>>(pattern)?
-                .collect::<std::result::Result<_, _>>()?
-        };
-        let prefix_len = format!("{}:u:", self.ns).len();
-        for set in user_sets {
-            let Some(user) = set.get(prefix_len..) else {
-                continue;
-            };
-            let user = String::from_utf8_lossy(user).into_owned();
-            let members: Vec<Vec<u8>> = self.conn()?.zrange(&set, 0, -1)?;
-            for member in members {
-                let digest = digest_of_hex(&member);
-                let ok = digest.is_some_and(|d| {
-                    index
-                        .get(&d)
-                        .is_some_and(|(_, u)| u.as_deref() == Some(user.as_str()))
-                });
-                if !ok {
-                    report.stale_user_entries += 1;
-                    if repair {
-                        match digest {
-                            Some(d) => self.drop_user_entry(&user, &d)?,
-                            None => {
-                                let _: i64 = self.conn()?.zrem(&set, &member)?;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        let quarantined: u64 = self.conn()?.hlen(self.quarantine_key())?;
-        report.quarantined = quarantined;
-        Ok(report)
-    }
-
-    /// Adds `digest`'s missing entry to the sorted set `key` if its record is still
-    /// `bytes`.
-    fn repair(
-        &self,
-        conn: &mut Conn,
-        digest: &Digest,
-        bytes: &[u8],
-        key: Vec<u8>,
-        score: u64,
-    ) -> Result<()> {
-        let _: i64 = self
-            .scripts
-            .repair
-            .key(self.record_key(digest))
-            .key(key)
-            .arg(bytes)
-            .arg(score)
-            .arg(hex(&digest.0))
-            .invoke(&mut **conn)?;
-        Ok(())
     }
 }
 
