@@ -312,6 +312,7 @@ impl StoreState {
                     // Hold nothing while waiting: the commit below checks the record is
                     // still the one `f` saw, which is what the lease was for.
                     drop(held);
+                    #[allow(clippy::drop_non_drop, reason = "a Redis lease releases on drop")]
                     drop(lease);
                     let _user = self.locks.user(user)?;
                     let held = self.locks.stripe(&digest)?;
