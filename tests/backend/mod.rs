@@ -99,15 +99,7 @@ impl RedisServer {
 
     /// Stops the server (as a crash would: SIGKILL) and waits until its port is closed.
     pub fn kill(mut self) {
-        let _ = Command::new("pkill")
-            .args([
-                "-KILL",
-                "-f",
-                &format!("redis-server 127.0.0.1:{}", self.port),
-            ])
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
             assert!(Instant::now() < deadline, "redis-server did not stop");
@@ -116,8 +108,9 @@ impl RedisServer {
     }
 }
 
-impl Drop for RedisServer {
-    fn drop(&mut self) {
+impl RedisServer {
+    /// SIGKILLs the server and the shell that watches it.
+    fn stop(&mut self) {
         let _ = Command::new("pkill")
             .args([
                 "-KILL",
@@ -127,6 +120,12 @@ impl Drop for RedisServer {
             .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
