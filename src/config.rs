@@ -4,9 +4,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::clock::{Clock, duration_ms};
-use crate::codec::DECODE_LIMIT;
 use crate::error::{Error, Result};
-use crate::store::Store;
+use crate::record::codec::DECODE_LIMIT;
 
 /// How hard the store works to get each write onto disk before returning. On Redis both
 /// modes mean the same: the server's persistence (`appendonly`, `appendfsync`) decides.
@@ -64,7 +63,7 @@ pub struct Config {
     pub(crate) event_capacity: usize,
     /// Set by [`Config::redis`]: the server the store lives on, instead of `path`.
     #[cfg(feature = "redis")]
-    pub(crate) redis: Option<crate::backend::redis::RedisTarget>,
+    pub(crate) redis: Option<RedisTarget>,
 }
 
 /// Default idle timeout: 30 minutes.
@@ -145,7 +144,7 @@ impl Config {
     /// ```
     #[cfg(feature = "redis")]
     pub fn redis(url: impl Into<String>) -> Config {
-        let target = crate::backend::redis::RedisTarget::new(url.into());
+        let target = RedisTarget::new(url.into());
         let mut config = Config::new(target.redacted());
         config.redis = Some(target);
         config
@@ -310,20 +309,12 @@ impl Config {
         self
     }
 
-    /// Checks the settings and opens the store.
+    /// Checks every setting against its range.
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] for a setting out of range (or, on Redis, a URL the
-    /// client does not accept); otherwise the errors of [`Store::open`]. On Redis:
-    /// [`Error::Storage`] if no connection opens within 2 s, [`Error::UnsupportedFormat`]
-    /// or [`Error::Corrupt`] for the namespace's format marker.
-    pub fn open(self) -> Result<Store> {
-        self.validate()?;
-        Store::open_with(self)
-    }
-
-    fn validate(&self) -> Result<()> {
+    /// [`Error::InvalidConfig`] for the first setting out of range.
+    pub(crate) fn validate(&self) -> Result<()> {
         fn check(ok: bool, msg: impl FnOnce() -> String) -> Result<()> {
             if ok {
                 Ok(())
@@ -394,5 +385,84 @@ impl Config {
     /// The granularity in milliseconds, defaulted from the idle timeout.
     pub(crate) fn granularity_ms(&self) -> u64 {
         self.touch_granularity_ms.unwrap_or(self.idle_ms / 20)
+    }
+}
+
+#[cfg(feature = "redis")]
+/// Where a Redis store lives, as given to [`Config::redis`](crate::Config::redis).
+#[derive(Clone)]
+pub(crate) struct RedisTarget {
+    pub(crate) url: String,
+    pub(crate) namespace: String,
+    pub(crate) pool_size: u32,
+}
+
+#[cfg(feature = "redis")]
+impl std::fmt::Debug for RedisTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisTarget")
+            .field("url", &self.redacted())
+            .field("namespace", &self.namespace)
+            .field("pool_size", &self.pool_size)
+            .finish()
+    }
+}
+
+#[cfg(feature = "redis")]
+impl RedisTarget {
+    pub(crate) fn new(url: String) -> RedisTarget {
+        RedisTarget {
+            url,
+            namespace: "sessile".into(),
+            pool_size: 16,
+        }
+    }
+
+    /// The URL with anything that may hold a password replaced by `***`: the user
+    /// information before the `@`, and the query string (`redis+unix:///s?pass=...`).
+    ///
+    /// A password need not be escaped to be accepted by some clients, so it may hold `/`,
+    /// `?` or `@`: everything up to the last `@` goes, and after that any query.
+    pub(crate) fn redacted(&self) -> String {
+        let (scheme, rest) = match self.url.split_once("://") {
+            Some((scheme, rest)) => (format!("{scheme}://"), rest),
+            None => (String::new(), self.url.as_str()),
+        };
+        let (hidden, rest) = match rest.rfind('@') {
+            Some(at) => ("***", &rest[at..]),
+            None => ("", rest),
+        };
+        match rest.split_once('?') {
+            Some((before, _)) => format!("{scheme}{hidden}{before}?***"),
+            None => format!("{scheme}{hidden}{rest}"),
+        }
+    }
+
+    /// Checks the namespace and pool size (the URL is checked by the client when the
+    /// store opens).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] for a namespace or pool size out of range.
+    pub(crate) fn validate(&self) -> Result<()> {
+        let ns = &self.namespace;
+        // Only characters that mean nothing to SCAN's patterns and cannot make one
+        // namespace's keys look like another's (`:` would: `a` and `a:s:x`).
+        if ns.is_empty()
+            || ns.len() > 64
+            || !ns
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        {
+            return Err(Error::InvalidConfig(
+                "redis_namespace must be 1 to 64 ASCII letters, digits, '-', '_' or '.'".into(),
+            ));
+        }
+        if !(1..=1024).contains(&self.pool_size) {
+            return Err(Error::InvalidConfig(
+                "redis_pool_size must be from 1 to 1024".into(),
+            ));
+        }
+        Ok(())
     }
 }

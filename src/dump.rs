@@ -8,13 +8,14 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
-use crate::codec::{self, Header, Record};
+use crate::engine::commit::Contents;
 use crate::error::{Error, Result};
 use crate::expiry::{Lifetime, Timeouts};
 use crate::id::{Digest, SessionHandle};
+use crate::record::Decoded;
+use crate::record::codec::Header;
+use crate::record::values::ValueMap;
 use crate::store::Store;
-use crate::values::ValueMap;
-use crate::write::commit::Contents;
 
 /// One stored session as plain data: what [`Store::dump`] yields and [`Store::restore`]
 /// writes back. A dump restored into a store with the same settings gives the same
@@ -51,7 +52,7 @@ pub struct SessionDump {
 }
 
 impl SessionDump {
-    fn of(key: &[u8], record: Record) -> SessionDump {
+    fn of(key: &[u8], record: Decoded) -> SessionDump {
         SessionDump {
             key: URL_SAFE_NO_PAD.encode(key),
             created_at: record.header.created_at,
@@ -110,12 +111,12 @@ impl Store {
     /// Every stored session, live or expired, in storage order. Records that do not decode
     /// are skipped (see [`verify`](Self::verify)).
     pub fn dump(&self) -> impl Iterator<Item = Result<SessionDump>> + '_ {
-        self.state.backend.records().filter_map(|item| {
+        self.engine.backend.records().filter_map(|item| {
             let (key, bytes) = match item {
                 Ok(kv) => kv,
                 Err(e) => return Some(Err(e)),
             };
-            let record = codec::decode_record(&bytes).ok()?;
+            let record = crate::record::decode_record(&bytes).ok()?;
             Some(Ok(SessionDump::of(&key, record)))
         })
     }
@@ -126,8 +127,8 @@ impl Store {
     ///
     /// [`Error::Storage`] on a storage failure.
     pub fn inspect(&self, handle: &SessionHandle) -> Result<Option<SessionDump>> {
-        for (key, bytes) in self.state.backend.records_with_prefix(handle.as_bytes())? {
-            if let Ok(record) = codec::decode_record(&bytes) {
+        for (key, bytes) in self.engine.backend.records_with_prefix(handle.as_bytes())? {
+            if let Ok(record) = crate::record::decode_record(&bytes) {
                 return Ok(Some(SessionDump::of(&key, record)));
             }
         }
@@ -151,15 +152,20 @@ impl Store {
             .iter()
             .map(|(k, v)| (k.clone(), ByteBuf::from(v.clone())))
             .collect();
-        let contents = Contents::new(&self.state, dump.user.clone(), data.into(), dump.lifetime())?;
+        let contents = Contents::new(
+            &self.engine,
+            dump.user.clone(),
+            data.into(),
+            dump.lifetime(),
+        )?;
         // Times from the future (a damaged or hostile dump, or a clock far ahead) are
         // brought back to now, and the expiry to what the timeouts allow, so no restored
         // session outlives what it could have been given here.
-        let now = self.state.now();
+        let now = self.engine.now();
         let own = contents.own();
         let created_at = dump.created_at.min(now);
         let last_seen = dump.last_seen.clamp(created_at, now);
-        let allowed = Timeouts::of(&self.state.config, own).expires_at(last_seen, created_at);
+        let allowed = Timeouts::of(&self.engine.config, own).expires_at(last_seen, created_at);
         let header = Header {
             expires_at: dump.expires_at.min(allowed),
             last_seen,
@@ -167,7 +173,7 @@ impl Store {
             version: dump.version,
             own,
         };
-        self.state.put_record(&digest, &contents, header)
+        self.engine.put_record(&digest, &contents, header)
     }
 
     /// The format version of the store on disk (`meta/format`). Opening refuses formats
@@ -175,6 +181,6 @@ impl Store {
     /// upgraded to the current format (2) by the first write, its records rewritten in
     /// format 2 as they are written.
     pub fn format_version(&self) -> u32 {
-        self.state.format()
+        self.engine.format()
     }
 }

@@ -2,8 +2,6 @@
 
 use std::path::PathBuf;
 
-use crate::id::ParseIdError;
-
 /// A specialized `Result` for sessile operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -141,6 +139,18 @@ pub enum Error {
     )]
     WriteInsideUpdate,
 }
+
+/// The error returned when a string is not a well-formed session token.
+///
+/// It says nothing about the input, so that a token never ends up in a log through it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed session token: expected 43 URL-safe base64 characters")]
+pub struct ParseIdError(pub(crate) ());
+
+/// The error returned when a string is not a well-formed [`SessionHandle`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed session handle: expected 32 hex characters")]
+pub struct ParseHandleError(pub(crate) ());
 
 /// What an [`Error::TooLarge`] refers to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

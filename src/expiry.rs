@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use crate::clock::duration_ms;
-use crate::codec::{Header, OwnTimeouts};
 use crate::config::Config;
+use crate::record::codec::{Header, OwnTimeouts};
 
 /// How long one session may live, when it should not follow the store's timeouts: a
 /// "remember me" login that idles out after 30 days instead of 30 minutes, or a

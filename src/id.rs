@@ -7,7 +7,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::TryRng as _;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ParseHandleError, ParseIdError, Result};
 
 const TOKEN_BYTES: usize = 32;
 /// Length of a token's text form: 32 bytes in unpadded URL-safe base64.
@@ -62,9 +62,9 @@ impl SessionId {
         Digest(*hasher.finalize().as_bytes())
     }
 
-    /// The token as words, the key of the store's [`DigestMemo`](crate::digests::DigestMemo).
-    pub(crate) fn words(&self) -> crate::digests::Words<4> {
-        crate::digests::words(&self.0)
+    /// The token as words, the key of the store's memo of token digests.
+    pub(crate) fn words(&self) -> Words<4> {
+        words(&self.0)
     }
 
     /// The session's handle: safe to show in a UI or a log, useless as a cookie.
@@ -122,12 +122,19 @@ impl TryFrom<&str> for SessionId {
     }
 }
 
-/// The error returned when a string is not a well-formed session token.
-///
-/// It says nothing about the input, so that a token never ends up in a log through it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("malformed session token: expected 43 URL-safe base64 characters")]
-pub struct ParseIdError(());
+/// A secret as `W` 64-bit words: 4 for a 32-byte token, 2 for a 16-byte ID.
+pub(crate) type Words<const W: usize> = [u64; W];
+
+/// `bytes` (a multiple of 8 long) as little-endian words.
+pub(crate) fn words<const W: usize>(bytes: &[u8]) -> Words<W> {
+    std::array::from_fn(|i| {
+        let mut word = [0u8; 8];
+        if let Some(chunk) = bytes.get(8 * i..8 * i + 8) {
+            word.copy_from_slice(chunk);
+        }
+        u64::from_le_bytes(word)
+    })
+}
 
 /// A keyed digest of a token: the key of the session's record on disk.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -234,11 +241,6 @@ fn hex_digit(c: u8) -> Option<u8> {
         _ => None,
     }
 }
-
-/// The error returned when a string is not a well-formed [`SessionHandle`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("malformed session handle: expected 32 hex characters")]
-pub struct ParseHandleError(());
 
 #[cfg(test)]
 mod tests {

@@ -7,11 +7,11 @@ use serde::de::DeserializeOwned;
 use serde_bytes::ByteBuf;
 
 use crate::clock::from_ms;
-use crate::codec::{self, Header};
 use crate::error::{Error, Oversized, Result};
 use crate::expiry::Lifetime;
 use crate::id::{Digest, SessionHandle, SessionId};
-use crate::values::Values;
+use crate::record::codec::{self, Header};
+use crate::record::values::Values;
 
 /// Size limits copied from the store's config into each session.
 #[derive(Debug, Clone, Copy)]

@@ -7,20 +7,18 @@ use std::sync::Arc;
 use crossbeam_channel::Receiver;
 
 use crate::backend::Backend;
-use crate::backend::sled::SledBackend;
-use crate::cleanup::{self, CleanupThread};
-use crate::codec::STORE_FORMAT;
 use crate::config::Config;
+use crate::engine::Engine;
+use crate::engine::cleanup::{self, CleanupThread};
+use crate::engine::commit::{Change, Committed, Contents};
+use crate::engine::verify::VerifyReport;
 use crate::error::{Error, Result};
 use crate::events::{DestroyReason, Event};
 use crate::expiry::Lifetime;
 use crate::id::SessionId;
-use crate::registry::Registration;
+use crate::record::values::Values;
 use crate::session::Session;
-use crate::state::StoreState;
 use crate::stats::Stats;
-use crate::values::Values;
-use crate::write::commit::{Change, Committed, Contents};
 
 /// A persistent session store in one folder.
 ///
@@ -50,13 +48,13 @@ use crate::write::commit::{Change, Committed, Contents};
 /// ```
 #[derive(Clone)]
 pub struct Store {
-    pub(crate) state: Arc<StoreState>,
+    pub(crate) engine: Arc<Engine>,
     owner: Arc<Owner>,
 }
 
 /// Dropped with the last `Store` handle: stops the cleanup thread, then flushes.
 struct Owner {
-    state: Arc<StoreState>,
+    state: Arc<Engine>,
     cleanup: Option<CleanupThread>,
 }
 
@@ -74,7 +72,7 @@ impl Drop for Owner {
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Store")
-            .field("path", &self.state.config.path)
+            .field("path", &self.engine.config.path)
             .finish_non_exhaustive()
     }
 }
@@ -93,50 +91,13 @@ impl Store {
         Config::new(path).open()
     }
 
-    pub(crate) fn open_with(config: Config) -> Result<Store> {
-        #[cfg(feature = "redis")]
-        if let Some(target) = &config.redis {
-            let redis = crate::backend::redis::RedisBackend::connect(target, config.clock.clone())?;
-            let backend = Backend::Redis(Box::new(redis));
-            let format = check_format(&backend, &config.path)?;
-            let state = StoreState::new(backend, config, None, format);
-            return Store::start(state);
-        }
-        let path = config.path.clone();
-        prepare_folder(&path)?;
-        let registration = Registration::new(&path)?;
-        let sled_config = sled::Config::new()
-            .path(&path)
-            .cache_capacity(config.storage_cache_bytes);
-        let db = match sled_config.open().map_err(|e| open_error(e, &path)) {
-            // No store of this process has the folder (the registration says so), but a
-            // sled handle dropped a moment ago may still hold its lock: wait, once.
-            Err(Error::Locked { .. }) => {
-                crate::registry::wait_for_unlock(&path.join("db"), crate::registry::OPEN_LINGER);
-                sled_config.open().map_err(|e| open_error(e, &path))?
-            }
-            other => other?,
-        };
-        let registration = registration.opened();
-        let checked = SledBackend::new(db).map(Backend::Sled).and_then(|backend| {
-            let format = check_format(&backend, &path)?;
-            Ok((backend, format))
-        });
-        let (backend, format) = match checked {
-            Ok(opened) => opened,
-            Err(e) => {
-                // The database is dropped by now, so the registration's wait for sled's
-                // file lock (on drop) does not wait for our own handle.
-                drop(registration);
-                return Err(e);
-            }
-        };
-        let state = StoreState::new(backend, config, Some(registration), format);
-        Store::start(state)
+    fn open_with(config: Config) -> Result<Store> {
+        let (backend, format) = Backend::open(&config)?;
+        Store::start(Engine::new(backend, config, format))
     }
 
     /// Starts the cleanup thread (if configured) of a freshly opened store.
-    fn start(state: StoreState) -> Result<Store> {
+    fn start(state: Engine) -> Result<Store> {
         let state = Arc::new(state);
         let cleanup = if state.config.cleanup_thread {
             let thread =
@@ -153,14 +114,14 @@ impl Store {
                 state: Arc::clone(&state),
                 cleanup,
             }),
-            state,
+            engine: state,
         })
     }
 
     /// The folder this store lives in; for a store on Redis, the server's URL with any
     /// password replaced by `***`.
     pub fn path(&self) -> &Path {
-        &self.state.config.path
+        &self.engine.config.path
     }
 
     /// Creates a new, empty session with a fresh token and stores it.
@@ -175,7 +136,7 @@ impl Store {
     /// random number generator), [`Error::WriteInsideUpdate`] inside an
     /// [`update`](Self::update) closure.
     pub fn create(&self) -> Result<Session> {
-        let state = &self.state;
+        let state = &self.engine;
         let lifetime = Lifetime::default();
         let contents = Contents::new(state, None, Values::default(), lifetime)?;
         let fresh = || {
@@ -207,8 +168,8 @@ impl Store {
     ///
     /// [`Error::Storage`] on a storage failure.
     pub fn load(&self, id: &SessionId) -> Result<Option<Session>> {
-        let found = self.state.live_entry_of(id)?;
-        Ok(found.map(|(digest, e)| self.state.session(id.clone(), digest, &e)))
+        let found = self.engine.live_entry_of(id)?;
+        Ok(found.map(|(digest, e)| self.engine.session(id.clone(), digest, &e)))
     }
 
     /// Writes `session`'s values and user, and extends its idle expiry.
@@ -231,7 +192,7 @@ impl Store {
     ///   the whole 5 s lease (nothing is written);
     /// - [`Error::Storage`] on a storage failure.
     pub fn save(&self, session: &Session) -> Result<()> {
-        let state = &self.state;
+        let state = &self.engine;
         let contents = Contents::of(state, session)?;
         match state.commit(&session.digest, &Change::Replace(&contents))? {
             Committed::Written | Committed::Unchanged => Ok(()),
@@ -250,7 +211,7 @@ impl Store {
     /// [`Error::Storage`] on a storage failure; [`Error::WriteInsideUpdate`] inside an
     /// [`update`](Self::update) closure when a write is needed.
     pub fn touch(&self, id: &SessionId) -> Result<bool> {
-        self.state.touch(&self.state.digest_of(id), None)
+        self.engine.touch(&self.engine.digest_of(id), None)
     }
 
     /// Atomically reads, changes and writes a live session.
@@ -315,7 +276,7 @@ impl Store {
         id: &SessionId,
         f: impl FnOnce(&mut Session) -> R,
     ) -> Result<Option<R>> {
-        self.state.update_with(id, f)
+        self.engine.update_with(id, f)
     }
 
     /// Destroys a session (logout). Returns `true` if it existed and was live; an expired
@@ -329,10 +290,87 @@ impl Store {
     /// [`Error::Storage`] on a storage failure; [`Error::WriteInsideUpdate`] inside an
     /// [`update`](Self::update) closure.
     pub fn destroy(&self, id: &SessionId) -> Result<bool> {
-        let digest = self.state.digest_of(id);
-        self.state.tokens.forgetting(&id.words(), || {
-            self.state.destroy_durably(&digest, DestroyReason::Destroy)
+        let digest = self.engine.digest_of(id);
+        self.engine.tokens.forgetting(&id.words(), || {
+            self.engine.destroy_durably(&digest, DestroyReason::Destroy)
         })
+    }
+
+    /// Gives `session` a fresh token (do this on login and on every privilege change).
+    ///
+    /// The record moves to the new token in one atomic step (a sled transaction, or one
+    /// script on Redis), carrying `session`'s
+    /// current values, user and lifetime (unsaved changes included) and its creation time,
+    /// so the
+    /// absolute timeout still counts from the original creation. The old token stops
+    /// working at once. After a crash, either the old token works with the old record or
+    /// only the new one exists. Flushed to disk before it returns; `session` then holds
+    /// the new token.
+    ///
+    /// A rotation and a [`destroy_user`](Store::destroy_user) of the session's user never
+    /// overlap: either the rotation completes first (and the revoke destroys the session
+    /// under its new token) or the revoke does (and the rotation fails with
+    /// [`Error::NotFound`](crate::Error::NotFound)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), sessile::Error> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let store = sessile::Store::open(dir.path().join("sessions"))?;
+    /// let mut session = store.create()?;
+    /// let old = session.id().clone();
+    /// session.set_user(Some("alice")); // logging in
+    /// store.regenerate(&mut session)?;
+    /// assert!(store.load(&old)?.is_none());
+    /// assert_eq!(store.load(session.id())?.expect("live").user(), Some("alice"));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::NotFound`](crate::Error::NotFound) if the session was destroyed or has
+    ///   expired (nothing is written), or if its lifetime has already ended (then it is
+    ///   deleted, durably);
+    /// - [`Error::TooLarge`](crate::Error::TooLarge) if the record is over its limit;
+    /// - [`Error::TokenCollision`](crate::Error::TokenCollision) if the fresh token was
+    ///   taken (a broken random number generator);
+    /// - [`Error::WriteInsideUpdate`](crate::Error::WriteInsideUpdate) inside an
+    ///   [`update`](Store::update) closure;
+    /// - [`Error::Contended`](crate::Error::Contended) if the session kept changing under
+    ///   the rotation (on Redis: other stores' writes, or an update lease held throughout);
+    /// - [`Error::Storage`](crate::Error::Storage) on a storage failure.
+    pub fn regenerate(&self, session: &mut Session) -> Result<()> {
+        self.engine.regenerate(session)
+    }
+
+    /// Checks every record against the index trees (DESIGN invariants I1 and I2) and
+    /// counts what is wrong. With `repair`, adds missing index entries, removes stale ones
+    /// and quarantines undecodable records; no readable session is ever deleted.
+    ///
+    /// Safe to run while the store is in use; counts may then include changes made during
+    /// the scan.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), sessile::Error> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let store = sessile::Store::open(dir.path().join("sessions"))?;
+    /// store.create()?;
+    /// let report = store.verify(false)?;
+    /// assert!(report.is_consistent());
+    /// assert_eq!(report.records, 1);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Storage`](crate::Error::Storage) on a storage failure;
+    /// [`Error::WriteInsideUpdate`](crate::Error::WriteInsideUpdate) for a repair inside an
+    /// [`update`](Store::update) closure.
+    pub fn verify(&self, repair: bool) -> Result<VerifyReport> {
+        self.engine.verify(repair)
     }
 
     /// Deletes every expired session now, in bounded batches, and drops stale index
@@ -344,7 +382,7 @@ impl Store {
     /// [`Error::Storage`] on a storage failure; [`Error::WriteInsideUpdate`] inside an
     /// [`update`](Self::update) closure.
     pub fn purge_expired(&self) -> Result<usize> {
-        cleanup::purge(&self.state)
+        cleanup::purge(&self.engine)
     }
 
     /// Asks the cleanup thread to run a pass now, without waiting for it. Does nothing if
@@ -363,7 +401,7 @@ impl Store {
     ///
     /// [`Error::Storage`] on a storage failure.
     pub fn len(&self) -> Result<usize> {
-        self.state.count_live(false)
+        self.engine.count_live(false)
     }
 
     /// Whether the store holds no live session. Same cost as [`len`](Self::len) at worst.
@@ -372,7 +410,7 @@ impl Store {
     ///
     /// [`Error::Storage`] on a storage failure.
     pub fn is_empty(&self) -> Result<bool> {
-        Ok(self.state.count_live(true)? == 0)
+        Ok(self.engine.count_live(true)? == 0)
     }
 
     /// Writes everything to disk now and returns when it is there. On Redis this does
@@ -383,13 +421,13 @@ impl Store {
     ///
     /// [`Error::Storage`] if the flush fails.
     pub fn flush(&self) -> Result<()> {
-        self.state.backend.flush()?;
+        self.engine.backend.flush()?;
         Ok(())
     }
 
     /// Counters of background work since the store was opened.
     pub fn stats(&self) -> Stats {
-        self.state.counters.snapshot()
+        self.engine.counters.snapshot()
     }
 
     /// Subscribes to lifecycle [`Event`]s, for audit logs.
@@ -399,67 +437,21 @@ impl Store {
     /// dropped for that subscriber and counted in [`Stats::events_dropped`], so a slow or
     /// absent reader never slows the store. Dropping the receiver unsubscribes.
     pub fn subscribe(&self) -> Receiver<Event> {
-        self.state.events.subscribe()
+        self.engine.events.subscribe()
     }
 }
 
-fn prepare_folder(path: &Path) -> Result<()> {
-    let folder_error = |source| Error::Folder {
-        path: path.to_path_buf(),
-        source,
-    };
-    match std::fs::metadata(path) {
-        Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err(folder_error(std::io::Error::new(
-            std::io::ErrorKind::NotADirectory,
-            "the path exists and is not a directory",
-        ))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut builder = std::fs::DirBuilder::new();
-            builder.recursive(true);
-            #[cfg(unix)]
-            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-            builder.create(path).map_err(folder_error)
-        }
-        Err(e) => Err(folder_error(e)),
-    }
-}
-
-fn open_error(e: sled::Error, path: &Path) -> Error {
-    match e {
-        sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => Error::Locked {
-            path: path.to_path_buf(),
-        },
-        sled::Error::Io(io)
-            if matches!(
-                io.kind(),
-                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
-            ) =>
-        {
-            Error::Folder {
-                path: path.to_path_buf(),
-                source: io,
-            }
-        }
-        other => other.into(),
-    }
-}
-
-/// Reads (or, in a new store, writes) the store format and returns it. An older
-/// supported format is upgraded by the first write ([`StoreState::upgrade_before_write`]),
-/// so looking at an old store leaves it as it is.
-fn check_format(backend: &Backend, path: &Path) -> Result<u32> {
-    match backend.format()? {
-        None => {
-            backend.set_format(STORE_FORMAT)?;
-            Ok(STORE_FORMAT)
-        }
-        Some(0) => Err(Error::Corrupt("meta/format is 0".into())),
-        Some(found) if found > STORE_FORMAT => Err(Error::UnsupportedFormat {
-            path: path.to_path_buf(),
-            found,
-            supported: STORE_FORMAT,
-        }),
-        Some(found) => Ok(found),
+impl Config {
+    /// Checks the settings and opens the store.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] for a setting out of range (or, on Redis, a URL the
+    /// client does not accept); otherwise the errors of [`Store::open`]. On Redis:
+    /// [`Error::Storage`] if no connection opens within 2 s, [`Error::UnsupportedFormat`]
+    /// or [`Error::Corrupt`] for the namespace's format marker.
+    pub fn open(self) -> Result<Store> {
+        self.validate()?;
+        Store::open_with(self)
     }
 }

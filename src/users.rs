@@ -46,7 +46,7 @@ impl Store {
     ///
     /// [`Error::Storage`](crate::Error::Storage) on a storage failure.
     pub fn sessions_of(&self, user: &str) -> Result<Vec<SessionInfo>> {
-        let state = &self.state;
+        let state = &self.engine;
         let mut list = state.user_sessions(user)?;
         list.sort_by_key(|(d, h)| (h.created_at, *d));
         Ok(list
@@ -76,7 +76,7 @@ impl Store {
     /// [`Error::WriteInsideUpdate`](crate::Error::WriteInsideUpdate) inside an
     /// [`update`](Store::update) closure.
     pub fn destroy_user(&self, user: &str, except: Option<&SessionId>) -> Result<usize> {
-        self.state
+        self.engine
             .destroy_user_except(user, except.map(SessionId::handle))
     }
 
@@ -95,7 +95,7 @@ impl Store {
     /// [`Error::WriteInsideUpdate`](crate::Error::WriteInsideUpdate) inside an
     /// [`update`](Store::update) closure.
     pub fn destroy_by_handle(&self, handle: &SessionHandle) -> Result<bool> {
-        let state = &self.state;
+        let state = &self.engine;
         let found = state.backend.records_with_prefix(handle.as_bytes())?;
         let Some(digest) = found.iter().find_map(|(key, _)| Digest::from_slice(key)) else {
             return Ok(false);

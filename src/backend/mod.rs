@@ -3,7 +3,7 @@
 //! a key-value API: read a record, replace or delete it if it is still the version read
 //! (with its index entries), move it to a new digest, list a user's or the expired
 //! digests. Each backend makes every step atomic in its own way: sled with the stripe
-//! lock, ordered inserts and a transaction for rotation (see [`crate::write`]); Redis with
+//! lock, ordered inserts and a transaction for rotation (see the engine's `write` module); Redis with
 //! one Lua script per step.
 //!
 //! Dispatch is an enum, not a trait object: the sled arms inline into the read path.
@@ -15,10 +15,21 @@ pub(crate) mod redis;
 
 use ::sled::IVec;
 
-use crate::error::Result;
-use crate::id::Digest;
-use crate::read::Entry;
-use crate::write::Swap;
+use std::path::Path;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::id::{Digest, SessionHandle};
+use crate::record::StoredRecord;
+use crate::record::codec::STORE_FORMAT;
+
+/// The outcome of one compare-and-swap.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Swap {
+    Done,
+    /// The record was not the version the caller read; nothing was written to it.
+    Conflict,
+}
 
 /// The storage of one open store.
 pub(crate) enum Backend {
@@ -32,6 +43,14 @@ pub(crate) enum Backend {
 pub(crate) enum ExpiryEntry {
     Due(u64, Digest),
     Bad(Vec<u8>),
+}
+
+/// One entry of the user index: a digest listed for a user, or an entry that does not
+/// parse (`index` names the set it is in on Redis, empty on sled; `member` is the key or
+/// member itself).
+pub(crate) enum UserEntry {
+    Listed(String, Digest),
+    Bad { index: Vec<u8>, member: Vec<u8> },
 }
 
 /// What an `update` holds on Redis while its closure runs (nothing on sled, where the
@@ -58,6 +77,39 @@ macro_rules! dispatch {
 }
 
 impl Backend {
+    /// Opens the storage `config` names (a folder, or a Redis server) and returns it with
+    /// its store format, written in a new store.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Store::open`](crate::Store::open) and
+    /// [`Config::open`](crate::Config::open).
+    pub(crate) fn open(config: &Config) -> Result<(Backend, u32)> {
+        #[cfg(feature = "redis")]
+        if let Some(target) = &config.redis {
+            let redis = redis::RedisBackend::connect(target, config.clock.clone())?;
+            let backend = Backend::Redis(Box::new(redis));
+            let format = backend.check_format(&config.path)?;
+            return Ok((backend, format));
+        }
+        let backend = Backend::Sled(sled::SledBackend::open(
+            &config.path,
+            config.storage_cache_bytes,
+        )?);
+        let format = backend.check_format(&config.path)?;
+        Ok((backend, format))
+    }
+
+    /// Whether other processes write this storage too (Redis): then nothing may cache
+    /// records, and every operation is a network round trip.
+    pub(crate) fn shared_by_processes(&self) -> bool {
+        match self {
+            Backend::Sled(_) => false,
+            #[cfg(feature = "redis")]
+            Backend::Redis(_) => true,
+        }
+    }
+
     /// Keeps other stores' writes to `digest` out until dropped (an `update`'s
     /// read-modify-write). Taken with the stripe lock held (so this process's threads
     /// queue on the lock, fairly, not on the server).
@@ -84,13 +136,18 @@ impl Backend {
 
     /// Replaces the record of `digest` (`old`, or absent) by `new` if it is still `old`,
     /// with its index entries. Caller holds the stripe lock.
-    pub(crate) fn write(&self, digest: &Digest, old: Option<&Entry>, new: &Entry) -> Result<Swap> {
+    pub(crate) fn write(
+        &self,
+        digest: &Digest,
+        old: Option<&StoredRecord>,
+        new: &StoredRecord,
+    ) -> Result<Swap> {
         dispatch!(self, b => b.write(digest, old, new))
     }
 
     /// Deletes the record of `digest` if it is still `old`, with its index entries.
     /// Caller holds the stripe lock.
-    pub(crate) fn delete(&self, digest: &Digest, old: &Entry) -> Result<Swap> {
+    pub(crate) fn delete(&self, digest: &Digest, old: &StoredRecord) -> Result<Swap> {
         dispatch!(self, b => b.delete(digest, old))
     }
 
@@ -103,9 +160,9 @@ impl Backend {
     pub(crate) fn rotate(
         &self,
         old: &Digest,
-        entry: &Entry,
+        entry: &StoredRecord,
         new: &Digest,
-        record: &Entry,
+        record: &StoredRecord,
     ) -> Result<Swap> {
         dispatch!(self, b => b.rotate(old, entry, new, record))
     }
@@ -146,6 +203,55 @@ impl Backend {
         dispatch!(self, b => b.drop_expiry_entry(entry))
     }
 
+    /// Whether the expiry index lists `digest` at `expires_at`.
+    pub(crate) fn has_expiry_entry(&self, digest: &Digest, expires_at: u64) -> Result<bool> {
+        dispatch!(self, b => b.has_expiry_entry(digest, expires_at))
+    }
+
+    /// Whether the user index lists `digest` for `user`.
+    pub(crate) fn has_user_entry(&self, user: &str, digest: &Digest) -> Result<bool> {
+        dispatch!(self, b => b.has_user_entry(user, digest))
+    }
+
+    /// Adds the expiry entry (`expiry`) and the user entry (`user`) of `record`, stored
+    /// under `digest`, if the record is still stored (a repair). Caller holds the stripe
+    /// lock.
+    pub(crate) fn add_index_entries(
+        &self,
+        digest: &Digest,
+        record: &StoredRecord,
+        expiry: bool,
+        user: bool,
+    ) -> Result<()> {
+        dispatch!(self, b => b.add_index_entries(digest, record, expiry, user))
+    }
+
+    /// Every entry of the expiry index, in time order.
+    pub(crate) fn expiry_entries(&self) -> Result<Vec<ExpiryEntry>> {
+        dispatch!(self, b => b.expiry_entries())
+    }
+
+    /// Every entry of the user index.
+    pub(crate) fn user_entries(&self) -> Result<Vec<UserEntry>> {
+        dispatch!(self, b => b.user_entries())
+    }
+
+    /// Drops a user index entry that does not parse.
+    pub(crate) fn drop_bad_user_entry(&self, index: &[u8], member: &[u8]) -> Result<()> {
+        dispatch!(self, b => b.drop_bad_user_entry(index, member))
+    }
+
+    /// Copies a record stored under a key that is not a digest to the quarantine, then
+    /// removes it (sessile never writes such a key).
+    pub(crate) fn quarantine_stray(&self, key: &[u8], bytes: &[u8]) -> Result<()> {
+        dispatch!(self, b => b.quarantine_stray(key, bytes))
+    }
+
+    /// How many records the quarantine holds.
+    pub(crate) fn quarantined(&self) -> Result<u64> {
+        dispatch!(self, b => b.quarantined())
+    }
+
     /// Every stored record as (key, bytes), in storage order. A key that is not a digest
     /// is passed on as it is.
     pub(crate) fn records(&self) -> Box<dyn Iterator<Item = Result<(Vec<u8>, IVec)>> + '_> {
@@ -172,6 +278,48 @@ impl Backend {
         dispatch!(self, b => b.format())
     }
 
+    /// Deletes every session of `user` live at `now` but the one with handle `keep`, and
+    /// their index entries, in one atomic step, if this backend has one (Redis: a script
+    /// on the server). `None` if it has not (sled): the engine then lists and deletes
+    /// under the user's lock. Returns the digests deleted.
+    pub(crate) fn revoke_user(
+        &self,
+        user: &str,
+        keep: Option<&SessionHandle>,
+        now: u64,
+    ) -> Result<Option<Vec<Digest>>> {
+        match self {
+            Backend::Sled(_) => {
+                let _ = (user, keep, now);
+                Ok(None)
+            }
+            #[cfg(feature = "redis")]
+            Backend::Redis(b) => b
+                .revoke_user(user, keep.map(SessionHandle::as_bytes), now)
+                .map(Some),
+        }
+    }
+
+    /// Deletes `user`'s oldest live sessions but `keep` until at most `max` are left, in
+    /// one atomic step, if this backend has one; `None` if not (as
+    /// [`revoke_user`](Self::revoke_user)). Returns the digests deleted.
+    pub(crate) fn cap_user(
+        &self,
+        user: &str,
+        max: usize,
+        keep: &Digest,
+        now: u64,
+    ) -> Result<Option<Vec<Digest>>> {
+        match self {
+            Backend::Sled(_) => {
+                let _ = (user, max, keep, now);
+                Ok(None)
+            }
+            #[cfg(feature = "redis")]
+            Backend::Redis(b) => b.cap_user(user, max, keep, now).map(Some),
+        }
+    }
+
     /// The sled trees, for tests that look at them directly.
     #[cfg(test)]
     pub(crate) fn sled(&self) -> Option<&sled::SledBackend> {
@@ -179,15 +327,6 @@ impl Backend {
             Backend::Sled(b) => Some(b),
             #[cfg(feature = "redis")]
             Backend::Redis(_) => None,
-        }
-    }
-
-    /// The Redis backend, for the operations it runs as one script (revoke-all, the cap).
-    #[cfg(feature = "redis")]
-    pub(crate) fn redis(&self) -> Option<&redis::RedisBackend> {
-        match self {
-            Backend::Redis(b) => Some(b),
-            Backend::Sled(_) => None,
         }
     }
 
@@ -204,4 +343,25 @@ pub(crate) struct Cursor {
     pub(crate) last_key: Option<Vec<u8>>,
     /// Redis: how many due entries this pass left in the index (and so are skipped).
     pub(crate) kept: usize,
+}
+
+impl Backend {
+    /// Reads (or, in a new store, writes) the store format and returns it. An older
+    /// supported format is upgraded by the first write (the engine's `upgrade_before_write`),
+    /// so looking at an old store leaves it as it is.
+    fn check_format(&self, path: &Path) -> Result<u32> {
+        match self.format()? {
+            None => {
+                self.set_format(STORE_FORMAT)?;
+                Ok(STORE_FORMAT)
+            }
+            Some(0) => Err(Error::Corrupt("meta/format is 0".into())),
+            Some(found) if found > STORE_FORMAT => Err(Error::UnsupportedFormat {
+                path: path.to_path_buf(),
+                found,
+                supported: STORE_FORMAT,
+            }),
+            Some(found) => Ok(found),
+        }
+    }
 }

@@ -60,15 +60,15 @@ use std::collections::HashMap;
 use actix_session::storage::{LoadError, SaveError, SessionKey, SessionStore, UpdateError};
 use time::Duration;
 
-use super::engine::{Saved, Work, helpers, run};
+use super::support::{Saved, Work, helpers, run};
+use crate::engine::Engine;
+use crate::engine::commit::Contents;
 use crate::expiry::Lifetime;
 use crate::id::{SessionHandle, SessionId};
-use crate::read::Entry;
-use crate::state::StoreState;
+use crate::record::StoredRecord;
+use crate::record::values::ValueMap;
 use crate::store::Store;
 use crate::users::SessionInfo;
-use crate::values::ValueMap;
-use crate::write::commit::Contents;
 
 /// The session key whose value (a string) is the logged-in user.
 ///
@@ -78,7 +78,7 @@ use crate::write::commit::Contents;
 /// session.insert(sessile::actix::USER_KEY, "alice")?;
 /// # Ok(()) }
 /// ```
-pub use super::engine::USER_KEY;
+pub use super::support::USER_KEY;
 
 /// The session key under which a loaded session carries its own [`SessionHandle`] as a
 /// string, for "this device" in a device list and for
@@ -103,7 +103,7 @@ pub struct ActixStore {
     store: Store,
 }
 
-pub use super::engine::BoxError;
+pub use super::support::BoxError;
 
 impl ActixStore {
     /// Wraps an open store. Each session's lifetime comes from actix's TTL (see the
@@ -156,7 +156,7 @@ impl ActixStore {
     }
 
     /// actix's TTL as the session's own lifetime (see
-    /// [`StoreState::framework_lifetime`]); `None` if it is zero or negative. A TTL too
+    /// [`Engine::framework_lifetime`]); `None` if it is zero or negative. A TTL too
     /// long to count in milliseconds ("never expire") saturates, to be cut to the store's
     /// ceilings.
     fn lifetime(&self, ttl: &Duration) -> Option<Lifetime> {
@@ -164,7 +164,7 @@ impl ActixStore {
         (ms > 0).then(|| {
             let ms = u64::try_from(ms).unwrap_or(u64::MAX);
             self.store
-                .state
+                .engine
                 .framework_lifetime(std::time::Duration::from_millis(ms))
         })
     }
@@ -172,7 +172,7 @@ impl ActixStore {
 
 /// Splits actix's state into sessile's user and values.
 fn contents(
-    shared: &StoreState,
+    shared: &Engine,
     mut state: HashMap<String, String>,
     lifetime: Lifetime,
 ) -> Result<Contents, anyhow::Error> {
@@ -192,7 +192,10 @@ fn contents(
 }
 
 /// Builds actix's state from a live sessile record.
-fn state(entry: &Entry, handle: SessionHandle) -> Result<HashMap<String, String>, LoadError> {
+fn state(
+    entry: &StoredRecord,
+    handle: SessionHandle,
+) -> Result<HashMap<String, String>, LoadError> {
     let mut state = HashMap::with_capacity(entry.values.len() + 2);
     for (key, bytes) in entry.values.iter() {
         match std::str::from_utf8(bytes) {
@@ -240,16 +243,16 @@ impl SessionStore for ActixStore {
             let id = SessionId::generate().map_err(|e| SaveError::Other(e.into()))?;
             return SessionKey::try_from(id.to_string()).map_err(|e| SaveError::Other(e.into()));
         };
-        let contents = contents(&self.store.state, session_state, lifetime)
+        let contents = contents(&self.store.engine, session_state, lifetime)
             .map_err(SaveError::Serialization)?;
-        let work = self.store.state.write_work(None, &contents);
+        let work = self.store.engine.write_work(None, &contents);
         let id = run(&self.store, work, move |s| {
             let tokens = || {
                 let id = SessionId::generate()?;
                 let digest = id.digest();
                 Ok((id, digest))
             };
-            s.state.insert_new(tokens, &contents)
+            s.engine.insert_new(tokens, &contents)
         })
         .await
         .map_err(|e| {
@@ -272,18 +275,18 @@ impl SessionStore for ActixStore {
             // Not one of ours, so nothing to update; it will not load either.
             return Ok(session_key);
         };
-        let digest = self.store.state.digest_of(&id);
+        let digest = self.store.engine.digest_of(&id);
         let Some(lifetime) = self.lifetime(ttl) else {
             helpers::destroy(&self.store, digest)
                 .await
                 .map_err(|e| UpdateError::Other(e.into()))?;
             return Ok(session_key);
         };
-        let contents = contents(&self.store.state, session_state, lifetime)
+        let contents = contents(&self.store.engine, session_state, lifetime)
             .map_err(UpdateError::Serialization)?;
-        let work = self.store.state.write_work(Some(&digest), &contents);
+        let work = self.store.engine.write_work(Some(&digest), &contents);
         let saved = run(&self.store, work, move |s| {
-            s.state.save_contents(&digest, &contents)
+            s.engine.save_contents(&digest, &contents)
         })
         .await
         .map_err(|e| {
@@ -303,13 +306,13 @@ impl SessionStore for ActixStore {
         let Ok(id) = session_key.as_ref().parse::<SessionId>() else {
             return Ok(());
         };
-        let digest = self.store.state.digest_of(&id);
+        let digest = self.store.engine.digest_of(&id);
         let Some(lifetime) = self.lifetime(ttl) else {
             helpers::destroy(&self.store, digest).await?;
             return Ok(());
         };
         run(&self.store, Work::Write, move |s| {
-            s.state.touch_with(&digest, lifetime)
+            s.engine.touch_with(&digest, lifetime)
         })
         .await?;
         Ok(())
@@ -319,11 +322,11 @@ impl SessionStore for ActixStore {
         let Ok(id) = session_key.as_ref().parse::<SessionId>() else {
             return Ok(());
         };
-        let digest = self.store.state.digest_of(&id);
-        self.store.state.tokens.forget(&id.words());
+        let digest = self.store.engine.digest_of(&id);
+        self.store.engine.tokens.forget(&id.words());
         helpers::destroy(&self.store, digest).await?;
         // Again: a load racing the destroy may have remembered the token meanwhile.
-        self.store.state.tokens.forget(&id.words());
+        self.store.engine.tokens.forget(&id.words());
         Ok(())
     }
 }

@@ -11,6 +11,6 @@
 
 #[cfg(feature = "actix")]
 pub mod actix;
-mod engine;
+mod support;
 #[cfg(any(feature = "tower", feature = "tower-014"))]
 pub mod tower;

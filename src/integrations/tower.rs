@@ -107,17 +107,18 @@ use std::time::Duration;
 use serde_json::Value;
 use time::OffsetDateTime;
 
-pub use super::engine::{BoxError, USER_KEY};
-use super::engine::{OffExecutorError, Saved, Work, helpers, off_executor, run};
-use crate::digests::{DigestMemo, Words};
+pub use super::support::{BoxError, USER_KEY};
+use super::support::{OffExecutorError, Saved, Work, helpers, off_executor, run};
+use crate::engine::Engine;
+use crate::engine::commit::Contents;
+use crate::engine::memo::DigestMemo;
 use crate::expiry::{self, Lifetime};
+use crate::id::Words;
 use crate::id::{Digest, SessionHandle};
-use crate::read::Entry;
-use crate::state::StoreState;
+use crate::record::StoredRecord;
+use crate::record::values::ValueMap;
 use crate::store::Store;
 use crate::users::SessionInfo;
-use crate::values::ValueMap;
-use crate::write::commit::Contents;
 
 /// The session key under which axum-login keeps its data (`{"user_id": .., ..}`), read
 /// by default for the per-user index.
@@ -154,7 +155,7 @@ impl TowerStore {
     /// [module docs](self)), within the store's ceilings; the store's other settings
     /// (durability, limits, cleanup) apply as they are.
     pub fn new(store: Store) -> TowerStore {
-        let ids = DigestMemo::new(store.state.config.cache_entries.saturating_mul(2));
+        let ids = DigestMemo::new(store.engine.config.cache_entries.saturating_mul(2));
         TowerStore {
             store,
             user_from: AXUM_LOGIN_KEY,
@@ -224,7 +225,7 @@ impl TowerStore {
         data: &HashMap<String, Value>,
         lifetime: Lifetime,
     ) -> Result<Contents, Refusal> {
-        let state = &self.store.state;
+        let state = &self.store.engine;
         let mut values = ValueMap::new();
         let mut user = None;
         for (key, value) in data {
@@ -259,8 +260,8 @@ impl TowerStore {
     /// tower's data and expiry date of a live sessile record. The JSON values are parsed
     /// once per version of the record and kept with it in the read cache, so a hot load
     /// costs a clone, as with an in-memory store.
-    fn parts(&self, id: i128, entry: &Entry) -> (HashMap<String, Value>, OffsetDateTime) {
-        let expiry = from_ms(expiry::live_until(&self.store.state.config, &entry.header));
+    fn parts(&self, id: i128, entry: &StoredRecord) -> (HashMap<String, Value>, OffsetDateTime) {
+        let expiry = from_ms(expiry::live_until(&self.store.engine.config, &entry.header));
         if entry.bytes.len() > MEMO_MAX_RECORD {
             return (self.parse(id, entry), expiry);
         }
@@ -275,7 +276,7 @@ impl TowerStore {
     }
 
     /// tower's data of a sessile record: each value parsed from JSON.
-    fn parse(&self, id: i128, entry: &Entry) -> HashMap<String, Value> {
+    fn parse(&self, id: i128, entry: &StoredRecord) -> HashMap<String, Value> {
         let mut data = HashMap::with_capacity(entry.values.len() + 1);
         for (key, bytes) in entry.values.iter() {
             match serde_json::from_slice::<Value>(bytes) {
@@ -308,17 +309,17 @@ impl TowerStore {
         expiry_date: OffsetDateTime,
         fresh_id: fn() -> i128,
     ) -> Result<i128, Refusal> {
-        let Some(lifetime) = lifetime(&self.store.state, expiry_date) else {
+        let Some(lifetime) = lifetime(&self.store.engine, expiry_date) else {
             return Ok(fresh_id());
         };
         let contents = self.contents(data, lifetime)?;
-        let work = self.store.state.write_work(None, &contents);
+        let work = self.store.engine.write_work(None, &contents);
         run(&self.store, work, move |s| {
             let ids = || {
                 let id = fresh_id();
                 Ok((id, digest(id)))
             };
-            s.state.insert_new(ids, &contents)
+            s.engine.insert_new(ids, &contents)
         })
         .await
         .map_err(|e| Refusal::of(&e))
@@ -332,13 +333,13 @@ impl TowerStore {
         expiry_date: OffsetDateTime,
     ) -> Result<(), Refusal> {
         let key = self.key(id);
-        let Some(lifetime) = lifetime(&self.store.state, expiry_date) else {
+        let Some(lifetime) = lifetime(&self.store.engine, expiry_date) else {
             return self.delete_record(id).await;
         };
         let contents = self.contents(data, lifetime)?;
-        let work = self.store.state.write_work(Some(&key), &contents);
+        let work = self.store.engine.write_work(Some(&key), &contents);
         let saved = run(&self.store, work, move |s| {
-            s.state.save_contents(&key, &contents)
+            s.engine.save_contents(&key, &contents)
         })
         .await
         .map_err(|e| Refusal::of(&e))?;
@@ -349,11 +350,11 @@ impl TowerStore {
     }
 
     /// `load` for any version.
-    async fn load_record(&self, id: i128) -> Result<Option<Arc<Entry>>, Refusal> {
-        let found = if self.store.state.on_network() {
+    async fn load_record(&self, id: i128) -> Result<Option<Arc<StoredRecord>>, Refusal> {
+        let found = if self.store.engine.on_network() {
             let ids = Arc::clone(&self.ids);
             off_executor(&self.store, move |s| {
-                ids.find(&id_words(id), || digest(id), |key| s.state.live_entry(key))
+                ids.find(&id_words(id), || digest(id), |key| s.engine.live_entry(key))
             })
             .await
         } else {
@@ -450,7 +451,7 @@ fn digest(id: i128) -> Digest {
 
 /// tower ID `id` as the words of its [`DigestMemo`] key.
 fn id_words(id: i128) -> Words<2> {
-    crate::digests::words(&id.to_le_bytes())
+    crate::id::words(&id.to_le_bytes())
 }
 
 /// The time `ms` after the epoch, or the latest date `time` represents if later.
@@ -461,10 +462,10 @@ fn from_ms(ms: u64) -> OffsetDateTime {
 }
 
 /// tower's `expiry_date` as the session's own lifetime: an idle timeout reaching to it
-/// from now (see [`StoreState::framework_lifetime`]). `None` if it has passed. Measured
+/// from now (see [`Engine::framework_lifetime`]). `None` if it has passed. Measured
 /// on tower's clock, which computed `expiry_date` (`OnInactivity(d)` gives exactly `d`,
 /// whatever clock the store runs on).
-fn lifetime(state: &StoreState, expiry_date: OffsetDateTime) -> Option<Lifetime> {
+fn lifetime(state: &Engine, expiry_date: OffsetDateTime) -> Option<Lifetime> {
     let left = expiry_date - OffsetDateTime::now_utc();
     let ms = u64::try_from(left.whole_milliseconds()).unwrap_or(0);
     (ms > 0).then(|| state.framework_lifetime(Duration::from_millis(ms)))

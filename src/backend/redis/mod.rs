@@ -39,12 +39,13 @@ mod verify;
 
 use scripts::Scripts;
 
+use crate::backend::Swap;
 use crate::backend::{Cursor, ExpiryEntry};
 use crate::clock::Clock;
+use crate::config::RedisTarget;
 use crate::error::{Error, Result};
 use crate::id::Digest;
-use crate::read::Entry;
-use crate::write::Swap;
+use crate::record::StoredRecord;
 
 /// How long past its expiry a record stays on the server if no store deletes it.
 pub(crate) const SAFETY_MARGIN: Duration = Duration::from_secs(300);
@@ -56,84 +57,6 @@ const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long an operation waits for a free connection.
 const POOL_WAIT: Duration = Duration::from_secs(2);
 const SCAN_COUNT: usize = 512;
-
-/// Where a Redis store lives, as given to [`Config::redis`](crate::Config::redis).
-#[derive(Clone)]
-pub(crate) struct RedisTarget {
-    url: String,
-    pub(crate) namespace: String,
-    pub(crate) pool_size: u32,
-}
-
-impl std::fmt::Debug for RedisTarget {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisTarget")
-            .field("url", &self.redacted())
-            .field("namespace", &self.namespace)
-            .field("pool_size", &self.pool_size)
-            .finish()
-    }
-}
-
-impl RedisTarget {
-    pub(crate) fn new(url: String) -> RedisTarget {
-        RedisTarget {
-            url,
-            namespace: "sessile".into(),
-            pool_size: 16,
-        }
-    }
-
-    /// The URL with anything that may hold a password replaced by `***`: the user
-    /// information before the `@`, and the query string (`redis+unix:///s?pass=...`).
-    ///
-    /// A password need not be escaped to be accepted by some clients, so it may hold `/`,
-    /// `?` or `@`: everything up to the last `@` goes, and after that any query.
-    pub(crate) fn redacted(&self) -> String {
-        let (scheme, rest) = match self.url.split_once("://") {
-            Some((scheme, rest)) => (format!("{scheme}://"), rest),
-            None => (String::new(), self.url.as_str()),
-        };
-        let (hidden, rest) = match rest.rfind('@') {
-            Some(at) => ("***", &rest[at..]),
-            None => ("", rest),
-        };
-        match rest.split_once('?') {
-            Some((before, _)) => format!("{scheme}{hidden}{before}?***"),
-            None => format!("{scheme}{hidden}{rest}"),
-        }
-    }
-
-    /// # Errors
-    ///
-    /// [`Error::InvalidConfig`] for a URL the client does not accept, a namespace or pool
-    /// size out of range.
-    pub(crate) fn validate(&self) -> Result<()> {
-        let ns = &self.namespace;
-        // Only characters that mean nothing to SCAN's patterns and cannot make one
-        // namespace's keys look like another's (`:` would: `a` and `a:s:x`).
-        if ns.is_empty()
-            || ns.len() > 64
-            || !ns
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-        {
-            return Err(Error::InvalidConfig(
-                "redis_namespace must be 1 to 64 ASCII letters, digits, '-', '_' or '.'".into(),
-            ));
-        }
-        if !(1..=1024).contains(&self.pool_size) {
-            return Err(Error::InvalidConfig(
-                "redis_pool_size must be from 1 to 1024".into(),
-            ));
-        }
-        redis::Client::open(self.url.as_str())
-            .map(drop)
-            .map_err(|e| {
-                Error::InvalidConfig(format!("{} is not a Redis URL: {e}", self.redacted()))
-            })
-    }
-}
 
 /// Opens connections with timeouts, so a server that stops answering gives an error
 /// instead of a hang.
@@ -207,7 +130,9 @@ impl RedisBackend {
     ///
     /// [`Error::Storage`] if the server cannot be reached.
     pub(crate) fn connect(target: &RedisTarget, clock: Clock) -> Result<RedisBackend> {
-        let client = redis::Client::open(target.url.as_str())?;
+        let client = redis::Client::open(target.url.as_str()).map_err(|e| {
+            Error::InvalidConfig(format!("{} is not a Redis URL: {e}", target.redacted()))
+        })?;
         let pool = r2d2::Pool::builder()
             .max_size(target.pool_size)
             .min_idle(Some(1))
@@ -319,7 +244,12 @@ impl RedisBackend {
         Ok(bytes.map(IVec::from))
     }
 
-    pub(crate) fn write(&self, digest: &Digest, old: Option<&Entry>, new: &Entry) -> Result<Swap> {
+    pub(crate) fn write(
+        &self,
+        digest: &Digest,
+        old: Option<&StoredRecord>,
+        new: &StoredRecord,
+    ) -> Result<Swap> {
         let nonce = Self::nonce(digest);
         let member = hex(&digest.0);
         let old_user = old.and_then(|e| e.user.as_deref());
@@ -347,7 +277,7 @@ impl RedisBackend {
         swap(answer)
     }
 
-    pub(crate) fn delete(&self, digest: &Digest, old: &Entry) -> Result<Swap> {
+    pub(crate) fn delete(&self, digest: &Digest, old: &StoredRecord) -> Result<Swap> {
         let answer: i64 = self
             .scripts
             .delete
@@ -364,9 +294,9 @@ impl RedisBackend {
     pub(crate) fn rotate(
         &self,
         old: &Digest,
-        entry: &Entry,
+        entry: &StoredRecord,
         new: &Digest,
-        record: &Entry,
+        record: &StoredRecord,
     ) -> Result<Swap> {
         let nonce = Self::nonce(old);
         let answer = self.past_leases(|conn| {

@@ -5,13 +5,13 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{Sender, select};
 
+use crate::backend::Swap;
 use crate::backend::{Cursor, ExpiryEntry};
+use crate::engine::Engine;
 use crate::error::Result;
 use crate::events::Event;
 use crate::id::Digest;
-use crate::state::StoreState;
 use crate::stats::Counters;
-use crate::write::Swap;
 
 /// What the cleanup did with one `expiry` entry.
 enum Expired {
@@ -29,7 +29,7 @@ enum Expired {
 /// index in time order and stopping at the first entry in the future. Reads the index in
 /// batches of `cleanup_batch` entries; each session is deleted under its own stripe lock
 /// and no lock is held between sessions, so foreground work goes on.
-pub(crate) fn purge(shared: &StoreState) -> Result<usize> {
+pub(crate) fn purge(shared: &Engine) -> Result<usize> {
     let now = shared.now();
     let mut cursor = Cursor::default();
     let mut purged = 0;
@@ -74,7 +74,7 @@ pub(crate) fn purge(shared: &StoreState) -> Result<usize> {
 /// the session). The entry goes with the record, or alone if stale, always under the
 /// stripe lock: removed later, it could take the entry of a record written meanwhile
 /// with the same expiry (a restore), breaking invariant I1.
-fn expire_one(shared: &StoreState, digest: &Digest, expires_at: u64) -> Result<Expired> {
+fn expire_one(shared: &Engine, digest: &Digest, expires_at: u64) -> Result<Expired> {
     let user = {
         let held = shared.locks.stripe(digest)?;
         let old = shared.record_locked(digest, &held)?;
@@ -107,7 +107,7 @@ pub(crate) struct CleanupThread {
 }
 
 impl CleanupThread {
-    pub(crate) fn spawn(shared: Arc<StoreState>) -> std::io::Result<CleanupThread> {
+    pub(crate) fn spawn(shared: Arc<Engine>) -> std::io::Result<CleanupThread> {
         let (stop, stop_rx) = crossbeam_channel::bounded::<()>(1);
         let (wake, wake_rx) = crossbeam_channel::bounded::<()>(1);
         let handle = std::thread::Builder::new()
@@ -140,7 +140,7 @@ impl CleanupThread {
     }
 }
 
-fn run_pass(shared: &StoreState) {
+fn run_pass(shared: &Engine) {
     if let Err(e) = purge(shared) {
         Counters::add(&shared.counters.cleanup_errors, 1);
         tracing::warn!(error = %e, "cleanup pass failed; retrying next interval");

@@ -4,14 +4,18 @@
 
 use std::sync::Arc;
 
-use crate::codec::Header;
+use crate::backend::Swap;
+use crate::engine::Engine;
+use crate::engine::commit::Contents;
+use crate::engine::write::{Step, retrying};
 use crate::error::{Error, Result};
+use crate::events::Event;
 use crate::expiry::{self, Timeouts};
 use crate::id::Digest;
-use crate::read::Entry;
-use crate::state::StoreState;
-use crate::write::commit::Contents;
-use crate::write::{Step, Swap, retrying};
+use crate::id::SessionId;
+use crate::record::StoredRecord;
+use crate::record::codec::Header;
+use crate::session::Session;
 
 /// What a rotation did.
 pub(crate) enum Rotation {
@@ -22,7 +26,55 @@ pub(crate) enum Rotation {
     Ended(Option<String>),
 }
 
-impl StoreState {
+impl Engine {
+    /// Moves the live session `session` to a fresh token (see
+    /// [`Store::regenerate`](crate::Store::regenerate)), then flushes, emits the event and
+    /// applies the per-user cap if the session changed hands. On success `session` holds
+    /// the new token.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] if the session is gone, has expired, or its lifetime has
+    /// already ended (then it is deleted, durably); those of [`Contents::of`] and of
+    /// [`rotate`](Self::rotate).
+    pub(crate) fn regenerate(&self, session: &mut Session) -> Result<()> {
+        let contents = Contents::of(self, session)?;
+        let old_digest = session.digest;
+        let new_id = SessionId::generate()?;
+        let new_digest = new_id.digest();
+        let rotated = self.tokens.forgetting(&session.id.words(), || {
+            self.rotate(&old_digest, &new_digest, &contents)
+        });
+        let (header, previous_user) = match rotated? {
+            Rotation::Moved(header, previous_user) => (header, previous_user),
+            Rotation::Ended(user) => {
+                // The lifetime `session` carries had already ended: the session is gone,
+                // durably, as a revocation is.
+                self.backend.flush()?;
+                self.events.emit(&self.counters, || Event::Expired {
+                    handle: old_digest.handle(),
+                    user,
+                });
+                return Err(Error::NotFound);
+            }
+        };
+        self.backend.flush()?;
+        self.events.emit(&self.counters, || Event::Regenerated {
+            old: old_digest.handle(),
+            new: new_digest.handle(),
+            user: session.user.clone(),
+        });
+        session.id = new_id;
+        session.digest = new_digest;
+        session.header = header;
+        if let Some(user) = contents
+            .user()
+            .filter(|u| Some(*u) != previous_user.as_deref())
+        {
+            self.enforce_user_limit(user, &new_digest)?;
+        }
+        Ok(())
+    }
     /// Moves the live record of `old` to `new` with `contents`, keeping its creation time.
     ///
     /// Holds the lock of the previous user (the session leaves that user's set under its
@@ -88,9 +140,9 @@ impl StoreState {
     fn swap_digest(
         &self,
         old: &Digest,
-        entry: &Entry,
+        entry: &StoredRecord,
         new: &Digest,
-        record: &Entry,
+        record: &StoredRecord,
     ) -> Result<Swap> {
         self.upgrade_before_write()?;
         self.backend.rotate(old, entry, new, record)

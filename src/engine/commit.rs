@@ -1,16 +1,17 @@
 //! New records and new versions of live records: create, save, update and touch, with the
 //! store's expiry or one an adapter asks for.
 
-use crate::codec::{self, Header, OwnTimeouts};
+use crate::backend::Swap;
+use crate::engine::Engine;
+use crate::engine::locks::StripeGuard;
+use crate::engine::write::{ATTEMPTS, Step};
 use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::expiry::{self, Lifetime, Timeouts};
 use crate::id::{Digest, SessionId};
-use crate::locks::StripeGuard;
-use crate::read::{Entry, Memo};
-use crate::state::StoreState;
-use crate::values::Values;
-use crate::write::{ATTEMPTS, Step, Swap};
+use crate::record::codec::{self, Header, OwnTimeouts};
+use crate::record::values::Values;
+use crate::record::{Memo, StoredRecord};
 
 /// A session's user, values and own lifetime, encoded once (limits checked, lifetime cut
 /// to the ceilings) before any lock is taken.
@@ -24,9 +25,9 @@ pub(crate) struct Contents {
 impl Contents {
     /// # Errors
     ///
-    /// [`Error::TooLarge`] or [`Error::EncodeRecord`], from [`StoreState::encode`].
+    /// [`Error::TooLarge`] or [`Error::EncodeRecord`], from [`Engine::encode`].
     pub(crate) fn new(
-        state: &StoreState,
+        state: &Engine,
         user: Option<String>,
         values: Values,
         lifetime: Lifetime,
@@ -44,7 +45,7 @@ impl Contents {
     /// # Errors
     ///
     /// As [`Contents::new`].
-    pub(crate) fn of(state: &StoreState, session: &crate::Session) -> Result<Contents> {
+    pub(crate) fn of(state: &Engine, session: &crate::Session) -> Result<Contents> {
         Contents::new(
             state,
             session.user.clone(),
@@ -63,8 +64,8 @@ impl Contents {
         self.user.as_deref()
     }
 
-    pub(crate) fn record(&self, header: Header) -> Entry {
-        Entry::encoded(
+    pub(crate) fn record(&self, header: Header) -> StoredRecord {
+        StoredRecord::encoded(
             self.encoded.clone(),
             header,
             self.user.clone(),
@@ -84,7 +85,7 @@ pub(crate) enum Change<'a> {
 
 impl Change<'_> {
     /// Whether writing this takes `old` out of its user's set.
-    fn moves_out(&self, old: &Entry) -> bool {
+    fn moves_out(&self, old: &StoredRecord) -> bool {
         match self {
             Change::Touch(_) => false,
             Change::Replace(c) => old.user.is_some() && old.user != c.user,
@@ -125,7 +126,29 @@ enum TouchPlan {
     Write,
 }
 
-impl StoreState {
+impl Engine {
+    /// Stores `contents` with `header` under `digest`, replacing any record there (a
+    /// restore from a dump: times are taken as given, no cap applies).
+    pub(crate) fn put_record(
+        &self,
+        digest: &Digest,
+        contents: &Contents,
+        header: Header,
+    ) -> Result<()> {
+        self.locked_write(
+            digest,
+            |old| old.user.is_some() && old.user.as_deref() != contents.user(),
+            |old, held| {
+                let swap =
+                    self.write_record(digest, old.map(|e| &**e), contents.record(header), held)?;
+                Ok(match swap {
+                    Swap::Done => Step::Done(()),
+                    Swap::Conflict => Step::Retry,
+                })
+            },
+        )
+    }
+
     /// Stores a new session under the first free key `next_key` gives (a fresh token
     /// each call), expiring by its lifetime (or the store's timeouts). Emits `Created`
     /// and applies the per-user cap. Returns the key, its digest and the stored header.
@@ -151,7 +174,7 @@ impl StoreState {
     /// Inserts under `digest` unless a record (live or not) is there: `None` if taken.
     fn insert_if_free(&self, digest: &Digest, contents: &Contents) -> Result<Option<Header>> {
         if contents.user.is_some() && self.config.max_sessions_per_user.is_some() {
-            crate::locks::give_up_if_in_place()?;
+            crate::engine::locks::give_up_if_in_place()?;
         }
         let header = {
             let held = self.locks.stripe(digest)?;
@@ -206,7 +229,7 @@ impl StoreState {
         &self,
         digest: &Digest,
         change: &Change<'_>,
-        old: Option<&Entry>,
+        old: Option<&StoredRecord>,
         held: &StripeGuard<'_>,
     ) -> Result<Step<(Committed, Option<String>)>> {
         let gone = Step::Done((Committed::Gone, None));
@@ -248,7 +271,7 @@ impl StoreState {
             own,
         };
         let new = match change {
-            Change::Touch(_) => Entry {
+            Change::Touch(_) => StoredRecord {
                 bytes: codec::with_header(&old.bytes, &header).into(),
                 header,
                 user: old.user.clone(),
@@ -259,7 +282,7 @@ impl StoreState {
         };
         let assigned = new.user.clone().filter(|u| Some(u) != old.user.as_ref());
         if assigned.is_some() && self.config.max_sessions_per_user.is_some() {
-            crate::locks::give_up_if_in_place()?;
+            crate::engine::locks::give_up_if_in_place()?;
         }
         Ok(match self.write_record(digest, Some(old), new, held)? {
             Swap::Done => Step::Done((Committed::Written, assigned)),
@@ -273,7 +296,7 @@ impl StoreState {
     /// While `f` runs, this thread holds the session's stripe lock and nothing else:
     /// reads inside `f` work (they never wait for a lock), writes fail with
     /// [`Error::WriteInsideUpdate`] instead of waiting. If `f` gave the session to another
-    /// user, the commit needs the previous user's lock (see [`crate::write::revoke`]): it
+    /// user, the commit needs the previous user's lock (see `revoke`): it
     /// is tried without waiting; if a revoke or cap holds it, the stripe is released, the
     /// user lock awaited, and the result committed only if the record is still the one
     /// `f` saw (a session revoked meanwhile stays revoked: [`Error::NotFound`]).

@@ -1,7 +1,7 @@
 //! Each thread's own copies of the records it reads most, so a hot load writes nothing
 //! that another core reads.
 //!
-//! The shared read cache ([`ReadCache`](crate::read::ReadCache)) takes a shard lock and
+//! The shared read cache (`cache::ReadCache`) takes a shard lock and
 //! bumps reference counts on every hit: on two cores those cache lines bounce between the
 //! cores, and two threads loading hot sessions went barely faster than one. Here a thread
 //! keeps a small direct-mapped table of private copies of entries it found in the shared
@@ -10,14 +10,13 @@
 //! in sled and in the shared cache. A copy is used only while its stripe's version is
 //! unchanged, so it is never older than what the shared cache would return.
 //!
-//! [`ReadCache::version`]: crate::read::ReadCache::version
 
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::id::Digest;
-use crate::read::Entry;
+use crate::record::StoredRecord;
 
 /// Sets of slots per thread (a power of two), for all stores together.
 const SETS: usize = 512;
@@ -38,7 +37,7 @@ struct Slot {
     store: u64,
     digest: Digest,
     version: u64,
-    entry: Arc<Entry>,
+    entry: Arc<StoredRecord>,
 }
 
 type Set = [Option<Slot>; WAYS];
@@ -75,7 +74,7 @@ const MAX_COPY_BYTES: usize = 4096;
 
 /// This thread's copy of `digest`'s record in `store`, if it has one made at `version`.
 /// A copy of an older version is dropped on the way.
-pub(crate) fn get(store: u64, digest: &Digest, version: u64) -> Option<Arc<Entry>> {
+pub(crate) fn get(store: u64, digest: &Digest, version: u64) -> Option<Arc<StoredRecord>> {
     let mut stale = None;
     let found = COPIES
         .try_with(|copies| {
@@ -101,7 +100,7 @@ pub(crate) fn get(store: u64, digest: &Digest, version: u64) -> Option<Arc<Entry
 
 /// Keeps a private copy of `entry` as `digest`'s record in `store` at `version` (read
 /// before `entry` was), in place of an older copy of it, or else of the set's oldest.
-pub(crate) fn put(store: u64, digest: &Digest, version: u64, entry: &Entry) {
+pub(crate) fn put(store: u64, digest: &Digest, version: u64, entry: &StoredRecord) {
     if entry.bytes.len() > MAX_COPY_BYTES {
         return;
     }
@@ -147,15 +146,15 @@ pub(crate) fn put(store: u64, digest: &Digest, version: u64, entry: &Entry) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::{self, Header};
-    use crate::values::Values;
+    use crate::record::codec::Header;
+    use crate::record::values::Values;
 
-    fn entry(size: usize) -> Entry {
-        let mut map = crate::values::ValueMap::new();
+    fn entry(size: usize) -> StoredRecord {
+        let mut map = crate::record::values::ValueMap::new();
         map.insert("v".into(), vec![7u8; size].into());
-        let bytes =
-            codec::encode_record(&Header::PLACEHOLDER, None, &Values::from(map)).expect("encode");
-        Entry::decode(sled::IVec::from(bytes)).expect("decode")
+        let bytes = crate::record::encode_record(&Header::PLACEHOLDER, None, &Values::from(map))
+            .expect("encode");
+        StoredRecord::decode(sled::IVec::from(bytes)).expect("decode")
     }
 
     /// Digests that all fall in one set.

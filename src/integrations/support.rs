@@ -1,5 +1,5 @@
 //! What the adapters share: records stored under a caller-chosen digest through the
-//! core's write protocol ([`crate::write`]), the frameworks' expiry mapped onto a
+//! core's write protocol ([`crate::engine::write`]), the frameworks' expiry mapped onto a
 //! session's own [`Lifetime`], and the hand-off of blocking work off the async executor.
 //!
 //! Frameworks bring their own idea of a session's lifetime (tower-sessions' `expiry_date`,
@@ -13,15 +13,15 @@ use std::time::Duration;
 
 use crate::clock::duration_ms;
 use crate::config::Durability;
+use crate::engine::Engine;
+use crate::engine::commit::{Change, Committed, Contents};
 use crate::error::{Error, Result};
 use crate::expiry::Lifetime;
 use crate::id::Digest;
-use crate::state::StoreState;
+use crate::record::values::ValueMap;
 use crate::store::Store;
-use crate::values::ValueMap;
-use crate::write::commit::{Change, Committed, Contents};
 
-/// The outcome of [`StoreState::save_contents`].
+/// The outcome of [`Engine::save_contents`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Saved {
     /// A new version of the record was written.
@@ -32,7 +32,7 @@ pub(crate) enum Saved {
     Gone,
 }
 
-impl StoreState {
+impl Engine {
     /// The lifetime a framework asks for when it wants a session to stay `idle` after each
     /// write (tower-sessions' `expiry_date - now`, actix-session's TTL): the session's own
     /// idle timeout, cut to [`Config::max_idle_timeout`](crate::Config::max_idle_timeout).
@@ -134,7 +134,7 @@ pub(crate) mod helpers {
     #[cfg(feature = "actix")]
     use crate::id::SessionId;
     use crate::id::{Digest, SessionHandle};
-    use crate::read::Entry;
+    use crate::record::StoredRecord;
     use crate::store::Store;
     use crate::users::SessionInfo;
 
@@ -155,7 +155,7 @@ pub(crate) mod helpers {
         keep: Option<SessionHandle>,
     ) -> Result<usize, BoxError> {
         let user = user.to_owned();
-        let destroy = move |s: &Store| s.state.destroy_user_except(&user, keep);
+        let destroy = move |s: &Store| s.engine.destroy_user_except(&user, keep);
         Ok(run(store, Work::Long, destroy).await?)
     }
 
@@ -163,7 +163,7 @@ pub(crate) mod helpers {
     /// back), on the blocking pool.
     pub(crate) async fn destroy(store: &Store, digest: Digest) -> Result<(), OffExecutorError> {
         run(store, Work::Long, move |s| {
-            s.state.destroy_durably(&digest, DestroyReason::Destroy)
+            s.engine.destroy_durably(&digest, DestroyReason::Destroy)
         })
         .await?;
         Ok(())
@@ -182,8 +182,8 @@ pub(crate) mod helpers {
     pub(crate) fn load(
         store: &Store,
         digest: Digest,
-    ) -> Result<Option<Arc<Entry>>, OffExecutorError> {
-        Ok(store.state.live_entry(&digest)?)
+    ) -> Result<Option<Arc<StoredRecord>>, OffExecutorError> {
+        Ok(store.engine.live_entry(&digest)?)
     }
 
     /// [`load`] of the session `id` (of the core's tokens), through the store's memo of
@@ -192,12 +192,12 @@ pub(crate) mod helpers {
     pub(crate) async fn load_session(
         store: &Store,
         id: &SessionId,
-    ) -> Result<Option<(Digest, Arc<Entry>)>, OffExecutorError> {
-        if store.state.on_network() {
+    ) -> Result<Option<(Digest, Arc<StoredRecord>)>, OffExecutorError> {
+        if store.engine.on_network() {
             let id = id.clone();
-            return super::off_executor(store, move |s| s.state.live_entry_of(&id)).await;
+            return super::off_executor(store, move |s| s.engine.live_entry_of(&id)).await;
         }
-        Ok(store.state.live_entry_of(id)?)
+        Ok(store.engine.live_entry_of(id)?)
     }
 }
 
@@ -255,7 +255,7 @@ impl From<Error> for OffExecutorError {
 pub(crate) enum Work {
     /// A write without a flush: a few sled inserts, tens of microseconds. Runs in place,
     /// unless the store flushes every write ([`Durability::EveryWrite`]). (A write that may
-    /// apply the per-user cap is [`Work::Long`]: see `StoreState::write_work`.)
+    /// apply the per-user cap is [`Work::Long`]: see `Engine::write_work`.)
     Write,
     /// Anything that flushes to disk (deletes, revocations) or scans: milliseconds. Runs
     /// on the blocking pool.
@@ -277,11 +277,11 @@ where
 {
     let in_place = match work {
         Work::Write => {
-            store.state.config.durability != Durability::EveryWrite && !store.state.on_network()
+            store.engine.config.durability != Durability::EveryWrite && !store.engine.on_network()
         }
         Work::Long => false,
     };
-    if in_place && let Some(result) = crate::locks::without_waiting(|| f(store)) {
+    if in_place && let Some(result) = crate::engine::locks::without_waiting(|| f(store)) {
         return Ok(result?);
     }
     off_executor(store, f).await
@@ -342,15 +342,15 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), serde_bytes::ByteBuf::from(v.to_vec())))
             .collect();
-        let lifetime = store.state.framework_lifetime(ttl);
+        let lifetime = store.engine.framework_lifetime(ttl);
         store
-            .state
+            .engine
             .contents(user.map(str::to_owned), data, lifetime)
             .expect("contents")
     }
 
     /// Inserts under exactly `digest`; `false` if it was taken.
-    fn insert_at(sh: &StoreState, digest: Digest, contents: &Contents) -> bool {
+    fn insert_at(sh: &Engine, digest: Digest, contents: &Contents) -> bool {
         let mut tries = 0;
         let next = || {
             tries += 1;
@@ -371,7 +371,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let clock = ManualClock::new();
         let store = open(dir.path(), &clock);
-        let sh = &store.state;
+        let sh = &store.engine;
         let d = Digest([7; 32]);
         assert!(insert_at(
             sh,
@@ -392,7 +392,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let clock = ManualClock::new();
         let store = open(dir.path(), &clock);
-        let sh = &store.state;
+        let sh = &store.engine;
         let (short, long, huge) = (Digest([1; 32]), Digest([2; 32]), Digest([3; 32]));
         insert_at(
             sh,
@@ -429,7 +429,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let clock = ManualClock::new();
         let store = open(dir.path(), &clock);
-        let sh = &store.state;
+        let sh = &store.engine;
         let d = Digest([3; 32]);
         insert_at(sh, d, &contents(&store, Some("al"), &[], IDLE));
         assert!(
@@ -447,7 +447,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let clock = ManualClock::new();
         let store = open(dir.path(), &clock);
-        let sh = &store.state;
+        let sh = &store.engine;
         let d = Digest([4; 32]);
         let ttl = Duration::from_secs(50);
         insert_at(sh, d, &contents(&store, None, &[("k", b"v")], ttl));
@@ -472,7 +472,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let clock = ManualClock::new();
         let store = open(dir.path(), &clock);
-        let sh = &store.state;
+        let sh = &store.engine;
         let d = Digest([8; 32]);
         let end = Duration::from_secs(50);
         insert_at(sh, d, &contents(&store, None, &[("k", b"v")], end));
@@ -489,7 +489,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let clock = ManualClock::new();
         let store = open(dir.path(), &clock);
-        let sh = &store.state;
+        let sh = &store.engine;
         let d = Digest([5; 32]);
         let ttl = Duration::from_secs(2);
         insert_at(sh, d, &contents(&store, None, &[], ttl));
@@ -516,7 +516,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let clock = ManualClock::new();
         let store = open(dir.path(), &clock);
-        let sh = &store.state;
+        let sh = &store.engine;
         for b in 10..13 {
             assert!(insert_at(
                 sh,

@@ -13,17 +13,22 @@
 //! stripe lock (held by every caller of a write) makes the compare-and-swap a check,
 //! not a race. Rotation is one transaction over three trees.
 
+pub(crate) mod registry;
+
 use std::ops::Bound;
+use std::path::Path;
 
 use sled::transaction::ConflictableTransactionError;
 use sled::{IVec, Transactional, Tree};
 
-use crate::backend::{Cursor, ExpiryEntry};
-use crate::codec;
+use crate::backend::Swap;
+use crate::backend::{Cursor, ExpiryEntry, UserEntry};
 use crate::error::{Error, Result};
 use crate::id::Digest;
-use crate::read::Entry;
-use crate::write::Swap;
+use crate::record::StoredRecord;
+
+use self::registry::Registration;
+use crate::record::codec;
 
 pub(crate) struct SledBackend {
     pub(crate) db: sled::Db,
@@ -32,25 +37,71 @@ pub(crate) struct SledBackend {
     pub(crate) users: Tree,
     pub(crate) quarantine: Tree,
     meta: Tree,
+    /// Declared last, so it is dropped after every handle on the database: the folder
+    /// counts as open in this process until sled has let go of it.
+    _registration: Registration,
 }
 
 impl SledBackend {
-    pub(crate) fn new(db: sled::Db) -> Result<SledBackend> {
-        Ok(SledBackend {
-            sessions: db.open_tree("sessions")?,
-            expiry: db.open_tree("expiry")?,
-            users: db.open_tree("users")?,
-            quarantine: db.open_tree("quarantine")?,
-            meta: db.open_tree("meta")?,
-            db,
-        })
+    /// Opens (creating it if needed, mode 0700 on Unix) the folder `path` with a page
+    /// cache of `cache_bytes`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Locked`] if the folder is open in this or another process,
+    /// [`Error::Folder`] if it cannot be created or written, [`Error::Storage`].
+    pub(crate) fn open(path: &Path, cache_bytes: u64) -> Result<SledBackend> {
+        prepare_folder(path)?;
+        let registration = Registration::new(path)?;
+        let sled_config = sled::Config::new().path(path).cache_capacity(cache_bytes);
+        let db = match sled_config.open().map_err(|e| open_error(e, path)) {
+            // No store of this process has the folder (the registration says so), but a
+            // sled handle dropped a moment ago may still hold its lock: wait, once.
+            Err(Error::Locked { .. }) => {
+                registry::wait_for_unlock(&path.join("db"), registry::OPEN_LINGER);
+                sled_config.open().map_err(|e| open_error(e, path))?
+            }
+            other => other?,
+        };
+        let registration = registration.opened();
+        let trees = (|| {
+            Ok::<_, Error>([
+                db.open_tree("sessions")?,
+                db.open_tree("expiry")?,
+                db.open_tree("users")?,
+                db.open_tree("quarantine")?,
+                db.open_tree("meta")?,
+            ])
+        })();
+        match trees {
+            Ok([sessions, expiry, users, quarantine, meta]) => Ok(SledBackend {
+                db,
+                sessions,
+                expiry,
+                users,
+                quarantine,
+                meta,
+                _registration: registration,
+            }),
+            Err(e) => {
+                // The database first: the registration's drop waits for sled's lock.
+                drop(db);
+                drop(registration);
+                Err(e)
+            }
+        }
     }
 
     pub(crate) fn get(&self, digest: &Digest) -> Result<Option<IVec>> {
         Ok(self.sessions.get(digest.0)?)
     }
 
-    pub(crate) fn write(&self, digest: &Digest, old: Option<&Entry>, new: &Entry) -> Result<Swap> {
+    pub(crate) fn write(
+        &self,
+        digest: &Digest,
+        old: Option<&StoredRecord>,
+        new: &StoredRecord,
+    ) -> Result<Swap> {
         let old_expiry = old.map(|e| e.header.expires_at);
         let old_user = old.and_then(|e| e.user.as_deref());
         if old_expiry != Some(new.header.expires_at) {
@@ -98,7 +149,7 @@ impl SledBackend {
         }
     }
 
-    pub(crate) fn delete(&self, digest: &Digest, old: &Entry) -> Result<Swap> {
+    pub(crate) fn delete(&self, digest: &Digest, old: &StoredRecord) -> Result<Swap> {
         let swapped = self
             .sessions
             .compare_and_swap(digest.0, Some(&old.bytes), None::<IVec>)?;
@@ -112,9 +163,9 @@ impl SledBackend {
     pub(crate) fn rotate(
         &self,
         old: &Digest,
-        entry: &Entry,
+        entry: &StoredRecord,
         new: &Digest,
-        record: &Entry,
+        record: &StoredRecord,
     ) -> Result<Swap> {
         let moved = (&self.sessions, &self.expiry, &self.users).transaction(|(s, e, u)| {
             if s.get(old.0)?.as_ref() != Some(&entry.bytes) {
@@ -209,6 +260,86 @@ impl SledBackend {
         Ok(removed.is_some())
     }
 
+    pub(crate) fn has_expiry_entry(&self, digest: &Digest, expires_at: u64) -> Result<bool> {
+        Ok(self
+            .expiry
+            .contains_key(codec::expiry_key(expires_at, digest))?)
+    }
+
+    pub(crate) fn has_user_entry(&self, user: &str, digest: &Digest) -> Result<bool> {
+        Ok(self.users.contains_key(codec::user_key(user, digest))?)
+    }
+
+    pub(crate) fn add_index_entries(
+        &self,
+        digest: &Digest,
+        record: &StoredRecord,
+        expiry: bool,
+        user: bool,
+    ) -> Result<()> {
+        // The caller holds the stripe lock: the record cannot change meanwhile.
+        if self.sessions.get(digest.0)?.as_ref() != Some(&record.bytes) {
+            return Ok(());
+        }
+        if expiry {
+            self.expiry
+                .insert(codec::expiry_key(record.header.expires_at, digest), &[])?;
+        }
+        if let Some(name) = record.user.as_deref().filter(|_| user) {
+            self.users.insert(codec::user_key(name, digest), &[])?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn expiry_entries(&self) -> Result<Vec<ExpiryEntry>> {
+        self.expiry
+            .iter()
+            .keys()
+            .map(|key| {
+                let key = key?;
+                Ok(match codec::parse_expiry_key(&key) {
+                    Some((expires_at, digest)) => ExpiryEntry::Due(expires_at, digest),
+                    None => ExpiryEntry::Bad(key.to_vec()),
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) fn user_entries(&self) -> Result<Vec<UserEntry>> {
+        self.users
+            .iter()
+            .keys()
+            .map(|key| {
+                let key = key?;
+                Ok(match codec::parse_user_key(&key) {
+                    Some((user, digest)) => UserEntry::Listed(user.to_owned(), digest),
+                    None => UserEntry::Bad {
+                        index: Vec::new(),
+                        member: key.to_vec(),
+                    },
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) fn drop_bad_user_entry(&self, _index: &[u8], member: &[u8]) -> Result<()> {
+        self.users.remove(member)?;
+        Ok(())
+    }
+
+    pub(crate) fn quarantine_stray(&self, key: &[u8], bytes: &[u8]) -> Result<()> {
+        // Copy first: a crash in between leaves the bytes in both trees.
+        self.quarantine.insert(key, bytes)?;
+        #[cfg(test)]
+        crate::failpoint::check("verify: between copy and remove")?;
+        self.sessions.remove(key)?;
+        Ok(())
+    }
+
+    pub(crate) fn quarantined(&self) -> Result<u64> {
+        Ok(self.quarantine.len() as u64)
+    }
+
     pub(crate) fn records(&self) -> Box<dyn Iterator<Item = Result<(Vec<u8>, IVec)>> + '_> {
         Box::new(
             self.sessions
@@ -250,5 +381,87 @@ impl SledBackend {
                 Ok(Some(u32::from_be_bytes(bytes)))
             }
         }
+    }
+}
+
+fn prepare_folder(path: &Path) -> Result<()> {
+    let folder_error = |source| Error::Folder {
+        path: path.to_path_buf(),
+        source,
+    };
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(folder_error(std::io::Error::new(
+            std::io::ErrorKind::NotADirectory,
+            "the path exists and is not a directory",
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut builder = std::fs::DirBuilder::new();
+            builder.recursive(true);
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+            builder.create(path).map_err(folder_error)
+        }
+        Err(e) => Err(folder_error(e)),
+    }
+}
+
+fn open_error(e: sled::Error, path: &Path) -> Error {
+    match e {
+        sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => Error::Locked {
+            path: path.to_path_buf(),
+        },
+        sled::Error::Io(io)
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+            ) =>
+        {
+            Error::Folder {
+                path: path.to_path_buf(),
+                source: io,
+            }
+        }
+        other => other.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use crate::failpoint;
+
+    #[test]
+    fn repair_copies_a_record_to_quarantine_before_removing_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Config::new(dir.path().join("s"))
+            .cleanup_thread(false)
+            .open()
+            .expect("open");
+        // A record under a key that is not a digest: repair moves it to quarantine.
+        let sessions = &store.engine.backend.sled().expect("sled").sessions;
+        sessions.insert(b"short", &b"junk"[..]).expect("insert");
+        failpoint::arm("verify: between copy and remove");
+        assert!(
+            store.verify(true).is_err(),
+            "the failpoint interrupts the repair"
+        );
+        let kept = store
+            .engine
+            .backend
+            .sled()
+            .expect("sled")
+            .quarantine
+            .get(b"short")
+            .expect("read");
+        assert_eq!(
+            kept.as_deref(),
+            Some(&b"junk"[..]),
+            "the bytes are never lost"
+        );
+        let report = store.verify(true).expect("repair");
+        assert_eq!(report.undecodable, 1);
+        assert!(sessions.get(b"short").expect("read").is_none());
+        assert!(store.verify(false).expect("verify").is_consistent());
     }
 }

@@ -21,14 +21,11 @@ use std::sync::atomic::{AtomicU64, Ordering, fence};
 
 use subtle::ConstantTimeEq as _;
 
-use crate::id::Digest;
+use crate::id::{Digest, Words, words};
 
 /// The most slots a memo has (about 5 MiB for tokens): enough for the hot set of a
 /// large cache; more would only hold cold tokens in memory.
 pub(crate) const MAX_SLOTS: usize = 1 << 16;
-
-/// A secret as `W` 64-bit words: 4 for a 32-byte token, 2 for a 16-byte ID.
-pub(crate) type Words<const W: usize> = [u64; W];
 
 /// One memo entry: the secret's words, then the digest's, under a sequence number that is
 /// odd while a writer is filling them in.
@@ -207,17 +204,6 @@ impl<const W: usize> Drop for DigestMemo<W> {
         // The stores must happen although the memory is freed next.
         std::hint::black_box(&self.slots);
     }
-}
-
-/// `bytes` (a multiple of 8 long) as little-endian words.
-pub(crate) fn words<const W: usize>(bytes: &[u8]) -> Words<W> {
-    std::array::from_fn(|i| {
-        let mut word = [0u8; 8];
-        if let Some(chunk) = bytes.get(8 * i..8 * i + 8) {
-            word.copy_from_slice(chunk);
-        }
-        u64::from_le_bytes(word)
-    })
 }
 
 #[cfg(test)]

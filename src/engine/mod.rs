@@ -1,25 +1,36 @@
 //! What an open store holds: the backend, the settings, the locks, the read cache,
 //! counters and subscribers. Every `Store` handle and the cleanup thread share one.
 //!
-//! The read path ([`crate::read`]) and the write protocol ([`crate::write`]) are methods
+//! The read path (`read`) and the write protocol (`write`) are methods
 //! on this state, in their own modules.
+
+pub(crate) mod cache;
+pub(crate) mod cleanup;
+pub(crate) mod commit;
+pub(crate) mod hot;
+pub(crate) mod locks;
+pub(crate) mod memo;
+pub(crate) mod read;
+pub(crate) mod regenerate;
+pub(crate) mod revoke;
+pub(crate) mod verify;
+pub(crate) mod write;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::backend::Backend;
-use crate::codec::{self, Header};
 use crate::config::{Config, Durability, MAX_USER_LEN};
-use crate::digests::DigestMemo;
+use crate::engine::cache::ReadCache;
+use crate::engine::locks::Locks;
+use crate::engine::memo::DigestMemo;
 use crate::error::{Error, Oversized, Result};
 use crate::events::Events;
-use crate::locks::Locks;
-use crate::read::ReadCache;
-use crate::registry::Registration;
+use crate::record::codec::{self, Header};
+use crate::record::values::Values;
 use crate::session::Limits;
 use crate::stats::Counters;
-use crate::values::Values;
 
-pub(crate) struct StoreState {
+pub(crate) struct Engine {
     pub(crate) backend: Backend,
     pub(crate) config: Config,
     pub(crate) counters: Counters,
@@ -31,26 +42,18 @@ pub(crate) struct StoreState {
     /// `meta/format` of the store: as found when it was opened, until the first write
     /// upgrades it.
     format: AtomicU32,
-    /// Declared last so it is dropped after the backend: the folder counts as open until
-    /// then. `None` on Redis, which any number of stores share.
-    _registration: Option<Registration>,
 }
 
-impl StoreState {
-    pub(crate) fn new(
-        backend: Backend,
-        config: Config,
-        registration: Option<Registration>,
-        format: u32,
-    ) -> StoreState {
-        // On Redis other processes write too, and nothing tells this one: no cache of
-        // records (see ARCHITECTURE.md, "Scaling out"). Tokens' digests never change.
-        let cache_entries = match backend {
-            Backend::Sled(_) => config.cache_entries,
-            #[cfg(feature = "redis")]
-            Backend::Redis(_) => 0,
+impl Engine {
+    pub(crate) fn new(backend: Backend, config: Config, format: u32) -> Engine {
+        // A backend other processes write too tells this one nothing: no cache of records
+        // there (see ARCHITECTURE.md, "Scaling out"). Tokens' digests never change.
+        let cache_entries = if backend.shared_by_processes() {
+            0
+        } else {
+            config.cache_entries
         };
-        StoreState {
+        Engine {
             backend,
             events: Events::new(config.event_capacity),
             counters: Counters::default(),
@@ -60,7 +63,6 @@ impl StoreState {
             tokens: DigestMemo::new(config.cache_entries.saturating_mul(2)),
             config,
             format: AtomicU32::new(format),
-            _registration: registration,
         }
     }
 
@@ -87,11 +89,7 @@ impl StoreState {
     /// store calls on an async worker thread.
     #[cfg(any(feature = "tower", feature = "tower-014", feature = "actix"))]
     pub(crate) fn on_network(&self) -> bool {
-        match self.backend {
-            Backend::Sled(_) => false,
-            #[cfg(feature = "redis")]
-            Backend::Redis(_) => true,
-        }
+        self.backend.shared_by_processes()
     }
 
     pub(crate) fn now(&self) -> u64 {
@@ -130,7 +128,7 @@ impl StoreState {
                 limit: MAX_USER_LEN,
             });
         }
-        let bytes = codec::encode_record(&Header::PLACEHOLDER, user, values)
+        let bytes = crate::record::encode_record(&Header::PLACEHOLDER, user, values)
             .map_err(|e| Error::EncodeRecord(Box::new(e)))?;
         if bytes.len() > self.config.max_record_size {
             return Err(Error::TooLarge {

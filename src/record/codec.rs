@@ -29,13 +29,10 @@
 
 use std::ops::Range;
 
+use crate::id::Digest;
 use bincode::config::standard;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sled::IVec;
-
-use crate::id::Digest;
-use crate::values::{ValueMap, Values};
 
 /// The record format this build writes. [`FORMAT_1`] records are read too.
 pub(crate) const RECORD_FORMAT: u8 = 2;
@@ -49,7 +46,7 @@ pub(crate) const DECODE_LIMIT: usize = 4 << 20;
 
 const HEADER_LEN_1: usize = 33;
 const HEADER_LEN: usize = 49;
-const NO_USER: u16 = u16::MAX;
+pub(super) const NO_USER: u16 = u16::MAX;
 
 /// A session's own timeouts as stored: milliseconds, 0 meaning "the store's".
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -95,14 +92,6 @@ pub(crate) enum CodecError {
     Payload(&'static str),
     #[error("{0} trailing bytes after the payload")]
     Trailing(usize),
-}
-
-/// A decoded record: its values are read in place.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Record {
-    pub(crate) header: Header,
-    pub(crate) user: Option<String>,
-    pub(crate) values: Values,
 }
 
 /// Where one key and its value lie in a record's bytes.
@@ -153,7 +142,7 @@ pub(crate) fn parse_header(bytes: &[u8]) -> Result<Header, CodecError> {
 }
 
 /// Reads the user and returns it with the offset of the payload.
-fn parse_user(bytes: &[u8]) -> Result<(Option<&str>, usize), CodecError> {
+pub(super) fn parse_user(bytes: &[u8]) -> Result<(Option<&str>, usize), CodecError> {
     let header_len = header_len(bytes)?;
     let len = u16::from_be_bytes([bytes[header_len], bytes[header_len + 1]]);
     let start = header_len + 2;
@@ -179,20 +168,6 @@ pub(crate) fn tail(bytes: &[u8]) -> &[u8] {
         Ok(len) => &bytes[len..],
         Err(_) => &[],
     }
-}
-
-/// Decodes a whole record of either format: header, user, and where each value lies.
-/// Never panics, and allocates only the table of values (at most one entry per two bytes
-/// of input).
-pub(crate) fn decode_record(bytes: &IVec) -> Result<Record, CodecError> {
-    let header = parse_header(bytes)?;
-    let (user, start) = parse_user(bytes)?;
-    let user = user.map(str::to_owned);
-    Ok(Record {
-        header,
-        user,
-        values: Values::stored(bytes.clone(), start)?,
-    })
 }
 
 /// Checks the payload of a record, from `start` to the end of `bytes`, and returns where
@@ -262,37 +237,16 @@ fn varint(bytes: &[u8], at: &mut usize) -> Result<u64, CodecError> {
     Ok(u64::from_le_bytes(le))
 }
 
-/// Encodes a record in the current format. The caller checks the size against its limit.
-pub(crate) fn encode_record(
-    header: &Header,
-    user: Option<&str>,
-    values: &Values,
-) -> Result<Vec<u8>, bincode::error::EncodeError> {
-    let mut out = Vec::with_capacity(64 + values.len() * 32);
-    write_header(&mut out, header);
-    match user {
-        // Callers reject user names over MAX_USER_LEN (far below u16::MAX) before this.
-        Some(u) => {
-            let len = u16::try_from(u.len()).unwrap_or(NO_USER - 1);
-            out.extend_from_slice(&len.to_be_bytes());
-            out.extend_from_slice(&u.as_bytes()[..usize::from(len)]);
-        }
-        None => out.extend_from_slice(&NO_USER.to_be_bytes()),
-    }
-    values.encode_into(&mut out)?;
-    Ok(out)
-}
-
 /// Appends the payload of a record holding `map`.
 pub(crate) fn encode_payload(
-    map: &ValueMap,
+    map: &impl Serialize,
     out: &mut Vec<u8>,
 ) -> Result<(), bincode::error::EncodeError> {
     bincode::serde::encode_into_std_write(map, out, standard()).map(|_| ())
 }
 
 /// The format byte and header, in the current format.
-fn write_header(out: &mut Vec<u8>, h: &Header) {
+pub(super) fn write_header(out: &mut Vec<u8>, h: &Header) {
     out.push(RECORD_FORMAT);
     out.extend_from_slice(&h.expires_at.to_be_bytes());
     out.extend_from_slice(&h.last_seen.to_be_bytes());
@@ -343,35 +297,6 @@ pub(crate) fn decode_value<T: DeserializeOwned>(
     Ok(value)
 }
 
-/// Runs `bytes` through every path that reads a stored record (header, user, full
-/// decode), as a read from disk does. If the record decodes, returns it re-encoded, or an
-/// empty vector (which never decodes) if the partial readers disagree with the full
-/// decode; the fuzz target treats both that and a re-encoding that does not round-trip
-/// as a bug.
-#[cfg(any(test, fuzzing))]
-pub(crate) fn fuzz_decode_record(bytes: &[u8]) -> Option<Vec<u8>> {
-    let header = parse_header(bytes).ok();
-    let user = parse_user_only(bytes).ok().flatten();
-    let record = decode_record(&IVec::from(bytes)).ok()?;
-    if header != Some(record.header) || user != record.user.as_deref() {
-        return Some(Vec::new());
-    }
-    // The map bincode decodes from the payload must be the values read in place.
-    let (_, start) = parse_user(bytes).ok()?;
-    let cfg = standard().with_limit::<DECODE_LIMIT>();
-    let decoded = bincode::serde::decode_from_slice::<ValueMap, _>(&bytes[start..], cfg);
-    if !decoded.is_ok_and(|(map, _)| Values::from(map) == record.values) {
-        return Some(Vec::new());
-    }
-    // Encoded from a map, as a write does, rather than copied from the stored bytes.
-    let map: ValueMap = record
-        .values
-        .iter()
-        .map(|(k, v)| (k.to_owned(), serde_bytes::ByteBuf::from(v)))
-        .collect();
-    encode_record(&record.header, record.user.as_deref(), &Values::from(map)).ok()
-}
-
 /// `expiry` tree key: expires_at (u64 big-endian) ‖ digest. Sorts by time.
 pub(crate) fn expiry_key(expires_at: u64, digest: &Digest) -> [u8; 40] {
     let mut key = [0u8; 40];
@@ -417,20 +342,23 @@ pub(crate) fn parse_user_key(key: &[u8]) -> Option<(&str, Digest)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::values::{ValueMap, Values};
+    use crate::record::{Decoded, decode_record, encode_record, fuzz_decode_record};
     use serde_bytes::ByteBuf;
+    use sled::IVec;
 
-    fn decode(bytes: &[u8]) -> Result<Record, CodecError> {
+    fn decode(bytes: &[u8]) -> Result<Decoded, CodecError> {
         decode_record(&IVec::from(bytes))
     }
 
-    fn sample() -> Record {
+    fn sample() -> Decoded {
         let mut data = ValueMap::new();
         data.insert("a".into(), ByteBuf::from(vec![1, 2, 3]));
         data.insert(
             "cart".into(),
             ByteBuf::from(encode_value(&vec![1u32, 2]).expect("enc")),
         );
-        Record {
+        Decoded {
             header: Header {
                 expires_at: 1_700_000_100_000,
                 last_seen: 1_700_000_000_000,

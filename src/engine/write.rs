@@ -1,6 +1,6 @@
 //! The write protocol: every change to a record and its index entries goes through here.
 //!
-//! One session's record is written only with its stripe lock held ([`crate::locks`]).
+//! One session's record is written only with its stripe lock held ([`crate::engine::locks`]).
 //! Inside it, a write is:
 //!
 //! 1. insert the new `expiry` entry (and the new `users` entry if the user changed);
@@ -21,24 +21,21 @@
 //! Submodules: [`commit`] (create, save, update, touch), [`revoke`] (destroy, revoke-all,
 //! the per-user cap), [`rotate`] (atomic ID rotation).
 
-pub(crate) mod commit;
-pub(crate) mod revoke;
-pub(crate) mod rotate;
-
 use std::sync::Arc;
 
 use sled::IVec;
 
-use crate::codec::{CodecError, Header};
+use crate::backend::Swap;
+use crate::engine::Engine;
+use crate::engine::locks::{StripeGuard, UserGuard};
 use crate::error::{Error, Result};
 use crate::id::Digest;
-use crate::locks::{StripeGuard, UserGuard};
-use crate::read::Entry;
-use crate::state::StoreState;
+use crate::record::StoredRecord;
+use crate::record::codec::CodecError;
 use crate::stats::Counters;
 
 /// How many times an operation runs before it gives up with [`Error::Contended`]: lock
-/// upgrades (see [`StoreState::locked_write`]) and compare-and-swap mismatches count.
+/// upgrades (see [`Engine::locked_write`]) and compare-and-swap mismatches count.
 pub(crate) const ATTEMPTS: usize = 8;
 
 /// What one attempt of a retried operation did.
@@ -62,15 +59,7 @@ pub(crate) fn retrying<T>(mut attempt: impl FnMut() -> Result<Step<T>>) -> Resul
     Err(Error::Contended)
 }
 
-/// The outcome of one compare-and-swap.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Swap {
-    Done,
-    /// The record was not the version the caller read; nothing was written to it.
-    Conflict,
-}
-
-impl StoreState {
+impl Engine {
     /// Runs `attempt` with the stripe lock of `digest` held and its record read under it.
     ///
     /// If `moves_out(record)` says the write will take the session out of its user's set
@@ -80,8 +69,8 @@ impl StoreState {
     pub(crate) fn locked_write<T>(
         &self,
         digest: &Digest,
-        moves_out: impl Fn(&Entry) -> bool,
-        mut attempt: impl FnMut(Option<&Arc<Entry>>, &StripeGuard<'_>) -> Result<Step<T>>,
+        moves_out: impl Fn(&StoredRecord) -> bool,
+        mut attempt: impl FnMut(Option<&Arc<StoredRecord>>, &StripeGuard<'_>) -> Result<Step<T>>,
     ) -> Result<T> {
         let mut held_user: Option<(String, UserGuard<'_>)> = None;
         retrying(|| {
@@ -105,36 +94,14 @@ impl StoreState {
         })
     }
 
-    /// Stores `contents` with `header` under `digest`, replacing any record there (a
-    /// restore from a dump: times are taken as given, no cap applies).
-    pub(crate) fn put_record(
-        &self,
-        digest: &Digest,
-        contents: &commit::Contents,
-        header: Header,
-    ) -> Result<()> {
-        self.locked_write(
-            digest,
-            |old| old.user.is_some() && old.user.as_deref() != contents.user(),
-            |old, held| {
-                let swap =
-                    self.write_record(digest, old.map(|e| &**e), contents.record(header), held)?;
-                Ok(match swap {
-                    Swap::Done => Step::Done(()),
-                    Swap::Conflict => Step::Retry,
-                })
-            },
-        )
-    }
-
     /// Replaces the record of `digest` (`old`, or absent) by `new`, keeping the indexes
     /// in step (steps 1-4 of the module docs, in the backend). Caller holds the stripe
     /// lock.
     pub(crate) fn write_record(
         &self,
         digest: &Digest,
-        old: Option<&Entry>,
-        new: Entry,
+        old: Option<&StoredRecord>,
+        new: StoredRecord,
         held: &StripeGuard<'_>,
     ) -> Result<Swap> {
         self.upgrade_before_write()?;
@@ -155,7 +122,7 @@ impl StoreState {
     pub(crate) fn delete_record(
         &self,
         digest: &Digest,
-        old: &Entry,
+        old: &StoredRecord,
         held: &StripeGuard<'_>,
     ) -> Result<Swap> {
         let swapped = self.backend.delete(digest, old);
@@ -210,14 +177,14 @@ mod tests {
             .save(&session)
             .expect("the write is done; only cleanup failed");
         let on_disk = store
-            .state
+            .engine
             .backend
             .get(&session.digest)
             .expect("read")
             .expect("record");
         let loaded = store.load(session.id()).expect("load").expect("live");
         assert_eq!(loaded.get::<u32>("v").expect("decode"), Some(2));
-        let cached = store.state.cache.get(&session.digest).expect("cached");
+        let cached = store.engine.cache.get(&session.digest).expect("cached");
         assert_eq!(cached.bytes, on_disk);
         let report = store.verify(false).expect("verify");
         assert!(report.is_consistent());

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use serde_bytes::ByteBuf;
 use sled::IVec;
 
-use crate::codec::{self, CodecError, Span};
+use crate::record::codec::{self, CodecError, Span};
 
 /// Values as an application builds them: key -> encoded value.
 pub(crate) type ValueMap = BTreeMap<String, ByteBuf>;
@@ -144,7 +144,7 @@ impl Values {
                 out.extend_from_slice(payload);
                 Ok(())
             }
-            Values::Owned(map) => codec::encode_payload(map, out),
+            Values::Owned(map) => codec::encode_payload(&**map, out),
         }
     }
 }

@@ -10,15 +10,16 @@
 //!
 //! On Redis, other processes write too and hold none of these locks: revoke-all and the
 //! cap are each one script there, listing and deleting in one atomic step on the server
-//! (see [`crate::backend::redis`]).
+//! (the backend's `revoke_user` and `cap_user`).
 
+use crate::backend::Swap;
+use crate::engine::Engine;
+use crate::engine::write::{Step, retrying};
 use crate::error::Result;
 use crate::events::{DestroyReason, Event};
 use crate::expiry;
 use crate::id::{Digest, SessionHandle};
-use crate::read::Entry;
-use crate::state::StoreState;
-use crate::write::{Step, Swap, retrying};
+use crate::record::StoredRecord;
 
 /// What a destroy found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +34,7 @@ pub(crate) enum Destroyed {
     Kept,
 }
 
-impl StoreState {
+impl Engine {
     /// Deletes the record of `digest` and its index entries. Does not flush.
     pub(crate) fn destroy_digest(
         &self,
@@ -57,7 +58,7 @@ impl StoreState {
         &self,
         digest: &Digest,
         reason: DestroyReason,
-        condition: impl Fn(&Entry, u64) -> bool,
+        condition: impl Fn(&StoredRecord, u64) -> bool,
     ) -> Result<Destroyed> {
         let (outcome, user) = retrying(|| {
             let held = self.locks.stripe(digest)?;
@@ -89,7 +90,7 @@ impl StoreState {
     }
 
     /// Whether `record` is live at `now` and belongs to `user`.
-    fn live_for(&self, record: &Entry, user: &str, now: u64) -> bool {
+    fn live_for(&self, record: &StoredRecord, user: &str, now: u64) -> bool {
         record.user.as_deref() == Some(user) && expiry::is_live(&self.config, &record.header, now)
     }
 
@@ -100,11 +101,8 @@ impl StoreState {
         user: &str,
         keep: Option<SessionHandle>,
     ) -> Result<usize> {
-        #[cfg(feature = "redis")]
-        if let Some(redis) = self.backend.redis() {
-            self.locks.refuse_inside_update()?;
-            let revoked =
-                redis.revoke_user(user, keep.as_ref().map(SessionHandle::as_bytes), self.now())?;
+        self.locks.refuse_inside_update()?;
+        if let Some(revoked) = self.backend.revoke_user(user, keep.as_ref(), self.now())? {
             for digest in &revoked {
                 self.events.emit(&self.counters, || Event::Destroyed {
                     handle: digest.handle(),
@@ -142,10 +140,9 @@ impl StoreState {
         let Some(max) = self.config.max_sessions_per_user else {
             return Ok(());
         };
-        #[cfg(feature = "redis")]
-        if let Some(redis) = self.backend.redis() {
-            self.locks.refuse_inside_update()?;
-            for digest in redis.cap_user(user, max, keep, self.now())? {
+        self.locks.refuse_inside_update()?;
+        if let Some(evicted) = self.backend.cap_user(user, max, keep, self.now())? {
+            for digest in evicted {
                 self.events.emit(&self.counters, || Event::Destroyed {
                     handle: digest.handle(),
                     user: Some(user.to_owned()),
