@@ -111,7 +111,7 @@ impl Store {
     /// Every stored session, live or expired, in storage order. Records that do not decode
     /// are skipped (see [`verify`](Self::verify)).
     pub fn dump(&self) -> impl Iterator<Item = Result<SessionDump>> + '_ {
-        self.engine.backend.records().filter_map(|item| {
+        self.engine.records().filter_map(|item| {
             let (key, bytes) = match item {
                 Ok(kv) => kv,
                 Err(e) => return Some(Err(e)),
@@ -127,7 +127,7 @@ impl Store {
     ///
     /// [`Error::Storage`] on a storage failure.
     pub fn inspect(&self, handle: &SessionHandle) -> Result<Option<SessionDump>> {
-        for (key, bytes) in self.engine.backend.records_with_prefix(handle.as_bytes())? {
+        for (key, bytes) in self.engine.records_of(handle)? {
             if let Ok(record) = crate::record::decode_record(&bytes) {
                 return Ok(Some(SessionDump::of(&key, record)));
             }
@@ -165,7 +165,7 @@ impl Store {
         let own = contents.own();
         let created_at = dump.created_at.min(now);
         let last_seen = dump.last_seen.clamp(created_at, now);
-        let allowed = Timeouts::of(&self.engine.config, own).expires_at(last_seen, created_at);
+        let allowed = Timeouts::of(self.engine.config(), own).expires_at(last_seen, created_at);
         let header = Header {
             expires_at: dump.expires_at.min(allowed),
             last_seen,

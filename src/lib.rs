@@ -28,7 +28,7 @@ pub use crate::config::{
 pub use crate::dump::SessionDump;
 pub use crate::engine::verify::VerifyReport;
 pub use crate::error::{Error, Oversized, ParseHandleError, ParseIdError, Result, StorageError};
-pub use crate::events::{DestroyReason, Event};
+pub use crate::events::{DestroyReason, Event, RecvError, Subscription};
 pub use crate::expiry::Lifetime;
 pub use crate::id::{SessionHandle, SessionId};
 #[cfg(feature = "actix")]

@@ -4,8 +4,6 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
-use crossbeam_channel::Receiver;
-
 use crate::backend::Backend;
 use crate::config::Config;
 use crate::engine::Engine;
@@ -13,7 +11,7 @@ use crate::engine::cleanup::{self, CleanupThread};
 use crate::engine::commit::{Change, Committed, Contents};
 use crate::engine::verify::VerifyReport;
 use crate::error::{Error, Result};
-use crate::events::{DestroyReason, Event};
+use crate::events::Subscription;
 use crate::expiry::Lifetime;
 use crate::id::SessionId;
 use crate::record::values::Values;
@@ -63,7 +61,7 @@ impl Drop for Owner {
         if let Some(thread) = self.cleanup.take() {
             thread.stop();
         }
-        if let Err(e) = self.state.backend.flush() {
+        if let Err(e) = self.state.flush() {
             tracing::error!(error = %e, "flush on close failed");
         }
     }
@@ -72,7 +70,7 @@ impl Drop for Owner {
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Store")
-            .field("path", &self.engine.config.path)
+            .field("path", &self.engine.config().path)
             .finish_non_exhaustive()
     }
 }
@@ -99,10 +97,10 @@ impl Store {
     /// Starts the cleanup thread (if configured) of a freshly opened store.
     fn start(state: Engine) -> Result<Store> {
         let state = Arc::new(state);
-        let cleanup = if state.config.cleanup_thread {
+        let cleanup = if state.config().cleanup_thread {
             let thread =
                 CleanupThread::spawn(Arc::clone(&state)).map_err(|source| Error::Folder {
-                    path: state.config.path.clone(),
+                    path: state.config().path.clone(),
                     source,
                 })?;
             Some(thread)
@@ -121,7 +119,7 @@ impl Store {
     /// The folder this store lives in; for a store on Redis, the server's URL with any
     /// password replaced by `***`.
     pub fn path(&self) -> &Path {
-        &self.engine.config.path
+        &self.engine.config().path
     }
 
     /// Creates a new, empty session with a fresh token and stores it.
@@ -290,10 +288,7 @@ impl Store {
     /// [`Error::Storage`] on a storage failure; [`Error::WriteInsideUpdate`] inside an
     /// [`update`](Self::update) closure.
     pub fn destroy(&self, id: &SessionId) -> Result<bool> {
-        let digest = self.engine.digest_of(id);
-        self.engine.tokens.forgetting(&id.words(), || {
-            self.engine.destroy_durably(&digest, DestroyReason::Destroy)
-        })
+        self.engine.destroy(id)
     }
 
     /// Gives `session` a fresh token (do this on login and on every privilege change).
@@ -421,13 +416,13 @@ impl Store {
     ///
     /// [`Error::Storage`] if the flush fails.
     pub fn flush(&self) -> Result<()> {
-        self.engine.backend.flush()?;
+        self.engine.flush()?;
         Ok(())
     }
 
     /// Counters of background work since the store was opened.
     pub fn stats(&self) -> Stats {
-        self.engine.counters.snapshot()
+        self.engine.stats()
     }
 
     /// Subscribes to lifecycle [`Event`]s, for audit logs.
@@ -436,8 +431,8 @@ impl Store {
     /// before the call that caused them returns; when a channel is full the event is
     /// dropped for that subscriber and counted in [`Stats::events_dropped`], so a slow or
     /// absent reader never slows the store. Dropping the receiver unsubscribes.
-    pub fn subscribe(&self) -> Receiver<Event> {
-        self.engine.events.subscribe()
+    pub fn subscribe(&self) -> Subscription {
+        self.engine.subscribe()
     }
 }
 

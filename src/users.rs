@@ -55,7 +55,7 @@ impl Store {
                 handle: digest.handle(),
                 created_at: from_ms(h.created_at),
                 last_seen: from_ms(h.last_seen),
-                expires_at: from_ms(crate::expiry::live_until(&state.config, &h)),
+                expires_at: from_ms(state.live_until(&h)),
             })
             .collect())
     }
@@ -96,7 +96,7 @@ impl Store {
     /// [`update`](Store::update) closure.
     pub fn destroy_by_handle(&self, handle: &SessionHandle) -> Result<bool> {
         let state = &self.engine;
-        let found = state.backend.records_with_prefix(handle.as_bytes())?;
+        let found = state.records_of(handle)?;
         let Some(digest) = found.iter().find_map(|(key, _)| Digest::from_slice(key)) else {
             return Ok(false);
         };

@@ -31,8 +31,12 @@ pub(crate) enum Swap {
     Conflict,
 }
 
-/// The storage of one open store.
-pub(crate) enum Backend {
+/// The storage of one open store. Which one it is stays inside this module: the layers
+/// above ask for capabilities ([`shared_by_processes`](Backend::shared_by_processes),
+/// the atomic [`revoke_user`](Backend::revoke_user)) instead.
+pub(crate) struct Backend(Storage);
+
+enum Storage {
     Sled(sled::SledBackend),
     #[cfg(feature = "redis")]
     Redis(Box<redis::RedisBackend>),
@@ -55,7 +59,9 @@ pub(crate) enum UserEntry {
 
 /// What an `update` holds on Redis while its closure runs (nothing on sled, where the
 /// stripe lock is enough: one process writes the folder).
-pub(crate) enum Lease<'a> {
+pub(crate) struct Lease<'a>(#[allow(dead_code, reason = "held for its Drop")] Held<'a>);
+
+enum Held<'a> {
     None,
     #[cfg(feature = "redis")]
     #[allow(dead_code, reason = "held for its Drop")]
@@ -68,10 +74,10 @@ pub(crate) enum Lease<'a> {
 /// Calls the same method on whichever backend this is.
 macro_rules! dispatch {
     ($self:ident, $b:ident => $call:expr) => {
-        match $self {
-            Backend::Sled($b) => $call,
+        match &$self.0 {
+            Storage::Sled($b) => $call,
             #[cfg(feature = "redis")]
-            Backend::Redis($b) => $call,
+            Storage::Redis($b) => $call,
         }
     };
 }
@@ -88,14 +94,14 @@ impl Backend {
         #[cfg(feature = "redis")]
         if let Some(target) = &config.redis {
             let redis = redis::RedisBackend::connect(target, config.clock.clone())?;
-            let backend = Backend::Redis(Box::new(redis));
+            let backend = Backend(Storage::Redis(Box::new(redis)));
             let format = backend.check_format(&config.path)?;
             return Ok((backend, format));
         }
-        let backend = Backend::Sled(sled::SledBackend::open(
+        let backend = Backend(Storage::Sled(sled::SledBackend::open(
             &config.path,
             config.storage_cache_bytes,
-        )?);
+        )?));
         let format = backend.check_format(&config.path)?;
         Ok((backend, format))
     }
@@ -103,10 +109,10 @@ impl Backend {
     /// Whether other processes write this storage too (Redis): then nothing may cache
     /// records, and every operation is a network round trip.
     pub(crate) fn shared_by_processes(&self) -> bool {
-        match self {
-            Backend::Sled(_) => false,
+        match &self.0 {
+            Storage::Sled(_) => false,
             #[cfg(feature = "redis")]
-            Backend::Redis(_) => true,
+            Storage::Redis(_) => true,
         }
     }
 
@@ -119,13 +125,13 @@ impl Backend {
     /// On Redis, [`Error::Contended`](crate::Error::Contended) if another store kept the
     /// session for the lease's whole length, and [`Error::Storage`].
     pub(crate) fn lease(&self, digest: &Digest) -> Result<Lease<'_>> {
-        match self {
-            Backend::Sled(_) => {
+        match &self.0 {
+            Storage::Sled(_) => {
                 let _ = digest;
-                Ok(Lease::None)
+                Ok(Lease(Held::None))
             }
             #[cfg(feature = "redis")]
-            Backend::Redis(b) => b.lease(digest).map(Lease::Redis),
+            Storage::Redis(b) => b.lease(digest).map(|l| Lease(Held::Redis(l))),
         }
     }
 
@@ -288,13 +294,13 @@ impl Backend {
         keep: Option<&SessionHandle>,
         now: u64,
     ) -> Result<Option<Vec<Digest>>> {
-        match self {
-            Backend::Sled(_) => {
+        match &self.0 {
+            Storage::Sled(_) => {
                 let _ = (user, keep, now);
                 Ok(None)
             }
             #[cfg(feature = "redis")]
-            Backend::Redis(b) => b
+            Storage::Redis(b) => b
                 .revoke_user(user, keep.map(SessionHandle::as_bytes), now)
                 .map(Some),
         }
@@ -310,23 +316,23 @@ impl Backend {
         keep: &Digest,
         now: u64,
     ) -> Result<Option<Vec<Digest>>> {
-        match self {
-            Backend::Sled(_) => {
+        match &self.0 {
+            Storage::Sled(_) => {
                 let _ = (user, max, keep, now);
                 Ok(None)
             }
             #[cfg(feature = "redis")]
-            Backend::Redis(b) => b.cap_user(user, max, keep, now).map(Some),
+            Storage::Redis(b) => b.cap_user(user, max, keep, now).map(Some),
         }
     }
 
     /// The sled trees, for tests that look at them directly.
     #[cfg(test)]
-    pub(crate) fn sled(&self) -> Option<&sled::SledBackend> {
-        match self {
-            Backend::Sled(b) => Some(b),
+    fn sled(&self) -> Option<&sled::SledBackend> {
+        match &self.0 {
+            Storage::Sled(b) => Some(b),
             #[cfg(feature = "redis")]
-            Backend::Redis(_) => None,
+            Storage::Redis(_) => None,
         }
     }
 

@@ -11,7 +11,7 @@ use crate::record::StoredRecord;
 
 /// The bounded cache of decoded records, keyed by digest, shared by all threads, with a
 /// version per stripe that every change bumps (see [`crate::engine::hot`]). Off when sized 0.
-pub(crate) struct ReadCache {
+pub(super) struct ReadCache {
     shared: Option<quick_cache::sync::Cache<Digest, Arc<StoredRecord>>>,
     versions: Box<[AtomicU64]>,
     /// This store's number in the threads' private copies.
@@ -19,7 +19,7 @@ pub(crate) struct ReadCache {
 }
 
 impl ReadCache {
-    pub(crate) fn new(entries: usize) -> ReadCache {
+    pub(super) fn new(entries: usize) -> ReadCache {
         ReadCache {
             shared: (entries > 0).then(|| quick_cache::sync::Cache::new(entries)),
             versions: (0..Locks::STRIPES).map(|_| AtomicU64::new(0)).collect(),
@@ -43,7 +43,7 @@ impl ReadCache {
 
     /// The cached record of `digest`: this thread's copy if it is current, else the
     /// shared cache's (then copied for this thread).
-    pub(crate) fn get(&self, digest: &Digest) -> Option<Arc<StoredRecord>> {
+    pub(super) fn get(&self, digest: &Digest) -> Option<Arc<StoredRecord>> {
         let shared = self.shared.as_ref()?;
         let version = self.version(digest);
         if let Some(entry) = hot::get(self.store, digest, version) {
@@ -61,7 +61,7 @@ impl ReadCache {
     }
 
     /// Stores `entry` as the current version of `digest`. Caller holds the stripe lock.
-    pub(crate) fn put(&self, digest: Digest, entry: Arc<StoredRecord>, _held: &StripeGuard<'_>) {
+    pub(super) fn put(&self, digest: Digest, entry: Arc<StoredRecord>, _held: &StripeGuard<'_>) {
         if let Some(cache) = &self.shared {
             cache.insert(digest, entry);
             self.changed(&digest);
@@ -69,7 +69,7 @@ impl ReadCache {
     }
 
     /// Drops `digest` from the cache. Caller holds the stripe lock.
-    pub(crate) fn remove(&self, digest: &Digest, _held: &StripeGuard<'_>) {
+    pub(super) fn remove(&self, digest: &Digest, _held: &StripeGuard<'_>) {
         if let Some(cache) = &self.shared {
             cache.remove(digest);
             self.changed(digest);

@@ -64,7 +64,7 @@ impl Contents {
         self.user.as_deref()
     }
 
-    pub(crate) fn record(&self, header: Header) -> StoredRecord {
+    pub(super) fn record(&self, header: Header) -> StoredRecord {
         StoredRecord::encoded(
             self.encoded.clone(),
             header,

@@ -29,7 +29,7 @@ const WAYS: usize = 4;
 static NEXT_STORE: AtomicU64 = AtomicU64::new(1);
 
 /// A number for a newly opened store.
-pub(crate) fn store_number() -> u64 {
+pub(super) fn store_number() -> u64 {
     NEXT_STORE.fetch_add(1, Ordering::Relaxed)
 }
 
@@ -74,7 +74,7 @@ const MAX_COPY_BYTES: usize = 4096;
 
 /// This thread's copy of `digest`'s record in `store`, if it has one made at `version`.
 /// A copy of an older version is dropped on the way.
-pub(crate) fn get(store: u64, digest: &Digest, version: u64) -> Option<Arc<StoredRecord>> {
+pub(super) fn get(store: u64, digest: &Digest, version: u64) -> Option<Arc<StoredRecord>> {
     let mut stale = None;
     let found = COPIES
         .try_with(|copies| {
@@ -100,7 +100,7 @@ pub(crate) fn get(store: u64, digest: &Digest, version: u64) -> Option<Arc<Store
 
 /// Keeps a private copy of `entry` as `digest`'s record in `store` at `version` (read
 /// before `entry` was), in place of an older copy of it, or else of the set's oldest.
-pub(crate) fn put(store: u64, digest: &Digest, version: u64, entry: &StoredRecord) {
+pub(super) fn put(store: u64, digest: &Digest, version: u64, entry: &StoredRecord) {
     if entry.bytes.len() > MAX_COPY_BYTES {
         return;
     }

@@ -70,20 +70,20 @@ pub(crate) fn without_waiting<T>(f: impl FnOnce() -> T) -> Option<T> {
 }
 
 /// Every lock of one open store.
-pub(crate) struct Locks {
+pub(super) struct Locks {
     stripes: Box<[Mutex<()>]>,
     users: Box<[Mutex<()>]>,
     user_hasher: RandomState,
 }
 
 /// A held stripe lock.
-pub(crate) type StripeGuard<'a> = MutexGuard<'a, ()>;
+pub(super) type StripeGuard<'a> = MutexGuard<'a, ()>;
 
 /// A held user lock.
-pub(crate) type UserGuard<'a> = MutexGuard<'a, ()>;
+pub(super) type UserGuard<'a> = MutexGuard<'a, ()>;
 
 impl Locks {
-    pub(crate) fn new() -> Locks {
+    pub(super) fn new() -> Locks {
         Locks {
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             users: (0..USER_STRIPES).map(|_| Mutex::new(())).collect(),
@@ -92,10 +92,10 @@ impl Locks {
     }
 
     /// How many stripes there are.
-    pub(crate) const STRIPES: usize = STRIPES;
+    pub(super) const STRIPES: usize = STRIPES;
 
     /// The stripe of `digest`, below [`Locks::STRIPES`].
-    pub(crate) fn stripe_of(digest: &Digest) -> usize {
+    pub(super) fn stripe_of(digest: &Digest) -> usize {
         usize::from(u16::from_le_bytes([digest.0[0], digest.0[1]])) % STRIPES
     }
 
@@ -105,14 +105,14 @@ impl Locks {
     ///
     /// [`Error::WriteInsideUpdate`] on a thread running an `update` closure (of any
     /// store); [`Error::Contended`] if the lock is busy inside [`without_waiting`].
-    pub(crate) fn stripe(&self, digest: &Digest) -> Result<StripeGuard<'_>> {
+    pub(super) fn stripe(&self, digest: &Digest) -> Result<StripeGuard<'_>> {
         self.refuse_inside_update()?;
         acquire(&self.stripes[Self::stripe_of(digest)])
     }
 
     /// The stripe lock of `digest` if it is free right now. Never waits, so readers (also
     /// inside `update` closures) cannot deadlock.
-    pub(crate) fn try_stripe(&self, digest: &Digest) -> Option<StripeGuard<'_>> {
+    pub(super) fn try_stripe(&self, digest: &Digest) -> Option<StripeGuard<'_>> {
         self.stripes[Self::stripe_of(digest)].try_lock()
     }
 
@@ -122,7 +122,7 @@ impl Locks {
     /// # Errors
     ///
     /// [`Error::WriteInsideUpdate`] as for [`stripe`](Self::stripe).
-    pub(crate) fn stripe_pair(
+    pub(super) fn stripe_pair(
         &self,
         a: &Digest,
         b: &Digest,
@@ -147,14 +147,14 @@ impl Locks {
     /// # Errors
     ///
     /// [`Error::WriteInsideUpdate`] as for [`stripe`](Self::stripe).
-    pub(crate) fn user(&self, user: &str) -> Result<UserGuard<'_>> {
+    pub(super) fn user(&self, user: &str) -> Result<UserGuard<'_>> {
         self.refuse_inside_update()?;
         acquire(&self.users[self.user_stripe(user)])
     }
 
     /// The lock of `user`'s set if it is free right now: the one way to get a user lock
     /// while holding a stripe lock, since it never waits.
-    pub(crate) fn try_user(&self, user: &str) -> Option<UserGuard<'_>> {
+    pub(super) fn try_user(&self, user: &str) -> Option<UserGuard<'_>> {
         self.users[self.user_stripe(user)].try_lock()
     }
 
@@ -164,7 +164,7 @@ impl Locks {
 
     /// Marks this thread as running an `update` closure until the returned guard is
     /// dropped (also when the closure panics).
-    pub(crate) fn enter_update(&self) -> InUpdate {
+    pub(super) fn enter_update(&self) -> InUpdate {
         IN_UPDATE.with(|depth| depth.set(depth.get() + 1));
         InUpdate(())
     }
@@ -172,7 +172,7 @@ impl Locks {
     /// # Errors
     ///
     /// [`Error::WriteInsideUpdate`] on a thread running an `update` closure.
-    pub(crate) fn refuse_inside_update(&self) -> Result<()> {
+    pub(super) fn refuse_inside_update(&self) -> Result<()> {
         if IN_UPDATE.with(Cell::get) > 0 {
             return Err(Error::WriteInsideUpdate);
         }
@@ -186,7 +186,7 @@ impl Locks {
 /// # Errors
 ///
 /// [`Error::Contended`] inside [`without_waiting`].
-pub(crate) fn give_up_if_in_place() -> Result<()> {
+pub(super) fn give_up_if_in_place() -> Result<()> {
     if IN_PLACE.with(Cell::get) {
         WOULD_WAIT.with(|w| w.set(true));
         return Err(Error::Contended);
@@ -206,7 +206,7 @@ fn acquire(lock: &Mutex<()>) -> Result<MutexGuard<'_, ()>> {
 }
 
 /// Dropped when an `update` closure returns or unwinds.
-pub(crate) struct InUpdate(());
+pub(super) struct InUpdate(());
 
 impl Drop for InUpdate {
     fn drop(&mut self) {

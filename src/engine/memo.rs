@@ -25,7 +25,7 @@ use crate::id::{Digest, Words, words};
 
 /// The most slots a memo has (about 5 MiB for tokens): enough for the hot set of a
 /// large cache; more would only hold cold tokens in memory.
-pub(crate) const MAX_SLOTS: usize = 1 << 16;
+pub(super) const MAX_SLOTS: usize = 1 << 16;
 
 /// One memo entry: the secret's words, then the digest's, under a sequence number that is
 /// odd while a writer is filling them in.

@@ -7,6 +7,8 @@
 pub(crate) mod cache;
 pub(crate) mod cleanup;
 pub(crate) mod commit;
+#[cfg(any(feature = "tower", feature = "tower-014", feature = "actix"))]
+pub(crate) mod framework;
 pub(crate) mod hot;
 pub(crate) mod locks;
 pub(crate) mod memo;
@@ -24,21 +26,24 @@ use crate::engine::cache::ReadCache;
 use crate::engine::locks::Locks;
 use crate::engine::memo::DigestMemo;
 use crate::error::{Error, Oversized, Result};
-use crate::events::Events;
+use crate::events::{Events, Subscription};
+use crate::id::{SessionHandle, SessionId};
 use crate::record::codec::{self, Header};
 use crate::record::values::Values;
 use crate::session::Limits;
 use crate::stats::Counters;
+use crate::stats::Stats;
+use sled::IVec;
 
 pub(crate) struct Engine {
-    pub(crate) backend: Backend,
-    pub(crate) config: Config,
-    pub(crate) counters: Counters,
-    pub(crate) events: Events,
-    pub(crate) locks: Locks,
-    pub(crate) cache: ReadCache,
+    backend: Backend,
+    config: Config,
+    counters: Counters,
+    events: Events,
+    locks: Locks,
+    cache: ReadCache,
     /// Token -> digest of sessions found live, so a hot load skips blake3.
-    pub(crate) tokens: DigestMemo<4>,
+    tokens: DigestMemo<4>,
     /// `meta/format` of the store: as found when it was opened, until the first write
     /// upgrades it.
     format: AtomicU32,
@@ -90,6 +95,55 @@ impl Engine {
     #[cfg(any(feature = "tower", feature = "tower-014", feature = "actix"))]
     pub(crate) fn on_network(&self) -> bool {
         self.backend.shared_by_processes()
+    }
+
+    /// Whether a write returns without a flush or a network round trip: the adapters
+    /// then make it in place instead of on the blocking pool.
+    #[cfg(any(feature = "tower", feature = "tower-014", feature = "actix"))]
+    pub(crate) fn writes_quickly(&self) -> bool {
+        self.config.durability != Durability::EveryWrite && !self.on_network()
+    }
+
+    /// The storage, for unit tests that look at it directly.
+    #[cfg(test)]
+    pub(crate) fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// The settings the store was opened with.
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Makes every write so far durable (see [`Store::flush`](crate::Store::flush)).
+    pub(crate) fn flush(&self) -> Result<()> {
+        self.backend.flush()
+    }
+
+    /// A new subscriber to the store's events.
+    pub(crate) fn subscribe(&self) -> Subscription {
+        self.events.subscribe()
+    }
+
+    /// The counters so far.
+    pub(crate) fn stats(&self) -> Stats {
+        self.counters.snapshot()
+    }
+
+    /// Every stored record as (key, bytes), in storage order.
+    pub(crate) fn records(&self) -> impl Iterator<Item = Result<(Vec<u8>, IVec)>> + '_ {
+        self.backend.records()
+    }
+
+    /// The stored records whose digest begins with `handle`.
+    pub(crate) fn records_of(&self, handle: &SessionHandle) -> Result<Vec<(Vec<u8>, IVec)>> {
+        self.backend.records_with_prefix(handle.as_bytes())
+    }
+
+    /// Forgets the token `id` in the memo of token digests (its session is ending).
+    #[cfg(feature = "actix")]
+    pub(crate) fn forget_token(&self, id: &SessionId) {
+        self.tokens.forget(&id.words());
     }
 
     pub(crate) fn now(&self) -> u64 {

@@ -24,7 +24,7 @@ impl Engine {
     /// The record of `digest`, live or not, read under its stripe lock: from the cache,
     /// or decoded from sled and cached. `None` if absent; an undecodable record is
     /// quarantined and reported as absent.
-    pub(crate) fn record_locked(
+    pub(super) fn record_locked(
         &self,
         digest: &Digest,
         held: &StripeGuard<'_>,
@@ -63,7 +63,7 @@ impl Engine {
     /// The record of `digest`, live or not, without waiting for any lock (see the module
     /// docs), through this thread's copies (the read path of loads). `None` if absent or
     /// undecodable.
-    pub(crate) fn record(&self, digest: &Digest) -> Result<Option<Arc<StoredRecord>>> {
+    pub(super) fn record(&self, digest: &Digest) -> Result<Option<Arc<StoredRecord>>> {
         if let Some(entry) = self.cache.get(digest) {
             return Ok(Some(entry));
         }
@@ -71,7 +71,7 @@ impl Engine {
     }
 
     /// [`record`](Self::record) without this thread's copies, for writers' guesses.
-    pub(crate) fn record_shared(&self, digest: &Digest) -> Result<Option<Arc<StoredRecord>>> {
+    pub(super) fn record_shared(&self, digest: &Digest) -> Result<Option<Arc<StoredRecord>>> {
         if let Some(entry) = self.cache.peek(digest) {
             return Ok(Some(entry));
         }
@@ -123,7 +123,7 @@ impl Engine {
 
     /// The user of the stored record of `digest`, read without a lock: a guess that a
     /// writer confirms under the stripe lock.
-    pub(crate) fn current_user(&self, digest: &Digest) -> Result<Option<String>> {
+    pub(super) fn current_user(&self, digest: &Digest) -> Result<Option<String>> {
         Ok(self.record_shared(digest)?.and_then(|e| e.user.clone()))
     }
 
@@ -178,6 +178,11 @@ impl Engine {
             }
         }
         Ok(n)
+    }
+
+    /// Until when a record with `header` lives, by the timeouts in force now.
+    pub(crate) fn live_until(&self, header: &Header) -> u64 {
+        expiry::live_until(&self.config, header)
     }
 
     /// The application's copy of a record.

@@ -18,7 +18,7 @@ use crate::record::codec::Header;
 use crate::session::Session;
 
 /// What a rotation did.
-pub(crate) enum Rotation {
+pub(super) enum Rotation {
     /// The record moved to the new digest with this header; its user before the move.
     Moved(Header, Option<String>),
     /// `contents` gave the session a lifetime that had already ended: the record was
@@ -84,7 +84,7 @@ impl Engine {
     ///
     /// [`Error::NotFound`] if the session is gone or has expired (nothing is written);
     /// [`Error::TokenCollision`] if `new` is taken.
-    pub(crate) fn rotate(
+    pub(super) fn rotate(
         &self,
         old: &Digest,
         new: &Digest,

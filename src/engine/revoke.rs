@@ -18,12 +18,12 @@ use crate::engine::write::{Step, retrying};
 use crate::error::Result;
 use crate::events::{DestroyReason, Event};
 use crate::expiry;
-use crate::id::{Digest, SessionHandle};
+use crate::id::{Digest, SessionHandle, SessionId};
 use crate::record::StoredRecord;
 
 /// What a destroy found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Destroyed {
+pub(super) enum Destroyed {
     /// A live session was deleted.
     Live,
     /// An expired session (not yet purged) was deleted.
@@ -36,12 +36,21 @@ pub(crate) enum Destroyed {
 
 impl Engine {
     /// Deletes the record of `digest` and its index entries. Does not flush.
-    pub(crate) fn destroy_digest(
+    pub(super) fn destroy_digest(
         &self,
         digest: &Digest,
         reason: DestroyReason,
     ) -> Result<Destroyed> {
         self.destroy_where(digest, reason, |_, _| true)
+    }
+
+    /// Destroys the session `id` (a logout): forgets its token, deletes the record and
+    /// flushes. Returns whether a live session was destroyed.
+    pub(crate) fn destroy(&self, id: &SessionId) -> Result<bool> {
+        let digest = self.digest_of(id);
+        self.tokens.forgetting(&id.words(), || {
+            self.destroy_durably(&digest, DestroyReason::Destroy)
+        })
     }
 
     /// Deletes the record of `digest` and flushes, so a crash cannot bring it back (a
@@ -54,7 +63,7 @@ impl Engine {
 
     /// Deletes the record of `digest` if `condition(record, now)` holds when checked under
     /// its stripe lock. Emits `Destroyed` for what it deleted. Does not flush.
-    pub(crate) fn destroy_where(
+    pub(super) fn destroy_where(
         &self,
         digest: &Digest,
         reason: DestroyReason,
@@ -136,7 +145,7 @@ impl Engine {
     /// Destroys `user`'s oldest sessions (by creation time) until they have at most the
     /// configured maximum. The session `keep` (the one whose save gave it to `user`) is
     /// never evicted; if it is no longer the user's, the newest others are kept.
-    pub(crate) fn enforce_user_limit(&self, user: &str, keep: &Digest) -> Result<()> {
+    pub(super) fn enforce_user_limit(&self, user: &str, keep: &Digest) -> Result<()> {
         let Some(max) = self.config.max_sessions_per_user else {
             return Ok(());
         };

@@ -36,10 +36,10 @@ use crate::stats::Counters;
 
 /// How many times an operation runs before it gives up with [`Error::Contended`]: lock
 /// upgrades (see [`Engine::locked_write`]) and compare-and-swap mismatches count.
-pub(crate) const ATTEMPTS: usize = 8;
+pub(super) const ATTEMPTS: usize = 8;
 
 /// What one attempt of a retried operation did.
-pub(crate) enum Step<T> {
+pub(super) enum Step<T> {
     Done(T),
     /// Nothing was written; run the attempt again.
     Retry,
@@ -50,7 +50,7 @@ pub(crate) enum Step<T> {
 /// # Errors
 ///
 /// Whatever `attempt` returns, or [`Error::Contended`] when every attempt asked to retry.
-pub(crate) fn retrying<T>(mut attempt: impl FnMut() -> Result<Step<T>>) -> Result<T> {
+pub(super) fn retrying<T>(mut attempt: impl FnMut() -> Result<Step<T>>) -> Result<T> {
     for _ in 0..ATTEMPTS {
         if let Step::Done(value) = attempt()? {
             return Ok(value);
@@ -66,7 +66,7 @@ impl Engine {
     /// while it lives on (a new user, a new digest), the user lock of the record's current
     /// user is taken first (lock order: user, then stripe), and the record read again.
     /// Revoke-all and the per-user cap hold that lock, so the set they list stands still.
-    pub(crate) fn locked_write<T>(
+    pub(super) fn locked_write<T>(
         &self,
         digest: &Digest,
         moves_out: impl Fn(&StoredRecord) -> bool,
@@ -97,7 +97,7 @@ impl Engine {
     /// Replaces the record of `digest` (`old`, or absent) by `new`, keeping the indexes
     /// in step (steps 1-4 of the module docs, in the backend). Caller holds the stripe
     /// lock.
-    pub(crate) fn write_record(
+    pub(super) fn write_record(
         &self,
         digest: &Digest,
         old: Option<&StoredRecord>,
@@ -119,7 +119,7 @@ impl Engine {
 
     /// Deletes the record of `digest` if it is still `old`, then its index entries.
     /// Caller holds the stripe lock.
-    pub(crate) fn delete_record(
+    pub(super) fn delete_record(
         &self,
         digest: &Digest,
         old: &StoredRecord,
@@ -133,7 +133,7 @@ impl Engine {
     /// Moves an undecodable record out of the way: copied to the quarantine first (so a
     /// crash cannot lose the bytes), then removed if unchanged, counted and logged.
     /// Caller holds the stripe lock.
-    pub(crate) fn quarantine(
+    pub(super) fn quarantine(
         &self,
         digest: &Digest,
         bytes: &IVec,

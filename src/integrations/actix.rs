@@ -60,9 +60,10 @@ use std::collections::HashMap;
 use actix_session::storage::{LoadError, SaveError, SessionKey, SessionStore, UpdateError};
 use time::Duration;
 
-use super::support::{Saved, Work, helpers, run};
+use super::support::{Work, helpers, run};
 use crate::engine::Engine;
 use crate::engine::commit::Contents;
+use crate::engine::framework::Saved;
 use crate::expiry::Lifetime;
 use crate::id::{SessionHandle, SessionId};
 use crate::record::StoredRecord;
@@ -245,7 +246,7 @@ impl SessionStore for ActixStore {
         };
         let contents = contents(&self.store.engine, session_state, lifetime)
             .map_err(SaveError::Serialization)?;
-        let work = self.store.engine.write_work(None, &contents);
+        let work = Work::of_write(&self.store, None, &contents);
         let id = run(&self.store, work, move |s| {
             let tokens = || {
                 let id = SessionId::generate()?;
@@ -284,7 +285,7 @@ impl SessionStore for ActixStore {
         };
         let contents = contents(&self.store.engine, session_state, lifetime)
             .map_err(UpdateError::Serialization)?;
-        let work = self.store.engine.write_work(Some(&digest), &contents);
+        let work = Work::of_write(&self.store, Some(&digest), &contents);
         let saved = run(&self.store, work, move |s| {
             s.engine.save_contents(&digest, &contents)
         })
@@ -323,10 +324,10 @@ impl SessionStore for ActixStore {
             return Ok(());
         };
         let digest = self.store.engine.digest_of(&id);
-        self.store.engine.tokens.forget(&id.words());
+        self.store.engine.forget_token(&id);
         helpers::destroy(&self.store, digest).await?;
         // Again: a load racing the destroy may have remembered the token meanwhile.
-        self.store.engine.tokens.forget(&id.words());
+        self.store.engine.forget_token(&id);
         Ok(())
     }
 }

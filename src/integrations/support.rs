@@ -1,118 +1,13 @@
-//! What the adapters share: records stored under a caller-chosen digest through the
-//! core's write protocol ([`crate::engine::write`]), the frameworks' expiry mapped onto a
-//! session's own [`Lifetime`], and the hand-off of blocking work off the async executor.
-//!
-//! Frameworks bring their own idea of a session's lifetime (tower-sessions' `expiry_date`,
-//! actix-session's TTL). It becomes the session's own idle timeout, within the store's
-//! ceilings ([`Config::max_idle_timeout`](crate::Config::max_idle_timeout),
-//! [`Config::max_absolute_timeout`](crate::Config::max_absolute_timeout)), so a "remember
-//! me" session outlives the store's default idle timeout and a short one dies early.
+//! What both adapters share: the session key of the user, the helpers they offer next to
+//! their framework's trait, and the hand-off of blocking work off the async executor. The
+//! writes themselves are the engine's (its `framework` module).
 
 use std::fmt;
-use std::time::Duration;
 
-use crate::clock::duration_ms;
-use crate::config::Durability;
-use crate::engine::Engine;
-use crate::engine::commit::{Change, Committed, Contents};
+use crate::engine::commit::Contents;
 use crate::error::{Error, Result};
-use crate::expiry::Lifetime;
 use crate::id::Digest;
-use crate::record::values::ValueMap;
 use crate::store::Store;
-
-/// The outcome of [`Engine::save_contents`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Saved {
-    /// A new version of the record was written.
-    Written,
-    /// Values, user and expiry were (nearly) what is stored: nothing was written.
-    Unchanged,
-    /// The session was destroyed or has expired; nothing was written and it stays gone.
-    Gone,
-}
-
-impl Engine {
-    /// The lifetime a framework asks for when it wants a session to stay `idle` after each
-    /// write (tower-sessions' `expiry_date - now`, actix-session's TTL): the session's own
-    /// idle timeout, cut to [`Config::max_idle_timeout`](crate::Config::max_idle_timeout).
-    /// The frameworks have no absolute timeout; sessile keeps one: the store's, or the
-    /// framework's lifetime if that is longer (cut to
-    /// [`Config::max_absolute_timeout`](crate::Config::max_absolute_timeout)). So a
-    /// 30-day "remember me" is not cut by the store's default 12 hours, and still ends
-    /// 30 days after the login however active it is.
-    pub(crate) fn framework_lifetime(&self, idle: Duration) -> Lifetime {
-        let lifetime = Lifetime::default().with_idle(idle);
-        match self.config.absolute_ms {
-            Some(absolute) if duration_ms(idle) > absolute => lifetime.with_absolute(idle),
-            _ => lifetime,
-        }
-    }
-
-    /// An adapter's user, values and lifetime, encoded and checked against the limits.
-    pub(crate) fn contents(
-        &self,
-        user: Option<String>,
-        data: ValueMap,
-        lifetime: Lifetime,
-    ) -> Result<Contents> {
-        Contents::new(self, user, data.into(), lifetime)
-    }
-
-    /// How long writing `contents` over `digest`'s record (or as a new one, `None`) can
-    /// take: a write that gives the session to a user may apply the per-user cap, which
-    /// destroys sessions and flushes ([`Work::Long`]); one that keeps the cached record's
-    /// user, or any write without a cap, is a [`Work::Write`]. A hint only: a write in
-    /// place that turns out to assign a user gives up and moves to the blocking pool.
-    pub(crate) fn write_work(&self, digest: Option<&Digest>, contents: &Contents) -> Work {
-        let Some(user) = contents
-            .user()
-            .filter(|_| self.config.max_sessions_per_user.is_some())
-        else {
-            return Work::Write;
-        };
-        let keeps_user = digest
-            .and_then(|d| self.cache.peek(d))
-            .is_some_and(|e| e.user.as_deref() == Some(user));
-        if keeps_user { Work::Write } else { Work::Long }
-    }
-
-    /// Stores a new record under the first free key `next_key` gives. Returns the key.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::TokenCollision`] if every key tried was taken; storage errors.
-    pub(crate) fn insert_new<K>(
-        &self,
-        next_key: impl FnMut() -> Result<(K, Digest)>,
-        contents: &Contents,
-    ) -> Result<K> {
-        let (key, _, _) = self.insert_fresh(next_key, contents)?;
-        Ok(key)
-    }
-
-    /// Replaces the values, user and lifetime of the live record of `digest`. A session
-    /// that was destroyed or has expired stays gone ([`Saved::Gone`]). A save that changes
-    /// nothing and moves the expiry by less than the touch granularity writes nothing.
-    pub(crate) fn save_contents(&self, digest: &Digest, contents: &Contents) -> Result<Saved> {
-        Ok(match self.commit(digest, &Change::Replace(contents))? {
-            Committed::Written => Saved::Written,
-            Committed::Unchanged => Saved::Unchanged,
-            Committed::Gone | Committed::Expired(_) => Saved::Gone,
-        })
-    }
-
-    /// Gives the live record of `digest` the lifetime `lifetime` and moves its expiry,
-    /// without rewriting its values. Returns whether the session is live. Writes nothing
-    /// when the lifetime is unchanged and the move is smaller than the touch granularity.
-    #[cfg_attr(
-        not(feature = "actix"),
-        allow(dead_code, reason = "only actix touches")
-    )]
-    pub(crate) fn touch_with(&self, digest: &Digest, lifetime: Lifetime) -> Result<bool> {
-        self.touch(digest, Some(lifetime.to_own(&self.config)))
-    }
-}
 
 /// The session key whose string value is the logged-in user, in both adapters.
 ///
@@ -126,7 +21,7 @@ pub const USER_KEY: &str = "sessile.user";
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The helpers both adapters offer next to their framework's trait.
-pub(crate) mod helpers {
+pub(super) mod helpers {
     use std::sync::Arc;
 
     use super::{BoxError, OffExecutorError, Work, run};
@@ -203,7 +98,7 @@ pub(crate) mod helpers {
 
 /// Why a store call made from async code failed.
 #[derive(Debug)]
-pub(crate) enum OffExecutorError {
+pub(super) enum OffExecutorError {
     /// The store reported an error.
     Store(Error),
     /// The blocking task panicked or was cancelled with its runtime.
@@ -231,13 +126,13 @@ impl std::error::Error for OffExecutorError {
 impl OffExecutorError {
     /// Whether the store refused what it was given (too large, not encodable), as
     /// opposed to failing to store it: the frameworks report these as encoding errors.
-    pub(crate) fn is_encoding(&self) -> bool {
+    pub(super) fn is_encoding(&self) -> bool {
         matches!(self, OffExecutorError::Store(e) if is_encoding(e))
     }
 }
 
 /// Whether `e` means the store refused what it was given (too large, not encodable).
-pub(crate) fn is_encoding(e: &Error) -> bool {
+pub(super) fn is_encoding(e: &Error) -> bool {
     matches!(
         e,
         Error::TooLarge { .. } | Error::Encode { .. } | Error::EncodeRecord(_)
@@ -250,12 +145,25 @@ impl From<Error> for OffExecutorError {
     }
 }
 
+impl Work {
+    /// How long writing `contents` over `digest`'s record (or as a new one, `None`) can
+    /// take: a write that may apply the per-user cap (which destroys sessions and
+    /// flushes) is [`Work::Long`], any other a [`Work::Write`].
+    pub(super) fn of_write(store: &Store, digest: Option<&Digest>, contents: &Contents) -> Work {
+        if store.engine.may_apply_cap(digest, contents) {
+            Work::Long
+        } else {
+            Work::Write
+        }
+    }
+}
+
 /// How long a piece of adapter work can hold the thread that runs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Work {
+pub(super) enum Work {
     /// A write without a flush: a few sled inserts, tens of microseconds. Runs in place,
     /// unless the store flushes every write ([`Durability::EveryWrite`]). (A write that may
-    /// apply the per-user cap is [`Work::Long`]: see `Engine::write_work`.)
+    /// apply the per-user cap is [`Work::Long`]: see [`Work::of_write`].)
     Write,
     /// Anything that flushes to disk (deletes, revocations) or scans: milliseconds. Runs
     /// on the blocking pool.
@@ -266,7 +174,7 @@ pub(crate) enum Work {
 /// so flushes and scans never stall an async worker thread. In place, `f` never waits for
 /// a lock: if one is busy (a revoke-all of the user, an `update` closure of the session),
 /// it gives up and runs again on the blocking pool.
-pub(crate) async fn run<T, F>(
+pub(super) async fn run<T, F>(
     store: &Store,
     work: Work,
     f: F,
@@ -276,9 +184,7 @@ where
     F: Fn(&Store) -> Result<T> + Send + 'static,
 {
     let in_place = match work {
-        Work::Write => {
-            store.engine.config.durability != Durability::EveryWrite && !store.engine.on_network()
-        }
+        Work::Write => store.engine.writes_quickly(),
         Work::Long => false,
     };
     if in_place && let Some(result) = crate::engine::locks::without_waiting(|| f(store)) {
@@ -289,7 +195,7 @@ where
 
 /// Runs `f` on tokio's blocking thread pool, so disk reads, writes and flushes never stall
 /// an async worker thread. Outside a tokio runtime it runs `f` in place.
-pub(crate) async fn off_executor<T, F>(
+pub(super) async fn off_executor<T, F>(
     store: &Store,
     f: F,
 ) -> std::result::Result<T, OffExecutorError>
@@ -314,6 +220,7 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
     use crate::config::Config;
+    use crate::engine::framework::Saved;
     use crate::events::DestroyReason;
 
     const IDLE: Duration = Duration::from_secs(100);
@@ -350,7 +257,7 @@ mod tests {
     }
 
     /// Inserts under exactly `digest`; `false` if it was taken.
-    fn insert_at(sh: &Engine, digest: Digest, contents: &Contents) -> bool {
+    fn insert_at(sh: &crate::engine::Engine, digest: Digest, contents: &Contents) -> bool {
         let mut tries = 0;
         let next = || {
             tries += 1;

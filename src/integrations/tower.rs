@@ -108,11 +108,12 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 pub use super::support::{BoxError, USER_KEY};
-use super::support::{OffExecutorError, Saved, Work, helpers, off_executor, run};
+use super::support::{OffExecutorError, Work, helpers, off_executor, run};
 use crate::engine::Engine;
 use crate::engine::commit::Contents;
+use crate::engine::framework::Saved;
 use crate::engine::memo::DigestMemo;
-use crate::expiry::{self, Lifetime};
+use crate::expiry::Lifetime;
 use crate::id::Words;
 use crate::id::{Digest, SessionHandle};
 use crate::record::StoredRecord;
@@ -155,7 +156,7 @@ impl TowerStore {
     /// [module docs](self)), within the store's ceilings; the store's other settings
     /// (durability, limits, cleanup) apply as they are.
     pub fn new(store: Store) -> TowerStore {
-        let ids = DigestMemo::new(store.engine.config.cache_entries.saturating_mul(2));
+        let ids = DigestMemo::new(store.engine.config().cache_entries.saturating_mul(2));
         TowerStore {
             store,
             user_from: AXUM_LOGIN_KEY,
@@ -261,7 +262,7 @@ impl TowerStore {
     /// once per version of the record and kept with it in the read cache, so a hot load
     /// costs a clone, as with an in-memory store.
     fn parts(&self, id: i128, entry: &StoredRecord) -> (HashMap<String, Value>, OffsetDateTime) {
-        let expiry = from_ms(expiry::live_until(&self.store.engine.config, &entry.header));
+        let expiry = from_ms(self.store.engine.live_until(&entry.header));
         if entry.bytes.len() > MEMO_MAX_RECORD {
             return (self.parse(id, entry), expiry);
         }
@@ -313,7 +314,7 @@ impl TowerStore {
             return Ok(fresh_id());
         };
         let contents = self.contents(data, lifetime)?;
-        let work = self.store.engine.write_work(None, &contents);
+        let work = Work::of_write(&self.store, None, &contents);
         run(&self.store, work, move |s| {
             let ids = || {
                 let id = fresh_id();
@@ -337,7 +338,7 @@ impl TowerStore {
             return self.delete_record(id).await;
         };
         let contents = self.contents(data, lifetime)?;
-        let work = self.store.engine.write_work(Some(&key), &contents);
+        let work = Work::of_write(&self.store, Some(&key), &contents);
         let saved = run(&self.store, work, move |s| {
             s.engine.save_contents(&key, &contents)
         })

@@ -48,7 +48,7 @@ use crate::id::Digest;
 use crate::record::StoredRecord;
 
 /// How long past its expiry a record stays on the server if no store deletes it.
-pub(crate) const SAFETY_MARGIN: Duration = Duration::from_secs(300);
+pub(super) const SAFETY_MARGIN: Duration = Duration::from_secs(300);
 /// How long an `update`'s lease lasts if its store dies while holding it; also how long a
 /// writer waits for another store's lease before it gives up with `Contended`.
 const LEASE: Duration = Duration::from_secs(5);
@@ -89,7 +89,7 @@ thread_local! {
 }
 
 /// An `update`'s lease on one session, released (if still ours) when dropped.
-pub(crate) struct Lease<'a> {
+pub(super) struct Lease<'a> {
     backend: &'a RedisBackend,
     digest: Digest,
     nonce: String,
@@ -114,7 +114,7 @@ impl Drop for Lease<'_> {
     }
 }
 
-pub(crate) struct RedisBackend {
+pub(super) struct RedisBackend {
     pool: r2d2::Pool<Connector>,
     scripts: Scripts,
     ns: String,
@@ -129,7 +129,7 @@ impl RedisBackend {
     /// # Errors
     ///
     /// [`Error::Storage`] if the server cannot be reached.
-    pub(crate) fn connect(target: &RedisTarget, clock: Clock) -> Result<RedisBackend> {
+    pub(super) fn connect(target: &RedisTarget, clock: Clock) -> Result<RedisBackend> {
         let client = redis::Client::open(target.url.as_str()).map_err(|e| {
             Error::InvalidConfig(format!("{} is not a Redis URL: {e}", target.redacted()))
         })?;
@@ -217,7 +217,7 @@ impl RedisBackend {
     /// # Errors
     ///
     /// [`Error::Contended`] if it stayed taken; [`Error::Storage`].
-    pub(crate) fn lease(&self, digest: &Digest) -> Result<Lease<'_>> {
+    pub(super) fn lease(&self, digest: &Digest) -> Result<Lease<'_>> {
         let nonce = format!("{:016x}", rand::random::<u64>());
         let px = u64::try_from(LEASE.as_millis()).unwrap_or(u64::MAX);
         let taken = self.past_leases(|conn| {
@@ -239,12 +239,12 @@ impl RedisBackend {
         })
     }
 
-    pub(crate) fn get(&self, digest: &Digest) -> Result<Option<IVec>> {
+    pub(super) fn get(&self, digest: &Digest) -> Result<Option<IVec>> {
         let bytes: Option<Vec<u8>> = self.conn()?.get(self.record_key(digest))?;
         Ok(bytes.map(IVec::from))
     }
 
-    pub(crate) fn write(
+    pub(super) fn write(
         &self,
         digest: &Digest,
         old: Option<&StoredRecord>,
@@ -277,7 +277,7 @@ impl RedisBackend {
         swap(answer)
     }
 
-    pub(crate) fn delete(&self, digest: &Digest, old: &StoredRecord) -> Result<Swap> {
+    pub(super) fn delete(&self, digest: &Digest, old: &StoredRecord) -> Result<Swap> {
         let answer: i64 = self
             .scripts
             .delete
@@ -291,7 +291,7 @@ impl RedisBackend {
         swap(answer)
     }
 
-    pub(crate) fn rotate(
+    pub(super) fn rotate(
         &self,
         old: &Digest,
         entry: &StoredRecord,
@@ -329,7 +329,7 @@ impl RedisBackend {
         }
     }
 
-    pub(crate) fn quarantine(&self, digest: &Digest, bytes: &[u8]) -> Result<bool> {
+    pub(super) fn quarantine(&self, digest: &Digest, bytes: &[u8]) -> Result<bool> {
         let removed: i64 = self
             .scripts
             .quarantine
@@ -341,7 +341,7 @@ impl RedisBackend {
         Ok(removed == 1)
     }
 
-    pub(crate) fn user_digests(&self, user: &str) -> Result<(Vec<Digest>, u64)> {
+    pub(super) fn user_digests(&self, user: &str) -> Result<(Vec<Digest>, u64)> {
         let members: Vec<Vec<u8>> = self.conn()?.zrange(self.user_key(Some(user)), 0, -1)?;
         let mut digests = Vec::with_capacity(members.len());
         let mut dropped = 0;
@@ -357,7 +357,7 @@ impl RedisBackend {
         Ok((digests, dropped))
     }
 
-    pub(crate) fn drop_user_entry(&self, user: &str, digest: &Digest) -> Result<()> {
+    pub(super) fn drop_user_entry(&self, user: &str, digest: &Digest) -> Result<()> {
         let _: i64 = self
             .scripts
             .drop_if_absent
@@ -368,7 +368,7 @@ impl RedisBackend {
         Ok(())
     }
 
-    pub(crate) fn due(
+    pub(super) fn due(
         &self,
         now: u64,
         after: &mut Cursor,
@@ -393,7 +393,7 @@ impl RedisBackend {
             .collect())
     }
 
-    pub(crate) fn drop_expiry_entry(&self, entry: &ExpiryEntry) -> Result<bool> {
+    pub(super) fn drop_expiry_entry(&self, entry: &ExpiryEntry) -> Result<bool> {
         let mut conn = self.conn()?;
         let removed: i64 = match entry {
             ExpiryEntry::Due(_, digest) => self
@@ -408,19 +408,19 @@ impl RedisBackend {
         Ok(removed > 0)
     }
 
-    pub(crate) fn records(&self) -> Box<dyn Iterator<Item = Result<(Vec<u8>, IVec)>> + '_> {
+    pub(super) fn records(&self) -> Box<dyn Iterator<Item = Result<(Vec<u8>, IVec)>> + '_> {
         Box::new(Scan::new(self, format!("{}*", self.record_prefix())))
     }
 
-    pub(crate) fn records_with_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, IVec)>> {
+    pub(super) fn records_with_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, IVec)>> {
         Scan::new(self, format!("{}{}*", self.record_prefix(), hex(prefix))).collect()
     }
 
-    pub(crate) fn flush(&self) -> Result<()> {
+    pub(super) fn flush(&self) -> Result<()> {
         Ok(())
     }
 
-    pub(crate) fn format(&self) -> Result<Option<u32>> {
+    pub(super) fn format(&self) -> Result<Option<u32>> {
         let found: Option<String> = self.conn()?.get(format!("{}:format", self.ns))?;
         found
             .map(|v| {
@@ -431,7 +431,7 @@ impl RedisBackend {
             .transpose()
     }
 
-    pub(crate) fn set_format(&self, format: u32) -> Result<()> {
+    pub(super) fn set_format(&self, format: u32) -> Result<()> {
         let _: () = self.conn()?.set(format!("{}:format", self.ns), format)?;
         Ok(())
     }
@@ -439,7 +439,7 @@ impl RedisBackend {
     /// Revoke-all as one script: deletes every live session in `user`'s set but the one
     /// whose digest starts with `keep`, and returns them. A member that is not a digest
     /// (only a hand-edited set has one) is deleted and skipped here.
-    pub(crate) fn revoke_user(
+    pub(super) fn revoke_user(
         &self,
         user: &str,
         keep: Option<&[u8]>,
@@ -459,7 +459,7 @@ impl RedisBackend {
 
     /// The per-user cap as one script. Returns the digests evicted (members that are not
     /// digests are evicted and skipped, as for [`revoke_user`](Self::revoke_user)).
-    pub(crate) fn cap_user(
+    pub(super) fn cap_user(
         &self,
         user: &str,
         max: usize,

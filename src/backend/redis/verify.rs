@@ -12,20 +12,24 @@ use crate::id::Digest;
 use crate::record::StoredRecord;
 
 impl RedisBackend {
-    pub(crate) fn has_expiry_entry(&self, digest: &Digest, expires_at: u64) -> Result<bool> {
+    pub(in crate::backend) fn has_expiry_entry(
+        &self,
+        digest: &Digest,
+        expires_at: u64,
+    ) -> Result<bool> {
         let score: Option<f64> = self.conn()?.zscore(self.expiry_key(), hex(&digest.0))?;
         // Scores are whole milliseconds, below 2^53: exact as f64.
         Ok(score.is_some_and(|s| s >= 0.0 && s as u64 == expires_at))
     }
 
-    pub(crate) fn has_user_entry(&self, user: &str, digest: &Digest) -> Result<bool> {
+    pub(in crate::backend) fn has_user_entry(&self, user: &str, digest: &Digest) -> Result<bool> {
         let score: Option<f64> = self
             .conn()?
             .zscore(self.user_key(Some(user)), hex(&digest.0))?;
         Ok(score.is_some())
     }
 
-    pub(crate) fn add_index_entries(
+    pub(in crate::backend) fn add_index_entries(
         &self,
         digest: &Digest,
         record: &StoredRecord,
@@ -55,7 +59,7 @@ impl RedisBackend {
         Ok(())
     }
 
-    pub(crate) fn expiry_entries(&self) -> Result<Vec<ExpiryEntry>> {
+    pub(in crate::backend) fn expiry_entries(&self) -> Result<Vec<ExpiryEntry>> {
         let entries: Vec<(Vec<u8>, f64)> =
             self.conn()?.zrange_withscores(self.expiry_key(), 0, -1)?;
         Ok(entries
@@ -67,7 +71,7 @@ impl RedisBackend {
             .collect())
     }
 
-    pub(crate) fn user_entries(&self) -> Result<Vec<UserEntry>> {
+    pub(in crate::backend) fn user_entries(&self) -> Result<Vec<UserEntry>> {
         // A set of the sets: SCAN may name a key twice.
         let sets: BTreeSet<Vec<u8>> = {
             let mut conn = self.conn()?;
@@ -98,12 +102,16 @@ impl RedisBackend {
         Ok(entries)
     }
 
-    pub(crate) fn drop_bad_user_entry(&self, index: &[u8], member: &[u8]) -> Result<()> {
+    pub(in crate::backend) fn drop_bad_user_entry(
+        &self,
+        index: &[u8],
+        member: &[u8],
+    ) -> Result<()> {
         let _: i64 = self.conn()?.zrem(index, member)?;
         Ok(())
     }
 
-    pub(crate) fn quarantine_stray(&self, key: &[u8], bytes: &[u8]) -> Result<()> {
+    pub(in crate::backend) fn quarantine_stray(&self, key: &[u8], bytes: &[u8]) -> Result<()> {
         let mut full = self.record_prefix().into_bytes();
         full.extend_from_slice(key);
         let mut conn = self.conn()?;
@@ -113,7 +121,7 @@ impl RedisBackend {
         Ok(())
     }
 
-    pub(crate) fn quarantined(&self) -> Result<u64> {
+    pub(in crate::backend) fn quarantined(&self) -> Result<u64> {
         Ok(self.conn()?.hlen(self.quarantine_key())?)
     }
 }

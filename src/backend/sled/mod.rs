@@ -13,7 +13,7 @@
 //! stripe lock (held by every caller of a write) makes the compare-and-swap a check,
 //! not a race. Rotation is one transaction over three trees.
 
-pub(crate) mod registry;
+pub(super) mod registry;
 
 use std::ops::Bound;
 use std::path::Path;
@@ -30,12 +30,12 @@ use crate::record::StoredRecord;
 use self::registry::Registration;
 use crate::record::codec;
 
-pub(crate) struct SledBackend {
-    pub(crate) db: sled::Db,
-    pub(crate) sessions: Tree,
-    pub(crate) expiry: Tree,
-    pub(crate) users: Tree,
-    pub(crate) quarantine: Tree,
+pub(super) struct SledBackend {
+    pub(super) db: sled::Db,
+    pub(super) sessions: Tree,
+    pub(super) expiry: Tree,
+    pub(super) users: Tree,
+    pub(super) quarantine: Tree,
     meta: Tree,
     /// Declared last, so it is dropped after every handle on the database: the folder
     /// counts as open in this process until sled has let go of it.
@@ -50,7 +50,7 @@ impl SledBackend {
     ///
     /// [`Error::Locked`] if the folder is open in this or another process,
     /// [`Error::Folder`] if it cannot be created or written, [`Error::Storage`].
-    pub(crate) fn open(path: &Path, cache_bytes: u64) -> Result<SledBackend> {
+    pub(super) fn open(path: &Path, cache_bytes: u64) -> Result<SledBackend> {
         prepare_folder(path)?;
         let registration = Registration::new(path)?;
         let sled_config = sled::Config::new().path(path).cache_capacity(cache_bytes);
@@ -92,11 +92,11 @@ impl SledBackend {
         }
     }
 
-    pub(crate) fn get(&self, digest: &Digest) -> Result<Option<IVec>> {
+    pub(super) fn get(&self, digest: &Digest) -> Result<Option<IVec>> {
         Ok(self.sessions.get(digest.0)?)
     }
 
-    pub(crate) fn write(
+    pub(super) fn write(
         &self,
         digest: &Digest,
         old: Option<&StoredRecord>,
@@ -149,7 +149,7 @@ impl SledBackend {
         }
     }
 
-    pub(crate) fn delete(&self, digest: &Digest, old: &StoredRecord) -> Result<Swap> {
+    pub(super) fn delete(&self, digest: &Digest, old: &StoredRecord) -> Result<Swap> {
         let swapped = self
             .sessions
             .compare_and_swap(digest.0, Some(&old.bytes), None::<IVec>)?;
@@ -160,7 +160,7 @@ impl SledBackend {
         Ok(Swap::Done)
     }
 
-    pub(crate) fn rotate(
+    pub(super) fn rotate(
         &self,
         old: &Digest,
         entry: &StoredRecord,
@@ -192,7 +192,7 @@ impl SledBackend {
         Ok(moved)
     }
 
-    pub(crate) fn quarantine(&self, digest: &Digest, bytes: &[u8]) -> Result<bool> {
+    pub(super) fn quarantine(&self, digest: &Digest, bytes: &[u8]) -> Result<bool> {
         self.quarantine.insert(digest.0, bytes)?;
         Ok(self
             .sessions
@@ -200,7 +200,7 @@ impl SledBackend {
             .is_ok())
     }
 
-    pub(crate) fn user_digests(&self, user: &str) -> Result<(Vec<Digest>, u64)> {
+    pub(super) fn user_digests(&self, user: &str) -> Result<(Vec<Digest>, u64)> {
         let mut digests = Vec::new();
         let mut dropped = 0;
         for item in self.users.scan_prefix(codec::user_prefix(user)) {
@@ -216,12 +216,12 @@ impl SledBackend {
         Ok((digests, dropped))
     }
 
-    pub(crate) fn drop_user_entry(&self, user: &str, digest: &Digest) -> Result<()> {
+    pub(super) fn drop_user_entry(&self, user: &str, digest: &Digest) -> Result<()> {
         self.users.remove(codec::user_key(user, digest))?;
         Ok(())
     }
 
-    pub(crate) fn due(
+    pub(super) fn due(
         &self,
         now: u64,
         after: &mut Cursor,
@@ -250,7 +250,7 @@ impl SledBackend {
             .collect())
     }
 
-    pub(crate) fn drop_expiry_entry(&self, entry: &ExpiryEntry) -> Result<bool> {
+    pub(super) fn drop_expiry_entry(&self, entry: &ExpiryEntry) -> Result<bool> {
         let removed = match entry {
             ExpiryEntry::Due(expires_at, digest) => {
                 self.expiry.remove(codec::expiry_key(*expires_at, digest))?
@@ -260,17 +260,17 @@ impl SledBackend {
         Ok(removed.is_some())
     }
 
-    pub(crate) fn has_expiry_entry(&self, digest: &Digest, expires_at: u64) -> Result<bool> {
+    pub(super) fn has_expiry_entry(&self, digest: &Digest, expires_at: u64) -> Result<bool> {
         Ok(self
             .expiry
             .contains_key(codec::expiry_key(expires_at, digest))?)
     }
 
-    pub(crate) fn has_user_entry(&self, user: &str, digest: &Digest) -> Result<bool> {
+    pub(super) fn has_user_entry(&self, user: &str, digest: &Digest) -> Result<bool> {
         Ok(self.users.contains_key(codec::user_key(user, digest))?)
     }
 
-    pub(crate) fn add_index_entries(
+    pub(super) fn add_index_entries(
         &self,
         digest: &Digest,
         record: &StoredRecord,
@@ -291,7 +291,7 @@ impl SledBackend {
         Ok(())
     }
 
-    pub(crate) fn expiry_entries(&self) -> Result<Vec<ExpiryEntry>> {
+    pub(super) fn expiry_entries(&self) -> Result<Vec<ExpiryEntry>> {
         self.expiry
             .iter()
             .keys()
@@ -305,7 +305,7 @@ impl SledBackend {
             .collect()
     }
 
-    pub(crate) fn user_entries(&self) -> Result<Vec<UserEntry>> {
+    pub(super) fn user_entries(&self) -> Result<Vec<UserEntry>> {
         self.users
             .iter()
             .keys()
@@ -322,12 +322,12 @@ impl SledBackend {
             .collect()
     }
 
-    pub(crate) fn drop_bad_user_entry(&self, _index: &[u8], member: &[u8]) -> Result<()> {
+    pub(super) fn drop_bad_user_entry(&self, _index: &[u8], member: &[u8]) -> Result<()> {
         self.users.remove(member)?;
         Ok(())
     }
 
-    pub(crate) fn quarantine_stray(&self, key: &[u8], bytes: &[u8]) -> Result<()> {
+    pub(super) fn quarantine_stray(&self, key: &[u8], bytes: &[u8]) -> Result<()> {
         // Copy first: a crash in between leaves the bytes in both trees.
         self.quarantine.insert(key, bytes)?;
         #[cfg(test)]
@@ -336,11 +336,11 @@ impl SledBackend {
         Ok(())
     }
 
-    pub(crate) fn quarantined(&self) -> Result<u64> {
+    pub(super) fn quarantined(&self) -> Result<u64> {
         Ok(self.quarantine.len() as u64)
     }
 
-    pub(crate) fn records(&self) -> Box<dyn Iterator<Item = Result<(Vec<u8>, IVec)>> + '_> {
+    pub(super) fn records(&self) -> Box<dyn Iterator<Item = Result<(Vec<u8>, IVec)>> + '_> {
         Box::new(
             self.sessions
                 .iter()
@@ -348,19 +348,19 @@ impl SledBackend {
         )
     }
 
-    pub(crate) fn records_with_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, IVec)>> {
+    pub(super) fn records_with_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, IVec)>> {
         self.sessions
             .scan_prefix(prefix)
             .map(|item| item.map(|(k, v)| (k.to_vec(), v)).map_err(Error::from))
             .collect()
     }
 
-    pub(crate) fn flush(&self) -> Result<()> {
+    pub(super) fn flush(&self) -> Result<()> {
         self.db.flush()?;
         Ok(())
     }
 
-    pub(crate) fn set_format(&self, format: u32) -> Result<()> {
+    pub(super) fn set_format(&self, format: u32) -> Result<()> {
         self.meta.insert("format", &format.to_be_bytes())?;
         self.meta.flush()?;
         Ok(())
@@ -371,7 +371,7 @@ impl SledBackend {
     /// # Errors
     ///
     /// [`Error::Corrupt`] for a marker of the wrong size.
-    pub(crate) fn format(&self) -> Result<Option<u32>> {
+    pub(super) fn format(&self) -> Result<Option<u32>> {
         match self.meta.get("format")? {
             None => Ok(None),
             Some(v) => {
@@ -439,7 +439,7 @@ mod tests {
             .open()
             .expect("open");
         // A record under a key that is not a digest: repair moves it to quarantine.
-        let sessions = &store.engine.backend.sled().expect("sled").sessions;
+        let sessions = &store.engine.backend().sled().expect("sled").sessions;
         sessions.insert(b"short", &b"junk"[..]).expect("insert");
         failpoint::arm("verify: between copy and remove");
         assert!(
@@ -448,7 +448,7 @@ mod tests {
         );
         let kept = store
             .engine
-            .backend
+            .backend()
             .sled()
             .expect("sled")
             .quarantine

@@ -18,11 +18,11 @@ static OPEN: Mutex<Vec<PathBuf>> = parking_lot::const_mutex(Vec::new());
 const LINGER: Duration = Duration::from_secs(3);
 /// How long an open waits for a lock that may be a just-dropped handle's before it
 /// reports the folder as locked.
-pub(crate) const OPEN_LINGER: Duration = Duration::from_secs(1);
+pub(super) const OPEN_LINGER: Duration = Duration::from_secs(1);
 
 /// Marks a folder as open in this process until dropped.
 #[derive(Debug)]
-pub(crate) struct Registration {
+pub(super) struct Registration {
     path: PathBuf,
     /// Set once sled opened the folder: only then is there a lock to wait for on drop.
     opened: bool,
@@ -30,7 +30,7 @@ pub(crate) struct Registration {
 
 impl Registration {
     /// Registers `path` (an existing folder) as open, or fails with [`Error::Locked`].
-    pub(crate) fn new(path: &Path) -> Result<Registration> {
+    pub(super) fn new(path: &Path) -> Result<Registration> {
         let canonical = std::fs::canonicalize(path).map_err(|source| Error::Folder {
             path: path.to_path_buf(),
             source,
@@ -49,7 +49,7 @@ impl Registration {
     }
 
     /// Records that the storage engine now holds the folder's lock.
-    pub(crate) fn opened(mut self) -> Registration {
+    pub(super) fn opened(mut self) -> Registration {
         self.opened = true;
         self
     }
@@ -67,7 +67,7 @@ impl Drop for Registration {
 /// Waits until no one holds the exclusive lock on `file`, for at most `limit`. Also
 /// used before reporting a folder as locked: the holder may be a sled handle of this
 /// process that was just dropped (sled lets go of the lock a moment later).
-pub(crate) fn wait_for_unlock(file: &Path, limit: Duration) {
+pub(super) fn wait_for_unlock(file: &Path, limit: Duration) {
     let Ok(f) = std::fs::OpenOptions::new()
         .read(true)
         .write(true)

@@ -5,9 +5,9 @@ use std::path::Path;
 use std::thread;
 use std::time::Duration;
 
-use crossbeam_channel::RecvTimeoutError;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
+use sessile::RecvError;
 use sessile::{Event, SessionHandle, VerifyReport};
 
 use crate::exit::{CliError, OK, PROBLEMS};
@@ -55,9 +55,9 @@ pub fn purge(dir: &Path, out: &mut dyn Write) -> Result<u8, CliError> {
         match events.recv_timeout(Duration::from_millis(50)) {
             Ok(Event::Expired { .. }) => progress.inc(1),
             Ok(_) => {}
-            Err(RecvTimeoutError::Timeout) if worker.is_finished() => break,
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvError::Empty) if worker.is_finished() => break,
+            Err(RecvError::Empty) => {}
+            Err(RecvError::Closed) | Err(_) => break,
         }
     }
     let purged = worker
