@@ -136,7 +136,7 @@ impl Default for ManualClock {
     }
 }
 
-pub(crate) fn system_ms(t: SystemTime) -> u64 {
+fn system_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map(duration_ms).unwrap_or(0)
 }
 

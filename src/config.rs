@@ -49,7 +49,7 @@ pub struct Config {
     pub(crate) absolute_ms: Option<u64>,
     pub(crate) max_idle_ms: u64,
     pub(crate) max_absolute_ms: u64,
-    pub(crate) touch_granularity_ms: Option<u64>,
+    touch_granularity_ms: Option<u64>,
     pub(crate) cleanup_interval: Duration,
     pub(crate) cleanup_batch: usize,
     pub(crate) cleanup_thread: bool,
@@ -444,7 +444,7 @@ impl RedisTarget {
     /// # Errors
     ///
     /// [`Error::InvalidConfig`] for a namespace or pool size out of range.
-    pub(crate) fn validate(&self) -> Result<()> {
+    fn validate(&self) -> Result<()> {
         let ns = &self.namespace;
         // Only characters that mean nothing to SCAN's patterns and cannot make one
         // namespace's keys look like another's (`:` would: `a` and `a:s:x`).

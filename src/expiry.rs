@@ -96,8 +96,8 @@ impl Lifetime {
 /// The timeouts in force for one session: its own within the ceilings, else the store's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Timeouts {
-    pub(crate) idle_ms: u64,
-    pub(crate) absolute_ms: Option<u64>,
+    idle_ms: u64,
+    absolute_ms: Option<u64>,
 }
 
 impl Timeouts {

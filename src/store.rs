@@ -4,17 +4,13 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::backend::Backend;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::engine::cleanup::{self, CleanupThread};
-use crate::engine::commit::{Change, Committed, Contents};
 use crate::engine::verify::VerifyReport;
 use crate::error::{Error, Result};
 use crate::events::Subscription;
-use crate::expiry::Lifetime;
 use crate::id::SessionId;
-use crate::record::values::Values;
 use crate::session::Session;
 use crate::stats::Stats;
 
@@ -90,8 +86,7 @@ impl Store {
     }
 
     fn open_with(config: Config) -> Result<Store> {
-        let (backend, format) = Backend::open(&config)?;
-        Store::start(Engine::new(backend, config, format))
+        Store::start(Engine::open(config)?)
     }
 
     /// Starts the cleanup thread (if configured) of a freshly opened store.
@@ -134,25 +129,7 @@ impl Store {
     /// random number generator), [`Error::WriteInsideUpdate`] inside an
     /// [`update`](Self::update) closure.
     pub fn create(&self) -> Result<Session> {
-        let state = &self.engine;
-        let lifetime = Lifetime::default();
-        let contents = Contents::new(state, None, Values::default(), lifetime)?;
-        let fresh = || {
-            SessionId::generate().map(|id| {
-                let digest = id.digest();
-                (id, digest)
-            })
-        };
-        let (id, digest, header) = state.insert_fresh(fresh, &contents)?;
-        Ok(Session {
-            id,
-            digest,
-            header,
-            user: None,
-            values: Values::default(),
-            lifetime,
-            limits: state.limits(),
-        })
+        self.engine.create()
     }
 
     /// Reads the session with token `id`. `None` if there is none or it has expired, even
@@ -166,8 +143,7 @@ impl Store {
     ///
     /// [`Error::Storage`] on a storage failure.
     pub fn load(&self, id: &SessionId) -> Result<Option<Session>> {
-        let found = self.engine.live_entry_of(id)?;
-        Ok(found.map(|(digest, e)| self.engine.session(id.clone(), digest, &e)))
+        self.engine.load(id)
     }
 
     /// Writes `session`'s values and user, and extends its idle expiry.
@@ -190,12 +166,7 @@ impl Store {
     ///   the whole 5 s lease (nothing is written);
     /// - [`Error::Storage`] on a storage failure.
     pub fn save(&self, session: &Session) -> Result<()> {
-        let state = &self.engine;
-        let contents = Contents::of(state, session)?;
-        match state.commit(&session.digest, &Change::Replace(&contents))? {
-            Committed::Written | Committed::Unchanged => Ok(()),
-            Committed::Gone | Committed::Expired(_) => Err(Error::NotFound),
-        }
+        self.engine.save(session)
     }
 
     /// Extends the idle expiry of a live session without reading or writing its values.

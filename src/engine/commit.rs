@@ -12,6 +12,7 @@ use crate::id::{Digest, SessionId};
 use crate::record::codec::{self, Header, OwnTimeouts};
 use crate::record::values::Values;
 use crate::record::{Memo, StoredRecord};
+use crate::session::Session;
 
 /// A session's user, values and own lifetime, encoded once (limits checked, lifetime cut
 /// to the ceilings) before any lock is taken.
@@ -115,6 +116,14 @@ pub(crate) enum Committed {
     Expired(Option<String>),
 }
 
+impl Committed {
+    /// Whether the session is gone (destroyed, expired, or ended by the change itself):
+    /// nothing was written and it stays gone.
+    pub(crate) fn ended(&self) -> bool {
+        matches!(self, Committed::Gone | Committed::Expired(_))
+    }
+}
+
 /// Whether a touch needs the locked write path, decided without a lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TouchPlan {
@@ -127,6 +136,45 @@ enum TouchPlan {
 }
 
 impl Engine {
+    /// A new, empty session under a fresh token (see [`Store::create`](crate::Store::create)).
+    pub(crate) fn create(&self) -> Result<Session> {
+        let lifetime = Lifetime::default();
+        let contents = Contents::new(self, None, Values::default(), lifetime)?;
+        let fresh = || {
+            SessionId::generate().map(|id| {
+                let digest = id.digest();
+                (id, digest)
+            })
+        };
+        let (id, digest, header) = self.insert_fresh(fresh, &contents)?;
+        Ok(Session {
+            id,
+            digest,
+            header,
+            user: None,
+            values: Values::default(),
+            lifetime,
+            limits: self.limits(),
+        })
+    }
+
+    /// Writes `session`'s user, values and lifetime (see [`Store::save`](crate::Store::save)).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] if the session was destroyed or has expired; those of
+    /// [`Contents::of`] and [`commit`](Self::commit).
+    pub(crate) fn save(&self, session: &Session) -> Result<()> {
+        let contents = Contents::of(self, session)?;
+        if self
+            .commit(&session.digest, &Change::Replace(&contents))?
+            .ended()
+        {
+            return Err(Error::NotFound);
+        }
+        Ok(())
+    }
+
     /// Stores `contents` with `header` under `digest`, replacing any record there (a
     /// restore from a dump: times are taken as given, no cap applies).
     pub(crate) fn put_record(

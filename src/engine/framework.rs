@@ -18,17 +18,6 @@ use crate::expiry::Lifetime;
 use crate::id::Digest;
 use crate::record::values::ValueMap;
 
-/// The outcome of [`Engine::save_contents`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Saved {
-    /// A new version of the record was written.
-    Written,
-    /// Values, user and expiry were (nearly) what is stored: nothing was written.
-    Unchanged,
-    /// The session was destroyed or has expired; nothing was written and it stays gone.
-    Gone,
-}
-
 impl Engine {
     /// The lifetime a framework asks for when it wants a session to stay `idle` after each
     /// write (tower-sessions' `expiry_date - now`, actix-session's TTL): the session's own
@@ -88,14 +77,10 @@ impl Engine {
     }
 
     /// Replaces the values, user and lifetime of the live record of `digest`. A session
-    /// that was destroyed or has expired stays gone ([`Saved::Gone`]). A save that changes
+    /// that was destroyed or has expired stays gone ([`Committed::ended`]). A save that changes
     /// nothing and moves the expiry by less than the touch granularity writes nothing.
-    pub(crate) fn save_contents(&self, digest: &Digest, contents: &Contents) -> Result<Saved> {
-        Ok(match self.commit(digest, &Change::Replace(contents))? {
-            Committed::Written => Saved::Written,
-            Committed::Unchanged => Saved::Unchanged,
-            Committed::Gone | Committed::Expired(_) => Saved::Gone,
-        })
+    pub(crate) fn save_contents(&self, digest: &Digest, contents: &Contents) -> Result<Committed> {
+        self.commit(digest, &Change::Replace(contents))
     }
 
     /// Gives the live record of `digest` the lifetime `lifetime` and moves its expiry,

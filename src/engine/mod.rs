@@ -4,19 +4,19 @@
 //! The read path (`read`) and the write protocol (`write`) are methods
 //! on this state, in their own modules.
 
-pub(crate) mod cache;
+mod cache;
 pub(crate) mod cleanup;
 pub(crate) mod commit;
 #[cfg(any(feature = "tower", feature = "tower-014", feature = "actix"))]
 pub(crate) mod framework;
-pub(crate) mod hot;
+mod hot;
 pub(crate) mod locks;
 pub(crate) mod memo;
-pub(crate) mod read;
-pub(crate) mod regenerate;
-pub(crate) mod revoke;
+mod read;
+mod regenerate;
+mod revoke;
 pub(crate) mod verify;
-pub(crate) mod write;
+mod write;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -27,7 +27,7 @@ use crate::engine::locks::Locks;
 use crate::engine::memo::DigestMemo;
 use crate::error::{Error, Oversized, Result};
 use crate::events::{Events, Subscription};
-use crate::id::{SessionHandle, SessionId};
+use crate::id::SessionHandle;
 use crate::record::codec::{self, Header};
 use crate::record::values::Values;
 use crate::session::Limits;
@@ -50,7 +50,17 @@ pub(crate) struct Engine {
 }
 
 impl Engine {
-    pub(crate) fn new(backend: Backend, config: Config, format: u32) -> Engine {
+    /// Opens the storage `config` names.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Config::open`](crate::Config::open).
+    pub(crate) fn open(config: Config) -> Result<Engine> {
+        let (backend, format) = Backend::open(&config)?;
+        Ok(Engine::new(backend, config, format))
+    }
+
+    fn new(backend: Backend, config: Config, format: u32) -> Engine {
         // A backend other processes write too tells this one nothing: no cache of records
         // there (see ARCHITECTURE.md, "Scaling out"). Tokens' digests never change.
         let cache_entries = if backend.shared_by_processes() {
@@ -79,7 +89,7 @@ impl Engine {
     /// Upgrades `meta/format` of an older store before the first record in the current
     /// format is written, so an older sessile, which could not read that record, refuses
     /// to open the store instead of quarantining it.
-    pub(crate) fn upgrade_before_write(&self) -> Result<()> {
+    fn upgrade_before_write(&self) -> Result<()> {
         if self.format() < codec::STORE_FORMAT {
             // Format 1 records need no rewrite: they are read as they are and rewritten in
             // the current format by their next write. A future format that must rewrite
@@ -142,7 +152,7 @@ impl Engine {
 
     /// Forgets the token `id` in the memo of token digests (its session is ending).
     #[cfg(feature = "actix")]
-    pub(crate) fn forget_token(&self, id: &SessionId) {
+    pub(crate) fn forget_token(&self, id: &crate::id::SessionId) {
         self.tokens.forget(&id.words());
     }
 
@@ -158,7 +168,7 @@ impl Engine {
     }
 
     /// Flushes if the configured durability asks for it after every write.
-    pub(crate) fn after_write(&self) -> Result<()> {
+    fn after_write(&self) -> Result<()> {
         if self.config.durability == Durability::EveryWrite {
             self.backend.flush()?;
         }
@@ -172,7 +182,7 @@ impl Engine {
     ///
     /// [`Error::TooLarge`] for a user name or record over its limit, [`Error::EncodeRecord`]
     /// if the encoder fails.
-    pub(crate) fn encode(&self, user: Option<&str>, values: &Values) -> Result<Vec<u8>> {
+    fn encode(&self, user: Option<&str>, values: &Values) -> Result<Vec<u8>> {
         if let Some(user) = user
             && user.len() > MAX_USER_LEN
         {

@@ -121,6 +121,12 @@ impl Engine {
         )
     }
 
+    /// The live session `id` (see [`Store::load`](crate::Store::load)).
+    pub(crate) fn load(&self, id: &SessionId) -> Result<Option<Session>> {
+        let found = self.live_entry_of(id)?;
+        Ok(found.map(|(digest, e)| self.session(id.clone(), digest, &e)))
+    }
+
     /// The user of the stored record of `digest`, read without a lock: a guess that a
     /// writer confirms under the stripe lock.
     pub(super) fn current_user(&self, digest: &Digest) -> Result<Option<String>> {

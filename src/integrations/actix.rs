@@ -63,7 +63,6 @@ use time::Duration;
 use super::support::{Work, helpers, run};
 use crate::engine::Engine;
 use crate::engine::commit::Contents;
-use crate::engine::framework::Saved;
 use crate::expiry::Lifetime;
 use crate::id::{SessionHandle, SessionId};
 use crate::record::StoredRecord;
@@ -297,7 +296,7 @@ impl SessionStore for ActixStore {
                 UpdateError::Other(e.into())
             }
         })?;
-        if saved == Saved::Gone {
+        if saved.ended() {
             tracing::debug!(handle = %digest.handle(), "not updating a session that is gone");
         }
         Ok(session_key)

@@ -220,7 +220,7 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
     use crate::config::Config;
-    use crate::engine::framework::Saved;
+    use crate::engine::commit::Committed;
     use crate::events::DestroyReason;
 
     const IDLE: Duration = Duration::from_secs(100);
@@ -344,7 +344,7 @@ mod tests {
                 .expect("destroy")
         );
         let saved = sh.save_contents(&d, &contents(&store, Some("al"), &[("x", b"1")], IDLE));
-        assert_eq!(saved.expect("save"), Saved::Gone);
+        assert_eq!(saved.expect("save"), Committed::Gone);
         assert!(sh.live_entry(&d).expect("read").is_none());
         assert!(store.sessions_of("al").expect("list").is_empty());
     }
@@ -360,16 +360,16 @@ mod tests {
         insert_at(sh, d, &contents(&store, None, &[("k", b"v")], ttl));
         clock.advance(Duration::from_millis(100));
         let same = sh.save_contents(&d, &contents(&store, None, &[("k", b"v")], ttl));
-        assert_eq!(same.expect("save"), Saved::Unchanged);
+        assert_eq!(same.expect("save"), Committed::Unchanged);
         let changed = sh.save_contents(&d, &contents(&store, None, &[("k", b"w")], ttl));
-        assert_eq!(changed.expect("save"), Saved::Written);
+        assert_eq!(changed.expect("save"), Committed::Written);
         // A new TTL is a change even with the same values.
         let retimed = sh.save_contents(&d, &contents(&store, None, &[("k", b"w")], IDLE));
-        assert_eq!(retimed.expect("save"), Saved::Written);
+        assert_eq!(retimed.expect("save"), Committed::Written);
         // The granularity scales with the session's idle: 1/20 of 100 s is 5 s.
         clock.advance(Duration::from_secs(6));
         let moved = sh.save_contents(&d, &contents(&store, None, &[("k", b"w")], IDLE));
-        assert_eq!(moved.expect("save"), Saved::Written);
+        assert_eq!(moved.expect("save"), Committed::Written);
     }
 
     /// tower's `AtDateTime(t)` recomputes the idle timeout (`t - now`) on every save; with
@@ -387,7 +387,7 @@ mod tests {
             clock.advance(Duration::from_millis(3));
             let left = end - Duration::from_millis(3 * step);
             let saved = sh.save_contents(&d, &contents(&store, None, &[("k", b"v")], left));
-            assert_eq!(saved.expect("save"), Saved::Unchanged, "save {step}");
+            assert_eq!(saved.expect("save"), Committed::Unchanged, "save {step}");
         }
     }
 

@@ -111,7 +111,6 @@ pub use super::support::{BoxError, USER_KEY};
 use super::support::{OffExecutorError, Work, helpers, off_executor, run};
 use crate::engine::Engine;
 use crate::engine::commit::Contents;
-use crate::engine::framework::Saved;
 use crate::engine::memo::DigestMemo;
 use crate::expiry::Lifetime;
 use crate::id::Words;
@@ -344,7 +343,7 @@ impl TowerStore {
         })
         .await
         .map_err(|e| Refusal::of(&e))?;
-        if saved == Saved::Gone {
+        if saved.ended() {
             tracing::debug!(handle = %key.handle(), "not saving a session that is gone");
         }
         Ok(())

@@ -35,9 +35,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// The record format this build writes. [`FORMAT_1`] records are read too.
-pub(crate) const RECORD_FORMAT: u8 = 2;
+pub(super) const RECORD_FORMAT: u8 = 2;
 /// The record format of sessile 0.1: no per-session timeouts.
-pub(crate) const FORMAT_1: u8 = 1;
+pub(super) const FORMAT_1: u8 = 1;
 /// The store format (`meta/format`) this build writes and reads; stores of format 1 are
 /// upgraded when opened (see [`upgrade_store`]).
 pub(crate) const STORE_FORMAT: u32 = 2;
@@ -96,9 +96,9 @@ pub(crate) enum CodecError {
 
 /// Where one key and its value lie in a record's bytes.
 #[derive(Debug, Clone)]
-pub(crate) struct Span {
-    pub(crate) key: Range<usize>,
-    pub(crate) value: Range<usize>,
+pub(super) struct Span {
+    pub(super) key: Range<usize>,
+    pub(super) value: Range<usize>,
 }
 
 fn be_u64(bytes: &[u8], at: usize) -> u64 {
@@ -122,7 +122,7 @@ fn header_len(bytes: &[u8]) -> Result<usize, CodecError> {
 }
 
 /// Reads the header of a record of either format.
-pub(crate) fn parse_header(bytes: &[u8]) -> Result<Header, CodecError> {
+pub(super) fn parse_header(bytes: &[u8]) -> Result<Header, CodecError> {
     let len = header_len(bytes)?;
     let own = if len == HEADER_LEN {
         OwnTimeouts {
@@ -157,7 +157,7 @@ pub(super) fn parse_user(bytes: &[u8]) -> Result<(Option<&str>, usize), CodecErr
 
 /// The user of a record, without decoding its data.
 #[cfg(any(test, fuzzing))]
-pub(crate) fn parse_user_only(bytes: &[u8]) -> Result<Option<&str>, CodecError> {
+pub(super) fn parse_user_only(bytes: &[u8]) -> Result<Option<&str>, CodecError> {
     Ok(parse_user(bytes)?.0)
 }
 
@@ -174,7 +174,7 @@ pub(crate) fn tail(bytes: &[u8]) -> &[u8] {
 /// each key and value lies. As strict as bincode's own decoding of the map (the same
 /// varints, UTF-8 keys, at most [`DECODE_LIMIT`] bytes claimed, no trailing bytes), and
 /// also requires the keys in strictly increasing order, as every writer sorts them.
-pub(crate) fn parse_values(bytes: &[u8], start: usize) -> Result<Vec<Span>, CodecError> {
+pub(super) fn parse_values(bytes: &[u8], start: usize) -> Result<Vec<Span>, CodecError> {
     let mut at = start;
     let count = varint(bytes, &mut at)?;
     let mut claimed = 0usize;
@@ -238,7 +238,7 @@ fn varint(bytes: &[u8], at: &mut usize) -> Result<u64, CodecError> {
 }
 
 /// Appends the payload of a record holding `map`.
-pub(crate) fn encode_payload(
+pub(super) fn encode_payload(
     map: &impl Serialize,
     out: &mut Vec<u8>,
 ) -> Result<(), bincode::error::EncodeError> {
@@ -257,7 +257,7 @@ pub(super) fn write_header(out: &mut Vec<u8>, h: &Header) {
 }
 
 /// Overwrites the header of a record encoded by [`encode_record`] in place.
-pub(crate) fn set_header(bytes: &mut [u8], header: &Header) {
+pub(super) fn set_header(bytes: &mut [u8], header: &Header) {
     if bytes.len() >= HEADER_LEN && bytes[0] == RECORD_FORMAT {
         bytes[1..9].copy_from_slice(&header.expires_at.to_be_bytes());
         bytes[9..17].copy_from_slice(&header.last_seen.to_be_bytes());

@@ -65,7 +65,7 @@ impl PartialEq for Values {
 impl Values {
     /// The values of the record `bytes`, whose payload starts at `payload`: checked as
     /// strictly as any read from disk (see [`codec::parse_values`]).
-    pub(crate) fn stored(bytes: IVec, payload: usize) -> Result<Values, CodecError> {
+    pub(super) fn stored(bytes: IVec, payload: usize) -> Result<Values, CodecError> {
         let spans = codec::parse_values(&bytes, payload)?;
         Ok(Values::Stored(Arc::new(Stored {
             bytes,
@@ -109,8 +109,8 @@ impl Values {
     /// Keys and encoded values, in key order.
     pub(crate) fn iter(&self) -> Iter<'_> {
         match self {
-            Values::Stored(s) => Iter::Stored(s, s.spans.iter()),
-            Values::Owned(map) => Iter::Owned(map.iter()),
+            Values::Stored(s) => Iter(Inner::Stored(s, s.spans.iter())),
+            Values::Owned(map) => Iter(Inner::Owned(map.iter())),
         }
     }
 
@@ -133,7 +133,7 @@ impl Values {
     /// # Errors
     ///
     /// What the encoder reports for a map.
-    pub(crate) fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), bincode::error::EncodeError> {
+    pub(super) fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), bincode::error::EncodeError> {
         match self {
             Values::Stored(s) => {
                 // `Values::stored` checked the payload: it is in range.
@@ -177,7 +177,9 @@ impl Stored {
 }
 
 /// See [`Values::iter`].
-pub(crate) enum Iter<'a> {
+pub(crate) struct Iter<'a>(Inner<'a>);
+
+enum Inner<'a> {
     Stored(&'a Stored, std::slice::Iter<'a, Span>),
     Owned(std::collections::btree_map::Iter<'a, String, ByteBuf>),
 }
@@ -186,16 +188,16 @@ impl<'a> Iterator for Iter<'a> {
     type Item = (&'a str, &'a [u8]);
 
     fn next(&mut self) -> Option<Self::Item> {
-        match self {
-            Iter::Stored(s, spans) => spans.next().map(|span| (s.key_str(span), s.value(span))),
-            Iter::Owned(it) => it.next().map(|(k, v)| (k.as_str(), v.as_slice())),
+        match &mut self.0 {
+            Inner::Stored(s, spans) => spans.next().map(|span| (s.key_str(span), s.value(span))),
+            Inner::Owned(it) => it.next().map(|(k, v)| (k.as_str(), v.as_slice())),
         }
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        match self {
-            Iter::Stored(_, spans) => spans.size_hint(),
-            Iter::Owned(it) => it.size_hint(),
+        match &self.0 {
+            Inner::Stored(_, spans) => spans.size_hint(),
+            Inner::Owned(it) => it.size_hint(),
         }
     }
 }
