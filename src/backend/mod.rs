@@ -280,7 +280,7 @@ impl Backend {
     /// # Errors
     ///
     /// [`Error::Corrupt`](crate::Error::Corrupt) for a marker that does not parse.
-    pub(crate) fn format(&self) -> Result<Option<u32>> {
+    fn format(&self) -> Result<Option<u32>> {
         dispatch!(self, b => b.format())
     }
 
@@ -346,7 +346,7 @@ impl Backend {
 #[derive(Default)]
 pub(crate) struct Cursor {
     /// sled: the last key read.
-    pub(crate) last_key: Option<Vec<u8>>,
+    last_key: Option<Vec<u8>>,
     /// Redis: how many due entries this pass left in the index (and so are skipped).
     pub(crate) kept: usize,
 }

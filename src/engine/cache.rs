@@ -56,7 +56,7 @@ impl ReadCache {
 
     /// The shared cache's record of `digest`, without this thread's copies (for writers
     /// and for scans that touch every record once).
-    pub(crate) fn peek(&self, digest: &Digest) -> Option<Arc<StoredRecord>> {
+    pub(super) fn peek(&self, digest: &Digest) -> Option<Arc<StoredRecord>> {
         self.shared.as_ref()?.get(digest)
     }
 

@@ -46,7 +46,7 @@ impl Contents {
     /// # Errors
     ///
     /// As [`Contents::new`].
-    pub(crate) fn of(state: &Engine, session: &crate::Session) -> Result<Contents> {
+    pub(super) fn of(state: &Engine, session: &crate::Session) -> Result<Contents> {
         Contents::new(
             state,
             session.user.clone(),
@@ -61,7 +61,7 @@ impl Contents {
     }
 
     /// The user these contents give the session.
-    pub(crate) fn user(&self) -> Option<&str> {
+    pub(super) fn user(&self) -> Option<&str> {
         self.user.as_deref()
     }
 
@@ -76,7 +76,7 @@ impl Contents {
 }
 
 /// What a write to a live record changes.
-pub(crate) enum Change<'a> {
+pub(super) enum Change<'a> {
     /// Only the times: the expiry moves, user and values stay; the lifetime too, or it
     /// becomes the one given (an adapter's framework TTL).
     Touch(Option<OwnTimeouts>),
@@ -205,7 +205,7 @@ impl Engine {
     ///
     /// [`Error::TokenCollision`] if [`ATTEMPTS`] keys in a row were taken; errors of
     /// `next_key`; storage errors.
-    pub(crate) fn insert_fresh<K>(
+    pub(super) fn insert_fresh<K>(
         &self,
         mut next_key: impl FnMut() -> Result<(K, Digest)>,
         contents: &Contents,
@@ -253,7 +253,7 @@ impl Engine {
     /// the idle timeout from now, capped by the absolute timeout (the session's own, or
     /// the store's). Applies the per-user cap when the write gives the session to a new
     /// user.
-    pub(crate) fn commit(&self, digest: &Digest, change: &Change<'_>) -> Result<Committed> {
+    pub(super) fn commit(&self, digest: &Digest, change: &Change<'_>) -> Result<Committed> {
         let (committed, assigned) = self.locked_write(
             digest,
             |old| change.moves_out(old),

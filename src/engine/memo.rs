@@ -159,7 +159,7 @@ impl<const W: usize> DigestMemo<W> {
     /// [`forget`](Self::forget)s: a load racing `end` may remember the secret again
     /// before `end` takes the session away. (The async adapters call `forget` around
     /// their awaited destroy instead.)
-    pub(crate) fn forgetting<T>(&self, secret: &Words<W>, end: impl FnOnce() -> T) -> T {
+    pub(super) fn forgetting<T>(&self, secret: &Words<W>, end: impl FnOnce() -> T) -> T {
         self.forget(secret);
         let ended = end();
         self.forget(secret);

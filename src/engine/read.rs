@@ -192,7 +192,7 @@ impl Engine {
     }
 
     /// The application's copy of a record.
-    pub(crate) fn session(&self, id: SessionId, digest: Digest, entry: &StoredRecord) -> Session {
+    pub(super) fn session(&self, id: SessionId, digest: Digest, entry: &StoredRecord) -> Session {
         Session {
             id,
             digest,

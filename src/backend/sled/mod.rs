@@ -13,7 +13,8 @@
 //! stripe lock (held by every caller of a write) makes the compare-and-swap a check,
 //! not a race. Rotation is one transaction over three trees.
 
-pub(super) mod registry;
+mod keys;
+mod registry;
 
 use std::ops::Bound;
 use std::path::Path;
@@ -28,7 +29,6 @@ use crate::id::Digest;
 use crate::record::StoredRecord;
 
 use self::registry::Registration;
-use crate::record::codec;
 
 pub(super) struct SledBackend {
     pub(super) db: sled::Db,
@@ -106,11 +106,11 @@ impl SledBackend {
         let old_user = old.and_then(|e| e.user.as_deref());
         if old_expiry != Some(new.header.expires_at) {
             self.expiry
-                .insert(codec::expiry_key(new.header.expires_at, digest), &[])?;
+                .insert(keys::expiry_key(new.header.expires_at, digest), &[])?;
         }
         let user_changed = old_user != new.user.as_deref();
         if let Some(user) = new.user.as_deref().filter(|_| user_changed) {
-            self.users.insert(codec::user_key(user, digest), &[])?;
+            self.users.insert(keys::user_key(user, digest), &[])?;
         }
         let swapped = self.sessions.compare_and_swap(
             digest.0,
@@ -137,10 +137,10 @@ impl SledBackend {
             #[cfg(test)]
             crate::failpoint::check("write: removing stale index entries")?;
             if let Some(expires_at) = expiry {
-                self.expiry.remove(codec::expiry_key(expires_at, digest))?;
+                self.expiry.remove(keys::expiry_key(expires_at, digest))?;
             }
             if let Some(user) = user {
-                self.users.remove(codec::user_key(user, digest))?;
+                self.users.remove(keys::user_key(user, digest))?;
             }
             Ok(())
         })();
@@ -175,17 +175,17 @@ impl SledBackend {
                 return Err(ConflictableTransactionError::Abort(Error::TokenCollision));
             }
             e.insert(
-                &codec::expiry_key(record.header.expires_at, new)[..],
+                &keys::expiry_key(record.header.expires_at, new)[..],
                 &[][..],
             )?;
             if let Some(user) = &record.user {
-                u.insert(codec::user_key(user, new), &[][..])?;
+                u.insert(keys::user_key(user, new), &[][..])?;
             }
             s.insert(&new.0[..], record.bytes.clone())?;
             s.remove(&old.0[..])?;
-            e.remove(&codec::expiry_key(entry.header.expires_at, old)[..])?;
+            e.remove(&keys::expiry_key(entry.header.expires_at, old)[..])?;
             if let Some(user) = &entry.user {
-                u.remove(codec::user_key(user, old))?;
+                u.remove(keys::user_key(user, old))?;
             }
             Ok(Swap::Done)
         })?;
@@ -203,9 +203,9 @@ impl SledBackend {
     pub(super) fn user_digests(&self, user: &str) -> Result<(Vec<Digest>, u64)> {
         let mut digests = Vec::new();
         let mut dropped = 0;
-        for item in self.users.scan_prefix(codec::user_prefix(user)) {
+        for item in self.users.scan_prefix(keys::user_prefix(user)) {
             let (key, _) = item?;
-            match codec::parse_user_key(&key) {
+            match keys::parse_user_key(&key) {
                 Some((_, digest)) => digests.push(digest),
                 None => {
                     self.users.remove(&key)?;
@@ -217,7 +217,7 @@ impl SledBackend {
     }
 
     pub(super) fn drop_user_entry(&self, user: &str, digest: &Digest) -> Result<()> {
-        self.users.remove(codec::user_key(user, digest))?;
+        self.users.remove(keys::user_key(user, digest))?;
         Ok(())
     }
 
@@ -227,7 +227,7 @@ impl SledBackend {
         after: &mut Cursor,
         limit: usize,
     ) -> Result<Vec<ExpiryEntry>> {
-        let end = codec::expiry_key(now, &Digest([0xff; 32]));
+        let end = keys::expiry_key(now, &Digest([0xff; 32]));
         let start = match &after.last_key {
             Some(k) => Bound::Excluded(k.as_slice()),
             None => Bound::Unbounded,
@@ -243,7 +243,7 @@ impl SledBackend {
         }
         Ok(keys
             .into_iter()
-            .map(|key| match codec::parse_expiry_key(&key) {
+            .map(|key| match keys::parse_expiry_key(&key) {
                 Some((expires_at, digest)) => ExpiryEntry::Due(expires_at, digest),
                 None => ExpiryEntry::Bad(key.to_vec()),
             })
@@ -253,7 +253,7 @@ impl SledBackend {
     pub(super) fn drop_expiry_entry(&self, entry: &ExpiryEntry) -> Result<bool> {
         let removed = match entry {
             ExpiryEntry::Due(expires_at, digest) => {
-                self.expiry.remove(codec::expiry_key(*expires_at, digest))?
+                self.expiry.remove(keys::expiry_key(*expires_at, digest))?
             }
             ExpiryEntry::Bad(key) => self.expiry.remove(key)?,
         };
@@ -263,11 +263,11 @@ impl SledBackend {
     pub(super) fn has_expiry_entry(&self, digest: &Digest, expires_at: u64) -> Result<bool> {
         Ok(self
             .expiry
-            .contains_key(codec::expiry_key(expires_at, digest))?)
+            .contains_key(keys::expiry_key(expires_at, digest))?)
     }
 
     pub(super) fn has_user_entry(&self, user: &str, digest: &Digest) -> Result<bool> {
-        Ok(self.users.contains_key(codec::user_key(user, digest))?)
+        Ok(self.users.contains_key(keys::user_key(user, digest))?)
     }
 
     pub(super) fn add_index_entries(
@@ -283,10 +283,10 @@ impl SledBackend {
         }
         if expiry {
             self.expiry
-                .insert(codec::expiry_key(record.header.expires_at, digest), &[])?;
+                .insert(keys::expiry_key(record.header.expires_at, digest), &[])?;
         }
         if let Some(name) = record.user.as_deref().filter(|_| user) {
-            self.users.insert(codec::user_key(name, digest), &[])?;
+            self.users.insert(keys::user_key(name, digest), &[])?;
         }
         Ok(())
     }
@@ -297,7 +297,7 @@ impl SledBackend {
             .keys()
             .map(|key| {
                 let key = key?;
-                Ok(match codec::parse_expiry_key(&key) {
+                Ok(match keys::parse_expiry_key(&key) {
                     Some((expires_at, digest)) => ExpiryEntry::Due(expires_at, digest),
                     None => ExpiryEntry::Bad(key.to_vec()),
                 })
@@ -311,7 +311,7 @@ impl SledBackend {
             .keys()
             .map(|key| {
                 let key = key?;
-                Ok(match codec::parse_user_key(&key) {
+                Ok(match keys::parse_user_key(&key) {
                     Some((user, digest)) => UserEntry::Listed(user.to_owned(), digest),
                     None => UserEntry::Bad {
                         index: Vec::new(),
