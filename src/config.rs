@@ -315,53 +315,69 @@ impl Config {
     ///
     /// [`Error::InvalidConfig`] for the first setting out of range.
     pub(crate) fn validate(&self) -> Result<()> {
-        fn check(ok: bool, msg: impl FnOnce() -> String) -> Result<()> {
+        fn check(ok: bool, setting: &'static str, reason: impl FnOnce() -> String) -> Result<()> {
             if ok {
                 Ok(())
             } else {
-                Err(Error::InvalidConfig(msg()))
+                Err(Error::InvalidConfig {
+                    setting,
+                    reason: reason(),
+                })
             }
         }
         let max_timeout = duration_ms(MAX_TIMEOUT);
-        check((1..=max_timeout).contains(&self.idle_ms), || {
-            format!("idle_timeout must be from 1 ms to {MAX_TIMEOUT:?}")
-        })?;
+        check(
+            (1..=max_timeout).contains(&self.idle_ms),
+            "idle_timeout",
+            || format!("must be from 1 ms to {MAX_TIMEOUT:?}"),
+        )?;
         check(
             self.absolute_ms
                 .is_none_or(|a| (1..=max_timeout).contains(&a)),
-            || format!("absolute_timeout must be from 1 ms to {MAX_TIMEOUT:?}"),
+            "absolute_timeout",
+            || format!("must be from 1 ms to {MAX_TIMEOUT:?}"),
         )?;
         check(
             (self.idle_ms..=max_timeout).contains(&self.max_idle_ms),
-            || format!("max_idle_timeout must be from idle_timeout to {MAX_TIMEOUT:?}"),
+            "max_idle_timeout",
+            || format!("must be from idle_timeout to {MAX_TIMEOUT:?}"),
         )?;
         check(
             (self.absolute_ms.unwrap_or(1)..=max_timeout).contains(&self.max_absolute_ms),
-            || format!("max_absolute_timeout must be from absolute_timeout to {MAX_TIMEOUT:?}"),
+            "max_absolute_timeout",
+            || format!("must be from absolute_timeout to {MAX_TIMEOUT:?}"),
         )?;
         check(
             self.touch_granularity_ms.is_none_or(|g| g <= self.idle_ms),
-            || "touch_granularity must not exceed idle_timeout".into(),
+            "touch_granularity",
+            || "must not exceed idle_timeout".into(),
         )?;
         check(
             !self.cleanup_interval.is_zero() && self.cleanup_interval <= MAX_CLEANUP_INTERVAL,
-            || format!("cleanup_interval must be from 1 ms to {MAX_CLEANUP_INTERVAL:?}"),
+            "cleanup_interval",
+            || format!("must be from 1 ms to {MAX_CLEANUP_INTERVAL:?}"),
         )?;
         check(
             (1..=MAX_CLEANUP_BATCH).contains(&self.cleanup_batch),
-            || format!("cleanup_batch must be from 1 to {MAX_CLEANUP_BATCH}"),
+            "cleanup_batch",
+            || format!("must be from 1 to {MAX_CLEANUP_BATCH}"),
         )?;
-        check((128..=DECODE_LIMIT).contains(&self.max_record_size), || {
-            format!("max_record_size must be from 128 to {DECODE_LIMIT} bytes")
-        })?;
-        check(self.cache_entries <= MAX_CACHE_ENTRIES, || {
-            format!("cache_entries must be at most {MAX_CACHE_ENTRIES}")
-        })?;
+        check(
+            (128..=DECODE_LIMIT).contains(&self.max_record_size),
+            "max_record_size",
+            || format!("must be from 128 to {DECODE_LIMIT} bytes"),
+        )?;
+        check(
+            self.cache_entries <= MAX_CACHE_ENTRIES,
+            "cache_entries",
+            || format!("must be at most {MAX_CACHE_ENTRIES}"),
+        )?;
         check(
             STORAGE_CACHE_BYTES.contains(&self.storage_cache_bytes),
+            "storage_cache_bytes",
             || {
                 format!(
-                    "storage_cache_bytes must be from {} to {} bytes",
+                    "must be from {} to {} bytes",
                     STORAGE_CACHE_BYTES.start(),
                     STORAGE_CACHE_BYTES.end()
                 )
@@ -370,7 +386,8 @@ impl Config {
         check(
             self.max_sessions_per_user
                 .is_none_or(|n| (1..=MAX_SESSIONS_PER_USER).contains(&n)),
-            || format!("max_sessions_per_user must be from 1 to {MAX_SESSIONS_PER_USER}"),
+            "max_sessions_per_user",
+            || format!("must be from 1 to {MAX_SESSIONS_PER_USER}"),
         )?;
         #[cfg(feature = "redis")]
         if let Some(target) = &self.redis {
@@ -378,7 +395,8 @@ impl Config {
         }
         check(
             (1..=MAX_EVENT_CAPACITY).contains(&self.event_capacity),
-            || format!("event_capacity must be from 1 to {MAX_EVENT_CAPACITY}"),
+            "event_capacity",
+            || format!("must be from 1 to {MAX_EVENT_CAPACITY}"),
         )
     }
 
@@ -454,14 +472,16 @@ impl RedisTarget {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
         {
-            return Err(Error::InvalidConfig(
-                "redis_namespace must be 1 to 64 ASCII letters, digits, '-', '_' or '.'".into(),
-            ));
+            return Err(Error::InvalidConfig {
+                setting: "redis_namespace",
+                reason: "must be 1 to 64 ASCII letters, digits, '-', '_' or '.'".into(),
+            });
         }
         if !(1..=1024).contains(&self.pool_size) {
-            return Err(Error::InvalidConfig(
-                "redis_pool_size must be from 1 to 1024".into(),
-            ));
+            return Err(Error::InvalidConfig {
+                setting: "redis_pool_size",
+                reason: "must be from 1 to 1024".into(),
+            });
         }
         Ok(())
     }

@@ -88,7 +88,7 @@ impl SessionDump {
     ///
     /// # Errors
     ///
-    /// [`Error::Corrupt`] if `key` is not a base64 32-byte digest.
+    /// [`Error::InvalidDump`] if `key` is not a base64 32-byte digest.
     pub fn handle(&self) -> Result<SessionHandle> {
         Ok(parse_key(&self.key)?.handle())
     }
@@ -104,7 +104,9 @@ fn parse_key(key: &str) -> Result<Digest> {
         .decode(key)
         .ok()
         .and_then(|b| Digest::from_slice(&b))
-        .ok_or_else(|| Error::Corrupt(format!("{key:?} is not a session key")))
+        .ok_or_else(|| Error::InvalidDump {
+            detail: format!("{key:?} is not a session key"),
+        })
 }
 
 impl Store {
@@ -142,7 +144,7 @@ impl Store {
     ///
     /// # Errors
     ///
-    /// [`Error::Corrupt`] for a malformed key; [`Error::TooLarge`] if the record is over
+    /// [`Error::InvalidDump`] for a malformed key; [`Error::TooLarge`] if the record is over
     /// this store's limits; [`Error::WriteInsideUpdate`] inside an
     /// [`update`](Store::update) closure; [`Error::Storage`] on a storage failure.
     pub fn restore(&self, dump: &SessionDump) -> Result<()> {

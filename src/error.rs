@@ -49,8 +49,23 @@ pub enum Error {
     },
 
     /// The store's metadata is damaged (for example a format marker of the wrong size).
-    #[error("the session store is damaged: {0}")]
-    Corrupt(String),
+    /// Nothing was changed.
+    #[error("the session store at {path:?} is damaged: {detail}")]
+    Corrupt {
+        /// The folder (or, on Redis, the URL without its password).
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+
+    /// A [`SessionDump`](crate::SessionDump) given to
+    /// [`Store::restore`](crate::Store::restore) does not hold a session (its key is not
+    /// one sessile makes). Nothing was written.
+    #[error("not a session dump: {detail}")]
+    InvalidDump {
+        /// What is wrong.
+        detail: String,
+    },
 
     /// An error from the storage engine: sled (an I/O error, a damaged file) or, on the
     /// Redis backend, the server or the connection to it (it went away, timed out, or
@@ -79,9 +94,15 @@ pub enum Error {
     #[error(transparent)]
     InvalidToken(#[from] ParseIdError),
 
-    /// A [`Config`](crate::Config) value is out of range.
-    #[error("invalid configuration: {0}")]
-    InvalidConfig(String),
+    /// A [`Config`](crate::Config) value is out of range (or, on Redis, the URL is not
+    /// one the client accepts).
+    #[error("invalid configuration: {setting}: {reason}")]
+    InvalidConfig {
+        /// The setting, named as its [`Config`](crate::Config) method.
+        setting: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
 
     /// A value could not be serialized.
     #[error("could not encode the value of {key:?}: {source}")]
@@ -110,7 +131,7 @@ pub enum Error {
 
     /// The operating system's random number generator failed, so no token could be made.
     #[error("the operating system's random number generator failed: {0}")]
-    Entropy(String),
+    Entropy(#[source] Box<dyn std::error::Error + Send + Sync>),
 
     /// Every freshly generated token was already in use. With 256 random bits this does
     /// not happen unless the random number generator is broken. Nothing was written.
@@ -121,13 +142,30 @@ pub enum Error {
     TokenCollision,
 
     /// A write kept finding a different record than the one it read under its lock, and
-    /// gave up after a few attempts. Nothing was written. In a healthy process this does
-    /// not happen: it means something else writes the store's files.
-    #[error(
-        "the session record kept changing during a locked write; \
-         is another program writing the store's folder?"
-    )]
+    /// gave up after a few attempts. Nothing was written. On a folder this means
+    /// something else writes the store's files; on Redis, other stores kept changing the
+    /// session (or its user) throughout.
+    #[error("the session record kept changing under a locked write; nothing was written")]
     Contended,
+
+    /// On Redis: another store kept the session leased for an
+    /// [`update`](crate::Store::update) for the lease's whole length (5 s), so this write
+    /// gave up. Nothing was written. A store that dies holding a lease blocks the session
+    /// this long at most.
+    #[error("another store held the session for an update throughout the 5 s lease")]
+    SessionBusy,
+
+    /// The session was written while an [`update`](crate::Store::update) closure ran, by
+    /// a write the update could not hold off: the closure gave the session to another
+    /// user while a revoke-all or cap of its previous user was running, or (on Redis)
+    /// another store's revoke-all or cap changed it. The closure is not run twice;
+    /// nothing was written.
+    #[error("the session was changed by another write while the update waited for a revoke")]
+    UpdateConflict,
+
+    /// The folder's cleanup thread could not be started. Nothing was opened.
+    #[error("cannot start the cleanup thread: {0}")]
+    CleanupThread(#[source] std::io::Error),
 
     /// A method that writes was called from inside an [`update`](crate::Store::update)
     /// closure (of this store or another sessile store). It was refused instead of waiting
@@ -138,6 +176,13 @@ pub enum Error {
          make it after `update` returns"
     )]
     WriteInsideUpdate,
+
+    /// Not an error a caller sees: an adapter ran a write where it must not wait, and a
+    /// lock was busy (the engine's `without_waiting` drops the result and runs the
+    /// write again where it may wait).
+    #[doc(hidden)]
+    #[error("internal: a lock was busy where the caller must not wait")]
+    WouldWait,
 }
 
 /// The error returned when a string is not a well-formed session token.

@@ -48,7 +48,7 @@ impl SessionId {
         let mut bytes = [0u8; TOKEN_BYTES];
         rand::rngs::SysRng
             .try_fill_bytes(&mut bytes)
-            .map_err(|e| Error::Entropy(e.to_string()))?;
+            .map_err(|e| Error::Entropy(Box::new(e)))?;
         Ok(SessionId(bytes))
     }
 

@@ -93,11 +93,7 @@ impl Store {
     fn start(state: Engine) -> Result<Store> {
         let state = Arc::new(state);
         let cleanup = if state.config().cleanup_thread {
-            let thread =
-                CleanupThread::spawn(Arc::clone(&state)).map_err(|source| Error::Folder {
-                    path: state.config().path.clone(),
-                    source,
-                })?;
+            let thread = CleanupThread::spawn(Arc::clone(&state)).map_err(Error::CleanupThread)?;
             Some(thread)
         } else {
             None
@@ -162,7 +158,7 @@ impl Store {
     /// - [`Error::TooLarge`] if the record or the user name is over its limit (nothing is
     ///   written);
     /// - [`Error::WriteInsideUpdate`] inside an [`update`](Self::update) closure;
-    /// - [`Error::Contended`] on Redis, if another store's update held the session for
+    /// - [`Error::SessionBusy`] on Redis, if another store's update held the session for
     ///   the whole 5 s lease (nothing is written);
     /// - [`Error::Storage`] on a storage failure.
     pub fn save(&self, session: &Session) -> Result<()> {
@@ -235,10 +231,12 @@ impl Store {
     ///   revoked or evicted meanwhile (by another store on Redis; nothing is written);
     /// - [`Error::WriteInsideUpdate`] if this call itself is made inside an `update`
     ///   closure;
-    /// - [`Error::Contended`] if `f` gave the session to another user while a revoke-all
-    ///   or cap of its previous user was running, and the session was written meanwhile
-    ///   (`f` is not run twice; nothing is written); on Redis also if another store's
-    ///   update held the session for the whole 5 s lease;
+    /// - [`Error::UpdateConflict`] if the session was written while `f` ran by a write
+    ///   the update could not hold off: `f` gave the session to another user while a
+    ///   revoke-all or cap of its previous user was running, or (on Redis) another
+    ///   store's revoke-all or cap changed it (`f` is not run twice; nothing is written);
+    /// - [`Error::SessionBusy`] on Redis, if another store's update held the session for
+    ///   the whole 5 s lease;
     /// - [`Error::Storage`] on a storage failure.
     pub fn update<R>(
         &self,
@@ -304,7 +302,9 @@ impl Store {
     /// - [`Error::WriteInsideUpdate`](crate::Error::WriteInsideUpdate) inside an
     ///   [`update`](Store::update) closure;
     /// - [`Error::Contended`](crate::Error::Contended) if the session kept changing under
-    ///   the rotation (on Redis: other stores' writes, or an update lease held throughout);
+    ///   the rotation (on Redis, other stores' writes);
+    /// - [`Error::SessionBusy`](crate::Error::SessionBusy) on Redis, if another store's
+    ///   update held the session for the whole 5 s lease;
     /// - [`Error::Storage`](crate::Error::Storage) on a storage failure.
     pub fn regenerate(&self, session: &mut Session) -> Result<()> {
         self.engine.regenerate(session)

@@ -196,7 +196,7 @@ fn invalid_config_is_an_error_not_a_panic() {
         Config::new(&p).event_capacity(0),
     ];
     for config in cases {
-        assert!(matches!(config.open(), Err(Error::InvalidConfig(_))));
+        assert!(matches!(config.open(), Err(Error::InvalidConfig { .. })));
     }
     assert!(!p.exists(), "an invalid config created the folder");
 }

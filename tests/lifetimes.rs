@@ -199,9 +199,9 @@ fn lifetimes_over_the_ceilings_are_cut_and_lower_ceilings_apply_at_once() {
 fn ceilings_below_the_store_timeouts_are_refused() {
     let f = Fixture::new();
     let too_low = f.config().max_idle_timeout(MINUTE).open();
-    assert!(matches!(too_low, Err(sessile::Error::InvalidConfig(_))));
+    assert!(matches!(too_low, Err(sessile::Error::InvalidConfig { .. })));
     let too_low = f.config().max_absolute_timeout(MINUTE).open();
-    assert!(matches!(too_low, Err(sessile::Error::InvalidConfig(_))));
+    assert!(matches!(too_low, Err(sessile::Error::InvalidConfig { .. })));
     let ok: Result<Store, _> = f
         .config()
         .no_absolute_timeout()

@@ -359,7 +359,7 @@ fn a_format_from_the_future_is_refused_and_nothing_changes() {
     let _: () = conn.set(format!("{ns}:format"), "two").expect("set");
     assert!(matches!(
         config(&url, &ns, &clock).open(),
-        Err(Error::Corrupt(_))
+        Err(Error::Corrupt { .. })
     ));
     let format: String = conn.get(format!("{ns}:format")).expect("get");
     assert_eq!(format, "two", "a refused open writes nothing");
@@ -564,7 +564,7 @@ fn a_revoke_during_another_stores_update_wins_and_the_update_fails() {
 
 /// `update`s in a loop through one store, each writing, cannot hold off revoke-all or the
 /// cap through the other (found in review: both waited for the leases, failed with
-/// `Contended` after 5 s, and the cap left the user over the limit).
+/// `SessionBusy` after 5 s, and the cap left the user over the limit).
 #[test]
 fn updates_in_a_loop_do_not_hold_off_revoke_all_or_the_cap() {
     let Some((url, ns)) = namespace() else { return };
@@ -632,7 +632,7 @@ fn namespaces_that_could_match_other_keys_are_refused() {
             .redis_namespace(ns)
             .open();
         assert!(
-            matches!(opened, Err(Error::InvalidConfig(_))),
+            matches!(opened, Err(Error::InvalidConfig { .. })),
             "{ns:?}: {opened:?}"
         );
     }

@@ -122,7 +122,7 @@ impl Backend {
     ///
     /// # Errors
     ///
-    /// On Redis, [`Error::Contended`](crate::Error::Contended) if another store kept the
+    /// On Redis, [`Error::SessionBusy`](crate::Error::SessionBusy) if another store kept the
     /// session for the lease's whole length, and [`Error::Storage`].
     pub(crate) fn lease(&self, digest: &Digest) -> Result<Lease<'_>> {
         match &self.0 {
@@ -342,6 +342,15 @@ impl Backend {
     }
 }
 
+/// A damaged format marker, found by a backend that does not know the store's path
+/// (filled in by `check_format`).
+fn corrupt(detail: String) -> Error {
+    Error::Corrupt {
+        path: std::path::PathBuf::new(),
+        detail,
+    }
+}
+
 /// Where a purge pass has got to in the expiry index.
 #[derive(Default)]
 pub(crate) struct Cursor {
@@ -356,12 +365,22 @@ impl Backend {
     /// supported format is upgraded by the first write (the engine's `upgrade_before_write`),
     /// so looking at an old store leaves it as it is.
     fn check_format(&self, path: &Path) -> Result<u32> {
-        match self.format()? {
+        let found = self.format().map_err(|e| match e {
+            Error::Corrupt { detail, .. } => Error::Corrupt {
+                path: path.to_path_buf(),
+                detail,
+            },
+            other => other,
+        })?;
+        match found {
             None => {
                 self.set_format(STORE_FORMAT)?;
                 Ok(STORE_FORMAT)
             }
-            Some(0) => Err(Error::Corrupt("meta/format is 0".into())),
+            Some(0) => Err(Error::Corrupt {
+                path: path.to_path_buf(),
+                detail: "the format marker is 0".into(),
+            }),
             Some(found) if found > STORE_FORMAT => Err(Error::UnsupportedFormat {
                 path: path.to_path_buf(),
                 found,

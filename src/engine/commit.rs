@@ -389,7 +389,7 @@ impl Engine {
                     let held = self.locks.stripe(&digest)?;
                     match self.record_locked(&digest, &held)? {
                         None => return Err(Error::NotFound),
-                        Some(now) if now.bytes != old.bytes => return Err(Error::Contended),
+                        Some(now) if now.bytes != old.bytes => return Err(Error::UpdateConflict),
                         Some(now) => self.commit_locked(&digest, &change, Some(&now), &held)?,
                     }
                 }
@@ -408,7 +408,7 @@ impl Engine {
             Step::Retry => {
                 return Err(match self.live_entry(&digest)? {
                     None => Error::NotFound,
-                    Some(_) => Error::Contended,
+                    Some(_) => Error::UpdateConflict,
                 });
             }
         };

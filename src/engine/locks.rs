@@ -40,7 +40,7 @@ thread_local! {
 }
 
 /// Runs `f` with every blocking acquisition of a stripe or user lock turned into a try: a
-/// busy lock makes the acquisition fail (with [`Error::Contended`]) instead of waiting.
+/// busy lock makes the acquisition fail (with the internal `Error::WouldWait`) instead of waiting.
 /// Returns `None` if that happened, so the caller can run the work again where waiting is
 /// allowed (the adapters then move it to the blocking pool). A write takes its locks
 /// before it writes, so a run that gave up wrote nothing; a write that would apply the
@@ -104,7 +104,7 @@ impl Locks {
     /// # Errors
     ///
     /// [`Error::WriteInsideUpdate`] on a thread running an `update` closure (of any
-    /// store); [`Error::Contended`] if the lock is busy inside [`without_waiting`].
+    /// store); the internal `Error::WouldWait` if the lock is busy inside [`without_waiting`].
     pub(super) fn stripe(&self, digest: &Digest) -> Result<StripeGuard<'_>> {
         self.refuse_inside_update()?;
         acquire(&self.stripes[Self::stripe_of(digest)])
@@ -185,11 +185,11 @@ impl Locks {
 ///
 /// # Errors
 ///
-/// [`Error::Contended`] inside [`without_waiting`].
+/// The internal `Error::WouldWait` inside [`without_waiting`].
 pub(super) fn give_up_if_in_place() -> Result<()> {
     if IN_PLACE.with(Cell::get) {
         WOULD_WAIT.with(|w| w.set(true));
-        return Err(Error::Contended);
+        return Err(Error::WouldWait);
     }
     Ok(())
 }
@@ -199,7 +199,7 @@ fn acquire(lock: &Mutex<()>) -> Result<MutexGuard<'_, ()>> {
     if IN_PLACE.with(Cell::get) {
         return lock.try_lock().ok_or_else(|| {
             WOULD_WAIT.with(|w| w.set(true));
-            Error::Contended
+            Error::WouldWait
         });
     }
     Ok(lock.lock())

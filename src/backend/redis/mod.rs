@@ -40,7 +40,7 @@ mod verify;
 use scripts::Scripts;
 
 use crate::backend::Swap;
-use crate::backend::{Cursor, ExpiryEntry};
+use crate::backend::{Cursor, ExpiryEntry, corrupt};
 use crate::clock::Clock;
 use crate::config::RedisTarget;
 use crate::error::{Error, Result};
@@ -50,7 +50,7 @@ use crate::record::StoredRecord;
 /// How long past its expiry a record stays on the server if no store deletes it.
 pub(super) const SAFETY_MARGIN: Duration = Duration::from_secs(300);
 /// How long an `update`'s lease lasts if its store dies while holding it; also how long a
-/// writer waits for another store's lease before it gives up with `Contended`.
+/// writer waits for another store's lease before it gives up with `SessionBusy`.
 const LEASE: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -130,9 +130,11 @@ impl RedisBackend {
     ///
     /// [`Error::Storage`] if the server cannot be reached.
     pub(super) fn connect(target: &RedisTarget, clock: Clock) -> Result<RedisBackend> {
-        let client = redis::Client::open(target.url.as_str()).map_err(|e| {
-            Error::InvalidConfig(format!("{} is not a Redis URL: {e}", target.redacted()))
-        })?;
+        let client =
+            redis::Client::open(target.url.as_str()).map_err(|e| Error::InvalidConfig {
+                setting: "redis",
+                reason: format!("{} is not a Redis URL: {e}", target.redacted()),
+            })?;
         let pool = r2d2::Pool::builder()
             .max_size(target.pool_size)
             .min_idle(Some(1))
@@ -204,7 +206,7 @@ impl RedisBackend {
                 return Ok(answer);
             }
             if Instant::now() >= deadline {
-                return Err(Error::Contended);
+                return Err(Error::SessionBusy);
             }
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(20));
@@ -216,7 +218,7 @@ impl RedisBackend {
     ///
     /// # Errors
     ///
-    /// [`Error::Contended`] if it stayed taken; [`Error::Storage`].
+    /// [`Error::SessionBusy`] if it stayed taken; [`Error::Storage`].
     pub(super) fn lease(&self, digest: &Digest) -> Result<Lease<'_>> {
         let nonce = format!("{:016x}", rand::random::<u64>());
         let px = u64::try_from(LEASE.as_millis()).unwrap_or(u64::MAX);
@@ -424,9 +426,8 @@ impl RedisBackend {
         let found: Option<String> = self.conn()?.get(format!("{}:format", self.ns))?;
         found
             .map(|v| {
-                v.parse().map_err(|_| {
-                    Error::Corrupt(format!("{}:format is {v:?}, not a number", self.ns))
-                })
+                v.parse()
+                    .map_err(|_| corrupt(format!("{}:format is {v:?}, not a number", self.ns)))
             })
             .transpose()
     }

@@ -23,7 +23,7 @@ use sled::transaction::ConflictableTransactionError;
 use sled::{IVec, Transactional, Tree};
 
 use crate::backend::Swap;
-use crate::backend::{Cursor, ExpiryEntry, UserEntry};
+use crate::backend::{Cursor, ExpiryEntry, UserEntry, corrupt};
 use crate::error::{Error, Result};
 use crate::id::Digest;
 use crate::record::StoredRecord;
@@ -376,7 +376,7 @@ impl SledBackend {
             None => Ok(None),
             Some(v) => {
                 let bytes: [u8; 4] = v.as_ref().try_into().map_err(|_| {
-                    Error::Corrupt(format!("meta/format is {} bytes, expected 4", v.len()))
+                    corrupt(format!("meta/format is {} bytes, expected 4", v.len()))
                 })?;
                 Ok(Some(u32::from_be_bytes(bytes)))
             }
