@@ -23,10 +23,10 @@ pub enum Durability {
     EveryWrite,
 }
 
-/// Settings for a [`Store`], checked when [`Config::open`] is called.
+/// Settings for a [`Store`](crate::Store), checked when [`Config::open`] is called.
 ///
 /// Every setting has a default chosen to be safe for a web application; `Config::new(path)
-/// .open()` is the same as [`Store::open`].
+/// .open()` is the same as [`Store::open`](crate::Store::open).
 ///
 /// # Examples
 ///
@@ -115,7 +115,7 @@ impl Config {
     }
 
     /// Where the store will be: the folder, or for [`Config::redis`] the URL with anything
-    /// that may hold a password replaced by `***` (what [`Store::path`] reports, and what
+    /// that may hold a password replaced by `***` (what [`Store::path`](crate::Store::path) reports, and what
     /// to print).
     pub fn path(&self) -> &Path {
         &self.path
@@ -124,14 +124,14 @@ impl Config {
     /// Settings with every default, for a store on the Redis or Valkey server at `url`
     /// (`redis://[user:password@]host[:port][/db]`, or `rediss://` for TLS if the `redis`
     /// crate was built with it). Every other setting works as for [`Config::new`], and
-    /// [`open`](Config::open) returns the same [`Store`].
+    /// [`open`](Config::open) returns the same [`Store`](crate::Store).
     ///
     /// Any number of stores, in any number of processes, may open the same server and
     /// namespace: they are one store. What changes from a folder (see the README's
     /// "Scaling out"): there is no read cache ([`cache_entries`](Config::cache_entries)
-    /// only sizes the token memo), [`Store::flush`] and [`Durability`] promise what the
+    /// only sizes the token memo), [`Store::flush`](crate::Store::flush) and [`Durability`] promise what the
     /// server's own persistence settings promise, events reach only the subscribers of the
-    /// store that made the change, and [`Store::path`] is the URL without its password.
+    /// store that made the change, and [`Store::path`](crate::Store::path) is the URL without its password.
     /// Redis Cluster is not supported (the scripts touch keys they compute); a single
     /// primary, with replicas or Sentinel, is.
     ///
@@ -243,7 +243,7 @@ impl Config {
     }
 
     /// Whether `open` starts the background cleanup thread. Default `true`. Without it,
-    /// call [`Store::purge_expired`] yourself; expired sessions are never returned either way.
+    /// call [`Store::purge_expired`](crate::Store::purge_expired) yourself; expired sessions are never returned either way.
     pub fn cleanup_thread(mut self, enabled: bool) -> Config {
         self.cleanup_thread = enabled;
         self
@@ -301,7 +301,7 @@ impl Config {
         self
     }
 
-    /// Capacity of each [`Store::subscribe`] channel. Default 1024; from 1 to 1,048,576
+    /// Capacity of each [`Store::subscribe`](crate::Store::subscribe) channel. Default 1024; from 1 to 1,048,576
     /// (the channel's buffer is allocated when subscribing). Events that do not fit are
     /// dropped and counted, never waited for.
     pub fn event_capacity(mut self, capacity: usize) -> Config {

@@ -192,7 +192,7 @@ pub enum Error {
 #[error("malformed session token: expected 43 URL-safe base64 characters")]
 pub struct ParseIdError(pub(crate) ());
 
-/// The error returned when a string is not a well-formed [`SessionHandle`].
+/// The error returned when a string is not a well-formed [`SessionHandle`](crate::SessionHandle).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("malformed session handle: expected 32 hex characters")]
 pub struct ParseHandleError(pub(crate) ());

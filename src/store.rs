@@ -396,7 +396,7 @@ impl Store {
         self.engine.stats()
     }
 
-    /// Subscribes to lifecycle [`Event`]s, for audit logs.
+    /// Subscribes to lifecycle [`Event`](crate::Event)s, for audit logs.
     ///
     /// Each subscriber gets a bounded channel ([`Config::event_capacity`]). Events are sent
     /// before the call that caused them returns; when a channel is full the event is
