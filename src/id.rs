@@ -13,11 +13,36 @@ const TOKEN_BYTES: usize = 32;
 /// Length of a token's text form: 32 bytes in unpadded URL-safe base64.
 const TOKEN_CHARS: usize = 43;
 const HANDLE_BYTES: usize = 16;
-/// blake3 key-derivation context: gives sessile's digests their own domain.
-const DIGEST_CONTEXT: &str = "sessile 2026-11 session token digest v1";
-/// [`DIGEST_CONTEXT`] hashed once, as `blake3::derive_key` would hash it on every call.
-static DIGEST_CONTEXT_KEY: std::sync::LazyLock<blake3::hazmat::ContextKey> =
-    std::sync::LazyLock::new(|| blake3::hazmat::hash_derive_key_context(DIGEST_CONTEXT));
+/// The digests of session tokens.
+static TOKENS: Domain = Domain::new("sessile 2026-11 session token digest v1");
+
+/// A blake3 key-derivation context, which gives one kind of digest its own domain (session
+/// tokens here, tower-sessions IDs in the tower adapter), hashed once instead of on every
+/// digest (that was half the cost of a cached load).
+pub(crate) struct Domain {
+    context: &'static str,
+    key: std::sync::OnceLock<blake3::hazmat::ContextKey>,
+}
+
+impl Domain {
+    pub(crate) const fn new(context: &'static str) -> Domain {
+        Domain {
+            context,
+            key: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The same bytes as `blake3::derive_key(context, bytes)`.
+    pub(crate) fn digest(&self, bytes: &[u8]) -> Digest {
+        use blake3::hazmat::HasherExt as _;
+        let key = self
+            .key
+            .get_or_init(|| blake3::hazmat::hash_derive_key_context(self.context));
+        let mut hasher = blake3::Hasher::new_from_context_key(key);
+        hasher.update(bytes);
+        Digest(*hasher.finalize().as_bytes())
+    }
+}
 
 /// A session token: 256 random bits, shown as 43 characters of URL-safe base64.
 ///
@@ -54,12 +79,7 @@ impl SessionId {
 
     /// The digest under which the session is stored.
     pub(crate) fn digest(&self) -> Digest {
-        // Same bytes as `blake3::derive_key(DIGEST_CONTEXT, token)`, without hashing the
-        // context string again on every lookup (that was half the cost of a cached load).
-        use blake3::hazmat::HasherExt as _;
-        let mut hasher = blake3::Hasher::new_from_context_key(&DIGEST_CONTEXT_KEY);
-        hasher.update(&self.0);
-        Digest(*hasher.finalize().as_bytes())
+        TOKENS.digest(&self.0)
     }
 
     /// The token as words, the key of the store's memo of token digests.
@@ -201,10 +221,7 @@ impl SessionHandle {
 
 impl fmt::Display for SessionHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in self.0 {
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
+        f.write_str(&to_hex(&self.0))
     }
 }
 
@@ -219,27 +236,41 @@ impl FromStr for SessionHandle {
 
     /// Parses 32 hex characters (either case).
     fn from_str(s: &str) -> std::result::Result<Self, ParseHandleError> {
-        let s = s.as_bytes();
-        if s.len() != HANDLE_BYTES * 2 {
-            return Err(ParseHandleError(()));
-        }
-        let mut out = [0u8; HANDLE_BYTES];
-        for (i, pair) in s.chunks_exact(2).enumerate() {
-            let hi = hex_digit(pair[0]).ok_or(ParseHandleError(()))?;
-            let lo = hex_digit(pair[1]).ok_or(ParseHandleError(()))?;
-            out[i] = hi << 4 | lo;
-        }
-        Ok(SessionHandle(out))
+        from_hex(s.as_bytes())
+            .map(SessionHandle)
+            .ok_or(ParseHandleError(()))
     }
 }
 
-fn hex_digit(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
+/// `bytes` as lowercase hex.
+pub(crate) fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
     }
+    out
+}
+
+/// The `N` bytes that `text` (exactly `2 * N` hex digits, either case) spells.
+pub(crate) fn from_hex<const N: usize>(text: &[u8]) -> Option<[u8; N]> {
+    fn nibble(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            b'A'..=b'F' => Some(c - b'A' + 10),
+            _ => None,
+        }
+    }
+    if text.len() != 2 * N {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (byte, pair) in out.iter_mut().zip(text.chunks_exact(2)) {
+        *byte = nibble(pair[0])? << 4 | nibble(pair[1])?;
+    }
+    Some(out)
 }
 
 #[cfg(test)]
@@ -276,7 +307,10 @@ mod tests {
     #[test]
     fn digest_is_blake3_derive_key_of_the_token() {
         let id = SessionId::generate().expect("rng");
-        assert_eq!(id.digest().0, blake3::derive_key(DIGEST_CONTEXT, &id.0));
+        assert_eq!(
+            id.digest().0,
+            blake3::derive_key("sessile 2026-11 session token digest v1", &id.0)
+        );
     }
 
     #[test]

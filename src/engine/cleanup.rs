@@ -8,6 +8,7 @@ use crossbeam_channel::{Sender, select};
 use crate::backend::Swap;
 use crate::backend::{Cursor, ExpiryEntry};
 use crate::engine::Engine;
+use crate::engine::read::Via;
 use crate::error::Result;
 use crate::events::Event;
 use crate::id::Digest;
@@ -77,7 +78,7 @@ pub(crate) fn purge(shared: &Engine) -> Result<usize> {
 fn expire_one(shared: &Engine, digest: &Digest, expires_at: u64) -> Result<Expired> {
     let user = {
         let held = shared.locks.stripe(digest)?;
-        let old = shared.record_locked(digest, &held)?;
+        let old = shared.record(digest, Via::Locked(&held))?;
         let Some(old) = old.filter(|e| e.header.expires_at == expires_at) else {
             let dropped = shared
                 .backend

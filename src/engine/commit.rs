@@ -4,6 +4,7 @@
 use crate::backend::Swap;
 use crate::engine::Engine;
 use crate::engine::locks::StripeGuard;
+use crate::engine::read::Via;
 use crate::engine::write::{ATTEMPTS, Step};
 use crate::error::{Error, Result};
 use crate::events::Event;
@@ -189,10 +190,7 @@ impl Engine {
             |old, held| {
                 let swap =
                     self.write_record(digest, old.map(|e| &**e), contents.record(header), held)?;
-                Ok(match swap {
-                    Swap::Done => Step::Done(()),
-                    Swap::Conflict => Step::Retry,
-                })
+                Ok(Step::after(swap, || ()))
             },
         )
     }
@@ -332,10 +330,8 @@ impl Engine {
         if assigned.is_some() && self.config.max_sessions_per_user.is_some() {
             crate::engine::locks::give_up_if_in_place()?;
         }
-        Ok(match self.write_record(digest, Some(old), new, held)? {
-            Swap::Done => Step::Done((Committed::Written, assigned)),
-            Swap::Conflict => Step::Retry,
-        })
+        let swap = self.write_record(digest, Some(old), new, held)?;
+        Ok(Step::after(swap, || (Committed::Written, assigned)))
     }
 
     /// Runs `f` on the live session `id` with its record locked, then commits what `f`
@@ -362,7 +358,7 @@ impl Engine {
             let lease = self.backend.lease(&digest)?;
             let now = self.now();
             let Some(old) = self
-                .record_locked(&digest, &held)?
+                .record(&digest, Via::Locked(&held))?
                 .filter(|e| expiry::is_live(&self.config, &e.header, now))
             else {
                 return Ok(None);
@@ -387,7 +383,7 @@ impl Engine {
                     drop(lease);
                     let _user = self.locks.user(user)?;
                     let held = self.locks.stripe(&digest)?;
-                    match self.record_locked(&digest, &held)? {
+                    match self.record(&digest, Via::Locked(&held))? {
                         None => return Err(Error::NotFound),
                         Some(now) if now.bytes != old.bytes => return Err(Error::UpdateConflict),
                         Some(now) => self.commit_locked(&digest, &change, Some(&now), &held)?,
@@ -406,7 +402,7 @@ impl Engine {
             // do not cover can do that (on Redis, another store's revoke-all or cap, which
             // ignore leases). Gone means revoked: it stays so.
             Step::Retry => {
-                return Err(match self.live_entry(&digest)? {
+                return Err(match self.live(&digest)? {
                     None => Error::NotFound,
                     Some(_) => Error::UpdateConflict,
                 });
@@ -436,7 +432,7 @@ impl Engine {
     /// Whether a touch of `digest` (to the new lifetime `own`, if given) needs a write.
     /// Reads the cache, or the record without waiting for a lock.
     fn touch_plan(&self, digest: &Digest, own: Option<OwnTimeouts>) -> Result<TouchPlan> {
-        Ok(match self.record(digest)? {
+        Ok(match self.record(digest, Via::Load)? {
             None => TouchPlan::Dead,
             Some(entry) => self.plan_touch(&entry.header, own),
         })

@@ -20,87 +20,77 @@ use crate::record::codec::Header;
 use crate::session::Session;
 use crate::stats::Counters;
 
+/// Which caches a read may use and fill.
+#[derive(Clone, Copy)]
+pub(super) enum Via<'a> {
+    /// A load: this thread's copies, then the shared cache, then the backend; never waits
+    /// for a lock.
+    Load,
+    /// A writer's guess or a listing: the shared cache, then the backend (no thread
+    /// copies, so a blocking pool's many threads do not each keep copies of what they
+    /// wrote); never waits for a lock.
+    Peek,
+    /// A writer holding the stripe lock: the shared cache, then the backend, caching what
+    /// it decodes and quarantining what it cannot.
+    Locked(&'a StripeGuard<'a>),
+}
+
 impl Engine {
-    /// The record of `digest`, live or not, read under its stripe lock: from the cache,
-    /// or decoded from sled and cached. `None` if absent; an undecodable record is
-    /// quarantined and reported as absent.
-    pub(super) fn record_locked(
+    /// The record of `digest`, live or not, read `via` the caches it names (see the module
+    /// docs). `None` if absent or undecodable.
+    pub(super) fn record(
         &self,
         digest: &Digest,
-        held: &StripeGuard<'_>,
+        via: Via<'_>,
     ) -> Result<Option<Arc<StoredRecord>>> {
-        // The shared cache only: writers (and listings) make no thread copies, so a
-        // blocking pool's many threads do not each keep copies of what they wrote.
-        if let Some(entry) = self.cache.peek(digest) {
-            return Ok(Some(entry));
+        let cached = match via {
+            Via::Load => self.cache.get(digest),
+            Via::Peek | Via::Locked(_) => self.cache.peek(digest),
+        };
+        if cached.is_some() {
+            return Ok(cached);
         }
-        self.read_locked(digest, held)
+        match via {
+            Via::Locked(held) => self.from_backend(digest, Some(held)),
+            Via::Load | Via::Peek => match self.locks.try_stripe(digest) {
+                Some(held) => self.from_backend(digest, Some(&held)),
+                None => self.from_backend(digest, None),
+            },
+        }
     }
 
-    /// The record of `digest` read from sled (the cache has none), cached, or
-    /// quarantined if undecodable. Caller holds the stripe lock.
-    fn read_locked(
+    /// The record of `digest` read from the backend (the cache has none). With the stripe
+    /// lock `held`, cached, or quarantined if undecodable; without it (a writer holds it),
+    /// not cached, and an undecodable one is left for the lock holder to quarantine.
+    fn from_backend(
         &self,
         digest: &Digest,
-        held: &StripeGuard<'_>,
+        held: Option<&StripeGuard<'_>>,
     ) -> Result<Option<Arc<StoredRecord>>> {
         let Some(bytes) = self.backend.get(digest)? else {
             return Ok(None);
         };
-        match StoredRecord::decode(bytes) {
-            Ok(entry) => {
-                let entry = Arc::new(entry);
-                self.cache.put(*digest, Arc::clone(&entry), held);
-                Ok(Some(entry))
+        match (StoredRecord::decode(bytes), held) {
+            (Ok(record), held) => {
+                let record = Arc::new(record);
+                if let Some(held) = held {
+                    self.cache.put(*digest, Arc::clone(&record), held);
+                }
+                Ok(Some(record))
             }
-            Err((bytes, why)) => {
+            (Err((bytes, why)), Some(held)) => {
                 self.quarantine(digest, &bytes, &why, held)?;
                 Ok(None)
             }
+            (Err(_), None) => Ok(None),
         }
-    }
-
-    /// The record of `digest`, live or not, without waiting for any lock (see the module
-    /// docs), through this thread's copies (the read path of loads). `None` if absent or
-    /// undecodable.
-    pub(super) fn record(&self, digest: &Digest) -> Result<Option<Arc<StoredRecord>>> {
-        if let Some(entry) = self.cache.get(digest) {
-            return Ok(Some(entry));
-        }
-        self.record_uncached(digest)
-    }
-
-    /// [`record`](Self::record) without this thread's copies, for writers' guesses.
-    pub(super) fn record_shared(&self, digest: &Digest) -> Result<Option<Arc<StoredRecord>>> {
-        if let Some(entry) = self.cache.peek(digest) {
-            return Ok(Some(entry));
-        }
-        self.record_uncached(digest)
-    }
-
-    /// The record of `digest` once the cache was asked and had none.
-    fn record_uncached(&self, digest: &Digest) -> Result<Option<Arc<StoredRecord>>> {
-        match self.locks.try_stripe(digest) {
-            Some(held) => self.read_locked(digest, &held),
-            None => self.record_unlocked(digest),
-        }
-    }
-
-    /// The record of `digest` read from sled while a writer holds its stripe (the cache
-    /// was asked and had none): not cached,
-    /// and an undecodable one is reported as absent (the lock holder quarantines it).
-    fn record_unlocked(&self, digest: &Digest) -> Result<Option<Arc<StoredRecord>>> {
-        let Some(bytes) = self.backend.get(digest)? else {
-            return Ok(None);
-        };
-        Ok(StoredRecord::decode(bytes).ok().map(Arc::new))
     }
 
     /// The record of `digest` if it is live.
-    pub(crate) fn live_entry(&self, digest: &Digest) -> Result<Option<Arc<StoredRecord>>> {
-        let entry = self.record(digest)?;
+    pub(crate) fn live(&self, digest: &Digest) -> Result<Option<Arc<StoredRecord>>> {
+        let record = self.record(digest, Via::Load)?;
         let now = self.now();
-        Ok(entry.filter(|e| expiry::is_live(&self.config, &e.header, now)))
+        Ok(record.filter(|r| expiry::is_live(&self.config, &r.header, now)))
     }
 
     /// The digest of `id`: remembered, or derived (blake3).
@@ -110,27 +100,15 @@ impl Engine {
 
     /// The live record of the session `id`, with its digest. A token that finds a live
     /// session is remembered, so its next lookup skips the digest.
-    pub(crate) fn live_entry_of(
-        &self,
-        id: &SessionId,
-    ) -> Result<Option<(Digest, Arc<StoredRecord>)>> {
-        self.tokens.find(
-            &id.words(),
-            || id.digest(),
-            |digest| self.live_entry(digest),
-        )
+    pub(crate) fn live_of(&self, id: &SessionId) -> Result<Option<(Digest, Arc<StoredRecord>)>> {
+        self.tokens
+            .find(&id.words(), || id.digest(), |digest| self.live(digest))
     }
 
     /// The live session `id` (see [`Store::load`](crate::Store::load)).
     pub(crate) fn load(&self, id: &SessionId) -> Result<Option<Session>> {
-        let found = self.live_entry_of(id)?;
+        let found = self.live_of(id)?;
         Ok(found.map(|(digest, e)| self.session(id.clone(), digest, &e)))
-    }
-
-    /// The user of the stored record of `digest`, read without a lock: a guess that a
-    /// writer confirms under the stripe lock.
-    pub(super) fn current_user(&self, digest: &Digest) -> Result<Option<String>> {
-        Ok(self.record_shared(digest)?.and_then(|e| e.user.clone()))
     }
 
     /// The live sessions of `user`, read through the `users` index. Each entry is checked
@@ -144,10 +122,10 @@ impl Engine {
         for digest in digests {
             let held = self.locks.try_stripe(&digest);
             let entry = match &held {
-                Some(held) => self.record_locked(&digest, held)?,
+                Some(held) => self.record(&digest, Via::Locked(held))?,
                 None => match self.cache.peek(&digest) {
                     Some(entry) => Some(entry),
-                    None => self.record_unlocked(&digest)?,
+                    None => self.from_backend(&digest, None)?,
                 },
             };
             match entry.filter(|e| e.user.as_deref() == Some(user)) {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::backend::Swap;
 use crate::engine::Engine;
 use crate::engine::commit::Contents;
+use crate::engine::read::Via;
 use crate::engine::write::{Step, retrying};
 use crate::error::{Error, Result};
 use crate::events::Event;
@@ -91,12 +92,12 @@ impl Engine {
         contents: &Contents,
     ) -> Result<Rotation> {
         retrying(|| {
-            let guess = self.current_user(old)?;
+            let guess = self.record(old, Via::Peek)?.and_then(|r| r.user.clone());
             let _user = guess.as_deref().map(|u| self.locks.user(u)).transpose()?;
             let (held, held_new) = self.locks.stripe_pair(old, new)?;
             let now = self.now();
             let Some(entry) = self
-                .record_locked(old, &held)?
+                .record(old, Via::Locked(&held))?
                 .filter(|e| expiry::is_live(&self.config, &e.header, now))
             else {
                 return Err(Error::NotFound);

@@ -14,6 +14,7 @@
 
 use crate::backend::Swap;
 use crate::engine::Engine;
+use crate::engine::read::Via;
 use crate::engine::write::{Step, retrying};
 use crate::error::Result;
 use crate::events::{DestroyReason, Event};
@@ -71,7 +72,7 @@ impl Engine {
     ) -> Result<Destroyed> {
         let (outcome, user) = retrying(|| {
             let held = self.locks.stripe(digest)?;
-            let Some(old) = self.record_locked(digest, &held)? else {
+            let Some(old) = self.record(digest, Via::Locked(&held))? else {
                 return Ok(Step::Done((Destroyed::Absent, None)));
             };
             let now = self.now();
@@ -164,7 +165,7 @@ impl Engine {
             let _user = self.locks.user(user)?;
             let now = self.now();
             let keep_counts = self
-                .record_shared(keep)?
+                .record(keep, Via::Peek)?
                 .is_some_and(|e| self.live_for(&e, user, now));
             let mut others: Vec<_> = self
                 .user_sessions(user)?

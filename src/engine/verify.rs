@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use crate::backend::{ExpiryEntry, UserEntry};
 use crate::engine::Engine;
+use crate::engine::read::Via;
 use crate::error::Result;
 use crate::id::Digest;
 use crate::record::StoredRecord;
@@ -114,7 +115,7 @@ impl Engine {
             let held = listed.map(|(_, d)| self.locks.stripe(&d)).transpose()?;
             let current = match (listed, &held) {
                 (Some((e, d)), Some(held)) => self
-                    .record_locked(&d, held)?
+                    .record(&d, Via::Locked(held))?
                     .is_some_and(|r| r.header.expires_at == e),
                 _ => false,
             };
@@ -135,7 +136,7 @@ impl Engine {
                     if repair {
                         let held = self.locks.stripe(&digest)?;
                         let current = self
-                            .record_locked(&digest, &held)?
+                            .record(&digest, Via::Locked(&held))?
                             .is_some_and(|r| r.user.as_deref() == Some(user.as_str()));
                         if !current {
                             backend.drop_user_entry(&user, &digest)?;

@@ -28,6 +28,7 @@ use sled::IVec;
 use crate::backend::Swap;
 use crate::engine::Engine;
 use crate::engine::locks::{StripeGuard, UserGuard};
+use crate::engine::read::Via;
 use crate::error::{Error, Result};
 use crate::id::Digest;
 use crate::record::StoredRecord;
@@ -43,6 +44,17 @@ pub(super) enum Step<T> {
     Done(T),
     /// Nothing was written; run the attempt again.
     Retry,
+}
+
+impl<T> Step<T> {
+    /// What a compare-and-swap means for the attempt that made it: done with `value`, or
+    /// run again (the record was not the version read; nothing was written).
+    pub(super) fn after(swap: Swap, value: impl FnOnce() -> T) -> Step<T> {
+        match swap {
+            Swap::Done => Step::Done(value()),
+            Swap::Conflict => Step::Retry,
+        }
+    }
 }
 
 /// Runs `attempt` until it is done, at most [`ATTEMPTS`] times.
@@ -75,7 +87,7 @@ impl Engine {
         let mut held_user: Option<(String, UserGuard<'_>)> = None;
         retrying(|| {
             let stripe = self.locks.stripe(digest)?;
-            let old = self.record_locked(digest, &stripe)?;
+            let old = self.record(digest, Via::Locked(&stripe))?;
             let leaving = old
                 .as_deref()
                 .filter(|e| moves_out(e))

@@ -78,7 +78,7 @@ pub(super) mod helpers {
         store: &Store,
         digest: Digest,
     ) -> Result<Option<Arc<StoredRecord>>, OffExecutorError> {
-        Ok(store.engine.live_entry(&digest)?)
+        Ok(store.engine.live(&digest)?)
     }
 
     /// [`load`] of the session `id` (of the core's tokens), through the store's memo of
@@ -90,9 +90,9 @@ pub(super) mod helpers {
     ) -> Result<Option<(Digest, Arc<StoredRecord>)>, OffExecutorError> {
         if store.engine.on_network() {
             let id = id.clone();
-            return super::off_executor(store, move |s| s.engine.live_entry_of(&id)).await;
+            return super::off_executor(store, move |s| s.engine.live_of(&id)).await;
         }
-        Ok(store.engine.live_entry_of(id)?)
+        Ok(store.engine.live_of(id)?)
     }
 }
 
@@ -290,7 +290,7 @@ mod tests {
             d,
             &contents(&store, None, &[("a", b"2")], IDLE)
         ));
-        let entry = sh.live_entry(&d).expect("read").expect("live");
+        let entry = sh.live(&d).expect("read").expect("live");
         assert_eq!(entry.values.get("a"), Some(&b"1"[..]));
     }
 
@@ -314,19 +314,19 @@ mod tests {
         insert_at(sh, huge, &contents(&store, None, &[], Duration::MAX));
         clock.advance(Duration::from_secs(11));
         assert!(
-            sh.live_entry(&short).expect("read").is_none(),
+            sh.live(&short).expect("read").is_none(),
             "short TTL dies early"
         );
         // 3,000 s idle outlives the store's 100 s idle and its 1,000 s absolute timeout.
         clock.advance(Duration::from_secs(1_500));
-        let entry = sh.live_entry(&long).expect("read").expect("live");
+        let entry = sh.live(&long).expect("read").expect("live");
         assert_eq!(entry.header.own.idle_ms, 3_000_000);
         assert_eq!(
             entry.header.own.absolute_ms, 3_000_000,
             "as long as its idle"
         );
         // "Never expire" is cut to the ceilings (5,000 s idle).
-        let entry = sh.live_entry(&huge).expect("read").expect("live");
+        let entry = sh.live(&huge).expect("read").expect("live");
         assert_eq!(entry.header.own.idle_ms, 5_000_000);
         assert_eq!(entry.header.own.absolute_ms, 20_000_000);
     }
@@ -345,7 +345,7 @@ mod tests {
         );
         let saved = sh.save_contents(&d, &contents(&store, Some("al"), &[("x", b"1")], IDLE));
         assert_eq!(saved.expect("save"), Committed::Gone);
-        assert!(sh.live_entry(&d).expect("read").is_none());
+        assert!(sh.live(&d).expect("read").is_none());
         assert!(store.sessions_of("al").expect("list").is_empty());
     }
 

@@ -113,8 +113,7 @@ use crate::engine::Engine;
 use crate::engine::commit::Contents;
 use crate::engine::memo::DigestMemo;
 use crate::expiry::Lifetime;
-use crate::id::Words;
-use crate::id::{Digest, SessionHandle};
+use crate::id::{Digest, Domain, SessionHandle, Words};
 use crate::record::StoredRecord;
 use crate::record::values::ValueMap;
 use crate::store::Store;
@@ -126,6 +125,7 @@ pub const AXUM_LOGIN_KEY: &str = "axum-login.data";
 
 /// blake3 key-derivation context for record keys derived from tower-sessions IDs.
 const ID_CONTEXT: &str = "sessile 2026-11 tower-sessions id digest v1";
+static TOWER_IDS: Domain = Domain::new(ID_CONTEXT);
 
 /// A tower-sessions store backed by a sessile [`Store`].
 ///
@@ -354,7 +354,7 @@ impl TowerStore {
         let found = if self.store.engine.on_network() {
             let ids = Arc::clone(&self.ids);
             off_executor(&self.store, move |s| {
-                ids.find(&id_words(id), || digest(id), |key| s.engine.live_entry(key))
+                ids.find(&id_words(id), || digest(id), |key| s.engine.live(key))
             })
             .await
         } else {
@@ -436,17 +436,9 @@ fn user_id(value: &Value) -> Option<String> {
     }
 }
 
-/// [`ID_CONTEXT`] hashed once, as `blake3::derive_key` would hash it on every call.
-static ID_CONTEXT_KEY: std::sync::LazyLock<blake3::hazmat::ContextKey> =
-    std::sync::LazyLock::new(|| blake3::hazmat::hash_derive_key_context(ID_CONTEXT));
-
-/// The record key of tower ID `id`: the same bytes as
-/// `blake3::derive_key(ID_CONTEXT, id)`, without hashing the context on every lookup.
+/// The record key of tower ID `id`: `blake3::derive_key(ID_CONTEXT, id)`.
 fn digest(id: i128) -> Digest {
-    use blake3::hazmat::HasherExt as _;
-    let mut hasher = blake3::Hasher::new_from_context_key(&ID_CONTEXT_KEY);
-    hasher.update(&id.to_le_bytes());
-    Digest(*hasher.finalize().as_bytes())
+    TOWER_IDS.digest(&id.to_le_bytes())
 }
 
 /// tower ID `id` as the words of its [`DigestMemo`] key.

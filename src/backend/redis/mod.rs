@@ -44,7 +44,7 @@ use crate::backend::{Cursor, ExpiryEntry, corrupt};
 use crate::clock::Clock;
 use crate::config::RedisTarget;
 use crate::error::{Error, Result};
-use crate::id::Digest;
+use crate::id::{Digest, from_hex, to_hex as hex};
 use crate::record::StoredRecord;
 
 /// How long past its expiry a record stays on the server if no store deletes it.
@@ -570,33 +570,14 @@ fn flag(set: bool) -> &'static str {
 }
 
 /// Lower-case hex of `bytes`.
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
-    }
-    out
-}
 
 /// The digest a 64-character hex member or key names.
-fn digest_of_hex(hex: &[u8]) -> Option<Digest> {
-    fn nibble(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            _ => None,
-        }
-    }
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut digest = [0u8; 32];
-    for (out, pair) in digest.iter_mut().zip(hex.chunks_exact(2)) {
-        *out = nibble(pair[0])? << 4 | nibble(pair[1])?;
-    }
-    Some(Digest(digest))
+/// The digest a sorted-set member or key names: 64 lowercase hex digits, as sessile
+/// writes them (any other spelling is not one of its entries).
+fn digest_of_hex(text: &[u8]) -> Option<Digest> {
+    from_hex(text)
+        .map(Digest)
+        .filter(|d| hex(&d.0).as_bytes() == text)
 }
 
 #[cfg(test)]
