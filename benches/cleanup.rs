@@ -1,6 +1,6 @@
 //! Purging expired sessions, and what a purge does to foreground lookups.
 //!
-//! 1. Purge rate: `Store::purge_expired` on N expired sessions (the cleanup thread's pass)
+//! 1. Purge rate: `Store::purge_expired` on N expired sessions (the purge thread's pass)
 //!    against a naive sweep over a copy of the same folder opened with plain sled: walk the
 //!    `sessions` tree, `get` each record, and `remove` expired ones from both trees.
 //! 2. Lookup latency: p50/p99 of `Store::load` on live sessions, idle and while a pass
@@ -26,7 +26,7 @@ fn manual_store(path: &std::path::Path, clock: &ManualClock) -> Store {
         .clock(clock.clock())
         .idle_timeout(IDLE)
         .no_absolute_timeout()
-        .cleanup_thread(false)
+        .purge_thread(false)
         .open()
         .expect("open")
 }

@@ -71,7 +71,7 @@ fn bench(c: &mut Criterion, url: &str, n: usize) {
     let ns = format!("bench{}", std::process::id());
     let store = Config::redis(url)
         .redis_namespace(ns.as_str())
-        .cleanup_thread(false)
+        .purge_thread(false)
         .touch_granularity(Duration::ZERO)
         .open()
         .expect("open");

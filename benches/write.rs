@@ -176,7 +176,7 @@ fn sessile_writes(c: &mut Criterion, n: usize, dir: &std::path::Path) {
     let moving = Config::new(dir.join("moving"))
         .clock(clock.clock())
         .no_absolute_timeout()
-        .cleanup_thread(false)
+        .purge_thread(false)
         .open()
         .expect("open");
     let moving_ids = populate(&moving, 10_000.min(n.max(5_000)));

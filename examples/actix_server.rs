@@ -154,7 +154,7 @@ async fn logout_others(
         return Ok(HttpResponse::Conflict().json(error));
     };
     let destroyed = store
-        .destroy_user_except(&user, Some(current))
+        .destroy_user(&user, Some(current))
         .await
         .map_err(actix_web::error::ErrorInternalServerError)?;
     Ok(HttpResponse::Ok().json(json!({ "user": user, "destroyed": destroyed })))

@@ -9,7 +9,7 @@
 //! keeps the logged-in user's id under `axum-login.data` in the session;
 //! `sessile::tower::TowerStore` indexes the session under that id, so
 //! `TowerStore::sessions_of("1")` lists user 1's devices and
-//! `TowerStore::destroy_user_except("1", ..)` logs them out.
+//! `TowerStore::destroy_user("1", ..)` logs them out.
 //!
 //! Settings (environment): `SESSILE_DATA` (default `./sessile-data-login`), `SESSILE_ADDR`
 //! (default `127.0.0.1:3000`), `SESSILE_COOKIE_KEY`, as for `examples/server.rs`.
@@ -216,9 +216,7 @@ async fn logout_others(
         return Ok(not_logged_in());
     };
     let current = session.id().map(|id| store.handle(&id));
-    let destroyed = store
-        .destroy_user_except(&user.id.to_string(), current)
-        .await?;
+    let destroyed = store.destroy_user(&user.id.to_string(), current).await?;
     Ok(Json(json!({ "user": user.name, "destroyed": destroyed })).into_response())
 }
 
@@ -230,9 +228,7 @@ async fn logout_everywhere(
     let Some(user) = auth.user else {
         return Ok(not_logged_in());
     };
-    let destroyed = store
-        .destroy_user_except(&user.id.to_string(), None)
-        .await?;
+    let destroyed = store.destroy_user(&user.id.to_string(), None).await?;
     Ok(Json(json!({ "user": user.name, "destroyed": destroyed })).into_response())
 }
 

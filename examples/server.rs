@@ -148,7 +148,7 @@ async fn logout_others(
         return Ok(not_logged_in());
     };
     let current = session.id().map(|id| store.handle(&id));
-    let destroyed = store.destroy_user_except(&user, current).await?;
+    let destroyed = store.destroy_user(&user, current).await?;
     Ok(Json(json!({ "user": user, "destroyed": destroyed })).into_response())
 }
 

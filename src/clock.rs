@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// Expiry is wall-clock time, stored as milliseconds since the Unix epoch. If the clock
 /// steps forward, sessions whose idle or absolute deadline the new time has passed are dead
 /// at once (reads check the clock on every call). If it steps back, sessions live longer
-/// by the size of the step: deadlines already written do not move, and the cleanup
+/// by the size of the step: deadlines already written do not move, and the purge
 /// re-reads the clock under each session's lock before deleting, so a session that is live
 /// at the new time is never purged. Run servers with a clock that slews (NTP) rather than
 /// steps.

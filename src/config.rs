@@ -37,7 +37,7 @@ pub enum Durability {
 /// let store = sessile::Config::new(dir.path().join("sessions"))
 ///     .idle_timeout(Duration::from_secs(30 * 60))
 ///     .absolute_timeout(Duration::from_secs(12 * 3600))
-///     .cleanup_interval(Duration::from_secs(60))
+///     .purge_interval(Duration::from_secs(60))
 ///     .open()?;
 /// # Ok(()) }
 /// ```
@@ -50,9 +50,9 @@ pub struct Config {
     pub(crate) max_idle_ms: u64,
     pub(crate) max_absolute_ms: u64,
     touch_granularity_ms: Option<u64>,
-    pub(crate) cleanup_interval: Duration,
-    pub(crate) cleanup_batch: usize,
-    pub(crate) cleanup_thread: bool,
+    pub(crate) purge_interval: Duration,
+    pub(crate) purge_batch: usize,
+    pub(crate) purge_thread: bool,
     pub(crate) durability: Durability,
     pub(crate) clock: Clock,
     pub(crate) max_record_size: usize,
@@ -80,8 +80,8 @@ pub const MAX_USER_LEN: usize = 1024;
 /// The longest idle or absolute timeout a [`Config`] accepts: 10 years of 365 days.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
-const MAX_CLEANUP_INTERVAL: Duration = Duration::from_secs(7 * 24 * 3600);
-const MAX_CLEANUP_BATCH: usize = 1_000_000;
+const MAX_PURGE_INTERVAL: Duration = Duration::from_secs(7 * 24 * 3600);
+const MAX_PURGE_BATCH: usize = 1_000_000;
 const MAX_CACHE_ENTRIES: usize = 1 << 24;
 const STORAGE_CACHE_BYTES: std::ops::RangeInclusive<u64> = (1 << 20)..=(1 << 40);
 const MAX_SESSIONS_PER_USER: usize = 1_000_000;
@@ -98,9 +98,9 @@ impl Config {
             max_idle_ms: duration_ms(DEFAULT_MAX_IDLE_TIMEOUT),
             max_absolute_ms: duration_ms(DEFAULT_MAX_ABSOLUTE_TIMEOUT),
             touch_granularity_ms: None,
-            cleanup_interval: Duration::from_secs(60),
-            cleanup_batch: 1024,
-            cleanup_thread: true,
+            purge_interval: Duration::from_secs(60),
+            purge_batch: 1024,
+            purge_thread: true,
             durability: Durability::Background,
             clock: Clock::system(),
             max_record_size: 256 * 1024,
@@ -228,24 +228,24 @@ impl Config {
         self
     }
 
-    /// How often the cleanup thread deletes expired sessions. Default 60 seconds; from 1 ms
+    /// How often the purge thread deletes expired sessions. Default 60 seconds; from 1 ms
     /// to 7 days.
-    pub fn cleanup_interval(mut self, interval: Duration) -> Config {
-        self.cleanup_interval = interval;
+    pub fn purge_interval(mut self, interval: Duration) -> Config {
+        self.purge_interval = interval;
         self
     }
 
-    /// How many expired sessions the cleanup deletes per batch before letting other work
+    /// How many expired sessions the purge deletes per batch before letting other work
     /// through. Default 1024; from 1 to 1,000,000.
-    pub fn cleanup_batch(mut self, batch: usize) -> Config {
-        self.cleanup_batch = batch;
+    pub fn purge_batch(mut self, batch: usize) -> Config {
+        self.purge_batch = batch;
         self
     }
 
-    /// Whether `open` starts the background cleanup thread. Default `true`. Without it,
+    /// Whether `open` starts the background purge thread. Default `true`. Without it,
     /// call [`Store::purge_expired`](crate::Store::purge_expired) yourself; expired sessions are never returned either way.
-    pub fn cleanup_thread(mut self, enabled: bool) -> Config {
-        self.cleanup_thread = enabled;
+    pub fn purge_thread(mut self, enabled: bool) -> Config {
+        self.purge_thread = enabled;
         self
     }
 
@@ -353,14 +353,14 @@ impl Config {
             || "must not exceed idle_timeout".into(),
         )?;
         check(
-            !self.cleanup_interval.is_zero() && self.cleanup_interval <= MAX_CLEANUP_INTERVAL,
-            "cleanup_interval",
-            || format!("must be from 1 ms to {MAX_CLEANUP_INTERVAL:?}"),
+            !self.purge_interval.is_zero() && self.purge_interval <= MAX_PURGE_INTERVAL,
+            "purge_interval",
+            || format!("must be from 1 ms to {MAX_PURGE_INTERVAL:?}"),
         )?;
         check(
-            (1..=MAX_CLEANUP_BATCH).contains(&self.cleanup_batch),
-            "cleanup_batch",
-            || format!("must be from 1 to {MAX_CLEANUP_BATCH}"),
+            (1..=MAX_PURGE_BATCH).contains(&self.purge_batch),
+            "purge_batch",
+            || format!("must be from 1 to {MAX_PURGE_BATCH}"),
         )?;
         check(
             (128..=DECODE_LIMIT).contains(&self.max_record_size),

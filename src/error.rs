@@ -163,9 +163,9 @@ pub enum Error {
     #[error("the session was changed by another write while the update waited for a revoke")]
     UpdateConflict,
 
-    /// The folder's cleanup thread could not be started. Nothing was opened.
-    #[error("cannot start the cleanup thread: {0}")]
-    CleanupThread(#[source] std::io::Error),
+    /// The store's purge thread could not be started. Nothing was opened.
+    #[error("cannot start the purge thread: {0}")]
+    PurgeThread(#[source] std::io::Error),
 
     /// A method that writes was called from inside an [`update`](crate::Store::update)
     /// closure (of this store or another sessile store). It was refused instead of waiting

@@ -17,7 +17,7 @@ use crate::record::codec::{Header, OwnTimeouts};
 /// ([`Config::max_idle_timeout`], [`Config::max_absolute_timeout`]) is cut to the ceiling,
 /// so a bug or a hostile value cannot make a session immortal. The lifetime is saved with
 /// the session, carried over by [`Store::regenerate`](crate::Store::regenerate), and
-/// honoured by every read, touch and the cleanup.
+/// honoured by every read, touch and the purge.
 ///
 /// # Examples
 ///

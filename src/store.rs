@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::engine::Engine;
-use crate::engine::cleanup::{self, CleanupThread};
+use crate::engine::purge::{self, PurgeThread};
 use crate::engine::verify::VerifyReport;
 use crate::error::{Error, Result};
 use crate::events::Subscription;
@@ -17,7 +17,7 @@ use crate::stats::Stats;
 /// A persistent session store in one folder.
 ///
 /// `Store` is a cheap handle: clone it into every request handler or thread. The folder is
-/// locked while any handle is alive; when the last one is dropped, the cleanup thread is
+/// locked while any handle is alive; when the last one is dropped, the purge thread is
 /// stopped and joined and everything is flushed to disk.
 ///
 /// # Examples
@@ -46,15 +46,15 @@ pub struct Store {
     owner: Arc<Owner>,
 }
 
-/// Dropped with the last `Store` handle: stops the cleanup thread, then flushes.
+/// Dropped with the last `Store` handle: stops the purge thread, then flushes.
 struct Owner {
     state: Arc<Engine>,
-    cleanup: Option<CleanupThread>,
+    purge: Option<PurgeThread>,
 }
 
 impl Drop for Owner {
     fn drop(&mut self) {
-        if let Some(thread) = self.cleanup.take() {
+        if let Some(thread) = self.purge.take() {
             thread.stop();
         }
         if let Err(e) = self.state.flush() {
@@ -89,11 +89,11 @@ impl Store {
         Store::start(Engine::open(config)?)
     }
 
-    /// Starts the cleanup thread (if configured) of a freshly opened store.
+    /// Starts the purge thread (if configured) of a freshly opened store.
     fn start(state: Engine) -> Result<Store> {
         let state = Arc::new(state);
-        let cleanup = if state.config().cleanup_thread {
-            let thread = CleanupThread::spawn(Arc::clone(&state)).map_err(Error::CleanupThread)?;
+        let purge = if state.config().purge_thread {
+            let thread = PurgeThread::spawn(Arc::clone(&state)).map_err(Error::PurgeThread)?;
             Some(thread)
         } else {
             None
@@ -101,7 +101,7 @@ impl Store {
         Ok(Store {
             owner: Arc::new(Owner {
                 state: Arc::clone(&state),
-                cleanup,
+                purge,
             }),
             engine: state,
         })
@@ -129,7 +129,7 @@ impl Store {
     }
 
     /// Reads the session with token `id`. `None` if there is none or it has expired, even
-    /// when the cleanup thread has not deleted it yet. Reading does not extend the expiry
+    /// when the purge thread has not deleted it yet. Reading does not extend the expiry
     /// (see [`touch`](Self::touch)).
     ///
     /// A record that cannot be decoded is moved to the quarantine tree and reported as
@@ -271,9 +271,9 @@ impl Store {
     /// only the new one exists. Flushed to disk before it returns; `session` then holds
     /// the new token.
     ///
-    /// A rotation and a [`destroy_user`](Store::destroy_user) of the session's user never
-    /// overlap: either the rotation completes first (and the revoke destroys the session
-    /// under its new token) or the revoke does (and the rotation fails with
+    /// A regeneration and a [`destroy_user`](Store::destroy_user) of the session's user never
+    /// overlap: either the regeneration completes first (and the revoke destroys the session
+    /// under its new token) or the revoke does (and the regeneration fails with
     /// [`Error::NotFound`](crate::Error::NotFound)).
     ///
     /// # Examples
@@ -302,7 +302,7 @@ impl Store {
     /// - [`Error::WriteInsideUpdate`](crate::Error::WriteInsideUpdate) inside an
     ///   [`update`](Store::update) closure;
     /// - [`Error::Contended`](crate::Error::Contended) if the session kept changing under
-    ///   the rotation (on Redis, other stores' writes);
+    ///   the regeneration (on Redis, other stores' writes);
     /// - [`Error::SessionBusy`](crate::Error::SessionBusy) on Redis, if another store's
     ///   update held the session for the whole 5 s lease;
     /// - [`Error::Storage`](crate::Error::Storage) on a storage failure.
@@ -340,7 +340,7 @@ impl Store {
     }
 
     /// Deletes every expired session now, in bounded batches, and drops stale index
-    /// entries: the same work the cleanup thread does each interval. Returns how many
+    /// entries: the same work the purge thread does each interval. Returns how many
     /// sessions were deleted.
     ///
     /// # Errors
@@ -348,13 +348,13 @@ impl Store {
     /// [`Error::Storage`] on a storage failure; [`Error::WriteInsideUpdate`] inside an
     /// [`update`](Self::update) closure.
     pub fn purge_expired(&self) -> Result<usize> {
-        cleanup::purge(&self.engine)
+        purge::purge(&self.engine)
     }
 
-    /// Asks the cleanup thread to run a pass now, without waiting for it. Does nothing if
+    /// Asks the purge thread to run a pass now, without waiting for it. Does nothing if
     /// the thread is turned off.
     pub fn schedule_purge(&self) {
-        if let Some(thread) = &self.owner.cleanup {
+        if let Some(thread) = &self.owner.purge {
             thread.wake();
         }
     }

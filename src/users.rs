@@ -77,7 +77,7 @@ impl Store {
     /// [`update`](Store::update) closure.
     pub fn destroy_user(&self, user: &str, except: Option<&SessionId>) -> Result<usize> {
         self.engine
-            .destroy_user_except(user, except.map(SessionId::handle))
+            .destroy_user(user, except.map(SessionId::handle))
     }
 
     /// Destroys the session with this handle ("revoke this device"). Returns whether a
@@ -85,9 +85,9 @@ impl Store {
     ///
     /// A handle names one token. If the session moved to a new token
     /// ([`regenerate`](Store::regenerate)) before the revoke reached it, it has a new handle
-    /// and this returns `false`: list the user's sessions again. A rotation running at the
+    /// and this returns `false`: list the user's sessions again. A regeneration running at the
     /// same time as this call completes either before (then `false`) or after it (then the
-    /// rotation fails, the session being gone).
+    /// regeneration fails, the session being gone).
     ///
     /// # Errors
     ///

@@ -44,7 +44,7 @@ fn copy_of(format: u32, dir: &Path) -> (PathBuf, Vec<SessionId>) {
 }
 
 fn config(path: &Path, clock: &ManualClock) -> Config {
-    Config::new(path).clock(clock.clock()).cleanup_thread(false)
+    Config::new(path).clock(clock.clock()).purge_thread(false)
 }
 
 fn copy_dir(from: &Path, to: &Path) {

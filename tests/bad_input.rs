@@ -188,8 +188,8 @@ fn invalid_config_is_an_error_not_a_panic() {
     let cases = [
         Config::new(&p).idle_timeout(std::time::Duration::ZERO),
         Config::new(&p).absolute_timeout(std::time::Duration::ZERO),
-        Config::new(&p).cleanup_interval(std::time::Duration::ZERO),
-        Config::new(&p).cleanup_batch(0),
+        Config::new(&p).purge_interval(std::time::Duration::ZERO),
+        Config::new(&p).purge_batch(0),
         Config::new(&p).max_record_size(10),
         Config::new(&p).max_record_size(usize::MAX),
         Config::new(&p).max_sessions_per_user(0),

@@ -30,7 +30,7 @@ fn fixture() -> Fixture {
     let clock = ManualClock::starting_at(now - Duration::from_secs(2 * 86_400));
     let store = Config::new(&path)
         .clock(clock.clock())
-        .cleanup_thread(false)
+        .purge_thread(false)
         .open()
         .expect("open");
     let mut bob = store.create().expect("create");
@@ -90,10 +90,7 @@ fn json(o: &Output) -> Value {
 
 /// Every stored session, sorted by key.
 fn dump_of(path: &Path) -> Vec<SessionDump> {
-    let store = Config::new(path)
-        .cleanup_thread(false)
-        .open()
-        .expect("open");
+    let store = Config::new(path).purge_thread(false).open().expect("open");
     let mut all: Vec<SessionDump> = store.dump().collect::<Result<_, _>>().expect("dump");
     all.sort_by(|a, b| a.key.cmp(&b.key));
     all
@@ -294,7 +291,7 @@ fn revoke_by_user_and_by_handle() {
     );
     {
         let store = Config::new(&f.path)
-            .cleanup_thread(false)
+            .purge_thread(false)
             .open()
             .expect("open");
         assert!(store.sessions_of("alice").expect("sessions_of").is_empty());
@@ -484,7 +481,7 @@ fn import_reads_version_1_dumps_and_lifetimes_round_trip() {
     let source = dir.path().join("source");
     let remembered = {
         let store = Config::new(&source)
-            .cleanup_thread(false)
+            .purge_thread(false)
             .open()
             .expect("open");
         let mut s = store.create().expect("create");
@@ -501,10 +498,7 @@ fn import_reads_version_1_dumps_and_lifetimes_round_trip() {
     let copy = dir.path().join("copy");
     let o = run(&["import", file_s], &copy);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    let store = Config::new(&copy)
-        .cleanup_thread(false)
-        .open()
-        .expect("open");
+    let store = Config::new(&copy).purge_thread(false).open().expect("open");
     let loaded = store.load(remembered.id()).expect("load").expect("live");
     assert_eq!(loaded.lifetime(), remembered.lifetime());
     drop(store);
@@ -531,7 +525,7 @@ fn import_reads_version_1_dumps_and_lifetimes_round_trip() {
     let o = run(&["import", old_file.to_str().expect("utf-8")], &old_copy);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let store = Config::new(&old_copy)
-        .cleanup_thread(false)
+        .purge_thread(false)
         .open()
         .expect("open");
     assert_eq!(store.len().expect("len"), 2);
@@ -581,7 +575,7 @@ fn a_folder_migrates_to_redis_and_every_command_takes_a_url() {
 
     let redis = Config::redis(url.as_str())
         .redis_namespace(ns.as_str())
-        .cleanup_thread(false)
+        .purge_thread(false)
         .open()
         .expect("open redis");
     let mut moved: Vec<SessionDump> = redis.dump().collect::<Result<_, _>>().expect("dump");

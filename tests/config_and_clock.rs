@@ -17,12 +17,12 @@ type Setting = fn(Config) -> Config;
 const CASES: [(&str, Setting); 10] = [
     ("event_capacity(usize::MAX)", |c| c.event_capacity(usize::MAX)),
     ("cache_entries(usize::MAX)", |c| c.cache_entries(usize::MAX)),
-    ("cleanup_batch(usize::MAX)", |c| c.cleanup_batch(usize::MAX)),
+    ("purge_batch(usize::MAX)", |c| c.purge_batch(usize::MAX)),
     ("storage_cache_bytes(u64::MAX)", |c| c.storage_cache_bytes(u64::MAX)),
     ("idle_timeout(Duration::MAX)", |c| c.idle_timeout(Duration::MAX)),
     ("absolute_timeout(Duration::MAX)", |c| c.absolute_timeout(Duration::MAX)),
     ("touch_granularity(Duration::MAX)", |c| c.touch_granularity(Duration::MAX)),
-    ("cleanup_interval(Duration::MAX)", |c| c.cleanup_interval(Duration::MAX)),
+    ("purge_interval(Duration::MAX)", |c| c.purge_interval(Duration::MAX)),
     ("max_sessions_per_user(usize::MAX)", |c| c.max_sessions_per_user(usize::MAX)),
     ("max_record_size(usize::MAX)", |c| c.max_record_size(usize::MAX)),
 ];
@@ -162,7 +162,7 @@ fn advancing_the_manual_clock_by_duration_max_never_goes_backwards() {
 fn config(path: &Path, clock: &ManualClock) -> Config {
     Config::new(path)
         .idle_timeout(Duration::from_secs(30 * 60))
-        .cleanup_thread(false)
+        .purge_thread(false)
         .clock(clock.clock())
 }
 

@@ -16,7 +16,7 @@ use sessile::{Config, Error, ManualClock, Session, SessionHandle, Store};
 fn config(path: &Path, clock: &ManualClock) -> Config {
     Config::new(path)
         .idle_timeout(Duration::from_secs(600))
-        .cleanup_thread(false)
+        .purge_thread(false)
         .clock(clock.clock())
 }
 

@@ -144,7 +144,7 @@ fn config(path: &Path, clock: &ManualClock, durability: Durability) -> Config {
         .absolute_timeout(Duration::from_millis(ABSOLUTE_MS))
         // Every save and touch writes, so the model needs no granularity rule.
         .touch_granularity(Duration::ZERO)
-        .cleanup_thread(false)
+        .purge_thread(false)
         .durability(durability)
         .clock(clock.clock())
 }

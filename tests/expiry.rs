@@ -159,13 +159,13 @@ fn purge_deletes_expired_and_keeps_live_and_refreshed_sessions() {
     );
     let stats = store.stats();
     assert_eq!(stats.expired_purged, 10);
-    assert!(stats.cleanup_passes >= 2);
+    assert!(stats.purge_passes >= 2);
 }
 
 #[test]
 fn backlog_is_purged_in_batches_while_live_lookups_go_on() {
     let f = Fixture::new();
-    let store = f.config().cleanup_batch(1000).open().expect("open");
+    let store = f.config().purge_batch(1000).open().expect("open");
     // Each write is a round trip on Redis: a smaller backlog keeps CI's Redis pass short.
     let backlog = if support::on_redis() { 10_000 } else { 100_000 };
     for _ in 0..backlog {
@@ -201,8 +201,8 @@ fn the_cleanup_thread_purges_on_its_own() {
     let f = Fixture::new();
     let store = f
         .config()
-        .cleanup_thread(true)
-        .cleanup_interval(Duration::from_millis(20))
+        .purge_thread(true)
+        .purge_interval(Duration::from_millis(20))
         .open()
         .expect("open");
     let s = store.create().expect("create");
@@ -212,7 +212,7 @@ fn the_cleanup_thread_purges_on_its_own() {
     while store.inspect(&s.handle()).expect("inspect").is_some() {
         assert!(
             std::time::Instant::now() < deadline,
-            "cleanup thread never ran"
+            "purge thread never ran"
         );
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -224,8 +224,8 @@ fn schedule_purge_wakes_the_thread() {
     let f = Fixture::new();
     let store = f
         .config()
-        .cleanup_thread(true)
-        .cleanup_interval(Duration::from_secs(3600))
+        .purge_thread(true)
+        .purge_interval(Duration::from_secs(3600))
         .open()
         .expect("open");
     let s = store.create().expect("create");

@@ -220,7 +220,7 @@ fn dump_and_restore_keep_the_lifetime() {
     let other = tempfile::tempdir().expect("tempdir");
     let copy = Config::new(other.path().join("copy"))
         .clock(f.clock.clock())
-        .cleanup_thread(false)
+        .purge_thread(false)
         .open()
         .expect("open");
     copy.restore(&dumps[0]).expect("restore");

@@ -26,7 +26,7 @@ fn rounds(default: usize) -> usize {
 
 fn open(dir: &Path, clock: &ManualClock, max: Option<usize>) -> Store {
     let mut config = backend::config_at(dir.join("store"))
-        .cleanup_thread(false)
+        .purge_thread(false)
         .clock(clock.clock());
     if let Some(n) = max {
         config = config.max_sessions_per_user(n);
@@ -349,8 +349,8 @@ fn restores_racing_a_purge_keep_every_record_indexed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = ManualClock::new();
     let store = backend::config_at(dir.path().join("store"))
-        .cleanup_thread(false)
-        .cleanup_batch(64)
+        .purge_thread(false)
+        .purge_batch(64)
         .clock(clock.clock())
         .open()
         .expect("open");
@@ -383,7 +383,7 @@ fn repair_racing_writes_keeps_the_indexes_right() {
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = ManualClock::new();
     let store = backend::config_at(dir.path().join("store"))
-        .cleanup_thread(false)
+        .purge_thread(false)
         .touch_granularity(Duration::ZERO)
         .cache_entries(8)
         .clock(clock.clock())

@@ -22,7 +22,7 @@ fn rounds(default: usize) -> usize {
 
 fn open(dir: &std::path::Path) -> Store {
     Config::new(dir.join("store"))
-        .cleanup_thread(false)
+        .purge_thread(false)
         .clock(ManualClock::new().clock())
         .open()
         .expect("open")

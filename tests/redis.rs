@@ -41,7 +41,7 @@ fn namespace() -> Option<(String, String)> {
 fn config(url: &str, ns: &str, clock: &ManualClock) -> Config {
     Config::redis(url)
         .redis_namespace(ns)
-        .cleanup_thread(false)
+        .purge_thread(false)
         .clock(clock.clock())
 }
 
@@ -271,7 +271,7 @@ fn a_sled_store_migrates_with_every_token_still_loading() {
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = ManualClock::new();
     let sled = Config::new(dir.path().join("s"))
-        .cleanup_thread(false)
+        .purge_thread(false)
         .clock(clock.clock())
         .open()
         .expect("open sled");
@@ -423,8 +423,8 @@ fn a_server_that_goes_away_gives_storage_errors_and_the_store_recovers() {
     let url = server.url();
     let clock = ManualClock::new();
     let store = config(&url, "outage", &clock)
-        .cleanup_thread(true)
-        .cleanup_interval(Duration::from_millis(10))
+        .purge_thread(true)
+        .purge_interval(Duration::from_millis(10))
         .open()
         .expect("open");
     let s = store.create().expect("create");
@@ -449,7 +449,7 @@ fn a_server_that_goes_away_gives_storage_errors_and_the_store_recovers() {
         started.elapsed() < Duration::from_secs(20),
         "errors come within the timeouts"
     );
-    std::thread::sleep(Duration::from_millis(50)); // the cleanup thread fails a pass or two
+    std::thread::sleep(Duration::from_millis(50)); // the purge thread fails a pass or two
 
     let _back = RedisServer::start(Some(port)).expect("restart on the same port");
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -464,8 +464,8 @@ fn a_server_that_goes_away_gives_storage_errors_and_the_store_recovers() {
     };
     assert!(store.load(fresh.id()).expect("load").is_some());
     assert!(
-        store.stats().cleanup_errors > 0,
-        "the cleanup thread kept going"
+        store.stats().purge_errors > 0,
+        "the purge thread kept going"
     );
 }
 
@@ -650,7 +650,7 @@ fn the_password_is_never_shown() {
         let config = Config::redis(url);
         let shown = format!("{} {config:?}", config.path().display());
         assert!(!shown.contains("hunter2"), "{shown}");
-        let opened = config.cleanup_thread(false).open();
+        let opened = config.purge_thread(false).open();
         let message = format!("{opened:?}");
         assert!(!message.contains("hunter2"), "{message}");
     }

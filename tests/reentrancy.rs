@@ -17,7 +17,7 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 
 fn open(dir: &Path, cache_entries: Option<usize>) -> Store {
     let mut config = backend::config_at(dir.join("store"))
-        .cleanup_thread(false)
+        .purge_thread(false)
         .clock(ManualClock::new().clock());
     if let Some(n) = cache_entries {
         config = config.cache_entries(n);

@@ -1,5 +1,5 @@
 //! Concurrency stress: many threads mix update, touch, load, save, destroy, regenerate and
-//! purge on overlapping sessions while the cleanup thread runs and expired sessions are
+//! purge on overlapping sessions while the purge thread runs and expired sessions are
 //! purged. Afterwards nothing has panicked, `verify` finds the invariants intact, every
 //! counter incremented through `update` is exact, and no destroyed session is back.
 //! Bounded by an operation count and a wall-clock budget (about two seconds).
@@ -31,14 +31,14 @@ fn concurrent_mixed_operations_keep_the_invariants_and_exact_counters() {
     let store = backend::config_at(dir.path().join("store"))
         .idle_timeout(Duration::from_secs(60))
         .touch_granularity(Duration::ZERO)
-        .cleanup_interval(Duration::from_millis(5))
-        .cleanup_batch(8)
+        .purge_interval(Duration::from_millis(5))
+        .purge_batch(8)
         .cache_entries(64)
         .clock(clock.clock())
         .open()
         .expect("open");
 
-    // Sessions that expire halfway through, for the purges and the cleanup thread.
+    // Sessions that expire halfway through, for the purges and the purge thread.
     let doomed: Vec<SessionId> = (0..200)
         .map(|_| store.create().expect("create").id().clone())
         .collect();
@@ -191,7 +191,7 @@ fn concurrent_mixed_operations_keep_the_invariants_and_exact_counters() {
     let report = store.verify(false).expect("verify");
     assert!(report.is_consistent(), "{report:?}");
     assert_eq!(report.quarantined, 0);
-    assert_eq!(store.stats().cleanup_errors, 0);
+    assert_eq!(store.stats().purge_errors, 0);
     for (id, expected) in counters.iter().zip(increments.iter()) {
         let s = store.load(id).expect("load").expect("counter live");
         assert_eq!(
@@ -236,7 +236,7 @@ fn revokes_caps_and_rotations_keep_per_user_counts() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = backend::config_at(dir.path().join("store"))
         .max_sessions_per_user(CAP)
-        .cleanup_thread(false)
+        .purge_thread(false)
         .cache_entries(16)
         .open()
         .expect("open");

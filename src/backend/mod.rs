@@ -3,7 +3,7 @@
 //! a key-value API: read a record, replace or delete it if it is still the version read
 //! (with its index entries), move it to a new digest, list a user's or the expired
 //! digests. Each backend makes every step atomic in its own way: sled with the stripe
-//! lock, ordered inserts and a transaction for rotation (see the engine's `write` module); Redis with
+//! lock, ordered inserts and a transaction for regeneration (see the engine's `write` module); Redis with
 //! one Lua script per step.
 //!
 //! Dispatch is an enum, not a trait object: the sled arms inline into the read path.
@@ -163,14 +163,14 @@ impl Backend {
     /// # Errors
     ///
     /// [`Error::TokenCollision`](crate::Error::TokenCollision) if `new` is taken.
-    pub(crate) fn rotate(
+    pub(crate) fn move_record(
         &self,
         old: &Digest,
         entry: &StoredRecord,
         new: &Digest,
         record: &StoredRecord,
     ) -> Result<Swap> {
-        dispatch!(self, b => b.rotate(old, entry, new, record))
+        dispatch!(self, b => b.move_record(old, entry, new, record))
     }
 
     /// Copies `bytes` to the quarantine, then removes the record of `digest` if it is
@@ -284,24 +284,24 @@ impl Backend {
         dispatch!(self, b => b.format())
     }
 
-    /// Deletes every session of `user` live at `now` but the one with handle `keep`, and
+    /// Deletes every session of `user` live at `now` but the one with handle `except`, and
     /// their index entries, in one atomic step, if this backend has one (Redis: a script
     /// on the server). `None` if it has not (sled): the engine then lists and deletes
     /// under the user's lock. Returns the digests deleted.
     pub(crate) fn revoke_user(
         &self,
         user: &str,
-        keep: Option<&SessionHandle>,
+        except: Option<&SessionHandle>,
         now: u64,
     ) -> Result<Option<Vec<Digest>>> {
         match &self.0 {
             Storage::Sled(_) => {
-                let _ = (user, keep, now);
+                let _ = (user, except, now);
                 Ok(None)
             }
             #[cfg(feature = "redis")]
             Storage::Redis(b) => b
-                .revoke_user(user, keep.map(SessionHandle::as_bytes), now)
+                .revoke_user(user, except.map(SessionHandle::as_bytes), now)
                 .map(Some),
         }
     }

@@ -2,7 +2,7 @@
 //! that a thread running an [`update`](crate::Store::update) closure takes neither.
 //!
 //! Lock order, everywhere: at most one user lock, then at most two stripe locks (two only
-//! for a rotation, taken in stripe order). Nothing waits for a user lock while it holds a
+//! for a regeneration, taken in stripe order). Nothing waits for a user lock while it holds a
 //! stripe lock (it may try one: [`Locks::try_user`]), and nothing waits for a lock while
 //! it runs an `update` closure: every blocking acquisition goes through [`Locks::stripe`],
 //! [`Locks::stripe_pair`] or [`Locks::user`], which refuse with
@@ -15,7 +15,7 @@
 //! - a **stripe lock** serializes every write to the records of its digests (and keeps the
 //!   read cache in step with them);
 //! - a **user lock** is held by whatever moves a session *out of* a user's set while the
-//!   session lives on (a rotation to a new digest, a save that gives it to another user),
+//!   session lives on (a regeneration to a new digest, a save that gives it to another user),
 //!   and by whatever must see a user's set stand still (revoke-all, the per-user cap).
 
 use std::cell::Cell;

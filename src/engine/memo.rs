@@ -1,11 +1,11 @@
 //! A memo of secret -> digest, so a hot lookup skips the blake3 digest of its token.
 //!
 //! A digest is a pure function of the secret it is derived from (a session token, or a
-//! tower-sessions ID), so a remembered pair never goes stale: a destroyed or rotated
+//! tower-sessions ID), so a remembered pair never goes stale: a destroyed or regenerated
 //! session simply finds no record under its digest. The memo lives in memory only (it
 //! holds tokens as requests do, for longer: a core dump or swapped page can show them, as
 //! it can show any request buffer); nothing of it reaches sled, logs or `Debug` output.
-//! A token is forgotten when its session is destroyed or rotated through it, and every
+//! A token is forgotten when its session is destroyed or regenerated through it, and every
 //! slot is overwritten when the store is dropped.
 //!
 //! It is a direct-mapped table of slots, indexed by a hash of the secret keyed with a
@@ -143,7 +143,7 @@ impl<const W: usize> DigestMemo<W> {
     }
 
     /// Forgets `secret` if its slot holds it: called when its session ends (destroy,
-    /// rotation), so the token does not stay in memory after its last use. Sessions ended
+    /// regeneration), so the token does not stay in memory after its last use. Sessions ended
     /// by digest alone (revoke-all, the cap, expiry) are forgotten when another token
     /// takes the slot, or when the store is dropped.
     pub(crate) fn forget(&self, secret: &Words<W>) {
@@ -155,7 +155,7 @@ impl<const W: usize> DigestMemo<W> {
         }
     }
 
-    /// Runs `end` (a destroy or rotation of `secret`'s session) between two
+    /// Runs `end` (a destroy or regeneration of `secret`'s session) between two
     /// [`forget`](Self::forget)s: a load racing `end` may remember the secret again
     /// before `end` takes the session away. (The async adapters call `forget` around
     /// their awaited destroy instead.)

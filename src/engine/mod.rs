@@ -1,17 +1,17 @@
 //! What an open store holds: the backend, the settings, the locks, the read cache,
-//! counters and subscribers. Every `Store` handle and the cleanup thread share one.
+//! counters and subscribers. Every `Store` handle and the purge thread share one.
 //!
 //! The read path (`read`) and the write protocol (`write`) are methods
 //! on this state, in their own modules.
 
 mod cache;
-pub(crate) mod cleanup;
 pub(crate) mod commit;
 #[cfg(any(feature = "tower", feature = "tower-014", feature = "actix"))]
 pub(crate) mod framework;
 mod hot;
 pub(crate) mod locks;
 pub(crate) mod memo;
+pub(crate) mod purge;
 mod read;
 mod regenerate;
 mod revoke;

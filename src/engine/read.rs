@@ -113,7 +113,7 @@ impl Engine {
 
     /// The live sessions of `user`, read through the `users` index. Each entry is checked
     /// against its record; entries that match no record of this user are removed on the
-    /// way when the record's stripe is free (else left for a later reader or the cleanup).
+    /// way when the record's stripe is free (else left for a later reader or the purge).
     pub(crate) fn user_sessions(&self, user: &str) -> Result<Vec<(Digest, Header)>> {
         let mut live = Vec::new();
         let now = self.now();
@@ -132,7 +132,7 @@ impl Engine {
                 Some(e) if expiry::is_live(&self.config, &e.header, now) => {
                     live.push((digest, e.header));
                 }
-                Some(_) => {} // expired: the cleanup removes record and entry together
+                Some(_) => {} // expired: the purge removes record and entry together
                 None if held.is_some() => {
                     self.backend.drop_user_entry(user, &digest)?;
                     Counters::add(&self.counters.stale_index_entries_removed, 1);

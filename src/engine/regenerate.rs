@@ -1,6 +1,6 @@
-//! Atomic ID rotation: a record moves to a fresh digest with its index entries in one
+//! Session ID regeneration: a record moves to a fresh digest with its index entries in one
 //! step of the backend (a sled transaction over three trees, or one Redis script), since
-//! half a rotation would leave two live tokens or none.
+//! half a regeneration would leave two live tokens or none.
 
 use std::sync::Arc;
 
@@ -18,8 +18,8 @@ use crate::record::StoredRecord;
 use crate::record::codec::Header;
 use crate::session::Session;
 
-/// What a rotation did.
-pub(super) enum Rotation {
+/// What a regeneration did.
+pub(super) enum Regeneration {
     /// The record moved to the new digest with this header; its user before the move.
     Moved(Header, Option<String>),
     /// `contents` gave the session a lifetime that had already ended: the record was
@@ -37,18 +37,18 @@ impl Engine {
     ///
     /// [`Error::NotFound`] if the session is gone, has expired, or its lifetime has
     /// already ended (then it is deleted, durably); those of [`Contents::of`] and of
-    /// [`rotate`](Self::rotate).
+    /// [`move_record`](Self::move_record).
     pub(crate) fn regenerate(&self, session: &mut Session) -> Result<()> {
         let contents = Contents::of(self, session)?;
         let old_digest = session.digest;
         let new_id = SessionId::generate()?;
         let new_digest = new_id.digest();
-        let rotated = self.tokens.forgetting(&session.id.words(), || {
-            self.rotate(&old_digest, &new_digest, &contents)
+        let regenerated = self.tokens.forgetting(&session.id.words(), || {
+            self.move_record(&old_digest, &new_digest, &contents)
         });
-        let (header, previous_user) = match rotated? {
-            Rotation::Moved(header, previous_user) => (header, previous_user),
-            Rotation::Ended(user) => {
+        let (header, previous_user) = match regenerated? {
+            Regeneration::Moved(header, previous_user) => (header, previous_user),
+            Regeneration::Ended(user) => {
                 // The lifetime `session` carries had already ended: the session is gone,
                 // durably, as a revocation is.
                 self.backend.flush()?;
@@ -85,12 +85,12 @@ impl Engine {
     ///
     /// [`Error::NotFound`] if the session is gone or has expired (nothing is written);
     /// [`Error::TokenCollision`] if `new` is taken.
-    pub(super) fn rotate(
+    pub(super) fn move_record(
         &self,
         old: &Digest,
         new: &Digest,
         contents: &Contents,
-    ) -> Result<Rotation> {
+    ) -> Result<Regeneration> {
         retrying(|| {
             let guess = self.record(old, Via::Peek)?.and_then(|r| r.user.clone());
             let _user = guess.as_deref().map(|u| self.locks.user(u)).transpose()?;
@@ -120,7 +120,7 @@ impl Engine {
                 if self.delete_record(old, &entry, &held)? == Swap::Conflict {
                     return Ok(Step::Retry);
                 }
-                return Ok(Step::Done(Rotation::Ended(entry.user.clone())));
+                return Ok(Step::Done(Regeneration::Ended(entry.user.clone())));
             }
             let record = contents.record(header);
             let swapped = self.swap_digest(old, &entry, new, &record);
@@ -133,11 +133,11 @@ impl Engine {
             let previous_user = entry.user.clone();
             self.cache
                 .put(*new, Arc::new(record), held_new.as_ref().unwrap_or(&held));
-            Ok(Step::Done(Rotation::Moved(header, previous_user)))
+            Ok(Step::Done(Regeneration::Moved(header, previous_user)))
         })
     }
 
-    /// The atomic move of [`rotate`](Self::rotate). Caller holds both stripe locks.
+    /// The atomic move of [`move_record`](Self::move_record). Caller holds both stripe locks.
     fn swap_digest(
         &self,
         old: &Digest,
@@ -146,6 +146,6 @@ impl Engine {
         record: &StoredRecord,
     ) -> Result<Swap> {
         self.upgrade_before_write()?;
-        self.backend.rotate(old, entry, new, record)
+        self.backend.move_record(old, entry, new, record)
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Revoke-all and the cap list a user's sessions and then delete some. They hold that
 //! user's lock from the listing to the last delete, and every operation that moves a
-//! session out of the user's set while it lives on (a rotation, a save giving it to
+//! session out of the user's set while it lives on (a regeneration, a save giving it to
 //! someone else) needs the same lock, so the listing stays true while they act on it.
 //! Each delete re-checks, under the session's stripe lock, that the record still belongs
 //! to the user and is live. Sessions *joining* the set meanwhile are new logins; the cap
@@ -104,15 +104,14 @@ impl Engine {
         record.user.as_deref() == Some(user) && expiry::is_live(&self.config, &record.header, now)
     }
 
-    /// Destroys every live session of `user` but the one with handle `keep`, then
+    /// Destroys every live session of `user` but the one with handle `except`, then
     /// flushes. Returns how many live sessions were destroyed.
-    pub(crate) fn destroy_user_except(
-        &self,
-        user: &str,
-        keep: Option<SessionHandle>,
-    ) -> Result<usize> {
+    pub(crate) fn destroy_user(&self, user: &str, except: Option<SessionHandle>) -> Result<usize> {
         self.locks.refuse_inside_update()?;
-        if let Some(revoked) = self.backend.revoke_user(user, keep.as_ref(), self.now())? {
+        if let Some(revoked) = self
+            .backend
+            .revoke_user(user, except.as_ref(), self.now())?
+        {
             for digest in &revoked {
                 self.events.emit(&self.counters, || Event::Destroyed {
                     handle: digest.handle(),
@@ -126,7 +125,7 @@ impl Engine {
             let _user = self.locks.user(user)?;
             let mut destroyed = 0;
             for (digest, _) in self.user_sessions(user)? {
-                if Some(digest.handle()) == keep {
+                if Some(digest.handle()) == except {
                     continue;
                 }
                 let outcome =

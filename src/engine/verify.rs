@@ -26,7 +26,7 @@ pub struct VerifyReport {
     pub missing_expiry_entries: u64,
     /// Records with a user but no `users` entry (I2 broken).
     pub missing_user_entries: u64,
-    /// `expiry` entries that match no record (harmless; the cleanup drops them).
+    /// `expiry` entries that match no record (harmless; the purge drops them).
     pub stale_expiry_entries: u64,
     /// `users` entries that match no record of that user (harmless; readers skip them).
     pub stale_user_entries: u64,

@@ -19,7 +19,7 @@
 //! ([`retrying`]), then fails with [`Error::Contended`].
 //!
 //! Submodules: [`commit`] (create, save, update, touch), [`revoke`] (destroy, revoke-all,
-//! the per-user cap), [`rotate`] (atomic ID rotation).
+//! the per-user cap), `regenerate` (atomic ID regeneration).
 
 use std::sync::Arc;
 
@@ -173,7 +173,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let clock = ManualClock::new();
         let store = Config::new(dir.path().join("s"))
-            .cleanup_thread(false)
+            .purge_thread(false)
             .touch_granularity(std::time::Duration::ZERO)
             .clock(clock.clock())
             .open()

@@ -30,7 +30,7 @@
 //!
 //! - `save` creates a record under a fresh 256-bit sessile token, which becomes the
 //!   session key in the cookie.
-//! - `load` never returns an expired session, even before the cleanup thread has run.
+//! - `load` never returns an expired session, even before the purge thread has run.
 //! - `update` keeps the key and writes the new state. If the session was destroyed or has
 //!   expired meanwhile (for example logged out by a concurrent request), it writes
 //!   nothing and returns the old key, which no longer loads: the next request starts a
@@ -82,7 +82,7 @@ pub use super::support::USER_KEY;
 
 /// The session key under which a loaded session carries its own [`SessionHandle`] as a
 /// string, for "this device" in a device list and for
-/// [`ActixStore::destroy_user_except`]. Read-only: it is dropped when the session is
+/// [`ActixStore::destroy_user`]. Read-only: it is dropped when the session is
 /// saved, and a new session gets it from its second request on.
 ///
 /// ```
@@ -108,7 +108,7 @@ pub use super::support::BoxError;
 impl ActixStore {
     /// Wraps an open store. Each session's lifetime comes from actix's TTL (see the
     /// [module docs](self)), within the store's ceilings; the store's other settings
-    /// (durability, limits, cleanup) apply as they are. actix-session's default
+    /// (durability, limits, purge) apply as they are. actix-session's default
     /// (`BrowserSession` with a 1-day state TTL) gives sessions of 1 day: set
     /// `session_lifecycle` to choose another.
     pub fn new(store: Store) -> ActixStore {
@@ -131,19 +131,19 @@ impl ActixStore {
         helpers::sessions_of(&self.store, user).await
     }
 
-    /// Destroys every live session of `user` except the one with handle `keep` (read it
+    /// Destroys every live session of `user` except the one with handle `except` (read it
     /// from [`HANDLE_KEY`]), or all of them with `None`. Flushed before it returns.
     /// Returns how many sessions were destroyed.
     ///
     /// # Errors
     ///
     /// A storage failure, or a failed blocking task.
-    pub async fn destroy_user_except(
+    pub async fn destroy_user(
         &self,
         user: &str,
-        keep: Option<SessionHandle>,
+        except: Option<SessionHandle>,
     ) -> Result<usize, BoxError> {
-        helpers::destroy_user_except(&self.store, user, keep).await
+        helpers::destroy_user(&self.store, user, except).await
     }
 
     /// Writes everything to disk, off the executor. Call it when the server shuts down.

@@ -43,14 +43,14 @@ pub(super) mod helpers {
         Ok(run(store, Work::Long, move |s| s.sessions_of(&user)).await?)
     }
 
-    /// See the adapters' `destroy_user_except`: flushes, on the blocking pool.
-    pub(crate) async fn destroy_user_except(
+    /// See the adapters' `destroy_user`: flushes, on the blocking pool.
+    pub(crate) async fn destroy_user(
         store: &Store,
         user: &str,
-        keep: Option<SessionHandle>,
+        except: Option<SessionHandle>,
     ) -> Result<usize, BoxError> {
         let user = user.to_owned();
-        let destroy = move |s: &Store| s.engine.destroy_user_except(&user, keep);
+        let destroy = move |s: &Store| s.engine.destroy_user(&user, except);
         Ok(run(store, Work::Long, destroy).await?)
     }
 
@@ -232,7 +232,7 @@ mod tests {
             .absolute_timeout(ABSOLUTE)
             .max_idle_timeout(Duration::from_secs(5_000))
             .max_absolute_timeout(Duration::from_secs(20_000))
-            .cleanup_thread(false)
+            .purge_thread(false)
             .clock(clock.clock())
             .open()
             .expect("open")
@@ -432,10 +432,7 @@ mod tests {
             ));
         }
         let keep = Digest([11; 32]).handle();
-        assert_eq!(
-            sh.destroy_user_except("bo", Some(keep)).expect("destroy"),
-            2
-        );
+        assert_eq!(sh.destroy_user("bo", Some(keep)).expect("destroy"), 2);
         let left = store.sessions_of("bo").expect("list");
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].handle, keep);

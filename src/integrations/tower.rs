@@ -37,7 +37,7 @@
 //! [`AXUM_LOGIN_KEY`]. The store puts the session in sessile's per-user index under that
 //! user id as text (a JSON string's contents, a number's decimal digits), so
 //! [`sessions_of`](TowerStore::sessions_of) and
-//! [`destroy_user_except`](TowerStore::destroy_user_except) give an axum-login app "your
+//! [`destroy_user`](TowerStore::destroy_user) give an axum-login app "your
 //! devices" and "log out everywhere" with no code of its own. The value stays in the
 //! session for axum-login to read. A session with a string under [`USER_KEY`] is indexed
 //! by that instead; [`TowerStore::index_user_from`] names another key to read a user id
@@ -48,7 +48,7 @@
 //! - `create` always draws a fresh `Id`, whatever ID the record arrives with (after
 //!   `Session::flush`, tower-sessions calls `create` with the logged-out ID), and never
 //!   overwrites a stored record.
-//! - `load` never returns an expired session, even before the cleanup thread has run.
+//! - `load` never returns an expired session, even before the purge thread has run.
 //! - `save` of a session that was deleted meanwhile (logged out by a concurrent request,
 //!   expired) writes nothing: a logged-out session is never brought back.
 //! - The record's `expiry_date` becomes the session's own lifetime: an idle timeout
@@ -93,7 +93,7 @@
 //!
 //! tower-sessions' `cycle_id` (which axum-login's `login` calls) deletes the old record at
 //! once and creates the new one when the request saves. If a "log out everywhere"
-//! (`destroy_user_except`) lands between the two, the request's `create` stores its copy
+//! (`destroy_user`) lands between the two, the request's `create` stores its copy
 //! again under a fresh ID, and that session is live for the user. sessile's own
 //! [`Store::regenerate`](crate::Store::regenerate) is atomic and has no such window; the
 //! adapter cannot use it, since tower does the two steps itself. Revoke again after
@@ -153,7 +153,7 @@ mod sealed {
 impl TowerStore {
     /// Wraps an open store. Each session's lifetime comes from tower's expiry (see the
     /// [module docs](self)), within the store's ceilings; the store's other settings
-    /// (durability, limits, cleanup) apply as they are.
+    /// (durability, limits, purge) apply as they are.
     pub fn new(store: Store) -> TowerStore {
         let ids = DigestMemo::new(store.engine.config().cache_entries.saturating_mul(2));
         TowerStore {
@@ -195,19 +195,19 @@ impl TowerStore {
         helpers::sessions_of(&self.store, user).await
     }
 
-    /// Destroys every live session of `user` except the one with handle `keep` ("log out
+    /// Destroys every live session of `user` except the one with handle `except` ("log out
     /// my other devices": `session.id().map(|id| store.handle(&id))`), or all of them with
     /// `None`. Flushed before it returns. Returns how many sessions were destroyed.
     ///
     /// # Errors
     ///
     /// A storage failure, or a failed blocking task.
-    pub async fn destroy_user_except(
+    pub async fn destroy_user(
         &self,
         user: &str,
-        keep: Option<SessionHandle>,
+        except: Option<SessionHandle>,
     ) -> Result<usize, BoxError> {
-        helpers::destroy_user_except(&self.store, user, keep).await
+        helpers::destroy_user(&self.store, user, except).await
     }
 
     /// Writes everything to disk, off the executor. Call it when the server shuts down.
@@ -536,7 +536,7 @@ macro_rules! session_store_for {
 
         #[async_trait::async_trait]
         impl $core::session_store::ExpiredDeletion for TowerStore {
-            /// Deletes every expired session now (sessile's cleanup thread also does this
+            /// Deletes every expired session now (sessile's purge thread also does this
             /// on its own interval, so calling this is optional).
             async fn delete_expired(&self) -> $core::session_store::Result<()> {
                 Ok(self.purge().await?)

@@ -18,7 +18,7 @@
 //! Format 1 (sessile 0.1) is the same without bytes 33..49; it is still read, as a
 //! session that follows the store's timeouts, and rewritten in format 2 by its next write.
 //!
-//! The header lets `touch`, `len` and the cleanup thread read expiry and user without
+//! The header lets `touch`, `len` and the purge thread read expiry and user without
 //! decoding the data. Each value in the map is itself bincode of the caller's type, so one
 //! value that no longer matches its type does not make the others unreadable.
 //!

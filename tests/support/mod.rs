@@ -52,7 +52,7 @@ impl Fixture {
             .idle_timeout(IDLE)
             .absolute_timeout(ABSOLUTE)
             .clock(self.clock.clock())
-            .cleanup_thread(false)
+            .purge_thread(false)
     }
 
     pub fn open(&self) -> Store {

@@ -330,7 +330,7 @@ fn config(path: &Path, clock: &ManualClock, cache: bool, base: &dyn Fn(&Path) ->
         .idle_timeout(Duration::from_millis(IDLE_MS))
         .absolute_timeout(Duration::from_millis(ABSOLUTE_MS))
         .touch_granularity(Duration::from_millis(GRANULARITY_MS))
-        .cleanup_thread(false)
+        .purge_thread(false)
         .cache_entries(if cache { 4 } else { 0 })
         .max_sessions_per_user(MAX_PER_USER)
         .clock(clock.clock())
@@ -357,7 +357,7 @@ pub fn run_on(ops: &[Op], cache: bool, dir: &Path, base: &dyn Fn(&Path) -> Confi
     for (step, op) in ops.iter().enumerate() {
         let ctx = format!("step {step}: {op:?}");
         if *op == Op::Reopen {
-            // Dropping the last handle stops the cleanup thread and flushes.
+            // Dropping the last handle stops the purge thread and flushes.
             drop(store);
             store = config(&path, &clock, cache, base).open().expect(&ctx);
         } else {

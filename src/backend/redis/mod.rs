@@ -4,9 +4,9 @@
 //!
 //! - `ns:s:<digest hex>`: a record, the same bytes as on sled, with a TTL as a safety
 //!   net (the record's own expiry plus [`SAFETY_MARGIN`], counted on the store's clock
-//!   when written), so sessions end even if no store runs its cleanup;
+//!   when written), so sessions end even if no store runs its purge;
 //! - `ns:expiry`: a sorted set, member the digest, score `expires_at`, walked in score
-//!   order by the cleanup thread;
+//!   order by the purge thread;
 //! - `ns:u:<user>`: a sorted set per user, member the digest, score `created_at` (the
 //!   per-user cap evicts in that order);
 //! - `ns:l:<digest hex>`: the lease an [`update`](crate::Store::update) holds while its
@@ -19,7 +19,7 @@
 //! bytes with the version the writer read (compare-and-swap), and moves the record's
 //! expiry and user entries with it, so on Redis the indexes are exact. Revoke-all and
 //! the per-user cap are scripts too: they list the user's set and delete in one step, so
-//! no other store's rotation or login can slip between the listing and the deletes.
+//! no other store's regeneration or login can slip between the listing and the deletes.
 //! They do not wait for leases, so no stream of updates can hold off a revoke: an update
 //! whose session they delete fails its commit with `NotFound`.
 //!
@@ -293,7 +293,7 @@ impl RedisBackend {
         swap(answer)
     }
 
-    pub(super) fn rotate(
+    pub(super) fn move_record(
         &self,
         old: &Digest,
         entry: &StoredRecord,
@@ -304,7 +304,7 @@ impl RedisBackend {
         let answer = self.past_leases(|conn| {
             Ok(self
                 .scripts
-                .rotate
+                .move_record
                 .key(self.record_key(old))
                 .key(self.record_key(new))
                 .key(self.expiry_key())
@@ -327,7 +327,7 @@ impl RedisBackend {
             1 => Ok(Swap::Done),
             0 => Ok(Swap::Conflict),
             2 => Err(Error::TokenCollision),
-            other => Err(Error::protocol(format!("rotate returned {other}"))),
+            other => Err(Error::protocol(format!("move_record returned {other}"))),
         }
     }
 

@@ -8,7 +8,7 @@ use redis::Script;
 pub(super) struct Scripts {
     pub(super) write: Script,
     pub(super) delete: Script,
-    pub(super) rotate: Script,
+    pub(super) move_record: Script,
     pub(super) quarantine: Script,
     pub(super) drop_if_absent: Script,
     pub(super) revoke: Script,
@@ -63,7 +63,7 @@ impl Scripts {
             // ARGV: old bytes, new bytes, ttl, expires_at, created_at, old member,
             //       new member, nonce, old has user, new has user.
             // 0: the old record changed; 2: the new digest is taken.
-            rotate: Script::new(concat!(
+            move_record: Script::new(concat!(
                 lease_check!("4", "8"),
                 "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end ",
                 "if redis.call('EXISTS', KEYS[2]) == 1 then return 2 end ",
@@ -87,7 +87,7 @@ impl Scripts {
             )),
             // KEYS: user set, expiry. ARGV: record key prefix, kept handle (hex) or "",
             // now. Deletes the user's live sessions and returns them; expired ones are
-            // left to the cleanup (as on sled), members whose record is gone are dropped. Leases do not hold
+            // left to the purge (as on sled), members whose record is gone are dropped. Leases do not hold
             // it up: an update whose session it deletes fails its commit (NotFound), and
             // no stream of updates can keep a revoke from landing.
             revoke: Script::new(concat!(

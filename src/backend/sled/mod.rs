@@ -11,7 +11,7 @@
 //! compare-and-swap, then the old entries. A crash in between leaves only stale index
 //! entries, which every reader tolerates (invariants I1 and I2 in ARCHITECTURE.md). The
 //! stripe lock (held by every caller of a write) makes the compare-and-swap a check,
-//! not a race. Rotation is one transaction over three trees.
+//! not a race. Regeneration is one transaction over three trees.
 
 mod keys;
 mod registry;
@@ -129,7 +129,7 @@ impl SledBackend {
     }
 
     /// Removes the index entries a write has just made stale. Stale entries are allowed
-    /// (readers skip them, the cleanup and readers of the user index drop them), so a
+    /// (readers skip them, the purge and readers of the user index drop them), so a
     /// failure here is logged, not returned: the write itself is done and the caller must
     /// not retry it.
     fn drop_stale_entries(&self, digest: &Digest, expiry: Option<u64>, user: Option<&str>) {
@@ -160,7 +160,7 @@ impl SledBackend {
         Ok(Swap::Done)
     }
 
-    pub(super) fn rotate(
+    pub(super) fn move_record(
         &self,
         old: &Digest,
         entry: &StoredRecord,
@@ -435,7 +435,7 @@ mod tests {
     fn repair_copies_a_record_to_quarantine_before_removing_it() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Config::new(dir.path().join("s"))
-            .cleanup_thread(false)
+            .purge_thread(false)
             .open()
             .expect("open");
         // A record under a key that is not a digest: repair moves it to quarantine.

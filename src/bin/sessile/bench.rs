@@ -96,7 +96,7 @@ pub fn run(args: &BenchArgs, out: &mut dyn Write) -> Result<u8, CliError> {
     out.flush()?;
 
     let store = Config::new(&path)
-        .cleanup_thread(false)
+        .purge_thread(false)
         .max_record_size(LARGEST_RECORD)
         .storage_cache_bytes(SLED_CACHE_BYTES)
         .open()?;

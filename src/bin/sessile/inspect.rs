@@ -112,7 +112,7 @@ pub fn stats(dir: &Path, json: bool, out: &mut dyn Write) -> Result<u8, CliError
                     "{}{}",
                     fmt::thousands(report.expired),
                     if report.expired > 0 {
-                        " (deleted by the server's cleanup, or `sessile purge`)"
+                        " (deleted by the server's purge thread, or `sessile purge`)"
                     } else {
                         ""
                     }

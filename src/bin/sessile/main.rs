@@ -35,7 +35,7 @@ Exit codes:
 /// Every command except `import` and `bench` works on an existing store and never creates
 /// one. A store is a folder or a Redis URL (`redis://host:port/db`; the key namespace is
 /// `SESSILE_REDIS_NAMESPACE`, default `sessile`). Commands open the store without its
-/// cleanup thread, so looking at a store never deletes expired sessions behind your back
+/// purge thread, so looking at a store never deletes expired sessions behind your back
 /// (`purge` does that when asked). A folder is locked while a server has it open: stop
 /// the server first. A Redis store is shared: commands work while servers run.
 #[derive(Debug, Parser)]
@@ -50,7 +50,7 @@ enum Command {
     /// Counts: live and expired sessions, users, disk size, when sessions expire.
     ///
     /// A session is live while its stored expiry is in the future. Expired sessions stay on
-    /// disk until the server's cleanup thread (or `sessile purge`) deletes them.
+    /// disk until the server's purge thread (or `sessile purge`) deletes them.
     #[command(after_help = EXIT_CODES)]
     Stats {
         /// The store: a folder, or a Redis URL (redis://host:port/db).
@@ -98,7 +98,7 @@ enum Command {
     },
     /// Deletes every expired session now, with a progress bar.
     ///
-    /// The same work the server's cleanup thread does on its interval.
+    /// The same work the server's purge thread does on its interval.
     #[command(after_help = EXIT_CODES)]
     Purge {
         /// The store: a folder, or a Redis URL (redis://host:port/db).

@@ -1,4 +1,4 @@
-//! Opening a store the way an operator needs it: no cleanup thread, no store created by
+//! Opening a store the way an operator needs it: no purge thread, no store created by
 //! accident, and errors that say what to do. A store is a folder, or a Redis URL
 //! (`redis://host:port/db`, and the other schemes the client takes: `rediss://`,
 //! `redis+unix://`, `unix://`, `valkey://` ...), with the key namespace taken
@@ -26,7 +26,7 @@ pub enum Folder {
 
 /// The settings every command opens a store with.
 ///
-/// - No cleanup thread: looking at a store never purges it behind the operator's back.
+/// - No purge thread: looking at a store never purges it behind the operator's back.
 /// - A session counts as live while its stored expiry is in the future. The server wrote
 ///   that expiry from its own timeouts, which this tool does not know; sessile's defaults
 ///   (30 minutes idle, 12 hours absolute) would otherwise make sessions of a server with
@@ -38,7 +38,7 @@ pub fn config(dir: &Path) -> Config {
         Some(url) => Config::redis(url).redis_namespace(namespace()),
         None => Config::new(dir),
     };
-    base.cleanup_thread(false)
+    base.purge_thread(false)
         .idle_timeout(sessile::MAX_TIMEOUT)
         .max_idle_timeout(sessile::MAX_TIMEOUT)
         .max_absolute_timeout(sessile::MAX_TIMEOUT)

@@ -14,7 +14,7 @@ use crate::events::Event;
 use crate::id::Digest;
 use crate::stats::Counters;
 
-/// What the cleanup did with one `expiry` entry.
+/// What the purge did with one `expiry` entry.
 enum Expired {
     /// The record was deleted; the entry goes with it.
     Purged,
@@ -28,7 +28,7 @@ enum Expired {
 
 /// Deletes every session whose indexed expiry is at or before now, walking the expiry
 /// index in time order and stopping at the first entry in the future. Reads the index in
-/// batches of `cleanup_batch` entries; each session is deleted under its own stripe lock
+/// batches of `purge_batch` entries; each session is deleted under its own stripe lock
 /// and no lock is held between sessions, so foreground work goes on.
 pub(crate) fn purge(shared: &Engine) -> Result<usize> {
     let now = shared.now();
@@ -37,11 +37,11 @@ pub(crate) fn purge(shared: &Engine) -> Result<usize> {
     loop {
         let batch = shared
             .backend
-            .due(now, &mut cursor, shared.config.cleanup_batch)?;
+            .due(now, &mut cursor, shared.config.purge_batch)?;
         if batch.is_empty() {
             break;
         }
-        let full = batch.len() == shared.config.cleanup_batch;
+        let full = batch.len() == shared.config.purge_batch;
         let mut stale = 0;
         for entry in &batch {
             let outcome = match entry {
@@ -62,7 +62,7 @@ pub(crate) fn purge(shared: &Engine) -> Result<usize> {
         }
     }
     Counters::add(&shared.counters.expired_purged, purged as u64);
-    Counters::add(&shared.counters.cleanup_passes, 1);
+    Counters::add(&shared.counters.purge_passes, 1);
     if purged > 0 {
         tracing::debug!(purged, "deleted expired sessions");
     }
@@ -101,20 +101,20 @@ fn expire_one(shared: &Engine, digest: &Digest, expires_at: u64) -> Result<Expir
 }
 
 /// The background thread of one open store.
-pub(crate) struct CleanupThread {
+pub(crate) struct PurgeThread {
     stop: Sender<()>,
     wake: Sender<()>,
     handle: JoinHandle<()>,
 }
 
-impl CleanupThread {
-    pub(crate) fn spawn(shared: Arc<Engine>) -> std::io::Result<CleanupThread> {
+impl PurgeThread {
+    pub(crate) fn spawn(shared: Arc<Engine>) -> std::io::Result<PurgeThread> {
         let (stop, stop_rx) = crossbeam_channel::bounded::<()>(1);
         let (wake, wake_rx) = crossbeam_channel::bounded::<()>(1);
         let handle = std::thread::Builder::new()
-            .name("sessile-cleanup".into())
+            .name("sessile-purge".into())
             .spawn(move || {
-                let ticker = crossbeam_channel::tick(shared.config.cleanup_interval);
+                let ticker = crossbeam_channel::tick(shared.config.purge_interval);
                 loop {
                     select! {
                         recv(stop_rx) -> _ => break,
@@ -123,7 +123,7 @@ impl CleanupThread {
                     }
                 }
             })?;
-        Ok(CleanupThread { stop, wake, handle })
+        Ok(PurgeThread { stop, wake, handle })
     }
 
     pub(crate) fn wake(&self) {
@@ -136,14 +136,14 @@ impl CleanupThread {
     pub(crate) fn stop(self) {
         let _ = self.stop.try_send(());
         if self.handle.join().is_err() {
-            tracing::error!("the cleanup thread panicked");
+            tracing::error!("the purge thread panicked");
         }
     }
 }
 
 fn run_pass(shared: &Engine) {
     if let Err(e) = purge(shared) {
-        Counters::add(&shared.counters.cleanup_errors, 1);
-        tracing::warn!(error = %e, "cleanup pass failed; retrying next interval");
+        Counters::add(&shared.counters.purge_errors, 1);
+        tracing::warn!(error = %e, "purge pass failed; retrying next interval");
     }
 }
