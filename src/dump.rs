@@ -12,7 +12,7 @@ use crate::engine::commit::Contents;
 use crate::error::{Error, Result};
 use crate::expiry::{Lifetime, Timeouts};
 use crate::id::{Digest, SessionHandle};
-use crate::record::Decoded;
+use crate::record::StoredRecord;
 use crate::record::codec::Header;
 use crate::record::values::ValueMap;
 use crate::store::Store;
@@ -52,7 +52,51 @@ pub struct SessionDump {
 }
 
 impl SessionDump {
-    fn of(key: &[u8], record: Decoded) -> SessionDump {
+    /// An empty dump of the session stored under `key` (a digest in URL-safe base64, as
+    /// dumps name sessions): no user, no values, every time 0, the store's timeouts. Set
+    /// the public fields, then [`restore`](Store::restore) it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), sessile::Error> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let store = sessile::Store::open(dir.path().join("sessions"))?;
+    /// let now = std::time::SystemTime::now()
+    ///     .duration_since(std::time::UNIX_EPOCH)
+    ///     .expect("after 1970")
+    ///     .as_millis() as u64;
+    /// let mut dump = sessile::SessionDump::new("A".repeat(43))?;
+    /// dump.created_at = now;
+    /// dump.last_seen = now;
+    /// dump.expires_at = now + 60_000;
+    /// dump.user = Some("alice".into());
+    /// store.restore(&dump)?;
+    /// assert_eq!(store.sessions_of("alice")?.len(), 1);
+    /// assert!(sessile::SessionDump::new("not a key").is_err());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidDump`] if `key` is not a base64 32-byte digest.
+    pub fn new(key: impl Into<String>) -> Result<SessionDump> {
+        let key = key.into();
+        parse_key(&key)?;
+        Ok(SessionDump {
+            key,
+            created_at: 0,
+            last_seen: 0,
+            expires_at: 0,
+            version: 0,
+            user: None,
+            values: BTreeMap::new(),
+            idle_timeout_ms: None,
+            absolute_timeout_ms: None,
+        })
+    }
+
+    fn of(key: &[u8], record: StoredRecord) -> SessionDump {
         SessionDump {
             key: URL_SAFE_NO_PAD.encode(key),
             created_at: record.header.created_at,
@@ -118,7 +162,7 @@ impl Store {
                 Ok(kv) => kv,
                 Err(e) => return Some(Err(e)),
             };
-            let record = crate::record::decode_record(&bytes).ok()?;
+            let record = StoredRecord::decode(bytes).ok()?;
             Some(Ok(SessionDump::of(&key, record)))
         })
     }
@@ -130,7 +174,7 @@ impl Store {
     /// [`Error::Storage`] on a storage failure.
     pub fn inspect(&self, handle: &SessionHandle) -> Result<Option<SessionDump>> {
         for (key, bytes) in self.engine.records_of(handle)? {
-            if let Ok(record) = crate::record::decode_record(&bytes) {
+            if let Ok(record) = StoredRecord::decode(bytes) {
                 return Ok(Some(SessionDump::of(&key, record)));
             }
         }

@@ -7,7 +7,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
 
 use crate::id::SessionHandle;
-use crate::stats::Counters;
+use crate::stats::{Counter, Counters};
 
 /// Something that happened to a session. Events name sessions by handle, never by token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,7 +183,7 @@ impl Events {
         subs.retain(|tx| match tx.try_send(event.clone()) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) => {
-                Counters::add(&counters.events_dropped, 1);
+                counters.add(Counter::EventsDropped, 1);
                 true
             }
             Err(TrySendError::Disconnected(_)) => false,

@@ -14,36 +14,41 @@ pub struct Stats {
     pub quarantined: u64,
     /// Completed purge passes (background or `purge_expired`).
     pub purge_passes: u64,
-    /// Cleanup passes that failed with a storage error (logged, retried next interval).
+    /// Purge passes that failed with a storage error (logged, retried next interval).
     pub purge_errors: u64,
     /// Events dropped because a subscriber's channel was full.
     pub events_dropped: u64,
 }
 
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) expired_purged: AtomicU64,
-    pub(crate) stale_index_entries_removed: AtomicU64,
-    pub(crate) quarantined: AtomicU64,
-    pub(crate) purge_passes: AtomicU64,
-    pub(crate) purge_errors: AtomicU64,
-    pub(crate) events_dropped: AtomicU64,
+/// One of the counters behind [`Stats`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Counter {
+    ExpiredPurged,
+    StaleIndexEntriesRemoved,
+    Quarantined,
+    PurgePasses,
+    PurgeErrors,
+    EventsDropped,
 }
 
+/// The live counters of an open store, one atomic each.
+#[derive(Debug, Default)]
+pub(crate) struct Counters([AtomicU64; 6]);
+
 impl Counters {
-    pub(crate) fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
+    pub(crate) fn add(&self, counter: Counter, n: u64) {
+        self.0[counter as usize].fetch_add(n, Ordering::Relaxed);
     }
 
     pub(crate) fn snapshot(&self) -> Stats {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let get = |c: Counter| self.0[c as usize].load(Ordering::Relaxed);
         Stats {
-            expired_purged: get(&self.expired_purged),
-            stale_index_entries_removed: get(&self.stale_index_entries_removed),
-            quarantined: get(&self.quarantined),
-            purge_passes: get(&self.purge_passes),
-            purge_errors: get(&self.purge_errors),
-            events_dropped: get(&self.events_dropped),
+            expired_purged: get(Counter::ExpiredPurged),
+            stale_index_entries_removed: get(Counter::StaleIndexEntriesRemoved),
+            quarantined: get(Counter::Quarantined),
+            purge_passes: get(Counter::PurgePasses),
+            purge_errors: get(Counter::PurgeErrors),
+            events_dropped: get(Counter::EventsDropped),
         }
     }
 }

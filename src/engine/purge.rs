@@ -12,7 +12,7 @@ use crate::engine::read::Via;
 use crate::error::Result;
 use crate::events::Event;
 use crate::id::Digest;
-use crate::stats::Counters;
+use crate::stats::Counter;
 
 /// What the purge did with one `expiry` entry.
 enum Expired {
@@ -56,13 +56,15 @@ pub(crate) fn purge(shared: &Engine) -> Result<usize> {
                 Expired::Stale(false) | Expired::NotYet => cursor.kept += 1,
             }
         }
-        Counters::add(&shared.counters.stale_index_entries_removed, stale);
+        shared
+            .counters
+            .add(Counter::StaleIndexEntriesRemoved, stale);
         if !full {
             break;
         }
     }
-    Counters::add(&shared.counters.expired_purged, purged as u64);
-    Counters::add(&shared.counters.purge_passes, 1);
+    shared.counters.add(Counter::ExpiredPurged, purged as u64);
+    shared.counters.add(Counter::PurgePasses, 1);
     if purged > 0 {
         tracing::debug!(purged, "deleted expired sessions");
     }
@@ -143,7 +145,7 @@ impl PurgeThread {
 
 fn run_pass(shared: &Engine) {
     if let Err(e) = purge(shared) {
-        Counters::add(&shared.counters.purge_errors, 1);
+        shared.counters.add(Counter::PurgeErrors, 1);
         tracing::warn!(error = %e, "purge pass failed; retrying next interval");
     }
 }

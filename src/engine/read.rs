@@ -18,7 +18,7 @@ use crate::id::{Digest, SessionId};
 use crate::record::StoredRecord;
 use crate::record::codec::Header;
 use crate::session::Session;
-use crate::stats::Counters;
+use crate::stats::Counter;
 
 /// Which caches a read may use and fill.
 #[derive(Clone, Copy)]
@@ -118,7 +118,8 @@ impl Engine {
         let mut live = Vec::new();
         let now = self.now();
         let (digests, dropped) = self.backend.user_digests(user)?;
-        Counters::add(&self.counters.stale_index_entries_removed, dropped);
+        self.counters
+            .add(Counter::StaleIndexEntriesRemoved, dropped);
         for digest in digests {
             let held = self.locks.try_stripe(&digest);
             let entry = match &held {
@@ -135,7 +136,7 @@ impl Engine {
                 Some(_) => {} // expired: the purge removes record and entry together
                 None if held.is_some() => {
                     self.backend.drop_user_entry(user, &digest)?;
-                    Counters::add(&self.counters.stale_index_entries_removed, 1);
+                    self.counters.add(Counter::StaleIndexEntriesRemoved, 1);
                 }
                 None => {}
             }
@@ -152,7 +153,7 @@ impl Engine {
             let (key, bytes) = item?;
             let header = match Digest::from_slice(&key).and_then(|d| self.cache.peek(&d)) {
                 Some(entry) => Some(entry.header),
-                None => crate::record::decode_record(&bytes).ok().map(|r| r.header),
+                None => StoredRecord::decode(bytes).ok().map(|r| r.header),
             };
             if header.is_some_and(|h| expiry::is_live(&self.config, &h, now)) {
                 n += 1;

@@ -33,7 +33,7 @@ use crate::error::{Error, Result};
 use crate::id::Digest;
 use crate::record::StoredRecord;
 use crate::record::codec::CodecError;
-use crate::stats::Counters;
+use crate::stats::Counter;
 
 /// How many times an operation runs before it gives up with [`Error::Contended`]: lock
 /// upgrades (see [`Engine::locked_write`]) and compare-and-swap mismatches count.
@@ -155,7 +155,7 @@ impl Engine {
         let removed = self.backend.quarantine(digest, bytes)?;
         self.cache.remove(digest, held);
         if removed {
-            Counters::add(&self.counters.quarantined, 1);
+            self.counters.add(Counter::Quarantined, 1);
             tracing::warn!(handle = %digest.handle(), error = %why, "quarantined an undecodable session record");
         }
         Ok(())

@@ -115,16 +115,16 @@ impl StoredRecord {
 
 /// A decoded record: its values are read in place.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Decoded {
-    pub(crate) header: Header,
-    pub(crate) user: Option<String>,
-    pub(crate) values: Values,
+pub(super) struct Decoded {
+    pub(super) header: Header,
+    pub(super) user: Option<String>,
+    pub(super) values: Values,
 }
 
 /// Decodes a whole record of either format: header, user, and where each value lies.
 /// Never panics, and allocates only the table of values (at most one entry per two bytes
 /// of input).
-pub(crate) fn decode_record(bytes: &IVec) -> std::result::Result<Decoded, CodecError> {
+pub(super) fn decode_record(bytes: &IVec) -> std::result::Result<Decoded, CodecError> {
     let header = parse_header(bytes)?;
     let (user, start) = parse_user(bytes)?;
     let user = user.map(str::to_owned);
@@ -162,7 +162,7 @@ pub(crate) fn encode_record(
 /// decode; the fuzz target treats both that and a re-encoding that does not round-trip
 /// as a bug.
 #[cfg(any(test, fuzzing))]
-fn fuzz_decode_record(bytes: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn fuzz_decode_record(bytes: &[u8]) -> Option<Vec<u8>> {
     let header = parse_header(bytes).ok();
     let user = codec::parse_user_only(bytes).ok().flatten();
     let record = decode_record(&IVec::from(bytes)).ok()?;

@@ -74,21 +74,6 @@ struct Trailer {
     sessions: u64,
 }
 
-/// The shape of [`SessionDump`], which has no public constructor: it is built through
-/// its `Deserialize`.
-#[derive(Serialize)]
-struct DumpFields<'a> {
-    key: &'a str,
-    created_at: u64,
-    last_seen: u64,
-    expires_at: u64,
-    version: u64,
-    user: Option<&'a str>,
-    values: BTreeMap<&'a str, Vec<u8>>,
-    idle_timeout_ms: Option<u64>,
-    absolute_timeout_ms: Option<u64>,
-}
-
 impl Line {
     fn of(dump: &SessionDump) -> Line {
         Line {
@@ -109,28 +94,21 @@ impl Line {
     }
 
     fn to_dump(&self) -> Result<SessionDump, String> {
-        let mut values = BTreeMap::new();
+        let mut dump = SessionDump::new(self.key.clone())
+            .map_err(|_| format!("key {:?} is not a 32-byte session key", self.key))?;
         for (k, v) in &self.values {
             let bytes = URL_SAFE_NO_PAD
                 .decode(v)
                 .map_err(|e| format!("the value of {k:?} is not URL-safe base64: {e}"))?;
-            values.insert(k.as_str(), bytes);
+            dump.values.insert(k.clone(), bytes);
         }
-        let fields = DumpFields {
-            key: &self.key,
-            created_at: self.created_at,
-            last_seen: self.last_seen,
-            expires_at: self.expires_at,
-            version: self.version,
-            user: self.user.as_deref(),
-            values,
-            idle_timeout_ms: self.idle_timeout_ms,
-            absolute_timeout_ms: self.absolute_timeout_ms,
-        };
-        let value = serde_json::to_value(&fields).map_err(|e| e.to_string())?;
-        let dump: SessionDump = serde_json::from_value(value).map_err(|e| e.to_string())?;
-        dump.handle()
-            .map_err(|_| format!("key {:?} is not a 32-byte session key", self.key))?;
+        dump.created_at = self.created_at;
+        dump.last_seen = self.last_seen;
+        dump.expires_at = self.expires_at;
+        dump.version = self.version;
+        dump.user = self.user.clone();
+        dump.idle_timeout_ms = self.idle_timeout_ms;
+        dump.absolute_timeout_ms = self.absolute_timeout_ms;
         Ok(dump)
     }
 }
