@@ -1,16 +1,26 @@
-//! The cache of decoded records shared by all threads, in front of this thread's own
-//! copies ([`super::hot`]).
+//! The read cache: decoded records shared by all threads (quick_cache, by digest), and in
+//! front of it each thread's own copies of the records it reads most, so a hot load
+//! writes nothing that another core reads.
+//!
+//! The shared cache takes a shard lock and bumps reference counts on every hit: on two
+//! cores those cache lines bounce between the cores, and two threads loading hot sessions
+//! went barely faster than one. So a thread keeps a small set-associative table of private
+//! copies of records it found in the shared cache. Each copy is stamped with its stripe's
+//! version ([`ReadCache::version`]), which every change to a record of that stripe bumps
+//! under the stripe lock after the change is in the backend and in the shared cache. A
+//! copy is used only while its stripe's version is unchanged, so it is never older than
+//! what the shared cache would return.
 
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::engine::hot;
 use crate::engine::locks::{Locks, StripeGuard};
 use crate::id::Digest;
 use crate::record::StoredRecord;
 
 /// The bounded cache of decoded records, keyed by digest, shared by all threads, with a
-/// version per stripe that every change bumps (see [`crate::engine::hot`]). Off when sized 0.
+/// version per stripe that every change bumps (see the module docs). Off when sized 0.
 pub(super) struct ReadCache {
     shared: Option<quick_cache::sync::Cache<Digest, Arc<StoredRecord>>>,
     versions: Box<[AtomicU64]>,
@@ -23,7 +33,7 @@ impl ReadCache {
         ReadCache {
             shared: (entries > 0).then(|| quick_cache::sync::Cache::new(entries)),
             versions: (0..Locks::STRIPES).map(|_| AtomicU64::new(0)).collect(),
-            store: hot::store_number(),
+            store: store_number(),
         }
     }
 
@@ -46,11 +56,11 @@ impl ReadCache {
     pub(super) fn get(&self, digest: &Digest) -> Option<Arc<StoredRecord>> {
         let shared = self.shared.as_ref()?;
         let version = self.version(digest);
-        if let Some(entry) = hot::get(self.store, digest, version) {
+        if let Some(entry) = copy_of(self.store, digest, version) {
             return Some(entry);
         }
         let entry = shared.get(digest)?;
-        hot::put(self.store, digest, version, &entry);
+        keep_copy(self.store, digest, version, &entry);
         Some(entry)
     }
 
@@ -74,5 +84,192 @@ impl ReadCache {
             cache.remove(digest);
             self.changed(digest);
         }
+    }
+}
+
+/// Sets of slots per thread (a power of two), for all stores together.
+const SETS: usize = 512;
+/// Slots per set: a digest may sit in any slot of its set, so a few hot sessions that
+/// share a set do not keep pushing each other out.
+const WAYS: usize = 4;
+
+/// Gives each open store its own number, so a thread's copies of one store's records are
+/// never taken for another's (even a store opened later at the same address).
+static NEXT_STORE: AtomicU64 = AtomicU64::new(1);
+
+/// A number for a newly opened store.
+fn store_number() -> u64 {
+    NEXT_STORE.fetch_add(1, Ordering::Relaxed)
+}
+
+struct Slot {
+    store: u64,
+    digest: Digest,
+    version: u64,
+    entry: Arc<StoredRecord>,
+}
+
+type Set = [Option<Slot>; WAYS];
+
+/// A full set takes a new copy on one in this many shared-cache hits: a record read
+/// again and again gets its copy soon, while a working set larger than the copies (each
+/// read once per cycle) does not pay for a copy on every read.
+const ADMIT_ONE_IN: u32 = 8;
+
+thread_local! {
+    static COPIES: RefCell<Vec<Set>> = const { RefCell::new(Vec::new()) };
+    /// Counts shared-cache hits that found their set full, for [`admit`].
+    static FULL_SET_HITS: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Whether a copy goes into a full set this time (one in [`ADMIT_ONE_IN`]).
+fn admit() -> bool {
+    FULL_SET_HITS.with(|n| {
+        let next = n.get().wrapping_add(1);
+        n.set(next);
+        next % ADMIT_ONE_IN == 0
+    })
+}
+
+fn set_of(digest: &Digest) -> usize {
+    // Digests are blake3 outputs: their bytes are already uniform.
+    usize::from(u16::from_le_bytes([digest.0[2], digest.0[3]])) & (SETS - 1)
+}
+
+/// Records larger than this are not copied: a copy is for small, hot records, and the
+/// bound keeps a thread's copies near 8 MiB at most (2,048 slots) whatever the record
+/// size limit.
+const MAX_COPY_BYTES: usize = 4096;
+
+/// This thread's copy of `digest`'s record in `store`, if it has one made at `version`.
+/// A copy of an older version is dropped on the way.
+fn copy_of(store: u64, digest: &Digest, version: u64) -> Option<Arc<StoredRecord>> {
+    let mut stale = None;
+    let found = COPIES
+        .try_with(|copies| {
+            let mut copies = copies.try_borrow_mut().ok()?;
+            let set = copies.get_mut(set_of(digest))?;
+            let at = set.iter().position(|s| {
+                s.as_ref()
+                    .is_some_and(|s| s.digest == *digest && s.store == store)
+            })?;
+            let slot = set.get_mut(at)?;
+            if slot.as_ref().is_some_and(|s| s.version == version) {
+                return slot.as_ref().map(|s| Arc::clone(&s.entry));
+            }
+            stale = slot.take();
+            None
+        })
+        .ok()
+        .flatten();
+    // Dropped outside the borrow: an entry's drop runs adapter code (its memo).
+    drop(stale);
+    found
+}
+
+/// Keeps a private copy of `entry` as `digest`'s record in `store` at `version` (read
+/// before `entry` was), in place of an older copy of it, or else of the set's oldest.
+fn keep_copy(store: u64, digest: &Digest, version: u64, entry: &StoredRecord) {
+    if entry.bytes.len() > MAX_COPY_BYTES {
+        return;
+    }
+    let old = COPIES
+        .try_with(|copies| {
+            let mut copies = copies.try_borrow_mut().ok()?;
+            if copies.is_empty() {
+                copies.resize_with(SETS, Default::default);
+            }
+            let set = copies.get_mut(set_of(digest))?;
+            let same = set.iter().position(|s| {
+                s.as_ref()
+                    .is_some_and(|s| s.digest == *digest && s.store == store)
+            });
+            let admitted = same.is_some() || set.iter().any(Option::is_none) || admit();
+            if !admitted {
+                return None;
+            }
+            let slot = Slot {
+                store,
+                digest: *digest,
+                version,
+                entry: Arc::new(entry.private_copy()?),
+            };
+            match same {
+                // A newer version of a record this thread reads.
+                Some(at) => set.get_mut(at)?.replace(slot),
+                None => {
+                    // Newest first: the copies before the first free slot (or all, the
+                    // oldest going) move one down, and the new one goes in front.
+                    let end = set.iter().position(Option::is_none).unwrap_or(WAYS - 1);
+                    set.get_mut(..=end)?.rotate_right(1);
+                    set.get_mut(0)?.replace(slot)
+                }
+            }
+        })
+        .ok()
+        .flatten();
+    // Dropped outside the borrow: an entry's drop runs adapter code (its memo).
+    drop(old);
+}
+
+#[cfg(test)]
+mod thread_copy_tests {
+    use super::*;
+    use crate::record::codec::Header;
+    use crate::record::values::Values;
+
+    fn entry(size: usize) -> StoredRecord {
+        let mut map = crate::record::values::ValueMap::new();
+        map.insert("v".into(), vec![7u8; size].into());
+        let bytes = crate::record::encode_record(&Header::PLACEHOLDER, None, &Values::from(map))
+            .expect("encode");
+        StoredRecord::decode(sled::IVec::from(bytes)).expect("decode")
+    }
+
+    /// Digests that all fall in one set.
+    fn digest(i: u8) -> Digest {
+        let mut d = [0u8; 32];
+        d[0] = i;
+        Digest(d)
+    }
+
+    #[test]
+    fn a_set_keeps_its_newest_copies_and_only_at_their_version() {
+        let store = store_number();
+        let e = entry(10);
+        // Fill the set, so admission is one in eight from here on.
+        for i in 0..WAYS as u8 {
+            keep_copy(store, &digest(i), 1, &e);
+        }
+        for i in 0..WAYS as u8 {
+            assert!(copy_of(store, &digest(i), 1).is_some(), "copy {i}");
+        }
+        // The newest copy, asked for at a newer version: not served, and dropped.
+        assert!(
+            copy_of(store, &digest(3), 2).is_none(),
+            "a stale version is served"
+        );
+        assert!(
+            copy_of(store, &digest(3), 1).is_none(),
+            "the stale copy stayed"
+        );
+        // Its slot takes the next copy without pushing out the oldest.
+        keep_copy(store, &digest(9), 1, &e);
+        assert!(copy_of(store, &digest(9), 1).is_some());
+        assert!(
+            copy_of(store, &digest(0), 1).is_some(),
+            "a copy was pushed out of a set with room"
+        );
+        assert!(
+            copy_of(store + 1_000_000, &digest(1), 1).is_none(),
+            "another store's copy"
+        );
+    }
+
+    #[test]
+    fn large_records_are_not_copied() {
+        let store = store_number();
+        keep_copy(store, &digest(1), 1, &entry(MAX_COPY_BYTES));
+        assert!(copy_of(store, &digest(1), 1).is_none());
     }
 }

@@ -1,11 +1,13 @@
 //! New records and new versions of live records: create, save, update and touch, with the
 //! store's expiry or one an adapter asks for.
 
+use std::sync::Arc;
+
 use crate::backend::Swap;
 use crate::engine::Engine;
-use crate::engine::locks::StripeGuard;
+use crate::engine::locks::{StripeGuard, UserGuard};
 use crate::engine::read::Via;
-use crate::engine::write::{ATTEMPTS, Step};
+use crate::engine::write::{ATTEMPTS, Step, retrying};
 use crate::error::{Error, Result};
 use crate::events::Event;
 use crate::expiry::{self, Lifetime, Timeouts};
@@ -245,6 +247,40 @@ impl Engine {
             self.enforce_user_limit(user, digest)?;
         }
         Ok(Some(header))
+    }
+
+    /// Runs `attempt` with the stripe lock of `digest` held and its record read under it.
+    ///
+    /// If `moves_out(record)` says the write will take the session out of its user's set
+    /// while it lives on (a new user, a new digest), the user lock of the record's current
+    /// user is taken first (lock order: user, then stripe), and the record read again.
+    /// Revoke-all and the per-user cap hold that lock, so the set they list stands still.
+    pub(super) fn locked_write<T>(
+        &self,
+        digest: &Digest,
+        moves_out: impl Fn(&StoredRecord) -> bool,
+        mut attempt: impl FnMut(Option<&Arc<StoredRecord>>, &StripeGuard<'_>) -> Result<Step<T>>,
+    ) -> Result<T> {
+        let mut held_user: Option<(String, UserGuard<'_>)> = None;
+        retrying(|| {
+            let stripe = self.locks.stripe(digest)?;
+            let old = self.record(digest, Via::Locked(&stripe))?;
+            let leaving = old
+                .as_deref()
+                .filter(|e| moves_out(e))
+                .and_then(|e| e.user.as_deref());
+            if let Some(user) = leaving
+                && held_user.as_ref().map(|(u, _)| u.as_str()) != Some(user)
+            {
+                let user = user.to_owned();
+                drop(stripe);
+                held_user = None; // never hold two user locks
+                let guard = self.locks.user(&user)?;
+                held_user = Some((user, guard));
+                return Ok(Step::Retry);
+            }
+            attempt(old.as_ref(), &stripe)
+        })
     }
 
     /// Writes `change` as the new version of the live record of `digest`; its expiry is

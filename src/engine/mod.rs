@@ -1,14 +1,23 @@
-//! What an open store holds: the backend, the settings, the locks, the read cache,
-//! counters and subscribers. Every `Store` handle and the purge thread share one.
+//! The engine: what an open store is (the backend, the settings, the locks, the caches,
+//! counters and subscribers) and everything it does with records. Every `Store` handle
+//! and the purge thread share one [`Engine`]; its fields are private to this module and
+//! its children, and the layers above (the public API, the adapters) use the methods
+//! marked `pub(crate)` only.
 //!
-//! The read path (`read`) and the write protocol (`write`) are methods
-//! on this state, in their own modules.
+//! Inside, from the bottom up:
+//!
+//! - `locks` (stripe and user locks), `memo` (token -> digest), `cache` (shared cache and
+//!   thread copies): state, no record logic;
+//! - `read`: a record through the caches and the backend, decoded and checked for life;
+//! - `write`: the write protocol's primitives (write, delete, quarantine) and retries;
+//! - `commit` (create, save, update, touch), `revoke` (destroy, revoke-all, the cap),
+//!   `regenerate`, `purge` (and its thread), `verify`, `framework` (the adapters'
+//!   writes): the operations.
 
 mod cache;
 pub(crate) mod commit;
 #[cfg(any(feature = "tower", feature = "tower-014", feature = "actix"))]
 pub(crate) mod framework;
-mod hot;
 pub(crate) mod locks;
 pub(crate) mod memo;
 pub(crate) mod purge;
@@ -19,6 +28,8 @@ pub(crate) mod verify;
 mod write;
 
 use std::sync::atomic::{AtomicU32, Ordering};
+
+use sled::IVec;
 
 use crate::backend::Backend;
 use crate::config::{Config, Durability, MAX_USER_LEN};
@@ -31,10 +42,9 @@ use crate::id::SessionHandle;
 use crate::record::codec::{self, Header};
 use crate::record::values::Values;
 use crate::session::Limits;
-use crate::stats::Counters;
-use crate::stats::Stats;
-use sled::IVec;
+use crate::stats::{Counters, Stats};
 
+/// An open store. See the module docs.
 pub(crate) struct Engine {
     backend: Backend,
     config: Config,

@@ -51,10 +51,10 @@ impl Engine {
             return Ok(cached);
         }
         match via {
-            Via::Locked(held) => self.from_backend(digest, Some(held)),
+            Via::Locked(held) => self.read_backend(digest, Some(held)),
             Via::Load | Via::Peek => match self.locks.try_stripe(digest) {
-                Some(held) => self.from_backend(digest, Some(&held)),
-                None => self.from_backend(digest, None),
+                Some(held) => self.read_backend(digest, Some(&held)),
+                None => self.read_backend(digest, None),
             },
         }
     }
@@ -62,7 +62,7 @@ impl Engine {
     /// The record of `digest` read from the backend (the cache has none). With the stripe
     /// lock `held`, cached, or quarantined if undecodable; without it (a writer holds it),
     /// not cached, and an undecodable one is left for the lock holder to quarantine.
-    fn from_backend(
+    fn read_backend(
         &self,
         digest: &Digest,
         held: Option<&StripeGuard<'_>>,
@@ -126,7 +126,7 @@ impl Engine {
                 Some(held) => self.record(&digest, Via::Locked(held))?,
                 None => match self.cache.peek(&digest) {
                     Some(entry) => Some(entry),
-                    None => self.from_backend(&digest, None)?,
+                    None => self.read_backend(&digest, None)?,
                 },
             };
             match entry.filter(|e| e.user.as_deref() == Some(user)) {

@@ -18,8 +18,8 @@
 //! on a mismatch the operation retries from disk, a bounded number of times
 //! ([`retrying`]), then fails with [`Error::Contended`].
 //!
-//! Submodules: [`commit`] (create, save, update, touch), [`revoke`] (destroy, revoke-all,
-//! the per-user cap), `regenerate` (atomic ID regeneration).
+//! The operations above it: `commit` (create, save, update, touch), `revoke` (destroy,
+//! revoke-all, the per-user cap), `regenerate` (atomic ID regeneration), `purge`.
 
 use std::sync::Arc;
 
@@ -27,8 +27,7 @@ use sled::IVec;
 
 use crate::backend::Swap;
 use crate::engine::Engine;
-use crate::engine::locks::{StripeGuard, UserGuard};
-use crate::engine::read::Via;
+use crate::engine::locks::StripeGuard;
 use crate::error::{Error, Result};
 use crate::id::Digest;
 use crate::record::StoredRecord;
@@ -72,40 +71,6 @@ pub(super) fn retrying<T>(mut attempt: impl FnMut() -> Result<Step<T>>) -> Resul
 }
 
 impl Engine {
-    /// Runs `attempt` with the stripe lock of `digest` held and its record read under it.
-    ///
-    /// If `moves_out(record)` says the write will take the session out of its user's set
-    /// while it lives on (a new user, a new digest), the user lock of the record's current
-    /// user is taken first (lock order: user, then stripe), and the record read again.
-    /// Revoke-all and the per-user cap hold that lock, so the set they list stands still.
-    pub(super) fn locked_write<T>(
-        &self,
-        digest: &Digest,
-        moves_out: impl Fn(&StoredRecord) -> bool,
-        mut attempt: impl FnMut(Option<&Arc<StoredRecord>>, &StripeGuard<'_>) -> Result<Step<T>>,
-    ) -> Result<T> {
-        let mut held_user: Option<(String, UserGuard<'_>)> = None;
-        retrying(|| {
-            let stripe = self.locks.stripe(digest)?;
-            let old = self.record(digest, Via::Locked(&stripe))?;
-            let leaving = old
-                .as_deref()
-                .filter(|e| moves_out(e))
-                .and_then(|e| e.user.as_deref());
-            if let Some(user) = leaving
-                && held_user.as_ref().map(|(u, _)| u.as_str()) != Some(user)
-            {
-                let user = user.to_owned();
-                drop(stripe);
-                held_user = None; // never hold two user locks
-                let guard = self.locks.user(&user)?;
-                held_user = Some((user, guard));
-                return Ok(Step::Retry);
-            }
-            attempt(old.as_ref(), &stripe)
-        })
-    }
-
     /// Replaces the record of `digest` (`old`, or absent) by `new`, keeping the indexes
     /// in step (steps 1-4 of the module docs, in the backend). Caller holds the stripe
     /// lock.

@@ -569,8 +569,6 @@ fn flag(set: bool) -> &'static str {
     if set { "1" } else { "0" }
 }
 
-/// Lower-case hex of `bytes`.
-
 /// The digest a 64-character hex member or key names.
 /// The digest a sorted-set member or key names: 64 lowercase hex digits, as sessile
 /// writes them (any other spelling is not one of its entries).
