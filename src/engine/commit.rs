@@ -4,11 +4,12 @@
 use std::sync::Arc;
 
 use crate::backend::Swap;
+use crate::config::MAX_USER_LEN;
 use crate::engine::Engine;
 use crate::engine::locks::{StripeGuard, UserGuard};
 use crate::engine::read::Via;
 use crate::engine::write::{ATTEMPTS, Step, retrying};
-use crate::error::{Error, Result};
+use crate::error::{Error, Oversized, Result};
 use crate::events::Event;
 use crate::expiry::{self, Lifetime, Timeouts};
 use crate::id::{Digest, SessionId};
@@ -89,7 +90,7 @@ pub(super) enum Change<'a> {
 
 impl Change<'_> {
     /// Whether writing this takes `old` out of its user's set.
-    fn moves_out(&self, old: &StoredRecord) -> bool {
+    pub(super) fn moves_out(&self, old: &StoredRecord) -> bool {
         match self {
             Change::Touch(_) => false,
             Change::Replace(c) => old.user.is_some() && old.user != c.user,
@@ -139,6 +140,35 @@ enum TouchPlan {
 }
 
 impl Engine {
+    /// Encodes `user` and `values` as a record with a placeholder header (the write sets
+    /// the real one), checking the user and record limits.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TooLarge`] for a user name or record over its limit, [`Error::EncodeRecord`]
+    /// if the encoder fails.
+    fn encode(&self, user: Option<&str>, values: &Values) -> Result<Vec<u8>> {
+        if let Some(user) = user
+            && user.len() > MAX_USER_LEN
+        {
+            return Err(Error::TooLarge {
+                what: Oversized::User,
+                size: user.len(),
+                limit: MAX_USER_LEN,
+            });
+        }
+        let bytes = crate::record::encode_record(&Header::PLACEHOLDER, user, values)
+            .map_err(|e| Error::EncodeRecord(Box::new(e)))?;
+        if bytes.len() > self.config.max_record_size {
+            return Err(Error::TooLarge {
+                what: Oversized::Record,
+                size: bytes.len(),
+                limit: self.config.max_record_size,
+            });
+        }
+        Ok(bytes)
+    }
+
     /// A new, empty session under a fresh token (see [`Store::create`](crate::Store::create)).
     pub(crate) fn create(&self) -> Result<Session> {
         let lifetime = Lifetime::default();
@@ -307,7 +337,7 @@ impl Engine {
 
     /// One attempt of a commit, with the stripe lock held and `old` read under it.
     /// Returns what happened and the user the write gave the session to, if new.
-    fn commit_locked(
+    pub(super) fn commit_locked(
         &self,
         digest: &Digest,
         change: &Change<'_>,
@@ -368,86 +398,6 @@ impl Engine {
         }
         let swap = self.write_record(digest, Some(old), new, held)?;
         Ok(Step::after(swap, || (Committed::Written, assigned)))
-    }
-
-    /// Runs `f` on the live session `id` with its record locked, then commits what `f`
-    /// left in the session. `None` if the session is not live (then `f` does not run).
-    ///
-    /// While `f` runs, this thread holds the session's stripe lock and nothing else:
-    /// reads inside `f` work (they never wait for a lock), writes fail with
-    /// [`Error::WriteInsideUpdate`] instead of waiting. If `f` gave the session to another
-    /// user, the commit needs the previous user's lock (see `revoke`): it
-    /// is tried without waiting; if a revoke or cap holds it, the stripe is released, the
-    /// user lock awaited, and the result committed only if the record is still the one
-    /// `f` saw (a session revoked meanwhile stays revoked: [`Error::NotFound`]).
-    pub(crate) fn update_with<R>(
-        &self,
-        id: &SessionId,
-        f: impl FnOnce(&mut crate::Session) -> R,
-    ) -> Result<Option<R>> {
-        let digest = self.digest_of(id);
-        // The locks (and the lease) are released at the end of this block, before the cap.
-        let (result, step) = {
-            let held = self.locks.stripe(&digest)?;
-            // On Redis, other processes' writes wait for this lease, as this process's
-            // wait for the stripe lock (taken first, so threads here queue fairly).
-            let lease = self.backend.lease(&digest)?;
-            let now = self.now();
-            let Some(old) = self
-                .record(&digest, Via::Locked(&held))?
-                .filter(|e| expiry::is_live(&self.config, &e.header, now))
-            else {
-                return Ok(None);
-            };
-            let mut session = self.session(id.clone(), digest, &old);
-            let result = {
-                let _inside = self.locks.enter_update();
-                f(&mut session)
-            };
-            let contents = Contents::new(self, session.user, session.values, session.lifetime)?;
-            let change = Change::Replace(&contents);
-            let leaving = old.user.as_deref().filter(|_| change.moves_out(&old));
-            let step = match leaving.map(|user| (user, self.locks.try_user(user))) {
-                None | Some((_, Some(_))) => {
-                    self.commit_locked(&digest, &change, Some(&old), &held)?
-                }
-                Some((user, None)) => {
-                    // Hold nothing while waiting: the commit below checks the record is
-                    // still the one `f` saw, which is what the lease was for.
-                    drop(held);
-                    #[allow(clippy::drop_non_drop, reason = "a Redis lease releases on drop")]
-                    drop(lease);
-                    let _user = self.locks.user(user)?;
-                    let held = self.locks.stripe(&digest)?;
-                    match self.record(&digest, Via::Locked(&held))? {
-                        None => return Err(Error::NotFound),
-                        Some(now) if now.bytes != old.bytes => return Err(Error::UpdateConflict),
-                        Some(now) => self.commit_locked(&digest, &change, Some(&now), &held)?,
-                    }
-                }
-            };
-            (result, step)
-        };
-        let assigned = match step {
-            Step::Done((Committed::Written | Committed::Unchanged, assigned)) => assigned,
-            // It expired while `f` ran, or `f` gave it a lifetime that has ended.
-            Step::Done((Committed::Gone | Committed::Expired(_), _)) => {
-                return Err(Error::NotFound);
-            }
-            // The record changed under the stripe lock: only a write this process's locks
-            // do not cover can do that (on Redis, another store's revoke-all or cap, which
-            // ignore leases). Gone means revoked: it stays so.
-            Step::Retry => {
-                return Err(match self.live(&digest)? {
-                    None => Error::NotFound,
-                    Some(_) => Error::UpdateConflict,
-                });
-            }
-        };
-        if let Some(user) = assigned {
-            self.enforce_user_limit(&user, &digest)?;
-        }
-        Ok(Some(result))
     }
 
     /// Extends the idle expiry of the live record of `digest` (giving it the lifetime

@@ -10,7 +10,7 @@
 //!   thread copies): state, no record logic;
 //! - `read`: a record through the caches and the backend, decoded and checked for life;
 //! - `write`: the write protocol's primitives (write, delete, quarantine) and retries;
-//! - `commit` (create, save, update, touch), `revoke` (destroy, revoke-all, the cap),
+//! - `commit` (create, save, touch), `update` (the atomic read-modify-write), `revoke` (destroy, revoke-all, the cap),
 //!   `regenerate`, `purge` (and its thread), `verify`, `framework` (the adapters'
 //!   writes): the operations.
 
@@ -24,6 +24,7 @@ pub(crate) mod purge;
 mod read;
 mod regenerate;
 mod revoke;
+mod update;
 pub(crate) mod verify;
 mod write;
 
@@ -32,15 +33,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use sled::IVec;
 
 use crate::backend::Backend;
-use crate::config::{Config, Durability, MAX_USER_LEN};
+use crate::config::{Config, Durability};
 use crate::engine::cache::ReadCache;
 use crate::engine::locks::Locks;
 use crate::engine::memo::DigestMemo;
-use crate::error::{Error, Oversized, Result};
+use crate::error::Result;
 use crate::events::{Events, Subscription};
 use crate::id::SessionHandle;
-use crate::record::codec::{self, Header};
-use crate::record::values::Values;
 use crate::session::Limits;
 use crate::stats::{Counters, Stats};
 
@@ -94,20 +93,6 @@ impl Engine {
     /// The store's `meta/format` now.
     pub(crate) fn format(&self) -> u32 {
         self.format.load(Ordering::Acquire)
-    }
-
-    /// Upgrades `meta/format` of an older store before the first record in the current
-    /// format is written, so an older sessile, which could not read that record, refuses
-    /// to open the store instead of quarantining it.
-    fn upgrade_before_write(&self) -> Result<()> {
-        if self.format() < codec::STORE_FORMAT {
-            // Format 1 records need no rewrite: they are read as they are and rewritten in
-            // the current format by their next write. A future format that must rewrite
-            // records does it here.
-            self.backend.set_format(codec::STORE_FORMAT)?;
-            self.format.store(codec::STORE_FORMAT, Ordering::Release);
-        }
-        Ok(())
     }
 
     /// Whether every operation is a network round trip (Redis): adapters then never run
@@ -175,42 +160,5 @@ impl Engine {
             max_record_size: self.config.max_record_size,
             max_key_len: self.config.max_key_len,
         }
-    }
-
-    /// Flushes if the configured durability asks for it after every write.
-    fn after_write(&self) -> Result<()> {
-        if self.config.durability == Durability::EveryWrite {
-            self.backend.flush()?;
-        }
-        Ok(())
-    }
-
-    /// Encodes `user` and `values` as a record with a placeholder header (the write sets
-    /// the real one), checking the user and record limits.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::TooLarge`] for a user name or record over its limit, [`Error::EncodeRecord`]
-    /// if the encoder fails.
-    fn encode(&self, user: Option<&str>, values: &Values) -> Result<Vec<u8>> {
-        if let Some(user) = user
-            && user.len() > MAX_USER_LEN
-        {
-            return Err(Error::TooLarge {
-                what: Oversized::User,
-                size: user.len(),
-                limit: MAX_USER_LEN,
-            });
-        }
-        let bytes = crate::record::encode_record(&Header::PLACEHOLDER, user, values)
-            .map_err(|e| Error::EncodeRecord(Box::new(e)))?;
-        if bytes.len() > self.config.max_record_size {
-            return Err(Error::TooLarge {
-                what: Oversized::Record,
-                size: bytes.len(),
-                limit: self.config.max_record_size,
-            });
-        }
-        Ok(bytes)
     }
 }

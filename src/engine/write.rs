@@ -22,16 +22,18 @@
 //! revoke-all, the per-user cap), `regenerate` (atomic ID regeneration), `purge`.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use sled::IVec;
 
 use crate::backend::Swap;
+use crate::config::Durability;
 use crate::engine::Engine;
 use crate::engine::locks::StripeGuard;
 use crate::error::{Error, Result};
 use crate::id::Digest;
 use crate::record::StoredRecord;
-use crate::record::codec::CodecError;
+use crate::record::codec::{self, CodecError};
 use crate::stats::Counter;
 
 /// How many times an operation runs before it gives up with [`Error::Contended`]: lock
@@ -71,6 +73,28 @@ pub(super) fn retrying<T>(mut attempt: impl FnMut() -> Result<Step<T>>) -> Resul
 }
 
 impl Engine {
+    /// Upgrades `meta/format` of an older store before the first record in the current
+    /// format is written, so an older sessile, which could not read that record, refuses
+    /// to open the store instead of quarantining it.
+    pub(super) fn upgrade_before_write(&self) -> Result<()> {
+        if self.format() < codec::STORE_FORMAT {
+            // Format 1 records need no rewrite: they are read as they are and rewritten in
+            // the current format by their next write. A future format that must rewrite
+            // records does it here.
+            self.backend.set_format(codec::STORE_FORMAT)?;
+            self.format.store(codec::STORE_FORMAT, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// Flushes if the configured durability asks for it after every write.
+    fn after_write(&self) -> Result<()> {
+        if self.config.durability == Durability::EveryWrite {
+            self.backend.flush()?;
+        }
+        Ok(())
+    }
+
     /// Replaces the record of `digest` (`old`, or absent) by `new`, keeping the indexes
     /// in step (steps 1-4 of the module docs, in the backend). Caller holds the stripe
     /// lock.
