@@ -50,7 +50,7 @@ impl Contents {
     /// # Errors
     ///
     /// As [`Contents::new`].
-    pub(super) fn of(state: &Engine, session: &crate::Session) -> Result<Contents> {
+    pub(super) fn of(state: &Engine, session: &Session) -> Result<Contents> {
         Contents::new(
             state,
             session.user.clone(),
