@@ -96,9 +96,9 @@ impl SessionDump {
         })
     }
 
-    fn of(key: &[u8], record: StoredRecord) -> SessionDump {
+    fn of(digest: &Digest, record: StoredRecord) -> SessionDump {
         SessionDump {
-            key: URL_SAFE_NO_PAD.encode(key),
+            key: URL_SAFE_NO_PAD.encode(digest.0),
             created_at: record.header.created_at,
             last_seen: record.header.last_seen,
             expires_at: record.header.expires_at,
@@ -157,14 +157,9 @@ impl Store {
     /// Every stored session, live or expired, in storage order. Records that do not decode
     /// are skipped (see [`verify`](Self::verify)).
     pub fn dump(&self) -> impl Iterator<Item = Result<SessionDump>> + '_ {
-        self.engine.records().filter_map(|item| {
-            let (key, bytes) = match item {
-                Ok(kv) => kv,
-                Err(e) => return Some(Err(e)),
-            };
-            let record = StoredRecord::decode(bytes).ok()?;
-            Some(Ok(SessionDump::of(&key, record)))
-        })
+        self.engine
+            .records()
+            .map(|item| item.map(|(digest, record)| SessionDump::of(&digest, record)))
     }
 
     /// The stored session with this handle, live or expired.
@@ -173,9 +168,9 @@ impl Store {
     ///
     /// [`Error::Storage`] on a storage failure.
     pub fn inspect(&self, handle: &SessionHandle) -> Result<Option<SessionDump>> {
-        for (key, bytes) in self.engine.records_of(handle)? {
+        for (digest, bytes) in self.engine.records_of(handle)? {
             if let Ok(record) = StoredRecord::decode(bytes) {
-                return Ok(Some(SessionDump::of(&key, record)));
+                return Ok(Some(SessionDump::of(&digest, record)));
             }
         }
         Ok(None)

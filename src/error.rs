@@ -58,9 +58,10 @@ pub enum Error {
         detail: String,
     },
 
-    /// A [`SessionDump`](crate::SessionDump) given to
-    /// [`Store::restore`](crate::Store::restore) does not hold a session (its key is not
-    /// one sessile makes). Nothing was written.
+    /// A [`SessionDump`](crate::SessionDump) does not name a session (its key is not one
+    /// sessile makes): from [`SessionDump::new`](crate::SessionDump::new),
+    /// [`SessionDump::handle`](crate::SessionDump::handle) and
+    /// [`Store::restore`](crate::Store::restore), which then writes nothing.
     #[error("not a session dump: {detail}")]
     InvalidDump {
         /// What is wrong.
@@ -142,9 +143,11 @@ pub enum Error {
     TokenCollision,
 
     /// A write kept finding a different record than the one it read under its lock, and
-    /// gave up after a few attempts. Nothing was written. On a folder this means
-    /// something else writes the store's files; on Redis, other stores kept changing the
-    /// session (or its user) throughout.
+    /// gave up after a few attempts (8). Nothing was written. Each attempt that must first
+    /// take the lock of the session's user (the write takes the session from that user)
+    /// counts, and so does a record changed by a writer outside this process's locks: on
+    /// a folder, something else writing the store's files; on Redis, other stores
+    /// changing the session or its user throughout.
     #[error("the session record kept changing under a locked write; nothing was written")]
     Contended,
 
@@ -163,7 +166,8 @@ pub enum Error {
     #[error("the session was changed by another write while the update waited for a revoke")]
     UpdateConflict,
 
-    /// The store's purge thread could not be started. Nothing was opened.
+    /// The store's purge thread could not be started, so the store was not opened (its
+    /// folder exists, and a new store has its format marker).
     #[error("cannot start the purge thread: {0}")]
     PurgeThread(#[source] std::io::Error),
 

@@ -36,7 +36,8 @@ pub enum Event {
         /// Which call destroyed it.
         reason: DestroyReason,
     },
-    /// The cleanup deleted an expired session.
+    /// An expired session was deleted: by the purge, or by a write that gave it a
+    /// lifetime that had already ended.
     Expired {
         /// The expired session.
         handle: SessionHandle,

@@ -398,10 +398,10 @@ impl Store {
 
     /// Subscribes to lifecycle [`Event`](crate::Event)s, for audit logs.
     ///
-    /// Each subscriber gets a bounded channel ([`Config::event_capacity`]). Events are sent
-    /// before the call that caused them returns; when a channel is full the event is
+    /// Each subscriber gets a bounded queue ([`Config::event_capacity`]). Events are sent
+    /// before the call that caused them returns; when a queue is full the event is
     /// dropped for that subscriber and counted in [`Stats::events_dropped`], so a slow or
-    /// absent reader never slows the store. Dropping the receiver unsubscribes.
+    /// absent reader never slows the store. Dropping the [`Subscription`] unsubscribes.
     pub fn subscribe(&self) -> Subscription {
         self.engine.subscribe()
     }

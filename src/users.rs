@@ -5,7 +5,7 @@ use std::time::SystemTime;
 use crate::clock::from_ms;
 use crate::error::Result;
 use crate::events::DestroyReason;
-use crate::id::{Digest, SessionHandle, SessionId};
+use crate::id::{SessionHandle, SessionId};
 use crate::store::Store;
 
 /// What [`Store::sessions_of`] tells about one live session.
@@ -97,7 +97,7 @@ impl Store {
     pub fn destroy_by_handle(&self, handle: &SessionHandle) -> Result<bool> {
         let state = &self.engine;
         let found = state.records_of(handle)?;
-        let Some(digest) = found.iter().find_map(|(key, _)| Digest::from_slice(key)) else {
+        let Some(&(digest, _)) = found.first() else {
             return Ok(false);
         };
         state.destroy_durably(&digest, DestroyReason::Handle)

@@ -49,6 +49,13 @@ pub(crate) enum ExpiryEntry {
     Bad(Vec<u8>),
 }
 
+/// The key a record is stored under: a session's digest, or a key sessile never writes
+/// (a stray, from another program or damage), which no session can be loaded by.
+pub(crate) enum RecordKey {
+    Digest(Digest),
+    Stray(Vec<u8>),
+}
+
 /// One entry of the user index: a digest listed for a user, or an entry that does not
 /// parse (`index` names the set it is in on Redis, empty on sled; `member` is the key or
 /// member itself).
@@ -232,13 +239,13 @@ impl Backend {
         dispatch!(self, b => b.add_index_entries(digest, record, expiry, user))
     }
 
-    /// Every entry of the expiry index, in time order.
-    pub(crate) fn expiry_entries(&self) -> Result<Vec<ExpiryEntry>> {
+    /// Every entry of the expiry index, in time order (read as they are walked on sled).
+    pub(crate) fn expiry_entries(&self) -> Box<dyn Iterator<Item = Result<ExpiryEntry>> + '_> {
         dispatch!(self, b => b.expiry_entries())
     }
 
-    /// Every entry of the user index.
-    pub(crate) fn user_entries(&self) -> Result<Vec<UserEntry>> {
+    /// Every entry of the user index (read as they are walked on sled).
+    pub(crate) fn user_entries(&self) -> Box<dyn Iterator<Item = Result<UserEntry>> + '_> {
         dispatch!(self, b => b.user_entries())
     }
 
@@ -247,8 +254,8 @@ impl Backend {
         dispatch!(self, b => b.drop_bad_user_entry(index, member))
     }
 
-    /// Copies a record stored under a key that is not a digest to the quarantine, then
-    /// removes it (sessile never writes such a key).
+    /// Copies a record stored under a stray key to the quarantine, then removes it if it
+    /// is still `bytes`.
     pub(crate) fn quarantine_stray(&self, key: &[u8], bytes: &[u8]) -> Result<()> {
         dispatch!(self, b => b.quarantine_stray(key, bytes))
     }
@@ -258,14 +265,13 @@ impl Backend {
         dispatch!(self, b => b.quarantined())
     }
 
-    /// Every stored record as (key, bytes), in storage order. A key that is not a digest
-    /// is passed on as it is.
-    pub(crate) fn records(&self) -> Box<dyn Iterator<Item = Result<(Vec<u8>, IVec)>> + '_> {
+    /// Every stored record as (key, bytes), in storage order.
+    pub(crate) fn records(&self) -> Box<dyn Iterator<Item = Result<(RecordKey, IVec)>> + '_> {
         dispatch!(self, b => b.records())
     }
 
     /// The records whose digest starts with `prefix` (a handle).
-    pub(crate) fn records_with_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, IVec)>> {
+    pub(crate) fn records_with_prefix(&self, prefix: &[u8]) -> Result<Vec<(Digest, IVec)>> {
         dispatch!(self, b => b.records_with_prefix(prefix))
     }
 

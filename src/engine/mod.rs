@@ -32,14 +32,15 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use sled::IVec;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, RecordKey};
 use crate::config::{Config, Durability};
 use crate::engine::cache::ReadCache;
 use crate::engine::locks::Locks;
 use crate::engine::memo::DigestMemo;
 use crate::error::Result;
 use crate::events::{Events, Subscription};
-use crate::id::SessionHandle;
+use crate::id::{Digest, SessionHandle};
+use crate::record::StoredRecord;
 use crate::session::Limits;
 use crate::stats::{Counters, Stats};
 
@@ -135,13 +136,20 @@ impl Engine {
         self.counters.snapshot()
     }
 
-    /// Every stored record as (key, bytes), in storage order.
-    pub(crate) fn records(&self) -> impl Iterator<Item = Result<(Vec<u8>, IVec)>> + '_ {
-        self.backend.records()
+    /// Every stored session record that decodes, with its digest, in storage order
+    /// (records under stray keys, and undecodable ones, are skipped: see `verify`).
+    pub(crate) fn records(&self) -> impl Iterator<Item = Result<(Digest, StoredRecord)>> + '_ {
+        self.backend.records().filter_map(|item| match item {
+            Ok((RecordKey::Digest(digest), bytes)) => {
+                StoredRecord::decode(bytes).ok().map(|r| Ok((digest, r)))
+            }
+            Ok((RecordKey::Stray(_), _)) => None,
+            Err(e) => Some(Err(e)),
+        })
     }
 
     /// The stored records whose digest begins with `handle`.
-    pub(crate) fn records_of(&self, handle: &SessionHandle) -> Result<Vec<(Vec<u8>, IVec)>> {
+    pub(crate) fn records_of(&self, handle: &SessionHandle) -> Result<Vec<(Digest, IVec)>> {
         self.backend.records_with_prefix(handle.as_bytes())
     }
 

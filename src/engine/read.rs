@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use crate::backend::RecordKey;
 use crate::engine::Engine;
 use crate::engine::locks::StripeGuard;
 use crate::error::Result;
@@ -151,8 +152,12 @@ impl Engine {
         let mut n = 0;
         for item in self.backend.records() {
             let (key, bytes) = item?;
-            let header = match Digest::from_slice(&key).and_then(|d| self.cache.peek(&d)) {
-                Some(entry) => Some(entry.header),
+            let cached = match key {
+                RecordKey::Digest(digest) => self.cache.peek(&digest),
+                RecordKey::Stray(_) => None,
+            };
+            let header = match cached {
+                Some(record) => Some(record.header),
                 None => StoredRecord::decode(bytes).ok().map(|r| r.header),
             };
             if header.is_some_and(|h| expiry::is_live(&self.config, &h, now)) {

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use crate::backend::{ExpiryEntry, UserEntry};
+use crate::backend::{ExpiryEntry, RecordKey, UserEntry};
 use crate::engine::Engine;
 use crate::engine::read::Via;
 use crate::error::Result;
@@ -61,12 +61,15 @@ impl Engine {
         for item in backend.records() {
             let (key, bytes) = item?;
             report.records += 1;
-            let Some(digest) = Digest::from_slice(&key) else {
-                report.undecodable += 1;
-                if repair {
-                    backend.quarantine_stray(&key, &bytes)?;
+            let digest = match key {
+                RecordKey::Digest(digest) => digest,
+                RecordKey::Stray(key) => {
+                    report.undecodable += 1;
+                    if repair {
+                        backend.quarantine_stray(&key, &bytes)?;
+                    }
+                    continue;
                 }
-                continue;
             };
             let record = match StoredRecord::decode(bytes) {
                 Ok(record) => record,
@@ -98,7 +101,8 @@ impl Engine {
             }
             index.insert(digest, (expires_at, record.user));
         }
-        for entry in backend.expiry_entries()? {
+        for entry in backend.expiry_entries() {
+            let entry = entry?;
             let listed = match &entry {
                 ExpiryEntry::Due(expires_at, digest) => Some((*expires_at, *digest)),
                 ExpiryEntry::Bad(_) => None,
@@ -123,8 +127,8 @@ impl Engine {
                 backend.drop_expiry_entry(&entry)?;
             }
         }
-        for entry in backend.user_entries()? {
-            match entry {
+        for entry in backend.user_entries() {
+            match entry? {
                 UserEntry::Listed(user, digest) => {
                     let found = index
                         .get(&digest)

@@ -18,7 +18,7 @@
 //! on a mismatch the operation retries from disk, a bounded number of times
 //! ([`retrying`]), then fails with [`Error::Contended`].
 //!
-//! The operations above it: `commit` (create, save, update, touch), `revoke` (destroy,
+//! The operations above it: `commit` (create, save, touch), `update`, `revoke` (destroy,
 //! revoke-all, the per-user cap), `regenerate` (atomic ID regeneration), `purge`.
 
 use std::sync::Arc;

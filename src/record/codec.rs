@@ -38,7 +38,7 @@ pub(super) const RECORD_FORMAT: u8 = 2;
 /// The record format of sessile 0.1: no per-session timeouts.
 pub(super) const FORMAT_1: u8 = 1;
 /// The store format (`meta/format`) this build writes and reads; stores of format 1 are
-/// upgraded when opened (see [`upgrade_store`]).
+/// upgraded by their first write (the engine's `upgrade_before_write`).
 pub(crate) const STORE_FORMAT: u32 = 2;
 /// Upper bound on what any decode may allocate, whatever a length prefix claims.
 pub(crate) const DECODE_LIMIT: usize = 4 << 20;
@@ -255,7 +255,7 @@ pub(super) fn write_header(out: &mut Vec<u8>, h: &Header) {
     out.extend_from_slice(&h.own.absolute_ms.to_be_bytes());
 }
 
-/// Overwrites the header of a record encoded by [`encode_record`] in place.
+/// Overwrites the header of a record encoded by `record::encode_record` in place.
 pub(super) fn set_header(bytes: &mut [u8], header: &Header) {
     if bytes.len() >= HEADER_LEN && bytes[0] == RECORD_FORMAT {
         bytes[1..9].copy_from_slice(&header.expires_at.to_be_bytes());

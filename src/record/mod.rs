@@ -59,7 +59,7 @@ impl std::fmt::Debug for Memo {
 }
 
 impl StoredRecord {
-    /// A record to store: `encoded` (from [`Engine::encode`]) with `header` written
+    /// A record to store: `encoded` (from [`encode_record`], limits checked) with `header` written
     /// into it.
     pub(crate) fn encoded(
         mut encoded: Vec<u8>,

@@ -40,7 +40,7 @@ mod verify;
 use scripts::Scripts;
 
 use crate::backend::Swap;
-use crate::backend::{Cursor, ExpiryEntry, corrupt};
+use crate::backend::{Cursor, ExpiryEntry, RecordKey, corrupt};
 use crate::clock::Clock;
 use crate::config::RedisTarget;
 use crate::error::{Error, Result};
@@ -410,12 +410,18 @@ impl RedisBackend {
         Ok(removed > 0)
     }
 
-    pub(super) fn records(&self) -> Box<dyn Iterator<Item = Result<(Vec<u8>, IVec)>> + '_> {
+    pub(super) fn records(&self) -> Box<dyn Iterator<Item = Result<(RecordKey, IVec)>> + '_> {
         Box::new(Scan::new(self, format!("{}*", self.record_prefix())))
     }
 
-    pub(super) fn records_with_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, IVec)>> {
-        Scan::new(self, format!("{}{}*", self.record_prefix(), hex(prefix))).collect()
+    pub(super) fn records_with_prefix(&self, prefix: &[u8]) -> Result<Vec<(Digest, IVec)>> {
+        let mut found = Vec::new();
+        for item in Scan::new(self, format!("{}{}*", self.record_prefix(), hex(prefix))) {
+            if let (RecordKey::Digest(digest), bytes) = item? {
+                found.push((digest, bytes));
+            }
+        }
+        Ok(found)
     }
 
     pub(super) fn flush(&self) -> Result<()> {
@@ -487,9 +493,9 @@ struct Scan<'a> {
     pattern: String,
     cursor: u64,
     started: bool,
-    ready: VecDeque<(Vec<u8>, IVec)>,
+    ready: VecDeque<(RecordKey, IVec)>,
     /// SCAN may return a key more than once (while the server rehashes): each is passed
-    /// on once. Holds the digests (32 bytes each) seen so far.
+    /// on once. Holds the names (after the record prefix) seen so far.
     seen: HashSet<Vec<u8>>,
 }
 
@@ -526,11 +532,12 @@ impl Scan<'_> {
         for (key, value) in keys.into_iter().zip(values) {
             // A record deleted between the SCAN and the MGET is skipped.
             let name = key.get(prefix..).unwrap_or_default();
-            let digest = digest_of_hex(name).map_or_else(|| name.to_vec(), |d| d.0.to_vec());
             if let Some(value) = value
-                && self.seen.insert(digest.clone())
+                && self.seen.insert(name.to_vec())
             {
-                self.ready.push_back((digest, IVec::from(value)));
+                let key = digest_of_hex(name)
+                    .map_or_else(|| RecordKey::Stray(name.to_vec()), RecordKey::Digest);
+                self.ready.push_back((key, IVec::from(value)));
             }
         }
         Ok(())
@@ -538,7 +545,7 @@ impl Scan<'_> {
 }
 
 impl Iterator for Scan<'_> {
-    type Item = Result<(Vec<u8>, IVec)>;
+    type Item = Result<(RecordKey, IVec)>;
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
@@ -569,13 +576,13 @@ fn flag(set: bool) -> &'static str {
     if set { "1" } else { "0" }
 }
 
-/// The digest a 64-character hex member or key names.
 /// The digest a sorted-set member or key names: 64 lowercase hex digits, as sessile
 /// writes them (any other spelling is not one of its entries).
 fn digest_of_hex(text: &[u8]) -> Option<Digest> {
-    from_hex(text)
-        .map(Digest)
-        .filter(|d| hex(&d.0).as_bytes() == text)
+    if text.iter().any(u8::is_ascii_uppercase) {
+        return None;
+    }
+    from_hex(text).map(Digest)
 }
 
 #[cfg(test)]

@@ -59,19 +59,35 @@ impl RedisBackend {
         Ok(())
     }
 
-    pub(in crate::backend) fn expiry_entries(&self) -> Result<Vec<ExpiryEntry>> {
-        let entries: Vec<(Vec<u8>, f64)> =
-            self.conn()?.zrange_withscores(self.expiry_key(), 0, -1)?;
-        Ok(entries
-            .into_iter()
-            .map(|(member, score)| match digest_of_hex(&member) {
-                Some(digest) if score >= 0.0 => ExpiryEntry::Due(score as u64, digest),
-                _ => ExpiryEntry::Bad(member),
-            })
-            .collect())
+    pub(in crate::backend) fn expiry_entries(
+        &self,
+    ) -> Box<dyn Iterator<Item = Result<ExpiryEntry>> + '_> {
+        let entries: Result<Vec<(Vec<u8>, f64)>> = self
+            .conn()
+            .and_then(|mut c| Ok(c.zrange_withscores(self.expiry_key(), 0, -1)?));
+        match entries {
+            Ok(entries) => Box::new(entries.into_iter().map(|(member, score)| {
+                Ok(match digest_of_hex(&member) {
+                    // As the purge reads them (`due`).
+                    Some(digest) if score >= 0.0 => ExpiryEntry::Due(score as u64, digest),
+                    _ => ExpiryEntry::Bad(member),
+                })
+            })),
+            Err(e) => Box::new(std::iter::once(Err(e))),
+        }
     }
 
-    pub(in crate::backend) fn user_entries(&self) -> Result<Vec<UserEntry>> {
+    pub(in crate::backend) fn user_entries(
+        &self,
+    ) -> Box<dyn Iterator<Item = Result<UserEntry>> + '_> {
+        match self.user_entry_list() {
+            Ok(entries) => Box::new(entries.into_iter().map(Ok)),
+            Err(e) => Box::new(std::iter::once(Err(e))),
+        }
+    }
+
+    /// Every member of every user set of the namespace.
+    fn user_entry_list(&self) -> Result<Vec<UserEntry>> {
         // A set of the sets: SCAN may name a key twice.
         let sets: BTreeSet<Vec<u8>> = {
             let mut conn = self.conn()?;
@@ -114,10 +130,16 @@ impl RedisBackend {
     pub(in crate::backend) fn quarantine_stray(&self, key: &[u8], bytes: &[u8]) -> Result<()> {
         let mut full = self.record_prefix().into_bytes();
         full.extend_from_slice(key);
-        let mut conn = self.conn()?;
-        // Copy first, as on sled: a crash in between leaves the bytes in both places.
-        let _: i64 = conn.hset(self.quarantine_key(), key, bytes)?;
-        let _: i64 = conn.del(full)?;
+        // The same script as a record's quarantine: copied, then deleted only if it is
+        // still these bytes (another program may write the key).
+        let _: i64 = self
+            .scripts
+            .quarantine
+            .key(self.quarantine_key())
+            .key(full)
+            .arg(key)
+            .arg(bytes)
+            .invoke(&mut *self.conn()?)?;
         Ok(())
     }
 

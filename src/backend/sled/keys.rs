@@ -16,7 +16,8 @@ pub(super) fn parse_expiry_key(key: &[u8]) -> Option<(u64, Digest)> {
     if key.len() != 40 {
         return None;
     }
-    Some((be_u64(key), Digest::from_slice(&key[8..])?))
+    let time = u64::from_be_bytes(key[..8].try_into().ok()?);
+    Some((time, Digest::from_slice(&key[8..])?))
 }
 
 /// `users` tree prefix of all entries of `user`: len (u16 big-endian) ‖ user.
@@ -43,12 +44,6 @@ pub(super) fn parse_user_key(key: &[u8]) -> Option<(&str, Digest)> {
     }
     let user = std::str::from_utf8(&key[2..2 + len]).ok()?;
     Some((user, Digest::from_slice(&key[2 + len..])?))
-}
-
-fn be_u64(bytes: &[u8]) -> u64 {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&bytes[..8]);
-    u64::from_be_bytes(b)
 }
 
 #[cfg(test)]

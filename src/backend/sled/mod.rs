@@ -3,7 +3,7 @@
 //! - `sessions`: digest (32 bytes) -> record;
 //! - `expiry`: `expires_at` (8 bytes, big-endian) ++ digest -> empty, so a range scan
 //!   walks sessions in expiry order;
-//! - `users`: user ++ 0x00 ++ digest -> empty;
+//! - `users`: length of the user (2 bytes, big-endian) ++ user ++ digest -> empty;
 //! - `quarantine`: digest -> the bytes of a record that did not decode;
 //! - `meta`: `format` -> the store format (4 bytes, big-endian).
 //!
@@ -23,7 +23,7 @@ use sled::transaction::ConflictableTransactionError;
 use sled::{IVec, Transactional, Tree};
 
 use crate::backend::Swap;
-use crate::backend::{Cursor, ExpiryEntry, UserEntry, corrupt};
+use crate::backend::{Cursor, ExpiryEntry, RecordKey, UserEntry, corrupt};
 use crate::error::{Error, Result};
 use crate::id::Digest;
 use crate::record::StoredRecord;
@@ -291,35 +291,27 @@ impl SledBackend {
         Ok(())
     }
 
-    pub(super) fn expiry_entries(&self) -> Result<Vec<ExpiryEntry>> {
-        self.expiry
-            .iter()
-            .keys()
-            .map(|key| {
-                let key = key?;
-                Ok(match keys::parse_expiry_key(&key) {
-                    Some((expires_at, digest)) => ExpiryEntry::Due(expires_at, digest),
-                    None => ExpiryEntry::Bad(key.to_vec()),
-                })
+    pub(super) fn expiry_entries(&self) -> Box<dyn Iterator<Item = Result<ExpiryEntry>> + '_> {
+        Box::new(self.expiry.iter().keys().map(|key| {
+            let key = key?;
+            Ok(match keys::parse_expiry_key(&key) {
+                Some((expires_at, digest)) => ExpiryEntry::Due(expires_at, digest),
+                None => ExpiryEntry::Bad(key.to_vec()),
             })
-            .collect()
+        }))
     }
 
-    pub(super) fn user_entries(&self) -> Result<Vec<UserEntry>> {
-        self.users
-            .iter()
-            .keys()
-            .map(|key| {
-                let key = key?;
-                Ok(match keys::parse_user_key(&key) {
-                    Some((user, digest)) => UserEntry::Listed(user.to_owned(), digest),
-                    None => UserEntry::Bad {
-                        index: Vec::new(),
-                        member: key.to_vec(),
-                    },
-                })
+    pub(super) fn user_entries(&self) -> Box<dyn Iterator<Item = Result<UserEntry>> + '_> {
+        Box::new(self.users.iter().keys().map(|key| {
+            let key = key?;
+            Ok(match keys::parse_user_key(&key) {
+                Some((user, digest)) => UserEntry::Listed(user.to_owned(), digest),
+                None => UserEntry::Bad {
+                    index: Vec::new(),
+                    member: key.to_vec(),
+                },
             })
-            .collect()
+        }))
     }
 
     pub(super) fn drop_bad_user_entry(&self, _index: &[u8], member: &[u8]) -> Result<()> {
@@ -340,19 +332,24 @@ impl SledBackend {
         Ok(self.quarantine.len() as u64)
     }
 
-    pub(super) fn records(&self) -> Box<dyn Iterator<Item = Result<(Vec<u8>, IVec)>> + '_> {
-        Box::new(
-            self.sessions
-                .iter()
-                .map(|item| item.map(|(k, v)| (k.to_vec(), v)).map_err(Error::from)),
-        )
+    pub(super) fn records(&self) -> Box<dyn Iterator<Item = Result<(RecordKey, IVec)>> + '_> {
+        Box::new(self.sessions.iter().map(|item| {
+            let (key, bytes) = item?;
+            let key = Digest::from_slice(&key)
+                .map_or_else(|| RecordKey::Stray(key.to_vec()), RecordKey::Digest);
+            Ok((key, bytes))
+        }))
     }
 
-    pub(super) fn records_with_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, IVec)>> {
-        self.sessions
-            .scan_prefix(prefix)
-            .map(|item| item.map(|(k, v)| (k.to_vec(), v)).map_err(Error::from))
-            .collect()
+    pub(super) fn records_with_prefix(&self, prefix: &[u8]) -> Result<Vec<(Digest, IVec)>> {
+        let mut found = Vec::new();
+        for item in self.sessions.scan_prefix(prefix) {
+            let (key, bytes) = item?;
+            if let Some(digest) = Digest::from_slice(&key) {
+                found.push((digest, bytes));
+            }
+        }
+        Ok(found)
     }
 
     pub(super) fn flush(&self) -> Result<()> {
