@@ -373,9 +373,9 @@ fn restores_racing_a_purge_keep_every_record_indexed() {
 }
 
 /// `verify(true)` (repair) lists records and index entries, then adds and removes
-/// entries; it races saves that move expiries and users, rotations and destroys. After
-/// the race the invariants hold, and each user's listing is exactly the live sessions
-/// that carry that user.
+/// entries; it races saves that move expiries and users, regenerations, touches, updates,
+/// loads and destroys. After the race the invariants hold, and each user's listing is
+/// exactly the live sessions that carry that user.
 #[test]
 fn repair_racing_writes_keeps_the_indexes_right() {
     use std::time::{Duration, Instant};
@@ -432,6 +432,11 @@ fn repair_racing_writes_keeps_the_indexes_right() {
                             }
                             _ if n % 50 == 4 => {
                                 store.destroy(s.id()).expect("destroy");
+                            }
+                            _ if n % 10 == 9 => {
+                                let _ = store.update(s.id(), |u| {
+                                    u.set_user(Some(users[n % 3]));
+                                });
                             }
                             _ => {
                                 let _ = store.load(s.id()).expect("load");

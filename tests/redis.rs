@@ -397,6 +397,33 @@ fn an_undecodable_record_is_quarantined_and_the_others_survive() {
 }
 
 #[test]
+fn a_record_under_a_stray_key_is_quarantined_by_repair_as_on_sled() {
+    let Some((url, ns)) = namespace() else { return };
+    let clock = ManualClock::new();
+    let store = config(&url, &ns, &clock).open().expect("open");
+    let live = store.create().expect("create");
+    let mut conn = raw(&url);
+    // 32 bytes, like a digest, but not the hex a digest is stored under.
+    let stray = format!("{ns}:s:{}", "x".repeat(32));
+    let _: () = conn.set(&stray, b"junk".as_slice()).expect("set");
+    let report = store.verify(false).expect("verify");
+    assert_eq!((report.records, report.undecodable), (2, 1));
+    assert!(!report.is_consistent());
+    let report = store.verify(true).expect("repair");
+    assert_eq!(report.undecodable, 1);
+    let exists: bool = conn.exists(&stray).expect("exists");
+    assert!(!exists, "moved out of the way");
+    let kept: Vec<u8> = conn
+        .hget(format!("{ns}:quarantine"), "x".repeat(32))
+        .expect("hget");
+    assert_eq!(kept, b"junk", "the bytes are kept");
+    let report = store.verify(false).expect("verify");
+    assert!(report.is_consistent(), "{report:?}");
+    assert_eq!((report.records, report.quarantined), (1, 1));
+    assert!(store.load(live.id()).expect("load").is_some());
+}
+
+#[test]
 fn records_carry_a_ttl_past_their_expiry_as_a_safety_net() {
     let Some((url, ns)) = namespace() else { return };
     let clock = ManualClock::new();
