@@ -434,9 +434,9 @@ fn repair_racing_writes_keeps_the_indexes_right() {
                                 store.destroy(s.id()).expect("destroy");
                             }
                             _ if n % 10 == 9 => {
-                                let _ = store.update(s.id(), |u| {
-                                    u.set_user(Some(users[n % 3]));
-                                });
+                                store
+                                    .update(s.id(), |u| u.set_user(Some(users[n % 3])))
+                                    .expect("update");
                             }
                             _ => {
                                 let _ = store.load(s.id()).expect("load");

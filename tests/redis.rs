@@ -406,8 +406,14 @@ fn a_record_under_a_stray_key_is_quarantined_by_repair_as_on_sled() {
     // 32 bytes, like a digest, but not the hex a digest is stored under.
     let stray = format!("{ns}:s:{}", "x".repeat(32));
     let _: () = conn.set(&stray, b"junk".as_slice()).expect("set");
+    // A user set whose name is not UTF-8: no user's, so its member is stale.
+    let mut odd_set = format!("{ns}:u:").into_bytes();
+    odd_set.push(0xff);
+    let member = live.handle().to_string().repeat(2);
+    let _: () = conn.zadd(&odd_set, &member, 1).expect("zadd");
     let report = store.verify(false).expect("verify");
     assert_eq!((report.records, report.undecodable), (2, 1));
+    assert_eq!(report.stale_user_entries, 1);
     assert!(!report.is_consistent());
     let report = store.verify(true).expect("repair");
     assert_eq!(report.undecodable, 1);
@@ -417,9 +423,12 @@ fn a_record_under_a_stray_key_is_quarantined_by_repair_as_on_sled() {
         .hget(format!("{ns}:quarantine"), "x".repeat(32))
         .expect("hget");
     assert_eq!(kept, b"junk", "the bytes are kept");
+    let odd_left: usize = conn.zcard(&odd_set).expect("zcard");
+    assert_eq!(odd_left, 0, "the stale member is dropped");
     let report = store.verify(false).expect("verify");
     assert!(report.is_consistent(), "{report:?}");
     assert_eq!((report.records, report.quarantined), (1, 1));
+    assert_eq!(report.stale_user_entries, 0);
     assert!(store.load(live.id()).expect("load").is_some());
 }
 

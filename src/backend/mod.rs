@@ -254,8 +254,9 @@ impl Backend {
         dispatch!(self, b => b.drop_bad_user_entry(index, member))
     }
 
-    /// Copies a record stored under a stray key to the quarantine, then removes it if it
-    /// is still `bytes`.
+    /// Copies a record stored under a stray key to the quarantine, then removes it (on
+    /// Redis only if it is still `bytes`: another program may write the key; on sled,
+    /// whose folder one process holds, it cannot change meanwhile).
     pub(crate) fn quarantine_stray(&self, key: &[u8], bytes: &[u8]) -> Result<()> {
         dispatch!(self, b => b.quarantine_stray(key, bytes))
     }

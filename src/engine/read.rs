@@ -152,9 +152,10 @@ impl Engine {
         let mut n = 0;
         for item in self.backend.records() {
             let (key, bytes) = item?;
+            // A record under a stray key is no session (nothing loads it): not counted.
             let cached = match key {
                 RecordKey::Digest(digest) => self.cache.peek(&digest),
-                RecordKey::Stray(_) => None,
+                RecordKey::Stray(_) => continue,
             };
             let header = match cached {
                 Some(record) => Some(record.header),

@@ -98,17 +98,16 @@ impl RedisBackend {
         let prefix_len = self.user_key(None).len();
         let mut entries = Vec::new();
         for set in sets {
-            let Some(user) = set
+            // A set whose name is not UTF-8 is no user's: all its members are bad.
+            let user = set
                 .get(prefix_len..)
-                .and_then(|u| String::from_utf8(u.to_vec()).ok())
-            else {
-                continue;
-            };
+                .and_then(|u| std::str::from_utf8(u).ok())
+                .map(str::to_owned);
             let members: Vec<Vec<u8>> = self.conn()?.zrange(&set, 0, -1)?;
             for member in members {
-                entries.push(match digest_of_hex(&member) {
-                    Some(digest) => UserEntry::Listed(user.clone(), digest),
-                    None => UserEntry::Bad {
+                entries.push(match (&user, digest_of_hex(&member)) {
+                    (Some(user), Some(digest)) => UserEntry::Listed(user.clone(), digest),
+                    _ => UserEntry::Bad {
                         index: set.clone(),
                         member,
                     },
