@@ -1,6 +1,61 @@
-#![doc = include_str!("../README.md")]
+//! An embedded, persistent session store for Rust servers: link it in, point it at a
+//! folder, and get web sessions that survive restarts, expire on their own (an idle and an
+//! absolute timeout), and are looked up in well under a microsecond. When an app outgrows
+//! one server, the same [`Store`] runs on Redis or Valkey ([`Config::redis`], feature
+//! `redis`) and keeps every session.
+//!
+//! # Add it
+//!
+//! ```toml
+//! [dependencies]
+//! sessile = "0.1"                                      # the store alone
+//! sessile = { version = "0.1", features = ["tower"] }  # with tower-sessions 0.15 (axum)
+//! ```
+//!
+//! | feature | what it adds |
+//! |---|---|
+//! | (none) | [`Store`], [`Config`], [`Session`]: the store in a folder |
+//! | `tower` | `tower::TowerStore` for tower-sessions 0.15 (axum 0.8) |
+//! | `tower-014` | the same `TowerStore` for tower-sessions 0.14 (axum-login 0.18) |
+//! | `actix` | `actix::ActixStore` for actix-session 0.11 |
+//! | `redis` | [`Config::redis`]: the same store on Redis or Valkey |
+//! | `cli` | the `sessile` operator tool |
+//!
+//! # A first example
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! # let path = dir.path().join("sessions");
+//! let store = sessile::Store::open(&path)?;
+//! let mut session = store.create()?;           // a fresh 256-bit token, stored now
+//! session.insert("cart", &vec![1u32, 2])?;     // any serde value
+//! store.save(&session)?;
+//! let cookie = session.id().to_string();       // what goes in the cookie
+//!
+//! drop(store);                                 // a restart...
+//! let store = sessile::Store::open(&path)?;
+//! let session = store.load(&cookie.parse()?)?.expect("survived the restart");
+//! assert_eq!(session.get::<Vec<u32>>("cart")?, Some(vec![1, 2]));
+//! # Ok(()) }
+//! ```
+//!
+//! # Where to go next
+//!
+//! - [`Store`]: create, load, save, touch, update, destroy, regenerate; a user's devices
+//!   and "log out everywhere" ([`Store::sessions_of`], [`Store::destroy_user`]); events
+//!   ([`Store::subscribe`]).
+//! - [`Config`]: timeouts, per-session lifetimes ([`Lifetime`]), durability, the per-user
+//!   cap, the purge thread, Redis.
+//! - The framework adapters, each behind its feature: `tower` (axum, axum-login) and
+//!   `actix` (actix-web), with a complete server in `examples/` of the repository.
+//! - The repository's README is the guide (guarantees, operating the `sessile` CLI,
+//!   backups, performance); ARCHITECTURE.md explains how it works inside.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
+// The public API first (rustdoc lists `Store`'s methods in this order: the core, then a
+// user's sessions, then dumps), then the layers below it.
 mod backend;
 mod clock;
 mod config;
@@ -47,3 +102,9 @@ pub use crate::users::SessionInfo;
 pub mod __fuzz {
     pub use crate::record::fuzz_decode_record as decode_record;
 }
+
+/// The README's examples, compiled and run as doctests (the README is the guide; the crate
+/// page above is its short form).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

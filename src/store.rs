@@ -14,7 +14,8 @@ use crate::id::SessionId;
 use crate::session::Session;
 use crate::stats::Stats;
 
-/// A persistent session store in one folder.
+/// A persistent session store: in one folder, or on a Redis server
+/// ([`Config::redis`](crate::Config::redis)).
 ///
 /// `Store` is a cheap handle: clone it into every request handler or thread. The folder is
 /// locked while any handle is alive; when the last one is dropped, the purge thread is

@@ -402,6 +402,68 @@ fn export_then_import_gives_identical_sessions() {
     assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 7);
 }
 
+/// `import DIR -` reads the dump from standard input: from a file redirect, from a pipe
+/// a program writes into, and from `export - | import -`.
+#[test]
+fn import_from_standard_input_works_from_a_file_a_pipe_and_an_export() {
+    use std::process::Stdio;
+
+    let f = fixture();
+    let original = dump_of(&f.path);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("backup.jsonl");
+    let file_s = file.to_str().expect("utf-8");
+    assert_eq!(code(&run(&["export", file_s], &f.path)), 0);
+    let import_into = |target: &Path, stdin: Stdio| {
+        Command::new(BIN)
+            .args(["import", target.to_str().expect("utf-8"), "-"])
+            .stdin(stdin)
+            .output()
+            .expect("run sessile import")
+    };
+
+    // `sessile import DIR - < FILE`
+    let redirected = dir.path().join("redirected");
+    let from_file = std::fs::File::open(&file).expect("open the dump");
+    let o = import_into(&redirected, Stdio::from(from_file));
+    assert_eq!(code(&o), 0, "stderr: {}", stderr(&o));
+    assert_eq!(dump_of(&redirected), original);
+
+    // `cat FILE | sessile import DIR -`
+    let piped = dir.path().join("piped");
+    let mut child = Command::new(BIN)
+        .args(["import", piped.to_str().expect("utf-8"), "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sessile import");
+    let bytes = std::fs::read(&file).expect("read the dump");
+    {
+        let mut stdin = child.stdin.take().expect("stdin");
+        std::io::Write::write_all(&mut stdin, &bytes).expect("write the dump");
+    }
+    let o = child.wait_with_output().expect("wait");
+    assert_eq!(code(&o), 0, "stderr: {}", stderr(&o));
+    assert_eq!(dump_of(&piped), original);
+
+    // `sessile export SRC - | sessile import DIR -`
+    let chained = dir.path().join("chained");
+    let mut export = Command::new(BIN)
+        .args(["export", f.path.to_str().expect("utf-8"), "-"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn sessile export");
+    let pipe = export.stdout.take().expect("export's stdout");
+    let o = import_into(&chained, Stdio::from(pipe));
+    assert!(
+        export.wait().expect("export").success(),
+        "the export failed"
+    );
+    assert_eq!(code(&o), 0, "stderr: {}", stderr(&o));
+    assert_eq!(dump_of(&chained), original);
+}
+
 #[test]
 fn import_refuses_damaged_dumps_before_writing() {
     let f = fixture();

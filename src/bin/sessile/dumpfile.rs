@@ -286,6 +286,8 @@ pub fn import(dir: &Path, file: &Path, merge: bool, out: &mut dyn Write) -> Resu
         // Standard input can be read only once: keep a copy to check it before writing.
         let mut copy = tempfile::tempfile()?;
         io::copy(&mut io::stdin().lock(), &mut copy)?;
+        // The copy is read from its start, not from where the writes left it.
+        copy.rewind()?;
         (copy, "standard input".to_string())
     } else {
         let f = File::open(file).map_err(|e| CliError::from(e).context(file.display()))?;
