@@ -47,8 +47,11 @@ pub struct Config {
     pub(crate) path: PathBuf,
     pub(crate) idle_ms: u64,
     pub(crate) absolute_ms: Option<u64>,
-    pub(crate) max_idle_ms: u64,
-    pub(crate) max_absolute_ms: u64,
+    /// Set by [`Config::max_idle_timeout`]; unset, the default rises to the idle timeout.
+    max_idle_ms: Option<u64>,
+    /// Set by [`Config::max_absolute_timeout`]; unset, the default rises to the absolute
+    /// timeout.
+    max_absolute_ms: Option<u64>,
     touch_granularity_ms: Option<u64>,
     pub(crate) purge_interval: Duration,
     pub(crate) purge_batch: usize,
@@ -95,8 +98,8 @@ impl Config {
             path: path.as_ref().to_path_buf(),
             idle_ms: duration_ms(DEFAULT_IDLE_TIMEOUT),
             absolute_ms: Some(duration_ms(DEFAULT_ABSOLUTE_TIMEOUT)),
-            max_idle_ms: duration_ms(DEFAULT_MAX_IDLE_TIMEOUT),
-            max_absolute_ms: duration_ms(DEFAULT_MAX_ABSOLUTE_TIMEOUT),
+            max_idle_ms: None,
+            max_absolute_ms: None,
             touch_granularity_ms: None,
             purge_interval: Duration::from_secs(60),
             purge_batch: 1024,
@@ -202,18 +205,20 @@ impl Config {
 
     /// The longest idle timeout a session may set for itself with
     /// [`Session::set_lifetime`](crate::Session::set_lifetime) (or get from an adapter's
-    /// framework expiry); longer ones are cut to it. Default 90 days; from the store's
-    /// idle timeout to [`MAX_TIMEOUT`]. Lowering it applies at once to stored sessions.
+    /// framework expiry); longer ones are cut to it. Default 90 days, or the store's idle
+    /// timeout if that is longer; set, from the store's idle timeout to [`MAX_TIMEOUT`].
+    /// Lowering it applies at once to stored sessions.
     pub fn max_idle_timeout(mut self, ceiling: Duration) -> Config {
-        self.max_idle_ms = duration_ms(ceiling);
+        self.max_idle_ms = Some(duration_ms(ceiling));
         self
     }
 
     /// The longest absolute timeout a session may set for itself; longer ones are cut to
-    /// it. Default 400 days; from the store's absolute timeout (if any) to
-    /// [`MAX_TIMEOUT`]. Lowering it applies at once to stored sessions.
+    /// it. Default 400 days, or the store's absolute timeout if that is longer; set, from
+    /// the store's absolute timeout (if any) to [`MAX_TIMEOUT`]. Lowering it applies at
+    /// once to stored sessions.
     pub fn max_absolute_timeout(mut self, ceiling: Duration) -> Config {
-        self.max_absolute_ms = duration_ms(ceiling);
+        self.max_absolute_ms = Some(duration_ms(ceiling));
         self
     }
 
@@ -338,14 +343,26 @@ impl Config {
             || format!("must be from 1 ms to {MAX_TIMEOUT:?}"),
         )?;
         check(
-            (self.idle_ms..=max_timeout).contains(&self.max_idle_ms),
+            (self.idle_ms..=max_timeout).contains(&self.max_idle_ms()),
             "max_idle_timeout",
-            || format!("must be from idle_timeout to {MAX_TIMEOUT:?}"),
+            || {
+                format!(
+                    "must be from idle_timeout ({:?}) to {MAX_TIMEOUT:?}: raise \
+                     max_idle_timeout or lower idle_timeout",
+                    Duration::from_millis(self.idle_ms)
+                )
+            },
         )?;
         check(
-            (self.absolute_ms.unwrap_or(1)..=max_timeout).contains(&self.max_absolute_ms),
+            (self.absolute_ms.unwrap_or(1)..=max_timeout).contains(&self.max_absolute_ms()),
             "max_absolute_timeout",
-            || format!("must be from absolute_timeout to {MAX_TIMEOUT:?}"),
+            || {
+                format!(
+                    "must be from absolute_timeout ({:?}) to {MAX_TIMEOUT:?}: raise \
+                     max_absolute_timeout or lower absolute_timeout",
+                    Duration::from_millis(self.absolute_ms.unwrap_or(1))
+                )
+            },
         )?;
         check(
             self.touch_granularity_ms.is_none_or(|g| g <= self.idle_ms),
@@ -398,6 +415,21 @@ impl Config {
             "event_capacity",
             || format!("must be from 1 to {MAX_EVENT_CAPACITY}"),
         )
+    }
+
+    /// The longest idle timeout a session may carry, in milliseconds: as set, or the
+    /// default raised to the store's own idle timeout.
+    pub(crate) fn max_idle_ms(&self) -> u64 {
+        self.max_idle_ms
+            .unwrap_or_else(|| duration_ms(DEFAULT_MAX_IDLE_TIMEOUT).max(self.idle_ms))
+    }
+
+    /// The longest absolute timeout a session may carry, in milliseconds: as set, or the
+    /// default raised to the store's own absolute timeout.
+    pub(crate) fn max_absolute_ms(&self) -> u64 {
+        self.max_absolute_ms.unwrap_or_else(|| {
+            duration_ms(DEFAULT_MAX_ABSOLUTE_TIMEOUT).max(self.absolute_ms.unwrap_or(0))
+        })
     }
 
     /// The granularity in milliseconds, defaulted from the idle timeout.

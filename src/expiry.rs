@@ -77,8 +77,8 @@ impl Lifetime {
         let ms =
             |d: Option<Duration>, ceiling: u64| d.map_or(0, |d| duration_ms(d).clamp(1, ceiling));
         OwnTimeouts {
-            idle_ms: ms(self.idle, config.max_idle_ms),
-            absolute_ms: ms(self.absolute, config.max_absolute_ms),
+            idle_ms: ms(self.idle, config.max_idle_ms()),
+            absolute_ms: ms(self.absolute, config.max_absolute_ms()),
         }
     }
 
@@ -87,8 +87,8 @@ impl Lifetime {
     pub(crate) fn from_own(own: OwnTimeouts, config: &Config) -> Lifetime {
         let d = |ms: u64, ceiling: u64| (ms > 0).then(|| Duration::from_millis(ms.min(ceiling)));
         Lifetime {
-            idle: d(own.idle_ms, config.max_idle_ms),
-            absolute: d(own.absolute_ms, config.max_absolute_ms),
+            idle: d(own.idle_ms, config.max_idle_ms()),
+            absolute: d(own.absolute_ms, config.max_absolute_ms()),
         }
     }
 }
@@ -105,11 +105,11 @@ impl Timeouts {
         Timeouts {
             idle_ms: match own.idle_ms {
                 0 => config.idle_ms,
-                own => own.min(config.max_idle_ms),
+                own => own.min(config.max_idle_ms()),
             },
             absolute_ms: match own.absolute_ms {
                 0 => config.absolute_ms,
-                own => Some(own.min(config.max_absolute_ms)),
+                own => Some(own.min(config.max_absolute_ms())),
             },
         }
     }

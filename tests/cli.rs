@@ -665,3 +665,54 @@ fn a_folder_migrates_to_redis_and_every_command_takes_a_url() {
         "the anonymous live session is left"
     );
 }
+
+/// The README's sample outputs are the program's: the labels `stats` and `show` print,
+/// the columns of `list`, and the format version, as the CLI prints them now.
+#[test]
+fn the_readme_samples_match_the_program() {
+    let readme = include_str!("../README.md");
+    // The lines of the README's sample output of `$ sessile ARGS`, up to `[exit ...]`.
+    let sample = |args: &str| -> Vec<&str> {
+        let prompt = format!("$ sessile {args}");
+        let mut lines = readme.lines().skip_while(|l| *l != prompt);
+        assert!(
+            lines.next().is_some(),
+            "no sample of `{prompt}` in the README"
+        );
+        lines.take_while(|l| !l.starts_with("[exit")).collect()
+    };
+    // The first column: what comes before two spaces in a row.
+    let labels = |lines: &[&str]| -> Vec<String> {
+        lines
+            .iter()
+            .take_while(|l| !l.is_empty())
+            .map(|l| l.split("  ").next().unwrap_or_default().trim().to_owned())
+            .collect()
+    };
+    let words = |line: &str| line.split_whitespace().collect::<Vec<_>>().join(" ");
+    let f = fixture();
+
+    let stats = stdout(&run(&["stats"], &f.path));
+    let stats: Vec<&str> = stats.lines().collect();
+    assert_eq!(labels(&sample("stats data")), labels(&stats), "stats");
+    let version = |lines: &[&str]| {
+        lines
+            .iter()
+            .find(|l| l.starts_with("format version"))
+            .map(|l| words(l))
+    };
+    assert_eq!(version(&sample("stats data")), version(&stats));
+
+    let list = stdout(&run(&["list"], &f.path));
+    let header = list.lines().next().expect("a header");
+    assert_eq!(words(sample("list data")[0]), words(header), "list");
+
+    let show = stdout(&run(&["show", &f.alice[0].to_string()], &f.path));
+    let show: Vec<&str> = show.lines().collect();
+    let readme_show = readme
+        .lines()
+        .find(|l| l.starts_with("$ sessile show data ") && !l.contains("--"))
+        .expect("a sample of show");
+    let readme_show = readme_show.trim_start_matches("$ sessile ");
+    assert_eq!(labels(&sample(readme_show)), labels(&show), "show");
+}

@@ -210,6 +210,35 @@ fn ceilings_below_the_store_timeouts_are_refused() {
     assert!(ok.is_ok());
 }
 
+/// A ceiling nobody set rises to the store's own timeouts (a store configured for a year of
+/// inactivity opens, as it did before per-session lifetimes); one that was set and is too
+/// low is refused, naming the setting to change.
+#[test]
+fn unset_ceilings_rise_to_the_store_timeouts_and_set_ones_are_checked() {
+    let f = Fixture::new();
+    let year = 365 * DAY;
+    let store = f
+        .config()
+        .idle_timeout(year)
+        .absolute_timeout(2 * year)
+        .open()
+        .expect("a year of idle time opens without touching the ceilings");
+    let s = store.create().expect("create");
+    f.clock.advance(300 * DAY);
+    assert!(
+        live(&store, &s),
+        "the store's own year-long idle timeout holds"
+    );
+    drop(store);
+    match f.config().idle_timeout(year).max_idle_timeout(DAY).open() {
+        Err(sessile::Error::InvalidConfig { setting, reason }) => {
+            assert_eq!(setting, "max_idle_timeout");
+            assert!(reason.contains("idle_timeout"), "{reason}");
+        }
+        other => panic!("expected InvalidConfig, got {other:?}"),
+    }
+}
+
 #[test]
 fn dump_and_restore_keep_the_lifetime() {
     let f = Fixture::new();

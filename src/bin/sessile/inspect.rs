@@ -121,9 +121,15 @@ pub fn stats(dir: &Path, json: bool, out: &mut dyn Write) -> Result<u8, CliError
             (
                 "users",
                 format!(
-                    "{} ({} live sessions have a user)",
+                    "{} ({} live session{} {} a user)",
                     fmt::thousands(report.users),
-                    fmt::thousands(report.live_with_user)
+                    fmt::thousands(report.live_with_user),
+                    if report.live_with_user == 1 { "" } else { "s" },
+                    if report.live_with_user == 1 {
+                        "has"
+                    } else {
+                        "have"
+                    },
                 ),
             ),
             (
