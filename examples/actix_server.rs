@@ -20,13 +20,19 @@
 //! - `GET /devices` -> the user's sessions (handles and times);
 //! - `POST /logout-others` -> destroys the user's other sessions.
 //!
-//! Ctrl-C or SIGTERM stops it gracefully (actix-web handles both); the store is then
+//! `kill -USR1 <pid>` writes an online backup of every session to
+//! `<data>/backup-<unix ms>.jsonl` while it serves (`sessile import NEW_DIR FILE` restores
+//! it). Ctrl-C or SIGTERM stops it gracefully (actix-web handles both); the store is then
 //! flushed off the executor before the process exits.
 
 use std::error::Error;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+#[path = "common/backup.rs"]
+mod backup;
+use backup::backups_on_signal;
 
 use actix_session::config::PersistentSession;
 use actix_session::{Session, SessionMiddleware};
@@ -74,10 +80,14 @@ async fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
     for a in server.addrs() {
         println!("listening on http://{a}");
     }
+    backups_on_signal(store.store().clone(), &data);
     server.run().await?;
     println!("shutting down");
     store.flush().await?;
-    println!("stopped; sessions flushed to {}", data.display());
+    println!(
+        "stopped; sessions flushed to {}",
+        store.store().path().display()
+    );
     Ok(())
 }
 

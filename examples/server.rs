@@ -24,7 +24,9 @@
 //! - `GET /devices` -> the user's sessions (handles and times);
 //! - `POST /logout-others` -> destroys the user's other sessions.
 //!
-//! Ctrl-C or SIGTERM stops it gracefully; the store is flushed (off the executor) before
+//! `kill -USR1 <pid>` writes an online backup of every session to
+//! `<data>/backup-<unix ms>.jsonl` while it serves (`sessile import NEW_DIR FILE` restores
+//! it). Ctrl-C or SIGTERM stops it gracefully; the store is flushed (off the executor) before
 //! it exits.
 
 mod common;

@@ -166,6 +166,11 @@ pub enum Error {
     #[error("the session was changed by another write while the update waited for a revoke")]
     UpdateConflict,
 
+    /// Writing a dump ([`Store::export`](crate::Store::export)) or reading one
+    /// ([`Store::import`](crate::Store::import)) failed: the file, pipe or folder.
+    #[error("cannot write or read the dump: {0}")]
+    DumpIo(#[source] std::io::Error),
+
     /// The store's purge thread could not be started, so the store was not opened (its
     /// folder exists, and a new store has its format marker).
     #[error("cannot start the purge thread: {0}")]

@@ -221,10 +221,7 @@ impl SessionHandle {
 
 impl fmt::Display for SessionHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in self.0 {
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
+        write_hex(f, &self.0)
     }
 }
 
@@ -245,15 +242,14 @@ impl FromStr for SessionHandle {
     }
 }
 
-/// `bytes` as lowercase hex.
-pub(crate) fn to_hex(bytes: &[u8]) -> String {
+/// Writes `bytes` as lowercase hex (handles, and digests on Redis).
+pub(crate) fn write_hex(out: &mut impl fmt::Write, bytes: &[u8]) -> fmt::Result {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+        out.write_char(char::from(DIGITS[usize::from(b >> 4)]))?;
+        out.write_char(char::from(DIGITS[usize::from(b & 0xf)]))?;
     }
-    out
+    Ok(())
 }
 
 /// The `N` bytes that `text` (exactly `2 * N` hex digits, either case) spells.

@@ -60,6 +60,7 @@ mod backend;
 mod clock;
 mod config;
 mod dump;
+mod dumpfile;
 mod engine;
 mod error;
 mod events;
@@ -81,6 +82,7 @@ pub use crate::config::{
     DEFAULT_MAX_IDLE_TIMEOUT, Durability, MAX_TIMEOUT, MAX_USER_LEN,
 };
 pub use crate::dump::SessionDump;
+pub use crate::dumpfile::check_dump;
 pub use crate::engine::verify::VerifyReport;
 pub use crate::error::{Error, Oversized, ParseHandleError, ParseIdError, Result, StorageError};
 pub use crate::events::{DestroyReason, Event, RecvError, Subscription};

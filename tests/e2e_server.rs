@@ -110,3 +110,79 @@ fn sessions_survive_a_sigterm_restart_of_the_example_server() {
     );
     server.terminate();
 }
+
+/// The online backup: `kill -USR1` makes the running server write every session to a file
+/// while it serves other requests; the file, imported into a new folder, brings back every
+/// session that was live when the backup was taken.
+#[test]
+fn a_backup_of_the_running_server_restores_every_live_session() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let server = start(&data);
+    let mut anonymous = Client::new(server.addr);
+    assert_eq!(anonymous.get("/").json()["visits"], json!(1));
+    assert_eq!(anonymous.get("/").json()["visits"], json!(2));
+    let mut logged_in: Vec<(Client, &str)> = ["alice", "bob"]
+        .into_iter()
+        .map(|user| {
+            let mut client = Client::new(server.addr);
+            let login = client.post_form("/login", &format!("user={user}"));
+            assert_eq!(login.status, 200, "{login:?}");
+            (client, user)
+        })
+        .collect();
+
+    // Traffic while the backup runs: new sessions and visits.
+    let stop = AtomicBool::new(false);
+    let line = std::thread::scope(|scope| {
+        let addr = server.addr;
+        let stop = &stop;
+        let traffic = scope.spawn(move || {
+            let mut served = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                let mut client = Client::new(addr);
+                assert_eq!(client.get("/").status, 200);
+                served += 1;
+            }
+            served
+        });
+        server.signal("USR1");
+        let line = server.line_with("backup: ");
+        stop.store(true, Ordering::Relaxed);
+        assert!(traffic.join().expect("traffic") > 0, "no request ran");
+        line
+    });
+    let file = line
+        .split(" written to ")
+        .nth(1)
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| panic!("no path in {line:?}"));
+    server.terminate();
+
+    // A new folder: the backup imported, the cookie key copied, the server started on it.
+    let restored = dir.path().join("restored");
+    std::fs::create_dir_all(&restored).expect("mkdir");
+    std::fs::copy(data.join("cookie-key"), restored.join("cookie-key")).expect("copy key");
+    let store = sessile::Store::open(restored.join("sessions")).expect("open");
+    let backup = std::fs::File::open(&file).expect("the backup file");
+    let imported = store
+        .import(std::io::BufReader::new(backup))
+        .expect("import");
+    assert!(imported >= 3, "{imported} sessions in the backup");
+    drop(store);
+
+    let server = start(&restored);
+    anonymous.addr = server.addr;
+    assert_eq!(
+        anonymous.get("/").json(),
+        json!({ "user": null, "visits": 3 }),
+        "the anonymous session came back with its visits"
+    );
+    for (client, user) in &mut logged_in {
+        client.addr = server.addr;
+        assert_eq!(client.get("/").json()["user"], json!(user), "{user}");
+    }
+    server.terminate();
+}

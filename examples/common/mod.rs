@@ -14,6 +14,9 @@ use base64::Engine as _;
 use serde_json::json;
 use tower_sessions::cookie::Key;
 
+mod backup;
+pub use backup::backups_on_signal;
+
 /// Opens the store and the cookie key, on the blocking pool (they read the disk or the
 /// network). The store is in `<data>/sessions`, or on the Redis server at
 /// `SESSILE_REDIS_URL` (key namespace `SESSILE_REDIS_NAMESPACE`, default `sessile`) if
@@ -57,11 +60,15 @@ pub async fn serve(
 ) -> Result<(), Box<dyn Error + Send + Sync>> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     println!("listening on http://{}", listener.local_addr()?);
+    backups_on_signal(store.store().clone(), data);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     store.flush().await?;
-    println!("stopped; sessions flushed to {}", data.display());
+    println!(
+        "stopped; sessions flushed to {}",
+        store.store().path().display()
+    );
     Ok(())
 }
 

@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use sled::IVec;
 
 use crate::backend::{Backend, RecordKey};
-use crate::config::{Config, Durability};
+use crate::config::Config;
 use crate::engine::cache::ReadCache;
 use crate::engine::locks::Locks;
 use crate::engine::memo::DigestMemo;
@@ -107,7 +107,7 @@ impl Engine {
     /// then make it in place instead of on the blocking pool.
     #[cfg(any(feature = "tower", feature = "tower-014", feature = "actix"))]
     pub(crate) fn writes_quickly(&self) -> bool {
-        self.config.durability != Durability::EveryWrite && !self.on_network()
+        self.config.durability != crate::config::Durability::EveryWrite && !self.on_network()
     }
 
     /// The storage, for unit tests that look at it directly.

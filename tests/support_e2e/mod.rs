@@ -86,7 +86,18 @@ impl Running {
         running
     }
 
-    fn line_with(&self, needle: &str) -> String {
+    /// Sends the server the signal `name` (`USR1`, ...).
+    pub fn signal(&self, name: &str) {
+        let child = self.child.as_ref().expect("running");
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// The next line the server prints that holds `needle` (waiting up to a minute).
+    pub fn line_with(&self, needle: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());

@@ -44,7 +44,7 @@ use crate::backend::{Cursor, ExpiryEntry, RecordKey, corrupt};
 use crate::clock::Clock;
 use crate::config::RedisTarget;
 use crate::error::{Error, Result};
-use crate::id::{Digest, from_hex, to_hex as hex};
+use crate::id::{Digest, from_hex, write_hex};
 use crate::record::StoredRecord;
 
 /// How long past its expiry a record stays on the server if no store deletes it.
@@ -574,6 +574,14 @@ fn swap(answer: i64) -> Result<Swap> {
 
 fn flag(set: bool) -> &'static str {
     if set { "1" } else { "0" }
+}
+
+/// `bytes` as lowercase hex, as digests appear in keys and members.
+fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    // Writing into a String cannot fail.
+    let _ = write_hex(&mut out, bytes);
+    out
 }
 
 /// The digest a sorted-set member or key names: 64 lowercase hex digits, as sessile

@@ -1,117 +1,17 @@
-//! `export` and `import`: the dump file format, version 2 (version 1 is read too).
-//!
-//! A dump is UTF-8 JSON lines (one JSON object per line, `\n`-terminated):
-//!
-//! 1. a header: `{"format":"sessile-dump","version":2,"store_format":2,"sessile":"0.1.0",
-//!    "exported_at":1767225600000}`;
-//! 2. one line per stored session, live or expired, in storage order:
-//!    `{"key":"…","created_at":…,"last_seen":…,"expires_at":…,"version":…,"user":"alice"|null,
-//!    "values":{"cart":"…"}}`, plus `"idle_timeout_ms":…` and `"absolute_timeout_ms":…` for
-//!    a session with its own lifetime (new in version 2; absent: the store's timeouts);
-//! 3. a trailer: `{"end":true,"sessions":N}`, so a truncated file is refused.
-//!
-//! `key` is the 32-byte storage digest of the token, and each value the stored bytes of
-//! that key, both URL-safe base64 without padding. Times are milliseconds since the Unix
-//! epoch (integers up to 2^64-1). Readers ignore header fields they do not know; any other
-//! change to the format gets a new `version`, and readers refuse versions they do not know.
+//! `export` and `import`: the dump file of `Store::export` (its format is in the
+//! library's docs), written atomically to a file or to standard output, and read back
+//! after checking it whole.
 
-use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, BufWriter, Seek, Write};
+use std::io::{self, BufReader, BufWriter, Seek, Write};
 use std::path::{Path, PathBuf};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::{Deserialize, Serialize};
-use sessile::SessionDump;
 
 use crate::exit::{CliError, OK};
 use crate::fmt;
-use crate::maintain::{bar, plural};
+use crate::maintain::plural;
 use crate::open::{self, Folder};
-
-/// The `format` of every dump header.
-const FORMAT: &str = "sessile-dump";
-/// The dump format version this build writes.
-const VERSION: u32 = 2;
-/// The dump format versions this build reads: 1 is 2 without per-session timeouts.
-const READS: [u32; 2] = [1, 2];
-
-#[derive(Debug, Serialize, Deserialize)]
-struct Header {
-    format: String,
-    version: u32,
-    #[serde(default)]
-    store_format: Option<u32>,
-    #[serde(default)]
-    sessile: Option<String>,
-    #[serde(default)]
-    exported_at: Option<u64>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Line {
-    key: String,
-    created_at: u64,
-    last_seen: u64,
-    expires_at: u64,
-    version: u64,
-    user: Option<String>,
-    values: BTreeMap<String, String>,
-    /// The session's own timeouts (since store format 2); absent: the store's.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    idle_timeout_ms: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    absolute_timeout_ms: Option<u64>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Trailer {
-    end: bool,
-    sessions: u64,
-}
-
-impl Line {
-    fn of(dump: &SessionDump) -> Line {
-        Line {
-            key: dump.key.clone(),
-            created_at: dump.created_at,
-            last_seen: dump.last_seen,
-            expires_at: dump.expires_at,
-            version: dump.version,
-            user: dump.user.clone(),
-            values: dump
-                .values
-                .iter()
-                .map(|(k, v)| (k.clone(), URL_SAFE_NO_PAD.encode(v)))
-                .collect(),
-            idle_timeout_ms: dump.idle_timeout_ms,
-            absolute_timeout_ms: dump.absolute_timeout_ms,
-        }
-    }
-
-    fn to_dump(&self) -> Result<SessionDump, String> {
-        let mut dump = SessionDump::new(self.key.clone())
-            .map_err(|_| format!("key {:?} is not a 32-byte session key", self.key))?;
-        for (k, v) in &self.values {
-            let bytes = URL_SAFE_NO_PAD
-                .decode(v)
-                .map_err(|e| format!("the value of {k:?} is not URL-safe base64: {e}"))?;
-            dump.values.insert(k.clone(), bytes);
-        }
-        dump.created_at = self.created_at;
-        dump.last_seen = self.last_seen;
-        dump.expires_at = self.expires_at;
-        dump.version = self.version;
-        dump.user = self.user.clone();
-        dump.idle_timeout_ms = self.idle_timeout_ms;
-        dump.absolute_timeout_ms = self.absolute_timeout_ms;
-        Ok(dump)
-    }
-}
 
 /// `sessile export DIR FILE`.
 pub fn export(dir: &Path, file: &Path, force: bool, out: &mut dyn Write) -> Result<u8, CliError> {
@@ -124,37 +24,8 @@ pub fn export(dir: &Path, file: &Path, force: bool, out: &mut dyn Write) -> Resu
         );
     }
     let progress = spinner("exporting");
-    let write_all = |w: &mut dyn Write| -> Result<u64, CliError> {
-        let header = Header {
-            format: FORMAT.into(),
-            version: VERSION,
-            store_format: Some(store.format_version()),
-            sessile: Some(env!("CARGO_PKG_VERSION").into()),
-            exported_at: Some(open::now_ms()),
-        };
-        serde_json::to_writer(&mut *w, &header)?;
-        w.write_all(b"\n")?;
-        let mut n = 0;
-        for dump in store.dump() {
-            serde_json::to_writer(&mut *w, &Line::of(&dump?))?;
-            w.write_all(b"\n")?;
-            n += 1;
-            progress.inc(1);
-        }
-        serde_json::to_writer(
-            &mut *w,
-            &Trailer {
-                end: true,
-                sessions: n,
-            },
-        )?;
-        w.write_all(b"\n")?;
-        w.flush()?;
-        Ok(n)
-    };
     let n = if to_stdout {
-        let mut w = BufWriter::new(io::stdout().lock());
-        write_all(&mut w)?
+        store.export(BufWriter::new(io::stdout().lock()))?
     } else {
         // Write next to the target and rename at the end: an interrupted export never
         // leaves a half-written file under the name a restore would use.
@@ -165,9 +36,9 @@ pub fn export(dir: &Path, file: &Path, force: bool, out: &mut dyn Write) -> Resu
         let tmp = tempfile::Builder::new()
             .prefix(".sessile-export-")
             .tempfile_in(&folder)
-            .map_err(|e| CliError::from(e).context(folder.display()))?;
+            .map_err(|e| CliError::from(e).context(format!("writing into {}", folder.display())))?;
         let mut w = BufWriter::new(tmp);
-        let n = write_all(&mut w)?;
+        let n = store.export(&mut w)?;
         let tmp = w.into_inner().map_err(|e| CliError::from(e.into_error()))?;
         tmp.as_file().sync_all()?;
         let persisted = if force {
@@ -194,89 +65,26 @@ pub fn export(dir: &Path, file: &Path, force: bool, out: &mut dyn Write) -> Resu
 }
 
 fn spinner(what: &str) -> ProgressBar {
-    let style = ProgressStyle::with_template(&format!(
-        "{{spinner}} {what}: {{pos}} sessions ({{per_sec}})"
-    ))
-    .unwrap_or_else(|_| ProgressStyle::default_spinner());
+    let style = ProgressStyle::with_template(&format!("{{spinner}} {what} ({{elapsed}})"))
+        .unwrap_or_else(|_| ProgressStyle::default_spinner());
     let bar = ProgressBar::new_spinner().with_style(style);
     bar.enable_steady_tick(std::time::Duration::from_millis(120));
     bar
 }
 
-/// Reads the dump in `reader` through, checking every line, and calls `each` with each
-/// session. Returns the number of sessions.
-fn read_dump(
-    reader: impl BufRead,
-    name: &str,
-    mut each: impl FnMut(SessionDump) -> Result<(), CliError>,
-) -> Result<u64, CliError> {
-    let at = |line: usize| format!("{name}, line {line}");
-    let mut lines = reader.lines();
-    let first = match lines.next() {
-        Some(line) => line.map_err(|e| CliError::from(e).context(at(1)))?,
-        None => {
-            return Err(CliError::failed(format!(
-                "{name} is empty, not a sessile dump"
-            )));
-        }
-    };
-    let header: Header = serde_json::from_str(&first)
-        .map_err(|e| CliError::failed(format!("{}: not a sessile dump header: {e}", at(1))))?;
-    if header.format != FORMAT {
-        return Err(CliError::failed(format!(
-            "{}: format is {:?}, expected {FORMAT:?}",
-            at(1),
-            header.format
-        )));
-    }
-    if !READS.contains(&header.version) {
-        return Err(CliError::failed(format!(
-            "{name} is a version {} dump; this sessile reads versions {READS:?}",
-            header.version
-        ))
-        .hint("import it with the sessile release that wrote it, or a newer one"));
-    }
-    let mut count = 0u64;
-    let mut trailer = None;
-    for (i, line) in lines.enumerate() {
-        let number = i + 2;
-        let line = line.map_err(|e| CliError::from(e).context(at(number)))?;
-        if trailer.is_some() {
-            if line.trim().is_empty() {
-                continue;
+/// A dump that failed to read, named: `{name}: {what is wrong}`, with what to do about a
+/// version this build does not read.
+fn dump_error(name: &str, e: sessile::Error) -> CliError {
+    match e {
+        sessile::Error::InvalidDump { detail } => {
+            let error = CliError::failed(format!("{name}: {detail}"));
+            if detail.contains("version") {
+                error.hint("import it with the sessile release that wrote it, or a newer one")
+            } else {
+                error
             }
-            return Err(CliError::failed(format!(
-                "{}: data after the end line",
-                at(number)
-            )));
         }
-        let value: serde_json::Value = serde_json::from_str(&line)
-            .map_err(|e| CliError::failed(format!("{}: not JSON: {e}", at(number))))?;
-        if value.get("end").is_some() {
-            let t: Trailer = serde_json::from_value(value)
-                .map_err(|e| CliError::failed(format!("{}: bad end line: {e}", at(number))))?;
-            trailer = Some(t);
-            continue;
-        }
-        let parsed: Line = serde_json::from_value(value)
-            .map_err(|e| CliError::failed(format!("{}: bad session line: {e}", at(number))))?;
-        let dump = parsed
-            .to_dump()
-            .map_err(|e| CliError::failed(format!("{}: {e}", at(number))))?;
-        each(dump).map_err(|e| e.context(at(number)))?;
-        count += 1;
-    }
-    match trailer {
-        Some(Trailer {
-            end: true,
-            sessions,
-        }) if sessions == count => Ok(count),
-        Some(Trailer { sessions, .. }) => Err(CliError::failed(format!(
-            "{name} is damaged: its end line says {sessions} sessions, it holds {count}"
-        ))),
-        None => Err(CliError::failed(format!(
-            "{name} is truncated: it has no end line (an export that did not finish?)"
-        ))),
+        other => CliError::from(other).context(name),
     }
 }
 
@@ -295,7 +103,7 @@ pub fn import(dir: &Path, file: &Path, merge: bool, out: &mut dyn Write) -> Resu
     };
 
     // Check the whole file before touching the store.
-    let total = read_dump(BufReader::new(&mut source), &name, |_| Ok(()))?;
+    sessile::check_dump(BufReader::new(&mut source)).map_err(|e| dump_error(&name, e))?;
     source.rewind()?;
 
     let store = open::open(dir, Folder::CreateIfMissing, |c| c)?;
@@ -303,17 +111,20 @@ pub fn import(dir: &Path, file: &Path, merge: bool, out: &mut dyn Write) -> Resu
         first?;
         return Err(
             CliError::failed(format!("{} already holds sessions", open::shown(dir))).hint(
-                "import into a new or empty folder, or pass --merge \
-                 (sessions with the same key are replaced)",
+                if open::redis_url(dir).is_some() {
+                    "import into a new or empty namespace, or pass --merge \
+                     (sessions with the same key are replaced)"
+                } else {
+                    "import into a new or empty folder, or pass --merge \
+                     (sessions with the same key are replaced)"
+                },
             ),
         );
     }
-    let progress = bar(total, "importing");
-    let imported = read_dump(BufReader::new(&mut source), &name, |dump| {
-        store.restore(&dump)?;
-        progress.inc(1);
-        Ok(())
-    })?;
+    let progress = spinner("importing");
+    let imported = store
+        .import(BufReader::new(&mut source))
+        .map_err(|e| dump_error(&name, e))?;
     store.flush()?;
     progress.finish_and_clear();
     drop(store);

@@ -108,6 +108,12 @@ impl From<io::Error> for CliError {
 
 impl From<sessile::Error> for CliError {
     fn from(e: sessile::Error) -> CliError {
+        // A reader that went away (`sessile export DIR - | head`) ends the output quietly.
+        if let sessile::Error::DumpIo(io) = &e
+            && io.kind() == io::ErrorKind::BrokenPipe
+        {
+            return CliError::from(io::Error::from(io::ErrorKind::BrokenPipe));
+        }
         let mut message = e.to_string();
         // Append causes that the message does not already spell out.
         let mut source = std::error::Error::source(&e);

@@ -164,8 +164,10 @@ fn open_error(e: Error, dir: &Path) -> CliError {
             ),
         )
         .hint(
-            "stop the server and run the command again, or work on a copy: import an export \
-             the server took (`sessile import NEW_DIR FILE`) and point this command at NEW_DIR",
+            "stop the server and run the command again, or work on a copy: have the running \
+             server write a backup (`Store::export_to`; the example servers do on \
+             `kill -USR1 <pid>`), then `sessile import NEW_DIR FILE` and point this command \
+             at NEW_DIR",
         ),
         Error::UnsupportedFormat { .. } => CliError::from(e)
             .hint("use the sessile release that wrote this store, or a newer one".to_string()),
