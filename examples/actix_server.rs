@@ -26,20 +26,18 @@
 //! flushed off the executor before the process exits.
 
 use std::error::Error;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-#[path = "common/backup.rs"]
-mod backup;
-use backup::backups_on_signal;
+#[path = "common/process.rs"]
+mod process;
+use process::{backups_on_signal, report};
 
 use actix_session::config::PersistentSession;
 use actix_session::{Session, SessionMiddleware};
 use actix_web::cookie::Key;
 use actix_web::cookie::time::Duration;
 use actix_web::{App, HttpResponse, HttpServer, web};
-use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::json;
 use sessile::SessionHandle;
@@ -48,7 +46,14 @@ use sessile::actix::{ActixStore, HANDLE_KEY, USER_KEY};
 const VISITS: &str = "visits";
 
 #[actix_web::main]
-async fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => report(&*e),
+    }
+}
+
+async fn run() -> Result<(), Box<dyn Error + Send + Sync>> {
     let data = PathBuf::from(std::env::var_os("SESSILE_DATA").unwrap_or("./sessile-data".into()));
     let addr = std::env::var("SESSILE_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
 
@@ -185,33 +190,8 @@ fn unix_seconds(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// The cookie-signing key: from `SESSILE_COOKIE_KEY`, else from `<data>/cookie-key`,
-/// created (mode 0600) on first start. It must outlive restarts, or every cookie dies
-/// with the server.
+/// The cookie-signing key, kept in the data folder (see [`process::cookie_key_bytes`]).
 fn cookie_key(data: &Path) -> Result<Key, Box<dyn Error + Send + Sync>> {
-    if let Ok(text) = std::env::var("SESSILE_COOKIE_KEY") {
-        let bytes = base64::engine::general_purpose::STANDARD.decode(text.trim())?;
-        return Ok(Key::try_from(bytes.as_slice())?);
-    }
-    let mut folder = std::fs::DirBuilder::new();
-    folder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut folder, 0o700);
-    folder.create(data)?;
-    let path = data.join("cookie-key");
-    match std::fs::read(&path) {
-        Ok(bytes) => Ok(Key::try_from(bytes.as_slice())?),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let key = Key::generate();
-            let mut file = std::fs::OpenOptions::new();
-            file.write(true).create_new(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
-            let mut file = file.open(&path)?;
-            file.write_all(key.master())?;
-            file.sync_all()?;
-            Ok(key)
-        }
-        Err(e) => Err(e.into()),
-    }
+    let bytes = process::cookie_key_bytes(data)?;
+    Ok(Key::try_from(bytes.as_slice()).map_err(|e| format!("the cookie key: {e}"))?)
 }

@@ -122,7 +122,14 @@ impl AuthnBackend for Users {
 type AuthSession = axum_login::AuthSession<Users>;
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => common::report(&*e),
+    }
+}
+
+async fn run() -> Result<(), Box<dyn Error + Send + Sync>> {
     let data =
         PathBuf::from(std::env::var_os("SESSILE_DATA").unwrap_or("./sessile-data-login".into()));
     let addr = std::env::var("SESSILE_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());

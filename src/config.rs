@@ -125,8 +125,9 @@ impl Config {
     }
 
     /// Settings with every default, for a store on the Redis or Valkey server at `url`
-    /// (`redis://[user:password@]host[:port][/db]`, or `rediss://` for TLS if the `redis`
-    /// crate was built with it). Every other setting works as for [`Config::new`], and
+    /// (`redis://[user:password@]host[:port][/db]`; TLS, `rediss://`, is not built in yet:
+    /// such a URL is refused when the store opens). Every other setting works as for
+    /// [`Config::new`], and
     /// [`open`](Config::open) returns the same [`Store`](crate::Store).
     ///
     /// Any number of stores, in any number of processes, may open the same server and

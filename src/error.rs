@@ -245,6 +245,9 @@ enum Engine {
     /// No connection to the Redis server could be had in time.
     #[cfg(feature = "redis")]
     Pool(r2d2::Error),
+    /// Opening the store: no connection to the server (its URL, password hidden).
+    #[cfg(feature = "redis")]
+    Connect(String, r2d2::Error),
     /// The Redis server answered something sessile never writes.
     #[cfg(feature = "redis")]
     Protocol(String),
@@ -259,6 +262,8 @@ impl std::fmt::Display for StorageError {
             #[cfg(feature = "redis")]
             Engine::Pool(e) => write!(f, "redis: no connection to the server: {e}"),
             #[cfg(feature = "redis")]
+            Engine::Connect(server, e) => write!(f, "redis: no connection to {server}: {e}"),
+            #[cfg(feature = "redis")]
             Engine::Protocol(what) => write!(f, "redis: unexpected reply: {what}"),
         }
     }
@@ -272,7 +277,7 @@ impl std::error::Error for StorageError {
             #[cfg(feature = "redis")]
             Engine::Redis(e) => Some(e),
             #[cfg(feature = "redis")]
-            Engine::Pool(e) => Some(e),
+            Engine::Pool(e) | Engine::Connect(_, e) => Some(e),
             #[cfg(feature = "redis")]
             Engine::Protocol(_) => None,
         }
@@ -304,6 +309,12 @@ impl Error {
     /// A reply from the Redis server that sessile's scripts never give.
     pub(crate) fn protocol(what: impl Into<String>) -> Error {
         Error::Storage(StorageError(Engine::Protocol(what.into())))
+    }
+
+    /// No connection to the server `server` (its URL with the password hidden) when the
+    /// store opened.
+    pub(crate) fn no_connection(server: String, e: r2d2::Error) -> Error {
+        Error::Storage(StorageError(Engine::Connect(server, e)))
     }
 }
 

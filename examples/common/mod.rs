@@ -3,19 +3,17 @@
 #![allow(dead_code, reason = "each example uses what it needs")]
 
 use std::error::Error;
-use std::io::Write as _;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
-use base64::Engine as _;
 use serde_json::json;
 use tower_sessions::cookie::Key;
 
-mod backup;
-pub use backup::backups_on_signal;
+mod process;
+pub use process::{backups_on_signal, report};
 
 /// Opens the store and the cookie key, on the blocking pool (they read the disk or the
 /// network). The store is in `<data>/sessions`, or on the Redis server at
@@ -97,35 +95,10 @@ pub fn unix_seconds(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// The cookie-signing key: from `SESSILE_COOKIE_KEY`, else from `<data>/cookie-key`,
-/// created (mode 0600) on first start. It must outlive restarts, or every cookie dies
-/// with the server.
+/// The cookie-signing key (see [`process::cookie_key_bytes`]).
 pub fn cookie_key(data: &Path) -> Result<Key, Box<dyn Error + Send + Sync>> {
-    if let Ok(text) = std::env::var("SESSILE_COOKIE_KEY") {
-        let bytes = base64::engine::general_purpose::STANDARD.decode(text.trim())?;
-        return Ok(Key::try_from(bytes.as_slice())?);
-    }
-    let mut folder = std::fs::DirBuilder::new();
-    folder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut folder, 0o700);
-    folder.create(data)?;
-    let path = data.join("cookie-key");
-    match std::fs::read(&path) {
-        Ok(bytes) => Ok(Key::try_from(bytes.as_slice())?),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let key = Key::generate();
-            let mut file = std::fs::OpenOptions::new();
-            file.write(true).create_new(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
-            let mut file = file.open(&path)?;
-            file.write_all(key.master())?;
-            file.sync_all()?;
-            Ok(key)
-        }
-        Err(e) => Err(e.into()),
-    }
+    let bytes = process::cookie_key_bytes(data)?;
+    Ok(Key::try_from(bytes.as_slice()).map_err(|e| format!("the cookie key: {e}"))?)
 }
 
 /// Resolves on Ctrl-C (SIGINT) or SIGTERM.

@@ -333,16 +333,6 @@ impl Backend {
         }
     }
 
-    /// The sled trees, for tests that look at them directly.
-    #[cfg(test)]
-    fn sled(&self) -> Option<&sled::SledBackend> {
-        match &self.0 {
-            Storage::Sled(b) => Some(b),
-            #[cfg(feature = "redis")]
-            Storage::Redis(_) => None,
-        }
-    }
-
     /// Writes the store format `format` (durably), before the first record in it.
     pub(crate) fn set_format(&self, format: u32) -> Result<()> {
         dispatch!(self, b => b.set_format(format))

@@ -110,12 +110,6 @@ impl Engine {
         self.config.durability != crate::config::Durability::EveryWrite && !self.on_network()
     }
 
-    /// The storage, for unit tests that look at it directly.
-    #[cfg(test)]
-    pub(crate) fn backend(&self) -> &Backend {
-        &self.backend
-    }
-
     /// The settings the store was opened with.
     pub(crate) fn config(&self) -> &Config {
         &self.config

@@ -455,11 +455,18 @@ fn from_ms(ms: u64) -> OffsetDateTime {
 
 /// tower's `expiry_date` as the session's own lifetime: an idle timeout reaching to it
 /// from now (see [`Engine::framework_lifetime`]). `None` if it has passed. Measured
-/// on tower's clock, which computed `expiry_date` (`OnInactivity(d)` gives exactly `d`,
-/// whatever clock the store runs on).
+/// on tower's clock, which computed `expiry_date` (`OnInactivity(d)` gives `d`, whatever
+/// clock the store runs on), and rounded to the nearest second: tower computed the date
+/// a moment before the save, so `OnInactivity(30 minutes)` arrives as 29:59.99x and is
+/// stored as the 30 minutes it means.
 fn lifetime(state: &Engine, expiry_date: OffsetDateTime) -> Option<Lifetime> {
     let left = expiry_date - OffsetDateTime::now_utc();
     let ms = u64::try_from(left.whole_milliseconds()).unwrap_or(0);
+    let ms = if ms >= 1000 {
+        (ms + 500) / 1000 * 1000
+    } else {
+        ms
+    };
     (ms > 0).then(|| state.framework_lifetime(Duration::from_millis(ms)))
 }
 

@@ -140,7 +140,8 @@ impl RedisBackend {
             .min_idle(Some(1))
             .connection_timeout(POOL_WAIT)
             .test_on_check_out(false)
-            .build(Connector(client))?;
+            .build(Connector(client))
+            .map_err(|e| Error::no_connection(target.redacted(), e))?;
         Ok(RedisBackend {
             pool,
             scripts: Scripts::new(),

@@ -425,40 +425,32 @@ fn open_error(e: sled::Error, path: &Path) -> Error {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::Config;
+    use super::SledBackend;
     use crate::failpoint;
 
     #[test]
-    fn repair_copies_a_record_to_quarantine_before_removing_it() {
+    fn a_stray_record_is_copied_to_quarantine_before_it_is_removed() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Config::new(dir.path().join("s"))
-            .purge_thread(false)
-            .open()
-            .expect("open");
-        // A record under a key that is not a digest: repair moves it to quarantine.
-        let sessions = &store.engine.backend().sled().expect("sled").sessions;
-        sessions.insert(b"short", &b"junk"[..]).expect("insert");
+        let backend = SledBackend::open(&dir.path().join("s"), 1 << 20).expect("open");
+        // A record under a key that is not a digest, as verify's repair finds it.
+        backend
+            .sessions
+            .insert(b"short", &b"junk"[..])
+            .expect("insert");
         failpoint::arm("verify: between copy and remove");
         assert!(
-            store.verify(true).is_err(),
-            "the failpoint interrupts the repair"
+            backend.quarantine_stray(b"short", b"junk").is_err(),
+            "the failpoint interrupts the move"
         );
-        let kept = store
-            .engine
-            .backend()
-            .sled()
-            .expect("sled")
-            .quarantine
-            .get(b"short")
-            .expect("read");
+        let kept = backend.quarantine.get(b"short").expect("read");
         assert_eq!(
             kept.as_deref(),
             Some(&b"junk"[..]),
             "the bytes are never lost"
         );
-        let report = store.verify(true).expect("repair");
-        assert_eq!(report.undecodable, 1);
-        assert!(sessions.get(b"short").expect("read").is_none());
-        assert!(store.verify(false).expect("verify").is_consistent());
+        assert!(backend.sessions.get(b"short").expect("read").is_some());
+        backend.quarantine_stray(b"short", b"junk").expect("moved");
+        assert!(backend.sessions.get(b"short").expect("read").is_none());
+        assert_eq!(backend.quarantined().expect("count"), 1);
     }
 }

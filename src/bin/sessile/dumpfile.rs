@@ -36,7 +36,15 @@ pub fn export(dir: &Path, file: &Path, force: bool, out: &mut dyn Write) -> Resu
         let tmp = tempfile::Builder::new()
             .prefix(".sessile-export-")
             .tempfile_in(&folder)
-            .map_err(|e| CliError::from(e).context(format!("writing into {}", folder.display())))?;
+            .map_err(|e| {
+                // tempfile names its own temporary file in the message: say the folder.
+                let why = match e.kind() {
+                    io::ErrorKind::NotFound => "the folder does not exist".to_string(),
+                    io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+                    kind => kind.to_string(),
+                };
+                CliError::failed(format!("cannot write into {}: {why}", folder.display()))
+            })?;
         let mut w = BufWriter::new(tmp);
         let n = store.export(&mut w)?;
         let tmp = w.into_inner().map_err(|e| CliError::from(e.into_error()))?;

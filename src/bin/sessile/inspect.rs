@@ -399,7 +399,7 @@ pub fn show(
         writeln!(out)?;
         let mut headers = vec!["KEY", "SIZE"];
         if values {
-            headers.push("STORED BYTES (bincode, escaped)");
+            headers.push("STORED BYTES (escaped)");
         }
         let rows: Vec<Vec<String>> = dump
             .values
