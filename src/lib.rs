@@ -49,8 +49,9 @@
 //!   cap, the purge thread, Redis.
 //! - The framework adapters, each behind its feature: `tower` (axum, axum-login) and
 //!   `actix` (actix-web), with a complete server in `examples/` of the repository.
-//! - The repository's README is the guide (guarantees, operating the `sessile` CLI,
-//!   backups, performance); ARCHITECTURE.md explains how it works inside.
+//! - The repository's README is the guide (guarantees, performance, scaling out),
+//!   OPERATIONS.md the manual of the `sessile` CLI and of backups, and ARCHITECTURE.md
+//!   explains how it works inside.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
@@ -110,3 +111,8 @@ pub mod __fuzz {
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+/// The examples of the operator's manual, compiled and run as doctests too.
+#[cfg(doctest)]
+#[doc = include_str!("../OPERATIONS.md")]
+struct OperationsDoctests;

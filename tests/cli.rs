@@ -666,11 +666,11 @@ fn a_folder_migrates_to_redis_and_every_command_takes_a_url() {
     );
 }
 
-/// The README's sample outputs are the program's: the labels `stats` and `show` print,
+/// The manual's sample outputs (OPERATIONS.md) are the program's: the labels `stats` and `show` print,
 /// the columns of `list`, and the format version, as the CLI prints them now.
 #[test]
 fn the_readme_samples_match_the_program() {
-    let readme = include_str!("../README.md");
+    let readme = include_str!("../OPERATIONS.md");
     // The lines of the README's sample output of `$ sessile ARGS`, up to `[exit ...]`.
     let sample = |args: &str| -> Vec<&str> {
         let prompt = format!("$ sessile {args}");
