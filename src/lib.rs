@@ -55,13 +55,19 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
-// The public API first (rustdoc lists `Store`'s methods in this order: the core, then a
-// user's sessions, then dumps), then the layers below it.
+// The public API first, one declaration per group so that rustfmt keeps this order:
+// rustdoc lists `Store`'s methods in it (the core, a user's sessions, then dumps and
+// backups).
+mod store;
+
+mod users;
+
+mod transfer;
+
+// The layers below it.
 mod backend;
 mod clock;
 mod config;
-mod dump;
-mod dumpfile;
 mod engine;
 mod error;
 mod events;
@@ -74,16 +80,12 @@ mod integrations;
 mod record;
 mod session;
 mod stats;
-mod store;
-mod users;
 
 pub use crate::clock::{Clock, ManualClock};
 pub use crate::config::{
     Config, DEFAULT_ABSOLUTE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_ABSOLUTE_TIMEOUT,
     DEFAULT_MAX_IDLE_TIMEOUT, Durability, MAX_TIMEOUT, MAX_USER_LEN,
 };
-pub use crate::dump::SessionDump;
-pub use crate::dumpfile::check_dump;
 pub use crate::engine::verify::VerifyReport;
 pub use crate::error::{Error, Oversized, ParseHandleError, ParseIdError, Result, StorageError};
 pub use crate::events::{DestroyReason, Event, RecvError, Subscription};
@@ -96,6 +98,8 @@ pub use crate::integrations::tower;
 pub use crate::session::Session;
 pub use crate::stats::Stats;
 pub use crate::store::Store;
+pub use crate::transfer::SessionDump;
+pub use crate::transfer::check_dump;
 pub use crate::users::SessionInfo;
 
 /// Not part of the public API: the entry points of the fuzz targets in `fuzz/`, which

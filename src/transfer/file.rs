@@ -25,9 +25,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 
-use crate::dump::SessionDump;
 use crate::error::{Error, Result};
 use crate::store::Store;
+use crate::transfer::SessionDump;
 
 /// The `format` of every dump header.
 const FORMAT: &str = "sessile-dump";

@@ -1,5 +1,9 @@
 //! Whole-store listing, export and import of records, for operators and migrations.
 
+mod file;
+
+pub use self::file::check_dump;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
