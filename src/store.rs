@@ -185,9 +185,14 @@ impl Store {
     /// `f` runs exactly once if the session is live (and not at all otherwise), with the
     /// session locked against other writers (on Redis, those of every store on the
     /// namespace, by a lease of up to 5 s), so concurrent updates never lose each other's
-    /// changes. A destroy, revoke-all or cap does not wait for `f`: the update then fails
-    /// with [`Error::NotFound`] and the session stays gone. The write counts as activity, like [`save`](Self::save). Returns
-    /// `f`'s result, or `None` if the session does not exist or has expired.
+    /// changes. A destroy, revoke-all or cap of the session made through this store (or,
+    /// on a folder, through any handle of it) waits for `f` to return, since it takes the
+    /// session's lock, and then ends the session. One made through another store on
+    /// Redis does not wait for the lease (an attacker updating a stolen session in a loop
+    /// must not hold off "log out everywhere"): the update then fails with
+    /// [`Error::NotFound`] and the session stays gone. The write counts as activity, like
+    /// [`save`](Self::save). Returns `f`'s result, or `None` if the session does not exist
+    /// or has expired.
     ///
     /// # Calling the store from `f`
     ///

@@ -294,3 +294,39 @@ fn a_clock_stepped_back_during_a_purge_spares_sessions_live_at_the_new_time() {
     assert_eq!(store.purge_expired().expect("purge"), 2);
     assert_eq!(store.len().expect("len"), 0);
 }
+
+/// Dropping a store whose purge thread is in the middle of a long pass stops the pass
+/// after the batch in hand instead of waiting for the whole backlog; the rest is left for
+/// the next pass.
+#[test]
+fn dropping_the_store_stops_a_purge_pass_between_batches() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("store");
+    let clock = sessile::ManualClock::new();
+    let config = || {
+        sessile::Config::new(&path)
+            .clock(clock.clock())
+            .purge_batch(1)
+            .purge_interval(Duration::from_secs(3600))
+    };
+    let store = config().open().expect("open");
+    for _ in 0..2_000 {
+        store.create().expect("create");
+    }
+    clock.advance(Duration::from_secs(86_400));
+    let events = store.subscribe();
+    store.schedule_purge();
+    // The pass is under way once the first expired session is gone.
+    match events.recv_timeout(Duration::from_secs(30)) {
+        Ok(sessile::Event::Expired { .. }) => {}
+        other => panic!("expected the purge to start, got {other:?}"),
+    }
+    drop(store);
+    let store = config().purge_thread(false).open().expect("reopen");
+    let report = store.verify(false).expect("verify");
+    assert!(
+        report.expired > 1_000,
+        "the drop waited for the whole pass: {report:?}"
+    );
+    assert_eq!(store.purge_expired().expect("purge") as u64, report.expired);
+}

@@ -31,6 +31,13 @@ enum Expired {
 /// batches of `purge_batch` entries; each session is deleted under its own stripe lock
 /// and no lock is held between sessions, so foreground work goes on.
 pub(crate) fn purge(shared: &Engine) -> Result<usize> {
+    purge_until(shared, || false)
+}
+
+/// [`purge`], giving up between two batches once `stop()` says so (the store is being
+/// dropped: a backlog of a million sessions must not hold up the drop). What is left is
+/// purged by the next pass.
+fn purge_until(shared: &Engine, stop: impl Fn() -> bool) -> Result<usize> {
     let now = shared.now();
     let mut cursor = Cursor::default();
     let mut purged = 0;
@@ -59,7 +66,7 @@ pub(crate) fn purge(shared: &Engine) -> Result<usize> {
         shared
             .counters
             .add(Counter::StaleIndexEntriesRemoved, stale);
-        if !full {
+        if !full || stop() {
             break;
         }
     }
@@ -117,11 +124,13 @@ impl PurgeThread {
             .name("sessile-purge".into())
             .spawn(move || {
                 let ticker = crossbeam_channel::tick(shared.config.purge_interval);
+                // A stop asked for during a pass ends it after the batch in hand.
+                let stopping = || !stop_rx.is_empty();
                 loop {
                     select! {
                         recv(stop_rx) -> _ => break,
-                        recv(wake_rx) -> _ => run_pass(&shared),
-                        recv(ticker) -> _ => run_pass(&shared),
+                        recv(wake_rx) -> _ => run_pass(&shared, stopping),
+                        recv(ticker) -> _ => run_pass(&shared, stopping),
                     }
                 }
             })?;
@@ -133,8 +142,8 @@ impl PurgeThread {
         let _ = self.wake.try_send(());
     }
 
-    /// Signals the thread and waits for it to exit. A pass in progress runs to its end
-    /// first (the signal is seen between passes).
+    /// Signals the thread and waits for it to exit. A pass in progress stops after the
+    /// batch it is deleting.
     pub(crate) fn stop(self) {
         let _ = self.stop.try_send(());
         if self.handle.join().is_err() {
@@ -143,8 +152,8 @@ impl PurgeThread {
     }
 }
 
-fn run_pass(shared: &Engine) {
-    if let Err(e) = purge(shared) {
+fn run_pass(shared: &Engine, stop: impl Fn() -> bool) {
+    if let Err(e) = purge_until(shared, stop) {
         shared.counters.add(Counter::PurgeErrors, 1);
         tracing::warn!(error = %e, "purge pass failed; retrying next interval");
     }

@@ -162,7 +162,7 @@ pub(crate) fn encode_record(
 /// decode; the fuzz target treats both that and a re-encoding that does not round-trip
 /// as a bug.
 #[cfg(any(test, fuzzing))]
-pub(crate) fn fuzz_decode_record(bytes: &[u8]) -> Option<Vec<u8>> {
+pub fn fuzz_decode_record(bytes: &[u8]) -> Option<Vec<u8>> {
     let header = parse_header(bytes).ok();
     let user = codec::parse_user_only(bytes).ok().flatten();
     let record = decode_record(&IVec::from(bytes)).ok()?;
