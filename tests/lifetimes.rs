@@ -287,6 +287,62 @@ fn a_lifetime_that_has_already_ended_ends_the_session_at_save() {
     );
 }
 
+/// A save or update that ends a session because its lifetime has run out is a logout:
+/// on disk before it returns. A copy of the folder taken right then (what a crash would
+/// leave) does not hold the session.
+#[test]
+fn a_session_ended_by_its_lifetime_is_gone_from_disk_when_the_call_returns() {
+    let Some(f) = Fixture::sled_only() else {
+        return;
+    };
+    let store = f
+        .config()
+        .durability(sessile::Durability::Background)
+        .open()
+        .expect("open");
+    let mut by_save = store.create().expect("create");
+    let by_update = store.create().expect("create");
+    store.flush().expect("flush"); // both are on disk
+    f.clock.advance(10 * MINUTE);
+    by_save.set_lifetime(Lifetime::default().with_absolute(MINUTE));
+    assert!(matches!(
+        store.save(&by_save),
+        Err(sessile::Error::NotFound)
+    ));
+    let ended = store.update(by_update.id(), |s| {
+        s.set_lifetime(Lifetime::default().with_absolute(MINUTE));
+    });
+    assert!(matches!(ended, Err(sessile::Error::NotFound)));
+
+    // What is on disk now, while the store is open and before sled's own flush.
+    let copy = f.dir.path().join("copy");
+    copy_folder(&f.path(), &copy);
+    let reopened = Config::new(&copy)
+        .purge_thread(false)
+        .clock(f.clock.clock())
+        .open()
+        .expect("open the copy");
+    for (what, s) in [("save", &by_save), ("update", &by_update)] {
+        assert!(
+            reopened.inspect(&s.handle()).expect("inspect").is_none(),
+            "the session ended by {what} is still on disk"
+        );
+    }
+}
+
+fn copy_folder(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_folder(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
 #[test]
 fn a_rotation_to_a_lifetime_that_has_already_ended_ends_the_session() {
     let f = Fixture::new();

@@ -324,6 +324,9 @@ impl Engine {
             |old, held| self.commit_locked(digest, change, old.map(|e| &**e), held),
         )?;
         if let Committed::Expired(user) = &committed {
+            // The session ended here, as a logout does: durably, so a crash right after
+            // this returns cannot bring it back.
+            self.backend.flush()?;
             self.events.emit(&self.counters, || Event::Expired {
                 handle: digest.handle(),
                 user: user.clone(),

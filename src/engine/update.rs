@@ -72,8 +72,11 @@ impl Engine {
         };
         let assigned = match step {
             Step::Done((Committed::Written | Committed::Unchanged, assigned)) => assigned,
-            // It expired while `f` ran, or `f` gave it a lifetime that has ended.
-            Step::Done((Committed::Gone | Committed::Expired(_), _)) => {
+            // It expired while `f` ran.
+            Step::Done((Committed::Gone, _)) => return Err(Error::NotFound),
+            // `f` gave it a lifetime that has ended: deleted, durably, as a logout is.
+            Step::Done((Committed::Expired(_), _)) => {
+                self.flush()?;
                 return Err(Error::NotFound);
             }
             // The record changed under the stripe lock: only a write this process's locks
