@@ -61,6 +61,7 @@ pub struct Config {
     pub(crate) max_record_size: usize,
     pub(crate) max_key_len: usize,
     pub(crate) cache_entries: usize,
+    pub(crate) cache_bytes: usize,
     pub(crate) storage_cache_bytes: u64,
     pub(crate) max_sessions_per_user: Option<usize>,
     pub(crate) event_capacity: usize,
@@ -86,6 +87,8 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 const MAX_PURGE_INTERVAL: Duration = Duration::from_secs(7 * 24 * 3600);
 const MAX_PURGE_BATCH: usize = 1_000_000;
 const MAX_CACHE_ENTRIES: usize = 1 << 24;
+/// Default of [`Config::cache_bytes`].
+const DEFAULT_CACHE_BYTES: usize = 64 << 20;
 const STORAGE_CACHE_BYTES: std::ops::RangeInclusive<u64> = (1 << 20)..=(1 << 40);
 const MAX_SESSIONS_PER_USER: usize = 1_000_000;
 const MAX_EVENT_CAPACITY: usize = 1 << 20;
@@ -109,6 +112,7 @@ impl Config {
             max_record_size: 256 * 1024,
             max_key_len: 256,
             cache_entries: 16 * 1024,
+            cache_bytes: DEFAULT_CACHE_BYTES,
             storage_cache_bytes: 64 * 1024 * 1024,
             max_sessions_per_user: None,
             event_capacity: 1024,
@@ -289,6 +293,16 @@ impl Config {
         self
     }
 
+    /// The most memory the read cache's records may take, in bytes: each record counts its
+    /// stored size, and at least `cache_bytes / cache_entries` (so small records are
+    /// bounded by [`cache_entries`](Config::cache_entries), large ones by this). Default
+    /// 64 MiB; from 64 KiB to 1 TiB. Without it, 16,384 records of 256 KiB would be
+    /// 4 GiB.
+    pub fn cache_bytes(mut self, bytes: usize) -> Config {
+        self.cache_bytes = bytes;
+        self
+    }
+
     /// Memory sled may use for its page cache, in bytes. Default 64 MiB (sled's own
     /// default is 1 GiB); from 1 MiB to 1 TiB.
     pub fn storage_cache_bytes(mut self, bytes: u64) -> Config {
@@ -384,6 +398,11 @@ impl Config {
             (128..=DECODE_LIMIT).contains(&self.max_record_size),
             "max_record_size",
             || format!("must be from 128 to {DECODE_LIMIT} bytes"),
+        )?;
+        check(
+            (64 << 10..=1 << 40).contains(&self.cache_bytes),
+            "cache_bytes",
+            || "must be from 64 KiB to 1 TiB".into(),
         )?;
         check(
             self.cache_entries <= MAX_CACHE_ENTRIES,

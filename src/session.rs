@@ -7,6 +7,7 @@ use serde::de::DeserializeOwned;
 use serde_bytes::ByteBuf;
 
 use crate::clock::from_ms;
+use crate::config::Config;
 use crate::error::{Error, Oversized, Result};
 use crate::expiry::Lifetime;
 use crate::id::{Digest, SessionHandle, SessionId};
@@ -16,11 +17,19 @@ use crate::record::values::Values;
 /// Size limits copied from the store's config into each session.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
-    pub(crate) max_record_size: usize,
-    pub(crate) max_key_len: usize,
+    max_record_size: usize,
+    max_key_len: usize,
 }
 
 impl Limits {
+    /// The limits `config` sets.
+    pub(crate) fn of(config: &Config) -> Limits {
+        Limits {
+            max_record_size: config.max_record_size,
+            max_key_len: config.max_key_len,
+        }
+    }
+
     /// Rejects a value key longer than the limit.
     pub(crate) fn check_key(&self, key: &str) -> Result<()> {
         if key.len() > self.max_key_len {

@@ -22,16 +22,39 @@ use crate::record::StoredRecord;
 /// The bounded cache of decoded records, keyed by digest, shared by all threads, with a
 /// version per stripe that every change bumps (see the module docs). Off when sized 0.
 pub(super) struct ReadCache {
-    shared: Option<quick_cache::sync::Cache<Digest, Arc<StoredRecord>>>,
+    shared: Option<quick_cache::sync::Cache<Digest, Arc<StoredRecord>, RecordWeight>>,
     versions: Box<[AtomicU64]>,
     /// This store's number in the threads' private copies.
     store: u64,
 }
 
+/// What a record weighs in the shared cache: its stored bytes, and at least `least`
+/// (the cache's bytes over its entries), so the weight bounds both the bytes and the
+/// number of records.
+#[derive(Clone)]
+pub(super) struct RecordWeight {
+    least: u64,
+}
+
+impl quick_cache::Weighter<Digest, Arc<StoredRecord>> for RecordWeight {
+    fn weight(&self, _: &Digest, record: &Arc<StoredRecord>) -> u64 {
+        u64::try_from(record.bytes.len())
+            .unwrap_or(u64::MAX)
+            .max(self.least)
+    }
+}
+
 impl ReadCache {
-    pub(super) fn new(entries: usize) -> ReadCache {
+    /// A cache of at most `entries` records and about `bytes` of them (see
+    /// [`RecordWeight`]); none for 0 entries.
+    pub(super) fn new(entries: usize, bytes: usize) -> ReadCache {
+        let weight = RecordWeight {
+            least: u64::try_from(bytes / entries.max(1)).unwrap_or(u64::MAX),
+        };
+        let capacity = u64::try_from(bytes).unwrap_or(u64::MAX);
         ReadCache {
-            shared: (entries > 0).then(|| quick_cache::sync::Cache::new(entries)),
+            shared: (entries > 0)
+                .then(|| quick_cache::sync::Cache::with_weighter(entries, capacity, weight)),
             versions: (0..Locks::STRIPES).map(|_| AtomicU64::new(0)).collect(),
             store: store_number(),
         }
@@ -213,7 +236,7 @@ fn keep_copy(store: u64, digest: &Digest, version: u64, entry: &StoredRecord) {
 }
 
 #[cfg(test)]
-mod thread_copy_tests {
+mod tests {
     use super::*;
     use crate::record::codec::Header;
     use crate::record::values::Values;
@@ -271,5 +294,27 @@ mod thread_copy_tests {
         let store = store_number();
         keep_copy(store, &digest(1), 1, &entry(MAX_COPY_BYTES));
         assert!(copy_of(store, &digest(1), 1).is_none());
+    }
+
+    /// The shared cache holds at most its bytes of large records, and at most its entries
+    /// of small ones.
+    #[test]
+    fn the_shared_cache_is_bounded_in_bytes_and_in_entries() {
+        let locks = crate::engine::locks::Locks::new();
+        let cache = ReadCache::new(16, 16 * 4096);
+        let shared = cache.shared.as_ref().expect("on");
+        for i in 0..40u8 {
+            let d = digest(i);
+            let held = locks.stripe(&d).expect("lock");
+            cache.put(d, Arc::new(entry(16 * 1024)), &held);
+        }
+        assert!(shared.weight() <= 16 * 4096, "{} bytes", shared.weight());
+        assert!(shared.len() <= 4, "{} records of 16 KiB", shared.len());
+        for i in 40..200u8 {
+            let d = digest(i);
+            let held = locks.stripe(&d).expect("lock");
+            cache.put(d, Arc::new(entry(10)), &held);
+        }
+        assert!(shared.len() <= 16, "{} small records", shared.len());
     }
 }

@@ -83,7 +83,7 @@ impl Engine {
             events: Events::new(config.event_capacity),
             counters: Counters::default(),
             locks: Locks::new(),
-            cache: ReadCache::new(cache_entries),
+            cache: ReadCache::new(cache_entries, config.cache_bytes),
             // Twice the cache's entries, so few hot tokens share a slot.
             tokens: DigestMemo::new(config.cache_entries.saturating_mul(2)),
             config,
@@ -158,9 +158,6 @@ impl Engine {
     }
 
     pub(crate) fn limits(&self) -> Limits {
-        Limits {
-            max_record_size: self.config.max_record_size,
-            max_key_len: self.config.max_key_len,
-        }
+        Limits::of(&self.config)
     }
 }
