@@ -82,10 +82,11 @@ async fn run() -> Result<(), Box<dyn Error + Send + Sync>> {
     })
     .workers(2)
     .bind(&addr)?;
+    // Before the banner: a SIGUSR1 sent as soon as it appears must find the handler.
+    backups_on_signal(store.store().clone(), &data);
     for a in server.addrs() {
         println!("listening on http://{a}");
     }
-    backups_on_signal(store.store().clone(), &data);
     server.run().await?;
     println!("shutting down");
     store.flush().await?;

@@ -74,10 +74,11 @@ pub struct Config {
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// Default absolute timeout: 12 hours from creation.
 pub const DEFAULT_ABSOLUTE_TIMEOUT: Duration = Duration::from_secs(12 * 3600);
-/// Default ceiling on a session's own idle timeout: 90 days.
+/// Default ceiling on a session's own idle timeout: 90 days, or the store's idle timeout if
+/// that is longer.
 pub const DEFAULT_MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(90 * 86_400);
 /// Default ceiling on a session's own absolute timeout: 400 days (the longest cookie
-/// lifetime browsers accept).
+/// lifetime browsers accept), or the store's absolute timeout if that is longer.
 pub const DEFAULT_MAX_ABSOLUTE_TIMEOUT: Duration = Duration::from_secs(400 * 86_400);
 /// The largest user name a session can carry, in bytes.
 pub const MAX_USER_LEN: usize = 1024;
@@ -279,8 +280,9 @@ impl Config {
         self
     }
 
-    /// How many decoded sessions the in-memory read cache holds. Default 16384; 0 turns
-    /// the cache off; at most 16,777,216.
+    /// How many decoded sessions the in-memory read cache holds at most (fewer when they
+    /// are large: see [`cache_bytes`](Config::cache_bytes)). Default 16384; 0 turns the
+    /// cache off; at most 16,777,216.
     ///
     /// Two smaller structures follow it (and are off with it): a memo of the tokens of
     /// sessions found live, so a hot load skips the token's digest (twice this many
@@ -293,11 +295,13 @@ impl Config {
         self
     }
 
-    /// The most memory the read cache's records may take, in bytes: each record counts its
+    /// How many bytes of records the shared read cache holds: each record counts its
     /// stored size, and at least `cache_bytes / cache_entries` (so small records are
     /// bounded by [`cache_entries`](Config::cache_entries), large ones by this). Default
     /// 64 MiB; from 64 KiB to 1 TiB. Without it, 16,384 records of 256 KiB would be
-    /// 4 GiB.
+    /// 4 GiB. It bounds the cached records' bytes, not all the memory around them: their
+    /// decoded form, the adapters' parsed values and each thread's copies (at most 8 MiB
+    /// per thread, see [`cache_entries`](Config::cache_entries)) come on top.
     pub fn cache_bytes(mut self, bytes: usize) -> Config {
         self.cache_bytes = bytes;
         self
@@ -400,7 +404,8 @@ impl Config {
             || format!("must be from 128 to {DECODE_LIMIT} bytes"),
         )?;
         check(
-            (64 << 10..=1 << 40).contains(&self.cache_bytes),
+            (64u64 << 10..=1u64 << 40)
+                .contains(&u64::try_from(self.cache_bytes).unwrap_or(u64::MAX)),
             "cache_bytes",
             || "must be from 64 KiB to 1 TiB".into(),
         )?;

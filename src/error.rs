@@ -58,10 +58,13 @@ pub enum Error {
         detail: String,
     },
 
-    /// A [`SessionDump`](crate::SessionDump) does not name a session (its key is not one
-    /// sessile makes): from [`SessionDump::new`](crate::SessionDump::new),
-    /// [`SessionDump::handle`](crate::SessionDump::handle) and
-    /// [`Store::restore`](crate::Store::restore), which then writes nothing.
+    /// A dump is not one: a [`SessionDump`](crate::SessionDump) whose key is not one
+    /// sessile makes ([`SessionDump::new`](crate::SessionDump::new),
+    /// [`SessionDump::handle`](crate::SessionDump::handle),
+    /// [`Store::restore`](crate::Store::restore), which then writes nothing), or a dump
+    /// file that is damaged, truncated or of an unknown version
+    /// ([`check_dump`](crate::check_dump), [`Store::import`](crate::Store::import), which
+    /// has restored the sessions before the line named).
     #[error("not a session dump: {detail}")]
     InvalidDump {
         /// What is wrong.

@@ -57,8 +57,9 @@ pub async fn serve(
     data: &Path,
 ) -> Result<(), Box<dyn Error + Send + Sync>> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    println!("listening on http://{}", listener.local_addr()?);
+    // Before the banner: a SIGUSR1 sent as soon as it appears must find the handler.
     backups_on_signal(store.store().clone(), data);
+    println!("listening on http://{}", listener.local_addr()?);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;

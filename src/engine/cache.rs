@@ -45,16 +45,41 @@ impl quick_cache::Weighter<Digest, Arc<StoredRecord>> for RecordWeight {
 }
 
 impl ReadCache {
-    /// A cache of at most `entries` records and about `bytes` of them (see
-    /// [`RecordWeight`]); none for 0 entries.
-    pub(super) fn new(entries: usize, bytes: usize) -> ReadCache {
+    /// A cache of about `entries` records and `bytes` of them (see [`RecordWeight`]),
+    /// able to hold a record of `largest` bytes; none for 0 entries.
+    pub(super) fn new(entries: usize, bytes: usize, largest: usize) -> ReadCache {
+        let to_u64 = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
         let weight = RecordWeight {
-            least: u64::try_from(bytes / entries.max(1)).unwrap_or(u64::MAX),
+            least: to_u64(bytes / entries.max(1)),
         };
-        let capacity = u64::try_from(bytes).unwrap_or(u64::MAX);
+        // quick_cache splits the capacity into shards and refuses an item heavier than
+        // most of one shard: so shards of at least four of the largest records, and a
+        // sixteenth of slack, so one entry of `bytes / entries` still fits.
+        let shards = (bytes / largest.max(1) / 4).clamp(
+            1,
+            std::thread::available_parallelism().map_or(4, |n| n.get() * 4),
+        );
+        let capacity = to_u64(bytes).saturating_add(to_u64(bytes / 16));
+        let options = quick_cache::OptionsBuilder::new()
+            .estimated_items_capacity(entries)
+            .weight_capacity(capacity)
+            .shards(shards)
+            .build();
+        let shared = match options {
+            _ if entries == 0 => None,
+            Ok(options) => Some(quick_cache::sync::Cache::with_options(
+                options,
+                weight,
+                Default::default(),
+                Default::default(),
+            )),
+            // The options above are always valid; the defaults' sharding is the fallback.
+            Err(_) => Some(quick_cache::sync::Cache::with_weighter(
+                entries, capacity, weight,
+            )),
+        };
         ReadCache {
-            shared: (entries > 0)
-                .then(|| quick_cache::sync::Cache::with_weighter(entries, capacity, weight)),
+            shared,
             versions: (0..Locks::STRIPES).map(|_| AtomicU64::new(0)).collect(),
             store: store_number(),
         }
@@ -301,20 +326,29 @@ mod tests {
     #[test]
     fn the_shared_cache_is_bounded_in_bytes_and_in_entries() {
         let locks = crate::engine::locks::Locks::new();
-        let cache = ReadCache::new(16, 16 * 4096);
+        let cache = ReadCache::new(16, 16 * 4096, 16 * 1024);
         let shared = cache.shared.as_ref().expect("on");
         for i in 0..40u8 {
             let d = digest(i);
             let held = locks.stripe(&d).expect("lock");
             cache.put(d, Arc::new(entry(16 * 1024)), &held);
         }
-        assert!(shared.weight() <= 16 * 4096, "{} bytes", shared.weight());
+        assert!(shared.weight() <= 17 * 4096, "{} bytes", shared.weight());
         assert!(shared.len() <= 4, "{} records of 16 KiB", shared.len());
         for i in 40..200u8 {
             let d = digest(i);
             let held = locks.stripe(&d).expect("lock");
             cache.put(d, Arc::new(entry(10)), &held);
         }
-        assert!(shared.len() <= 16, "{} small records", shared.len());
+        assert!(shared.len() <= 17, "{} small records", shared.len());
+        // One entry of a large record: cached (the whole budget is one record).
+        let one = ReadCache::new(1, 64 << 10, 60 << 10);
+        let d = digest(1);
+        let held = locks.stripe(&d).expect("lock");
+        one.put(d, Arc::new(entry(60 << 10)), &held);
+        assert!(
+            one.peek(&d).is_some(),
+            "a record as large as the budget is cached"
+        );
     }
 }

@@ -324,13 +324,13 @@ impl Engine {
             |old, held| self.commit_locked(digest, change, old.map(|e| &**e), held),
         )?;
         if let Committed::Expired(user) = &committed {
-            // The session ended here, as a logout does: durably, so a crash right after
-            // this returns cannot bring it back.
-            self.backend.flush()?;
             self.events.emit(&self.counters, || Event::Expired {
                 handle: digest.handle(),
                 user: user.clone(),
             });
+            // The session ended here, as a logout does: durably, so a crash right after
+            // this returns cannot bring it back.
+            self.backend.flush()?;
         }
         if let Some(user) = assigned {
             self.enforce_user_limit(&user, digest)?;
@@ -358,7 +358,9 @@ impl Engine {
         let expires_at = timeouts.expires_at(now, old.header.created_at);
         if expires_at <= now {
             // The new lifetime has already run out (an absolute timeout set after it
-            // passed): the session ends here instead of being written dead.
+            // passed): the session ends here instead of being written dead, and the end
+            // is flushed: an adapter's write in place on the executor gives up first.
+            crate::engine::locks::give_up_if_in_place()?;
             if self.delete_record(digest, old, held)? == Swap::Conflict {
                 return Ok(Step::Retry);
             }

@@ -83,7 +83,7 @@ impl Engine {
             events: Events::new(config.event_capacity),
             counters: Counters::default(),
             locks: Locks::new(),
-            cache: ReadCache::new(cache_entries, config.cache_bytes),
+            cache: ReadCache::new(cache_entries, config.cache_bytes, config.max_record_size),
             // Twice the cache's entries, so few hot tokens share a slot.
             tokens: DigestMemo::new(config.cache_entries.saturating_mul(2)),
             config,

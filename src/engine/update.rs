@@ -7,6 +7,7 @@ use crate::engine::commit::{Change, Committed, Contents};
 use crate::engine::read::Via;
 use crate::engine::write::Step;
 use crate::error::{Error, Result};
+use crate::events::Event;
 use crate::expiry;
 use crate::id::SessionId;
 use crate::session::Session;
@@ -75,7 +76,11 @@ impl Engine {
             // It expired while `f` ran.
             Step::Done((Committed::Gone, _)) => return Err(Error::NotFound),
             // `f` gave it a lifetime that has ended: deleted, durably, as a logout is.
-            Step::Done((Committed::Expired(_), _)) => {
+            Step::Done((Committed::Expired(user), _)) => {
+                self.events.emit(&self.counters, || Event::Expired {
+                    handle: digest.handle(),
+                    user,
+                });
                 self.flush()?;
                 return Err(Error::NotFound);
             }

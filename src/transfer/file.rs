@@ -18,7 +18,7 @@
 //! gets a new `version`, and readers refuse versions they do not know.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, Write};
+use std::io::{BufRead, Read, Write};
 use std::path::Path;
 
 use base64::Engine as _;
@@ -26,6 +26,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::record::codec::DECODE_LIMIT;
 use crate::store::Store;
 use crate::transfer::SessionDump;
 
@@ -118,10 +119,13 @@ fn invalid(detail: String) -> Error {
 impl Store {
     /// Writes every stored session, live or expired, to `out` as a dump file (the format
     /// `sessile import` and [`import`](Store::import) read), and returns how many it
-    /// wrote. Call it while the store serves requests: this is the online backup. Every
-    /// session that is live when it starts and not destroyed before it ends is in the
-    /// dump; sessions created or changed meanwhile may be, as they were at that moment.
-    /// `out` is not flushed to disk: see [`export_to`](Store::export_to) for a file.
+    /// wrote. Call it while the store serves requests: this is the online backup. It
+    /// walks the records one by one, not a snapshot: every session that is neither
+    /// changed nor destroyed while it runs is in the dump; one written meanwhile is in it
+    /// as it was at some moment of the walk, and one regenerated meanwhile (a login
+    /// moving it to a new key) may be missing, having left a key not yet read for one
+    /// already passed. `out` is not flushed to disk: see [`export_to`](Store::export_to)
+    /// for a file.
     ///
     /// # Examples
     ///
@@ -169,9 +173,12 @@ impl Store {
         Ok(n)
     }
 
-    /// [`export`](Store::export) into the file `path`, written beside it and renamed
-    /// into place once complete and on disk, so an interrupted backup never leaves a
-    /// half-written file under that name. An existing file is replaced.
+    /// [`export`](Store::export) into the file `path`: written to a new private file
+    /// (mode 0600, created exclusively under a random name) beside it, synced, then
+    /// renamed over `path` and the folder synced, so an interrupted backup never leaves a
+    /// half-written file under that name and a finished one survives a crash. An existing
+    /// file is replaced. Two backups running at once each write their own file; the last
+    /// to finish is the one under `path`.
     ///
     /// # Errors
     ///
@@ -183,36 +190,42 @@ impl Store {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
-        let mut name = path.file_name().unwrap_or_default().to_os_string();
-        name.push(format!(".partial-{}", std::process::id()));
-        let partial = folder.join(name);
-        let written = (|| {
-            let file = std::fs::File::create(&partial).map_err(Error::DumpIo)?;
-            let mut out = std::io::BufWriter::new(file);
-            let n = self.export(&mut out)?;
-            let file = out
-                .into_inner()
-                .map_err(|e| Error::DumpIo(e.into_error()))?;
-            file.sync_all().map_err(Error::DumpIo)?;
-            std::fs::rename(&partial, path).map_err(Error::DumpIo)?;
-            Ok(n)
-        })();
-        if written.is_err() {
-            let _ = std::fs::remove_file(&partial);
+        let partial = tempfile::Builder::new()
+            .prefix(".sessile-export-")
+            .tempfile_in(folder)
+            .map_err(Error::DumpIo)?;
+        let mut out = std::io::BufWriter::new(partial);
+        let n = self.export(&mut out)?;
+        let partial = out
+            .into_inner()
+            .map_err(|e| Error::DumpIo(e.into_error()))?;
+        partial.as_file().sync_all().map_err(Error::DumpIo)?;
+        partial.persist(path).map_err(|e| Error::DumpIo(e.error))?;
+        // The rename itself is on disk once the folder is synced (Unix; elsewhere the
+        // folder cannot be opened this way, and the rename is as durable as the OS makes it).
+        if let Ok(dir) = std::fs::File::open(folder) {
+            let _ = dir.sync_all();
         }
-        written
+        Ok(n)
     }
 
     /// Restores every session of the dump file read from `input` (see
     /// [`export`](Store::export)), replacing sessions under the same keys, as
     /// [`restore`](Store::restore) does, and returns how many. The dump is checked line by
     /// line as it is read: to refuse a damaged dump before writing anything, run
-    /// [`check_dump`] over it first.
+    /// [`check_dump`] over it first (it checks the file, not this store's limits, so a
+    /// record over [`Config::max_record_size`](crate::Config::max_record_size) still
+    /// stops an import midway). Nothing is flushed: call [`flush`](Store::flush) after.
+    ///
+    /// A dump is trusted input: it can create a session under any key and for any user.
+    /// Imported into a store in use, it puts back sessions as they were dumped, including
+    /// ones logged out or revoked since, and applies no per-user cap.
     ///
     /// # Errors
     ///
     /// [`Error::InvalidDump`] for a file that is not a dump, of a version this build does
-    /// not read, damaged or truncated (the sessions before the damage are restored);
+    /// not read, damaged or truncated, naming the line (the sessions before it are
+    /// restored);
     /// [`Error::DumpIo`] if reading fails; the errors of [`restore`](Store::restore).
     pub fn import(&self, input: impl BufRead) -> Result<u64> {
         read(input, |dump| self.restore(&dump))
@@ -235,13 +248,41 @@ fn write_line(out: &mut impl Write, line: &impl Serialize) -> Result<()> {
     out.write_all(b"\n").map_err(Error::DumpIo)
 }
 
+/// The longest line a dump may hold: a record at the decode limit, in base64, with room
+/// for its JSON. A longer one is refused before it is all in memory.
+const MAX_LINE: usize = 2 * DECODE_LIMIT + (64 << 10);
+
+/// The next line of `input` (without its line end), `None` at the end.
+fn next_line(input: &mut impl BufRead, number: usize) -> Result<Option<String>> {
+    let mut buf = Vec::new();
+    let limit = u64::try_from(MAX_LINE + 1).unwrap_or(u64::MAX);
+    let read = Read::take(&mut *input, limit)
+        .read_until(b'\n', &mut buf)
+        .map_err(Error::DumpIo)?;
+    if read == 0 {
+        return Ok(None);
+    }
+    if buf.len() > MAX_LINE {
+        return Err(invalid(format!(
+            "line {number}: longer than {MAX_LINE} bytes, not a sessile dump line"
+        )));
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+        if buf.last() == Some(&b'\r') {
+            buf.pop();
+        }
+    }
+    String::from_utf8(buf)
+        .map(Some)
+        .map_err(|_| invalid(format!("line {number}: not UTF-8")))
+}
+
 /// Reads the dump in `input` through, checking every line, and calls `each` with each
 /// session. Returns the number of sessions.
-fn read(input: impl BufRead, mut each: impl FnMut(SessionDump) -> Result<()>) -> Result<u64> {
-    let mut lines = input.lines();
-    let first = match lines.next() {
-        Some(line) => line.map_err(Error::DumpIo)?,
-        None => return Err(invalid("empty, not a sessile dump".into())),
+fn read(mut input: impl BufRead, mut each: impl FnMut(SessionDump) -> Result<()>) -> Result<u64> {
+    let Some(first) = next_line(&mut input, 1)? else {
+        return Err(invalid("empty, not a sessile dump".into()));
     };
     let header: Header = serde_json::from_str(&first)
         .map_err(|e| invalid(format!("line 1: not a sessile dump header: {e}")))?;
@@ -259,16 +300,21 @@ fn read(input: impl BufRead, mut each: impl FnMut(SessionDump) -> Result<()>) ->
     }
     let mut count = 0u64;
     let mut trailer = None;
-    for (i, line) in lines.enumerate() {
-        let number = i + 2;
-        let line = line.map_err(Error::DumpIo)?;
+    let mut number = 1;
+    loop {
+        number += 1;
+        let Some(line) = next_line(&mut input, number)? else {
+            break;
+        };
         if trailer.is_some() {
             if line.trim().is_empty() {
                 continue;
             }
             return Err(invalid(format!("line {number}: data after the end line")));
         }
-        if let Ok(t) = serde_json::from_str::<Trailer>(&line) {
+        if line.starts_with("{\"end\"") {
+            let t: Trailer = serde_json::from_str(&line)
+                .map_err(|e| invalid(format!("line {number}: bad end line: {e}")))?;
             trailer = Some(t);
             continue;
         }
@@ -277,7 +323,10 @@ fn read(input: impl BufRead, mut each: impl FnMut(SessionDump) -> Result<()>) ->
         let dump = parsed
             .into_dump()
             .map_err(|e| invalid(format!("line {number}: {e}")))?;
-        each(dump)?;
+        each(dump).map_err(|e| match e {
+            Error::InvalidDump { detail } => invalid(format!("line {number}: {detail}")),
+            other => other,
+        })?;
         count += 1;
     }
     match trailer {
@@ -285,11 +334,51 @@ fn read(input: impl BufRead, mut each: impl FnMut(SessionDump) -> Result<()>) ->
             end: true,
             sessions,
         }) if sessions == count => Ok(count),
+        Some(Trailer { end: false, .. }) => Err(invalid(
+            "damaged: its end line does not say `\"end\":true`".into(),
+        )),
         Some(Trailer { sessions, .. }) => Err(invalid(format!(
             "damaged: its end line says {sessions} sessions, it holds {count}"
         ))),
         None => Err(invalid(
             "truncated: it has no end line (an export that did not finish?)".into(),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: &str = "{\"format\":\"sessile-dump\",\"version\":2}\n";
+
+    fn detail(input: &[u8]) -> String {
+        match check_dump(input) {
+            Err(Error::InvalidDump { detail }) => detail,
+            other => panic!("expected InvalidDump, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_line_longer_than_any_record_is_refused_before_it_is_read_whole() {
+        let mut input = HEADER.as_bytes().to_vec();
+        input.extend(std::iter::repeat_n(b'x', MAX_LINE + 10));
+        let detail = detail(&input);
+        assert!(detail.starts_with("line 2: longer than"), "{detail}");
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_name_their_line() {
+        let mut input = HEADER.as_bytes().to_vec();
+        input.extend_from_slice(b"{\"key\":\"\xff\"}\n");
+        assert_eq!(detail(&input), "line 2: not UTF-8");
+    }
+
+    #[test]
+    fn an_end_line_that_does_not_say_end_is_damage() {
+        let input = format!("{HEADER}{{\"end\":false,\"sessions\":0}}\n");
+        assert!(detail(input.as_bytes()).contains("does not say"));
+        let input = format!("{HEADER}{{\"end\":true}}\n");
+        assert!(detail(input.as_bytes()).starts_with("line 2: bad end line"));
     }
 }

@@ -27,35 +27,24 @@ pub fn export(dir: &Path, file: &Path, force: bool, out: &mut dyn Write) -> Resu
     let n = if to_stdout {
         store.export(BufWriter::new(io::stdout().lock()))?
     } else {
-        // Write next to the target and rename at the end: an interrupted export never
-        // leaves a half-written file under the name a restore would use.
-        let folder = match file.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let tmp = tempfile::Builder::new()
-            .prefix(".sessile-export-")
-            .tempfile_in(&folder)
-            .map_err(|e| {
-                // tempfile names its own temporary file in the message: say the folder.
-                let why = match e.kind() {
+        // A private file beside the target, renamed over it once it is on disk: an
+        // interrupted export never leaves a half-written file under the name.
+        store.export_to(file).map_err(|e| match e {
+            sessile::Error::DumpIo(io) => {
+                let folder = match file.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                    _ => PathBuf::from("."),
+                };
+                // The error may name the temporary file: say the folder instead.
+                let why = match io.kind() {
                     io::ErrorKind::NotFound => "the folder does not exist".to_string(),
                     io::ErrorKind::PermissionDenied => "permission denied".to_string(),
                     kind => kind.to_string(),
                 };
                 CliError::failed(format!("cannot write into {}: {why}", folder.display()))
-            })?;
-        let mut w = BufWriter::new(tmp);
-        let n = store.export(&mut w)?;
-        let tmp = w.into_inner().map_err(|e| CliError::from(e.into_error()))?;
-        tmp.as_file().sync_all()?;
-        let persisted = if force {
-            tmp.persist(file)
-        } else {
-            tmp.persist_noclobber(file)
-        };
-        persisted.map_err(|e| CliError::from(e.error).context(file.display()))?;
-        n
+            }
+            other => CliError::from(other),
+        })?
     };
     progress.finish_and_clear();
     drop(store);
@@ -86,7 +75,7 @@ fn dump_error(name: &str, e: sessile::Error) -> CliError {
     match e {
         sessile::Error::InvalidDump { detail } => {
             let error = CliError::failed(format!("{name}: {detail}"));
-            if detail.contains("version") {
+            if detail.starts_with("a version ") {
                 error.hint("import it with the sessile release that wrote it, or a newer one")
             } else {
                 error
