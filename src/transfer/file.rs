@@ -381,4 +381,37 @@ mod tests {
         let input = format!("{HEADER}{{\"end\":true}}\n");
         assert!(detail(input.as_bytes()).starts_with("line 2: bad end line"));
     }
+
+    /// The backup is a private file (0600 whatever the umask), replaces the old one, and
+    /// leaves no temporary file behind.
+    #[cfg(unix)]
+    #[test]
+    fn a_backup_file_is_private_and_replaces_the_old_one() {
+        use std::os::unix::fs::PermissionsExt as _;
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = crate::config::Config::new(dir.path().join("store"))
+            .purge_thread(false)
+            .open()
+            .expect("open");
+        store.create().expect("create");
+        let file = dir.path().join("backup.jsonl");
+        std::fs::write(&file, "the previous backup").expect("write");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        assert_eq!(store.export_to(&file).expect("export"), 1);
+        let mode = std::fs::metadata(&file).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let text = std::fs::read_to_string(&file).expect("read");
+        assert_eq!(check_dump(text.as_bytes()).expect("a dump"), 1);
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(".sessile-export-")
+            })
+            .collect();
+        assert!(left.is_empty(), "temporary files left: {left:?}");
+    }
 }
