@@ -96,7 +96,8 @@ const MAX_EVENT_CAPACITY: usize = 1 << 20;
 
 impl Config {
     /// Settings with every default, for a store in the folder `path` (created on open if
-    /// missing, with mode 0700 on Unix).
+    /// missing, with mode 0700 on Unix; an existing folder open to other users is made
+    /// 0700, since sled's files take the process's umask).
     pub fn new(path: impl AsRef<Path>) -> Config {
         Config {
             path: path.as_ref().to_path_buf(),

@@ -74,7 +74,7 @@ impl fmt::Debug for Store {
 
 impl Store {
     /// Opens the store in `path` with the default [`Config`], creating the folder (mode
-    /// 0700 on Unix) if it does not exist.
+    /// 0700 on Unix) if it does not exist, and closing an existing one to other users.
     ///
     /// # Errors
     ///

@@ -181,6 +181,29 @@ fn unwritable_folder_is_a_clear_error() {
     assert!(matches!(err, Error::Folder { .. }), "{err}");
 }
 
+/// An existing folder other users may enter (a 0755 volume) is closed to them when the
+/// store opens in it: sled's files take the process's umask, often 0644.
+#[cfg(unix)]
+#[test]
+fn an_existing_folder_open_to_others_is_made_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("temp");
+    let folder = dir.path().join("shared-volume");
+    std::fs::create_dir(&folder).expect("mkdir");
+    std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let store = Config::new(&folder)
+        .purge_thread(false)
+        .open()
+        .expect("open");
+    store.create().expect("create");
+    store.flush().expect("flush");
+    let mode = std::fs::metadata(&folder)
+        .expect("stat")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700, "mode {mode:o}");
+}
+
 #[test]
 fn invalid_config_is_an_error_not_a_panic() {
     let dir = tempfile::tempdir().expect("temp");

@@ -381,13 +381,40 @@ impl SledBackend {
     }
 }
 
+/// Closes an existing store folder to other users (mode 0700), as a new one is created:
+/// sled creates its files with the process's umask (often 0644), so in a folder others
+/// may enter (a 0755 volume) they could read every session. Only the folder's owner can
+/// change its mode; for anyone else this is a warning, not an error.
+#[cfg(unix)]
+fn make_private(path: &Path, meta: &std::fs::Metadata) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = meta.permissions().mode();
+    if mode & 0o077 == 0 {
+        return;
+    }
+    let private = std::fs::Permissions::from_mode(mode & 0o700 | 0o700);
+    if let Err(e) = std::fs::set_permissions(path, private) {
+        tracing::warn!(
+            folder = %path.display(),
+            error = %e,
+            "the store's folder is open to other users and its mode cannot be changed"
+        );
+    }
+}
+
+#[cfg(not(unix))]
+fn make_private(_: &Path, _: &std::fs::Metadata) {}
+
 fn prepare_folder(path: &Path) -> Result<()> {
     let folder_error = |source| Error::Folder {
         path: path.to_path_buf(),
         source,
     };
     match std::fs::metadata(path) {
-        Ok(m) if m.is_dir() => Ok(()),
+        Ok(m) if m.is_dir() => {
+            make_private(path, &m);
+            Ok(())
+        }
         Ok(_) => Err(folder_error(std::io::Error::new(
             std::io::ErrorKind::NotADirectory,
             "the path exists and is not a directory",
