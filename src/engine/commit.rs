@@ -25,6 +25,10 @@ pub(crate) struct Contents {
     user: Option<String>,
     values: Values,
     own: OwnTimeouts,
+    /// The absolute timeout is a framework's expiry as seen at this save (reaching from
+    /// now, not from creation): the commit anchors it to the session's creation and
+    /// never lets it move later than one stored before (see [`Change::own`]).
+    anchored: bool,
 }
 
 impl Contents {
@@ -42,7 +46,16 @@ impl Contents {
             user,
             values,
             own: lifetime.to_own(&state.config),
+            anchored: false,
         })
+    }
+
+    /// These contents with an absolute timeout that reaches from the save, not from the
+    /// session's creation (a framework's expiry date: tower's `expiry_date`).
+    #[cfg(any(feature = "tower", feature = "tower-014", feature = "actix"))]
+    pub(super) fn anchored(mut self) -> Contents {
+        self.anchored = true;
+        self
     }
 
     /// What `session` holds, to be written.
@@ -97,10 +110,29 @@ impl Change<'_> {
         }
     }
 
-    /// The session's own timeouts after this change of `old`.
-    fn own(&self, old: &Header) -> OwnTimeouts {
+    /// The session's own timeouts after this change of `old`, at `now`.
+    ///
+    /// An anchored absolute timeout (a framework's expiry, `d` from now) becomes the one
+    /// that ends the session `d` from now counted from its creation, and never later than
+    /// the one already stored: so tower's `AtDateTime(t)` ends the session at `t` however
+    /// many saves come between, and `OnInactivity(d)` with `d` over the store's absolute
+    /// timeout ends it `d` after the save that first set it (the login), as before.
+    fn own(&self, old: &Header, now: u64) -> OwnTimeouts {
         match self {
             Change::Touch(own) => own.unwrap_or(old.own),
+            Change::Replace(c) if c.anchored && c.own.absolute_ms > 0 => {
+                let reach = now
+                    .saturating_sub(old.created_at)
+                    .saturating_add(c.own.absolute_ms);
+                let absolute_ms = match old.own.absolute_ms {
+                    0 => reach,
+                    stored => stored.min(reach),
+                };
+                OwnTimeouts {
+                    idle_ms: c.own.idle_ms,
+                    absolute_ms,
+                }
+            }
             Change::Replace(c) => c.own,
         }
     }
@@ -353,7 +385,7 @@ impl Engine {
         if !expiry::is_live(&self.config, &old.header, now) {
             return Ok(gone);
         }
-        let own = change.own(&old.header);
+        let own = change.own(&old.header, now);
         let timeouts = Timeouts::of(&self.config, own);
         let expires_at = timeouts.expires_at(now, old.header.created_at);
         if expires_at <= now {

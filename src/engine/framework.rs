@@ -42,7 +42,13 @@ impl Engine {
         data: ValueMap,
         lifetime: Lifetime,
     ) -> Result<Contents> {
-        Contents::new(self, user, data.into(), lifetime)
+        let contents = Contents::new(self, user, data.into(), lifetime)?;
+        // The frameworks' expiry reaches from the save (see `framework_lifetime`).
+        Ok(if lifetime.absolute().is_some() {
+            contents.anchored()
+        } else {
+            contents
+        })
     }
 
     /// Whether writing `contents` over `digest`'s record (or as a new one, `None`) may

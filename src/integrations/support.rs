@@ -294,6 +294,50 @@ mod tests {
         assert_eq!(entry.values.get("a"), Some(&b"1"[..]));
     }
 
+    /// tower's `AtDateTime(t)` beyond the store's absolute timeout: every save hands over
+    /// `t - now`, and the session lives to `t`, not to `t - age` (a save after the
+    /// midpoint used to delete it while answering `Ok`). A later save cannot push the
+    /// end later either.
+    #[test]
+    fn a_framework_date_past_the_absolute_timeout_ends_the_session_at_that_date() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = ManualClock::new();
+        let store = open(dir.path(), &clock);
+        let sh = &store.engine;
+        let d = Digest([9; 32]);
+        let start = sh.now();
+        let until = start + 3_000_000; // t: 3,000 s after the login, past ABSOLUTE
+        let at = |now: u64| Duration::from_millis(until - now);
+        assert!(insert_at(
+            sh,
+            d,
+            &contents(&store, None, &[("a", b"1")], at(start))
+        ));
+        clock.advance(Duration::from_secs(1_600));
+        let saved = sh
+            .save_contents(&d, &contents(&store, None, &[("a", b"2")], at(sh.now())))
+            .expect("save");
+        assert_eq!(
+            saved,
+            Committed::Written,
+            "a save past the midpoint keeps it"
+        );
+        let record = sh.live(&d).expect("read").expect("live");
+        assert_eq!(record.header.expires_at, until);
+        // A framework that hands over a later date cannot move the end past `t`.
+        let later = Duration::from_secs(10_000);
+        let saved = sh
+            .save_contents(&d, &contents(&store, None, &[("a", b"3")], later))
+            .expect("save");
+        assert_eq!(saved, Committed::Written);
+        let record = sh.live(&d).expect("read").expect("live");
+        assert_eq!(record.header.expires_at, until);
+        clock.advance(Duration::from_secs(1_399));
+        assert!(sh.live(&d).expect("read").is_some(), "live until t");
+        clock.advance(Duration::from_secs(2));
+        assert!(sh.live(&d).expect("read").is_none(), "over at t");
+    }
+
     #[test]
     fn framework_ttls_become_the_sessions_own_lifetime() {
         let dir = tempfile::tempdir().expect("tempdir");
