@@ -110,22 +110,29 @@ impl Change<'_> {
         }
     }
 
-    /// The session's own timeouts after this change of `old`, at `now`.
+    /// The session's own timeouts after this change of `old`, at `now`, in a store whose
+    /// own absolute timeout is `store_absolute`.
     ///
-    /// An anchored absolute timeout (a framework's expiry, `d` from now) becomes the one
-    /// that ends the session `d` from now counted from its creation, and never later than
-    /// the one already stored: so tower's `AtDateTime(t)` ends the session at `t` however
-    /// many saves come between, and `OnInactivity(d)` with `d` over the store's absolute
-    /// timeout ends it `d` after the save that first set it (the login), as before.
-    fn own(&self, old: &Header, now: u64) -> OwnTimeouts {
+    /// Anchored contents (a framework's expiry `d` from now, given as the idle timeout)
+    /// reach `d` from now counted from the session's creation: past the store's absolute
+    /// timeout that becomes the session's own, never later than the one already stored.
+    /// So tower's `AtDateTime(t)` ends the session at `t` however many saves come between
+    /// (also once `t` is nearer than the store's timeout), and `OnInactivity(d)` with `d`
+    /// over the store's absolute timeout ends it `d` after the save that first set it
+    /// (the login), as before.
+    fn own(&self, old: &Header, now: u64, store_absolute: Option<u64>) -> OwnTimeouts {
         match self {
             Change::Touch(own) => own.unwrap_or(old.own),
-            Change::Replace(c) if c.anchored && c.own.absolute_ms > 0 => {
+            Change::Replace(c) if c.anchored => {
+                let Some(store_absolute) = store_absolute else {
+                    return c.own;
+                };
                 let reach = now
                     .saturating_sub(old.created_at)
-                    .saturating_add(c.own.absolute_ms);
+                    .saturating_add(c.own.idle_ms);
                 let absolute_ms = match old.own.absolute_ms {
-                    0 => reach,
+                    0 if reach > store_absolute => reach,
+                    0 => 0,
                     stored => stored.min(reach),
                 };
                 OwnTimeouts {
@@ -385,7 +392,7 @@ impl Engine {
         if !expiry::is_live(&self.config, &old.header, now) {
             return Ok(gone);
         }
-        let own = change.own(&old.header, now);
+        let own = change.own(&old.header, now, self.config.absolute_ms);
         let timeouts = Timeouts::of(&self.config, own);
         let expires_at = timeouts.expires_at(now, old.header.created_at);
         if expires_at <= now {

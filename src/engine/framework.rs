@@ -42,13 +42,8 @@ impl Engine {
         data: ValueMap,
         lifetime: Lifetime,
     ) -> Result<Contents> {
-        let contents = Contents::new(self, user, data.into(), lifetime)?;
         // The frameworks' expiry reaches from the save (see `framework_lifetime`).
-        Ok(if lifetime.absolute().is_some() {
-            contents.anchored()
-        } else {
-            contents
-        })
+        Ok(Contents::new(self, user, data.into(), lifetime)?.anchored())
     }
 
     /// Whether writing `contents` over `digest`'s record (or as a new one, `None`) may

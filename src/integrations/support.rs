@@ -332,7 +332,15 @@ mod tests {
         assert_eq!(saved, Committed::Written);
         let record = sh.live(&d).expect("read").expect("live");
         assert_eq!(record.header.expires_at, until);
-        clock.advance(Duration::from_secs(1_399));
+        // Once t is nearer than the store's absolute timeout, a save still keeps it to t.
+        clock.advance(Duration::from_secs(900));
+        let saved = sh
+            .save_contents(&d, &contents(&store, None, &[("a", b"4")], at(sh.now())))
+            .expect("save");
+        assert_eq!(saved, Committed::Written, "a save 500 s before t keeps it");
+        let record = sh.live(&d).expect("read").expect("live");
+        assert_eq!(record.header.expires_at, until);
+        clock.advance(Duration::from_secs(499));
         assert!(sh.live(&d).expect("read").is_some(), "live until t");
         clock.advance(Duration::from_secs(2));
         assert!(sh.live(&d).expect("read").is_none(), "over at t");
