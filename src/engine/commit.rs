@@ -352,6 +352,17 @@ impl Engine {
         })
     }
 
+    /// Reports the end of the session `digest` (of `user`) that a write wanting to keep it
+    /// (a save, an update, a regeneration) found its lifetime had ended and deleted, and
+    /// flushes, as a logout does: a crash right after cannot bring it back.
+    pub(super) fn ended_by_lifetime(&self, digest: &Digest, user: Option<String>) -> Result<()> {
+        self.events.emit(&self.counters, || Event::Expired {
+            handle: digest.handle(),
+            user,
+        });
+        self.backend.flush()
+    }
+
     /// Writes `change` as the new version of the live record of `digest`; its expiry is
     /// the idle timeout from now, capped by the absolute timeout (the session's own, or
     /// the store's). Applies the per-user cap when the write gives the session to a new
@@ -363,13 +374,7 @@ impl Engine {
             |old, held| self.commit_locked(digest, change, old.map(|e| &**e), held),
         )?;
         if let Committed::Expired(user) = &committed {
-            self.events.emit(&self.counters, || Event::Expired {
-                handle: digest.handle(),
-                user: user.clone(),
-            });
-            // The session ended here, as a logout does: durably, so a crash right after
-            // this returns cannot bring it back.
-            self.backend.flush()?;
+            self.ended_by_lifetime(digest, user.clone())?;
         }
         if let Some(user) = assigned {
             self.enforce_user_limit(&user, digest)?;

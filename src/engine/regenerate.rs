@@ -14,7 +14,6 @@ use crate::events::Event;
 use crate::expiry::{self, Timeouts};
 use crate::id::Digest;
 use crate::id::SessionId;
-use crate::record::StoredRecord;
 use crate::record::codec::Header;
 use crate::session::Session;
 
@@ -49,13 +48,8 @@ impl Engine {
         let (header, previous_user) = match regenerated? {
             Regeneration::Moved(header, previous_user) => (header, previous_user),
             Regeneration::Ended(user) => {
-                // The lifetime `session` carries had already ended: the session is gone,
-                // durably, as a revocation is.
-                self.backend.flush()?;
-                self.events.emit(&self.counters, || Event::Expired {
-                    handle: old_digest.handle(),
-                    user,
-                });
+                // The lifetime `session` carries had already ended: the session is gone.
+                self.ended_by_lifetime(&old_digest, user)?;
                 return Err(Error::NotFound);
             }
         };
@@ -123,7 +117,9 @@ impl Engine {
                 return Ok(Step::Done(Regeneration::Ended(entry.user.clone())));
             }
             let record = contents.record(header);
-            let swapped = self.swap_digest(old, &entry, new, &record);
+            let swapped = self
+                .upgrade_before_write()
+                .and_then(|()| self.backend.move_record(old, &entry, new, &record));
             self.cache.remove(old, &held);
             // Changed since it was read: only a writer outside this process's locks (on
             // Redis, another store) can do that. Read it again.
@@ -135,17 +131,5 @@ impl Engine {
                 .put(*new, Arc::new(record), held_new.as_ref().unwrap_or(&held));
             Ok(Step::Done(Regeneration::Moved(header, previous_user)))
         })
-    }
-
-    /// The atomic move of [`move_record`](Self::move_record). Caller holds both stripe locks.
-    fn swap_digest(
-        &self,
-        old: &Digest,
-        entry: &StoredRecord,
-        new: &Digest,
-        record: &StoredRecord,
-    ) -> Result<Swap> {
-        self.upgrade_before_write()?;
-        self.backend.move_record(old, entry, new, record)
     }
 }

@@ -7,7 +7,6 @@ use crate::engine::commit::{Change, Committed, Contents};
 use crate::engine::read::Via;
 use crate::engine::write::Step;
 use crate::error::{Error, Result};
-use crate::events::Event;
 use crate::expiry;
 use crate::id::SessionId;
 use crate::session::Session;
@@ -77,11 +76,7 @@ impl Engine {
             Step::Done((Committed::Gone, _)) => return Err(Error::NotFound),
             // `f` gave it a lifetime that has ended: deleted, durably, as a logout is.
             Step::Done((Committed::Expired(user), _)) => {
-                self.events.emit(&self.counters, || Event::Expired {
-                    handle: digest.handle(),
-                    user,
-                });
-                self.flush()?;
+                self.ended_by_lifetime(&digest, user)?;
                 return Err(Error::NotFound);
             }
             // The record changed under the stripe lock: only a write this process's locks
