@@ -65,19 +65,16 @@ impl ReadCache {
             .weight_capacity(capacity)
             .shards(shards)
             .build();
-        let shared = match options {
-            _ if entries == 0 => None,
-            Ok(options) => Some(quick_cache::sync::Cache::with_options(
+        let shared = (entries > 0).then(|| match options {
+            Ok(options) => quick_cache::sync::Cache::with_options(
                 options,
                 weight,
                 Default::default(),
                 Default::default(),
-            )),
+            ),
             // The options above are always valid; the defaults' sharding is the fallback.
-            Err(_) => Some(quick_cache::sync::Cache::with_weighter(
-                entries, capacity, weight,
-            )),
-        };
+            Err(_) => quick_cache::sync::Cache::with_weighter(entries, capacity, weight),
+        });
         ReadCache {
             shared,
             versions: (0..Locks::STRIPES).map(|_| AtomicU64::new(0)).collect(),
