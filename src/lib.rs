@@ -66,6 +66,7 @@ mod transfer;
 
 // The layers below it.
 mod backend;
+mod changes;
 mod clock;
 mod config;
 mod engine;

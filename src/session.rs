@@ -6,6 +6,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_bytes::ByteBuf;
 
+use crate::changes::Changes;
 use crate::clock::from_ms;
 use crate::config::Config;
 use crate::error::{Error, Oversized, Result};
@@ -51,6 +52,12 @@ impl Limits {
 /// an atomic read-modify-write). Values are any `serde` type, each stored on its own with
 /// bincode, so one value that no longer matches its type leaves the others readable.
 ///
+/// The copy remembers what was changed on it since it was read: the keys inserted,
+/// replaced or removed, a [`clear`](Self::clear), the user, the lifetime. A save writes
+/// exactly those changes onto the version stored at that moment, so two copies of one
+/// session (two tabs, two overlapping requests) saved in turn keep each other's changes;
+/// see [`Store::save`](crate::Store::save).
+///
 /// # Examples
 ///
 /// ```
@@ -75,6 +82,8 @@ pub struct Session {
     pub(crate) values: Values,
     pub(crate) lifetime: Lifetime,
     pub(crate) limits: Limits,
+    /// What was changed since the session was read: what a save applies.
+    pub(crate) changes: Changes,
 }
 
 impl Session {
@@ -115,6 +124,7 @@ impl Session {
     /// [`Error::TooLarge`].
     pub fn set_user(&mut self, user: Option<&str>) {
         self.user = user.map(str::to_owned);
+        self.changes.set_user();
     }
 
     /// The session's own timeouts, as set with [`set_lifetime`](Self::set_lifetime) (or
@@ -134,6 +144,7 @@ impl Session {
     /// later does not restart it.
     pub fn set_lifetime(&mut self, lifetime: Lifetime) {
         self.lifetime = lifetime;
+        self.changes.set_lifetime();
     }
 
     /// Reads the value stored under `key` as a `T`. `Ok(None)` if there is none.
@@ -193,6 +204,7 @@ impl Session {
         self.values
             .make_mut()
             .insert(key.to_owned(), ByteBuf::from(bytes));
+        self.changes.touch_key(key);
         Ok(())
     }
 
@@ -201,6 +213,7 @@ impl Session {
         if !self.values.contains_key(key) {
             return false;
         }
+        self.changes.touch_key(key);
         self.values.make_mut().remove(key).is_some()
     }
 
@@ -209,6 +222,7 @@ impl Session {
         if !self.values.is_empty() {
             self.values = Values::default();
         }
+        self.changes.clear();
     }
 
     /// Whether the session holds no values.

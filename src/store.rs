@@ -143,10 +143,38 @@ impl Store {
         self.engine.load(id)
     }
 
-    /// Writes `session`'s values and user, and extends its idle expiry.
+    /// Writes what `session` changed since it was read, and extends its idle expiry.
     ///
-    /// The last save wins over concurrent saves of the same session (use
-    /// [`update`](Self::update) for read-modify-write). A save whose values and user are
+    /// A save applies `session`'s changes (values inserted, replaced or removed, a
+    /// [`clear`](Session::clear), [`set_user`](Session::set_user),
+    /// [`set_lifetime`](Session::set_lifetime)) onto the version stored at that moment:
+    /// keys it did not touch keep what is stored now, whoever wrote them. So two
+    /// overlapping requests of one session (two tabs, a page's parallel XHRs) that change
+    /// different keys keep both changes, whether they run in one process or on two
+    /// servers sharing Redis, and a request that loaded the session before a logout does
+    /// not log it back in. The same key changed by two overlapping saves ends with the
+    /// later save's value; a `clear` removes every value stored when it is saved. Use
+    /// [`update`](Self::update) for read-modify-write of one value (a counter). The
+    /// changes accumulate on the copy: saving it again applies all of them again.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), sessile::Error> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let store = sessile::Store::open(dir.path().join("s"))?;
+    /// # let id = store.create()?.id().clone();
+    /// let mut tab1 = store.load(&id)?.expect("live");
+    /// let mut tab2 = store.load(&id)?.expect("live");
+    /// tab1.insert("cart", &vec![42u32])?;
+    /// tab2.insert("theme", "dark")?;
+    /// store.save(&tab1)?;
+    /// store.save(&tab2)?; // keeps the cart tab 1 saved
+    /// let now = store.load(&id)?.expect("live");
+    /// assert_eq!(now.get::<Vec<u32>>("cart")?, Some(vec![42]));
+    /// assert_eq!(now.get::<String>("theme")?.as_deref(), Some("dark"));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// A save whose values and user are
     /// unchanged and which would move the expiry by less than the touch granularity writes
     /// nothing; one that changes them but would move the expiry that little keeps the
     /// stored expiry (one write instead of three). The absolute timeout still counts from

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::backend::Swap;
+use crate::changes::Changes;
 use crate::config::MAX_USER_LEN;
 use crate::engine::Engine;
 use crate::engine::locks::{StripeGuard, UserGuard};
@@ -29,6 +30,9 @@ pub(crate) struct Contents {
     /// now, not from creation): the commit anchors it to the session's creation and
     /// never lets it move later than one stored before (see [`Change::own`]).
     anchored: bool,
+    /// What the session changed since it was read; `None`: the contents replace whatever
+    /// is stored (a create, an `update` closure's result, a restore).
+    changes: Option<Changes>,
 }
 
 impl Contents {
@@ -47,7 +51,52 @@ impl Contents {
             values,
             own: lifetime.to_own(&state.config),
             anchored: false,
+            changes: None,
         })
+    }
+
+    /// These contents as `changes` made to a version read earlier: a write applies the
+    /// changes onto the version stored then (see [`Contents::rebase`]).
+    pub(crate) fn with_changes(mut self, changes: Changes) -> Contents {
+        self.changes = Some(changes);
+        self
+    }
+
+    /// The contents to write over `old`: `None` if these are (they replace what is
+    /// stored, or were made on `old` itself), else `old` with the changes applied.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TooLarge`] if the merged record is over the limit; [`Error::EncodeRecord`].
+    pub(super) fn rebase(&self, state: &Engine, old: &StoredRecord) -> Result<Option<Contents>> {
+        let Some(changes) = self.changes.as_ref().filter(|c| !c.made_on(&old.header)) else {
+            return Ok(None);
+        };
+        let values: Values = changes.apply(&old.values, &self.values).into();
+        let user = self.user_over(old).map(str::to_owned);
+        let own = if changes.lifetime() {
+            self.own
+        } else {
+            old.header.own
+        };
+        Ok(Some(Contents {
+            encoded: state.encode(user.as_deref(), &values)?,
+            user,
+            values,
+            own,
+            anchored: self.anchored,
+            changes: None,
+        }))
+    }
+
+    /// The user the session has once these contents are written over `old`.
+    fn user_over<'a>(&'a self, old: &'a StoredRecord) -> Option<&'a str> {
+        match &self.changes {
+            Some(changes) if !changes.user() && !changes.made_on(&old.header) => {
+                old.user.as_deref()
+            }
+            _ => self.user.as_deref(),
+        }
     }
 
     /// These contents with an absolute timeout that reaches from the save, not from the
@@ -64,12 +113,13 @@ impl Contents {
     ///
     /// As [`Contents::new`].
     pub(super) fn of(state: &Engine, session: &Session) -> Result<Contents> {
-        Contents::new(
+        Ok(Contents::new(
             state,
             session.user.clone(),
             session.values.clone(),
             session.lifetime,
-        )
+        )?
+        .with_changes(session.changes.clone()))
     }
 
     /// The session's own timeouts as they will be stored.
@@ -106,7 +156,7 @@ impl Change<'_> {
     pub(super) fn moves_out(&self, old: &StoredRecord) -> bool {
         match self {
             Change::Touch(_) => false,
-            Change::Replace(c) => old.user.is_some() && old.user != c.user,
+            Change::Replace(c) => old.user.is_some() && old.user.as_deref() != c.user_over(old),
         }
     }
 
@@ -227,6 +277,7 @@ impl Engine {
             values: Values::default(),
             lifetime,
             limits: self.limits(),
+            changes: Changes::since(&header),
         })
     }
 
@@ -397,6 +448,15 @@ impl Engine {
         if !expiry::is_live(&self.config, &old.header, now) {
             return Ok(gone);
         }
+        // Changes made to an earlier version are applied onto this one.
+        let rebased = match change {
+            Change::Replace(c) => c.rebase(self, old)?,
+            Change::Touch(_) => None,
+        };
+        let change = match &rebased {
+            Some(merged) => &Change::Replace(merged),
+            None => change,
+        };
         let own = change.own(&old.header, now, self.config.absolute_ms);
         let timeouts = Timeouts::of(&self.config, own);
         let expires_at = timeouts.expires_at(now, old.header.created_at);

@@ -186,6 +186,7 @@ impl Engine {
             values: entry.values.clone(),
             lifetime: crate::expiry::Lifetime::from_own(entry.header.own, &self.config),
             limits: self.limits(),
+            changes: crate::changes::Changes::since(&entry.header),
         }
     }
 }

@@ -19,8 +19,9 @@ use crate::session::Session;
 
 /// What a regeneration did.
 pub(super) enum Regeneration {
-    /// The record moved to the new digest with this header; its user before the move.
-    Moved(Header, Option<String>),
+    /// The record moved to the new digest with this header; its user before the move and
+    /// after it.
+    Moved(Header, Option<String>, Option<String>),
     /// `contents` gave the session a lifetime that had already ended: the record was
     /// deleted (its user given) and nothing was written under the new digest.
     Ended(Option<String>),
@@ -45,8 +46,8 @@ impl Engine {
         let regenerated = self.tokens.forgetting(&session.id.words(), || {
             self.move_record(&old_digest, &new_digest, &contents)
         });
-        let (header, previous_user) = match regenerated? {
-            Regeneration::Moved(header, previous_user) => (header, previous_user),
+        let (header, previous_user, user) = match regenerated? {
+            Regeneration::Moved(header, previous_user, user) => (header, previous_user, user),
             Regeneration::Ended(user) => {
                 // The lifetime `session` carries had already ended: the session is gone.
                 self.ended_by_lifetime(&old_digest, user)?;
@@ -57,16 +58,13 @@ impl Engine {
         self.events.emit(&self.counters, || Event::Regenerated {
             old: old_digest.handle(),
             new: new_digest.handle(),
-            user: session.user.clone(),
+            user: user.clone(),
         });
         session.id = new_id;
         session.digest = new_digest;
         session.header = header;
-        if let Some(user) = contents
-            .user()
-            .filter(|u| Some(*u) != previous_user.as_deref())
-        {
-            self.enforce_user_limit(user, &new_digest)?;
+        if let Some(user) = user.filter(|u| Some(u) != previous_user.as_ref()) {
+            self.enforce_user_limit(&user, &new_digest)?;
         }
         Ok(())
     }
@@ -99,6 +97,9 @@ impl Engine {
             if entry.user != guess {
                 return Ok(Step::Retry); // given to someone else meanwhile: lock that user
             }
+            // Changes made to an earlier version are applied onto this one.
+            let rebased = contents.rebase(self, &entry)?;
+            let contents = rebased.as_ref().unwrap_or(contents);
             let own = contents.own();
             let header = Header {
                 expires_at: Timeouts::of(&self.config, own)
@@ -127,9 +128,10 @@ impl Engine {
                 return Ok(Step::Retry);
             }
             let previous_user = entry.user.clone();
+            let user = record.user.clone();
             self.cache
                 .put(*new, Arc::new(record), held_new.as_ref().unwrap_or(&held));
-            Ok(Step::Done(Regeneration::Moved(header, previous_user)))
+            Ok(Step::Done(Regeneration::Moved(header, previous_user, user)))
         })
     }
 }
