@@ -26,7 +26,7 @@ macro_rules! tower_backend {
             use $ts::cookie::Key;
             use $ts::{Expiry, Session, SessionManagerLayer};
 
-            use super::adapter_suite::{Backend, KEY, Server};
+            use super::adapter_suite::{Backend, Gate, KEY, Server};
 
             pub struct Tower;
 
@@ -74,7 +74,20 @@ macro_rules! tower_backend {
                 Ok(Json(json!({})))
             }
 
+            static GATE: Gate = Gate::new();
+
+            async fn slow(session: Session, Path((key, value)): Path<(String, String)>) -> Answer {
+                session.get::<Value>("theme").await.map_err(fail)?; // loads the session
+                GATE.pass().await;
+                session.insert(&key, value).await.map_err(fail)?;
+                Ok(Json(json!({})))
+            }
+
             impl Backend for Tower {
+                fn gate() -> &'static Gate {
+                    &GATE
+                }
+
                 fn serve(store: Store, listener: std::net::TcpListener, ttl: Duration) -> Server {
                     let addr = listener.local_addr().expect("addr");
                     listener.set_nonblocking(true).expect("nonblocking");
@@ -101,6 +114,7 @@ macro_rules! tower_backend {
                                 .route("/cycle", post(cycle))
                                 .route("/login/{user}", post(login))
                                 .route("/logout", post(logout))
+                                .route("/slow/{key}/{value}", post(slow))
                                 .layer(layer);
                             let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
                             axum::serve(listener, app)
@@ -140,7 +154,7 @@ mod actix_backend {
     use sessile::Store;
     use sessile::actix::{ActixStore, USER_KEY};
 
-    use super::adapter_suite::{Backend, KEY, Server};
+    use super::adapter_suite::{Backend, Gate, KEY, Server};
 
     pub struct Actix;
 
@@ -184,7 +198,21 @@ mod actix_backend {
         Ok(HttpResponse::Ok().json(json!({})))
     }
 
+    static GATE: Gate = Gate::new();
+
+    async fn slow(session: Session, path: web::Path<(String, String)>) -> Answer {
+        session.get::<Value>("theme")?; // the middleware loaded the session
+        GATE.pass().await;
+        let (key, value) = path.into_inner();
+        session.insert(key, value)?;
+        Ok(HttpResponse::Ok().json(json!({})))
+    }
+
     impl Backend for Actix {
+        fn gate() -> &'static Gate {
+            &GATE
+        }
+
         fn serve(store: Store, listener: std::net::TcpListener, ttl: Duration) -> Server {
             let addr = listener.local_addr().expect("addr");
             let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -212,6 +240,7 @@ mod actix_backend {
                             .route("/cycle", web::post().to(cycle))
                             .route("/login/{user}", web::post().to(login))
                             .route("/logout", web::post().to(logout))
+                            .route("/slow/{key}/{value}", web::post().to(slow))
                     })
                     .workers(2)
                     .disable_signals()
@@ -290,7 +319,7 @@ mod tower_contract {
     /// the index across saves.
     #[tokio::test]
     async fn axum_login_data_indexes_the_user_and_user_key_round_trips() {
-        use sessile::tower::{AXUM_LOGIN_KEY, USER_KEY};
+        use sessile::tower::{AXUM_LOGIN_KEY, BASE_KEY, USER_KEY};
         let dir = tempfile::tempdir().expect("tempdir");
         let store = TowerStore::new(
             crate::backend::config_at(dir.path().join("s"))
@@ -311,10 +340,14 @@ mod tower_contract {
         let listed = store.sessions_of("1").await.expect("list");
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].handle, store.handle(&plain.id));
-        let loaded = store.load(&plain.id).await.expect("load").expect("live");
+        let mut loaded = store.load(&plain.id).await.expect("load").expect("live");
+        assert!(
+            loaded.data.remove(BASE_KEY).is_some(),
+            "what the request loaded"
+        );
         assert_eq!(
             loaded.data, plain.data,
-            "axum-login's value stays, nothing added"
+            "axum-login's value stays, nothing else added"
         );
 
         let mut both = with(&[(AXUM_LOGIN_KEY, login.clone()), (USER_KEY, json!("1"))]);

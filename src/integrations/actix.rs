@@ -53,13 +53,24 @@
 //! actix-session's values are JSON strings; each is stored as its UTF-8 bytes. The value
 //! under [`USER_KEY`] (a JSON string) becomes the session's user in sessile's per-user
 //! index. On load, the session's handle is put under [`HANDLE_KEY`], since actix-session
-//! does not show handlers the session key; it is never stored.
+//! does not show handlers the session key, and what the request loaded under
+//! [`BASE_KEY`]; neither is ever stored.
+//!
+//! # Overlapping requests
+//!
+//! `update` writes only what the request changed: the values that differ from what it
+//! loaded (recognised by the fingerprints under [`BASE_KEY`]), the keys it removed, and
+//! the user if it changed, each onto the version stored at that moment. Two overlapping
+//! requests of one session that change different keys keep both changes, on one server
+//! or on several sharing Redis; the same key changed by both ends with the later save's
+//! value; `session.clear()` (which also drops [`BASE_KEY`]) writes the whole state.
 
 use std::collections::HashMap;
 
 use actix_session::storage::{LoadError, SaveError, SessionKey, SessionStore, UpdateError};
 use time::Duration;
 
+use super::base::Base;
 use super::support::{Work, helpers, run};
 use crate::engine::Engine;
 use crate::engine::commit::Contents;
@@ -103,7 +114,7 @@ pub struct ActixStore {
     store: Store,
 }
 
-pub use super::support::BoxError;
+pub use super::support::{BASE_KEY, BoxError};
 
 impl ActixStore {
     /// Wraps an open store. Each session's lifetime comes from actix's TTL (see the
@@ -177,6 +188,11 @@ fn contents(
     lifetime: Lifetime,
 ) -> Result<Contents, anyhow::Error> {
     state.remove(HANDLE_KEY);
+    // What this request loaded: never stored.
+    let base = state
+        .remove(BASE_KEY)
+        .and_then(|json| serde_json::from_str::<String>(&json).ok())
+        .and_then(|text| Base::parse(&text));
     let user = match state.remove(USER_KEY) {
         Some(json) => serde_json::from_str::<Option<String>>(&json).map_err(|e| {
             anyhow::anyhow!("the value under {USER_KEY:?} must be a string or null: {e}")
@@ -188,7 +204,12 @@ fn contents(
         shared.limits().check_key(&key)?;
         data.insert(key, serde_bytes::ByteBuf::from(value.into_bytes()));
     }
-    Ok(shared.contents(user, data, lifetime)?)
+    let changes = base.map(|b| b.changes(&data, user.as_deref()));
+    let contents = shared.contents(user, data, lifetime)?;
+    Ok(match changes {
+        Some(changes) => contents.with_changes(changes),
+        None => contents,
+    })
 }
 
 /// Builds actix's state from a live sessile record.
@@ -196,7 +217,7 @@ fn state(
     entry: &StoredRecord,
     handle: SessionHandle,
 ) -> Result<HashMap<String, String>, LoadError> {
-    let mut state = HashMap::with_capacity(entry.values.len() + 2);
+    let mut state = HashMap::with_capacity(entry.values.len() + 3);
     for (key, bytes) in entry.values.iter() {
         match std::str::from_utf8(bytes) {
             Ok(value) => {
@@ -214,6 +235,7 @@ fn state(
         state.insert(USER_KEY.to_owned(), json(user)?);
     }
     state.insert(HANDLE_KEY.to_owned(), json(&handle.to_string())?);
+    state.insert(BASE_KEY.to_owned(), json(&Base::text_of(entry))?);
     Ok(state)
 }
 

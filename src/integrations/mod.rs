@@ -5,12 +5,14 @@
 //! - [`actix`] (feature `actix`): an `actix_session::storage::SessionStore` for
 //!   actix-web, actix-session 0.11.
 //!
-//! Both sit on the same internal write path ([`engine`]): records written with a
-//! caller-chosen expiry, create-if-absent, saves that never bring back a destroyed
-//! session, and all disk work moved off the async executor.
+//! Both sit on the same internal write path (the engine's `framework` module): records
+//! written with a caller-chosen expiry, create-if-absent, saves that write only what the
+//! request changed (`base`) and never bring back a destroyed session, and all disk work
+//! moved off the async executor.
 
 #[cfg(feature = "actix")]
 pub mod actix;
+mod base;
 mod support;
 #[cfg(any(feature = "tower", feature = "tower-014"))]
 pub mod tower;

@@ -17,6 +17,8 @@ use crate::store::Store;
 /// [`tower`](crate::tower)); removing the key then puts the session under that id.
 pub const USER_KEY: &str = "sessile.user";
 
+pub use super::base::BASE_KEY;
+
 /// The error type of the adapters' async helpers.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

@@ -107,7 +107,8 @@ use std::time::Duration;
 use serde_json::Value;
 use time::OffsetDateTime;
 
-pub use super::support::{BoxError, USER_KEY};
+use super::base::Base;
+pub use super::support::{BASE_KEY, BoxError, USER_KEY};
 use super::support::{OffExecutorError, Work, helpers, off_executor, run};
 use crate::engine::Engine;
 use crate::engine::commit::Contents;
@@ -228,7 +229,13 @@ impl TowerStore {
         let state = &self.store.engine;
         let mut values = ValueMap::new();
         let mut user = None;
+        let mut base = None;
         for (key, value) in data {
+            if key == BASE_KEY {
+                // What this request loaded: never stored.
+                base = value.as_str().and_then(Base::parse);
+                continue;
+            }
             if key == USER_KEY {
                 // The user, and kept as a value too, so it loads back as it was saved
                 // (also `null`, which keeps the session out of the index).
@@ -252,9 +259,14 @@ impl TowerStore {
         if user.is_none() && !data.contains_key(USER_KEY) {
             user = data.get(self.user_from).and_then(user_id);
         }
-        state
+        let changes = base.as_ref().map(|b| b.changes(&values, user.as_deref()));
+        let contents = state
             .contents(user, values, lifetime)
-            .map_err(|e| Refusal::of(&e.into()))
+            .map_err(|e| Refusal::of(&e.into()))?;
+        Ok(match changes {
+            Some(changes) => contents.with_changes(changes),
+            None => contents,
+        })
     }
 
     /// tower's data and expiry date of a live sessile record. The JSON values are parsed
@@ -277,7 +289,7 @@ impl TowerStore {
 
     /// tower's data of a sessile record: each value parsed from JSON.
     fn parse(&self, id: i128, entry: &StoredRecord) -> HashMap<String, Value> {
-        let mut data = HashMap::with_capacity(entry.values.len() + 1);
+        let mut data = HashMap::with_capacity(entry.values.len() + 2);
         for (key, bytes) in entry.values.iter() {
             match serde_json::from_slice::<Value>(bytes) {
                 Ok(value) => {
@@ -298,6 +310,7 @@ impl TowerStore {
         {
             data.insert(USER_KEY.to_owned(), Value::String(user.clone()));
         }
+        data.insert(BASE_KEY.to_owned(), Value::String(Base::text_of(entry)));
         data
     }
 

@@ -13,6 +13,7 @@ pub mod http;
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -25,12 +26,54 @@ pub const COOKIE: &str = "id";
 /// The signing key both test servers use, so cookies survive a restart.
 pub const KEY: [u8; 64] = [42; 64];
 
+/// Holds a request inside its handler (after it loaded the session, before it changes
+/// it) until the test releases it: `POST /slow/{key}/{value}` passes through it.
+pub struct Gate {
+    arrived: AtomicBool,
+    released: AtomicBool,
+}
+
+impl Gate {
+    pub const fn new() -> Gate {
+        Gate {
+            arrived: AtomicBool::new(false),
+            released: AtomicBool::new(false),
+        }
+    }
+
+    /// Called by the slow handler: waits (asynchronously) for the release.
+    pub async fn pass(&self) {
+        self.arrived.store(true, Ordering::SeqCst);
+        while !self.released.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Waits until a request is held (bounded).
+    fn wait_arrival(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !self.arrived.load(Ordering::SeqCst) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the slow request never arrived"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    fn release(&self) {
+        self.released.store(true, Ordering::SeqCst);
+    }
+}
+
 /// A framework under test.
 pub trait Backend {
     /// Serves the suite's routes over `store` on `listener` until the server is dropped,
     /// with `ttl` as the framework's session lifetime (tower's inactivity expiry,
     /// actix's state TTL).
     fn serve(store: Store, listener: std::net::TcpListener, ttl: Duration) -> Server;
+    /// The gate of this backend's `/slow` route.
+    fn gate() -> &'static Gate;
 }
 
 /// A running test server. Dropping it stops the server, waits for it, and drops every
@@ -330,7 +373,8 @@ pub fn concurrent_requests_share_one_session<B: Backend>() {
         assert!(value(&mut client, "n").is_u64());
     }
     let n = value(&mut alice, "n").as_u64().expect("a number");
-    // Whole-record saves: concurrent increments may overwrite each other, but never
+    // Each request saves what it changed; increments of the one key "n" by overlapping
+    // requests end with the later save (use a store-side update for exact counts), but never
     // corrupt or split the session.
     assert!((2..=31).contains(&n), "counter {n}");
     assert_eq!(server.store().len().expect("len"), 1, "no stray sessions");
@@ -371,6 +415,46 @@ pub fn saves_racing_a_logout_never_bring_it_back<B: Backend>() {
             .is_empty(),
         "a save after the logout brought the user's session back"
     );
+}
+
+/// Two overlapping requests of one session: a slow one that loaded the session before a
+/// fast one saved, then changes another key. Both changes are there afterwards (the
+/// slow save does not put back the value the fast one replaced).
+pub fn overlapping_requests_keep_both_changes<B: Backend>() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start::<B>(plain(&dir.path().join("s")), HOUR);
+    let mut alice = server.client();
+    ok(alice.post("/set/theme/light"));
+    ok(alice.post("/set/flash/hello"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut slow = alice.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(slow.post("/slow/cart/42").status);
+    });
+    B::gate().wait_arrival();
+    ok(alice.post("/set/theme/dark"));
+    ok(alice.post("/remove/flash"));
+    B::gate().release();
+    let status = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the slow request finished");
+    assert_eq!(status, 200);
+    assert_eq!(
+        value(&mut alice, "cart"),
+        json!("42"),
+        "the slow request's change"
+    );
+    assert_eq!(
+        value(&mut alice, "theme"),
+        json!("dark"),
+        "the slow request put back a value it never changed"
+    );
+    assert_eq!(
+        value(&mut alice, "flash"),
+        Value::Null,
+        "the slow request put back a value the fast one removed"
+    );
+    assert_eq!(server.store().len().expect("len"), 1);
 }
 
 pub fn restart_keeps_the_session<B: Backend>() {
@@ -433,6 +517,10 @@ macro_rules! conformance_suite {
             #[test]
             fn saves_racing_a_logout_never_bring_it_back() {
                 suite::saves_racing_a_logout_never_bring_it_back::<$backend>();
+            }
+            #[test]
+            fn overlapping_requests_keep_both_changes() {
+                suite::overlapping_requests_keep_both_changes::<$backend>();
             }
             #[test]
             fn restart_keeps_the_session() {

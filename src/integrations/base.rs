@@ -1,0 +1,213 @@
+//! What a request loaded, carried with the request in the session data, so that its save
+//! writes only what it changed (see [`crate::changes`]).
+//!
+//! tower-sessions and actix-session hand the store the whole map at save, not what the
+//! request changed. So at load the adapters add one reserved entry, [`BASE_KEY`], whose
+//! text names the version loaded and holds a fingerprint of every key and value (and of
+//! the user). At save the entry is taken out again (it is never stored), and the map is
+//! compared with it: a value whose fingerprint is in the base was not changed by this
+//! request and keeps whatever is stored now; one that differs, or is new, was; a key the
+//! base has and the map lacks was removed. Since the entry travels inside the request's
+//! own data, this works across processes (two servers on one Redis) with no state kept
+//! between load and save. A map without the entry (a create, a `clear`) is written whole.
+
+use std::collections::BTreeSet;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use crate::changes::{Changes, Version, key_fingerprint, user_fingerprint, value_fingerprint};
+use crate::record::StoredRecord;
+use crate::record::values::ValueMap;
+
+/// The session key of the entry the adapters add at load and take out at save: what
+/// the request loaded (a version and fingerprints, no values). Leave it in place; a
+/// request that removes it (or `clear`s the session) saves its whole map.
+pub const BASE_KEY: &str = "sessile.base";
+
+/// The format of the entry's text (its first character).
+const FORMAT: char = '1';
+/// Bytes of the fixed part: created_at, version, last_seen, user fingerprint.
+const FIXED: usize = 32;
+/// Bytes per value: key fingerprint, key-and-value fingerprint.
+const PER_VALUE: usize = 12;
+
+/// What a request loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Base {
+    version: Version,
+    /// When the loaded version was written.
+    last_seen: u64,
+    user: u64,
+    /// Key and key-and-value fingerprints of the loaded values.
+    values: Vec<(u32, u64)>,
+}
+
+impl Base {
+    /// The entry's text for a request loading `record`.
+    pub(super) fn text_of(record: &StoredRecord) -> String {
+        let mut bytes = Vec::with_capacity(FIXED + PER_VALUE * record.values.len());
+        bytes.extend_from_slice(&record.header.created_at.to_le_bytes());
+        bytes.extend_from_slice(&record.header.version.to_le_bytes());
+        bytes.extend_from_slice(&record.header.last_seen.to_le_bytes());
+        bytes.extend_from_slice(&user_fingerprint(record.user.as_deref()).to_le_bytes());
+        for (key, value) in record.values.iter() {
+            bytes.extend_from_slice(&key_fingerprint(key).to_le_bytes());
+            bytes.extend_from_slice(&value_fingerprint(key, value).to_le_bytes());
+        }
+        let mut text = String::with_capacity(1 + bytes.len().div_ceil(3) * 4);
+        text.push(FORMAT);
+        URL_SAFE_NO_PAD.encode_string(&bytes, &mut text);
+        text
+    }
+
+    /// The base an entry's text describes; `None` for text this adapter did not write
+    /// (then the save writes its map whole).
+    pub(super) fn parse(text: &str) -> Option<Base> {
+        let encoded = text.strip_prefix(FORMAT)?;
+        let bytes = URL_SAFE_NO_PAD.decode(encoded).ok()?;
+        let (fixed, rest) = bytes.split_first_chunk::<FIXED>()?;
+        if rest.len() % PER_VALUE != 0 {
+            return None;
+        }
+        let word = |at: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&fixed[at..at + 8]);
+            u64::from_le_bytes(w)
+        };
+        let values = rest
+            .chunks_exact(PER_VALUE)
+            .map(|chunk| {
+                let (key, value) = chunk.split_at(4);
+                let mut k = [0u8; 4];
+                k.copy_from_slice(key);
+                let mut v = [0u8; 8];
+                v.copy_from_slice(value);
+                (u32::from_le_bytes(k), u64::from_le_bytes(v))
+            })
+            .collect();
+        Some(Base {
+            version: Version {
+                created_at: word(0),
+                number: word(8),
+            },
+            last_seen: word(16),
+            user: word(24),
+            values,
+        })
+    }
+
+    /// When the loaded version was written.
+    pub(super) fn last_seen(&self) -> u64 {
+        self.last_seen
+    }
+
+    /// Whether the loaded version belonged to `user`.
+    pub(super) fn belonged_to(&self, user: Option<&str>) -> bool {
+        self.user == user_fingerprint(user)
+    }
+
+    /// What a request that loaded this base changed, to end with `values` and `user`.
+    pub(super) fn changes(&self, values: &ValueMap, user: Option<&str>) -> Changes {
+        let unchanged: BTreeSet<u64> = self.values.iter().map(|&(_, kv)| kv).collect();
+        let keys = values
+            .iter()
+            .filter(|(key, value)| !unchanged.contains(&value_fingerprint(key, value)))
+            .map(|(key, _)| key.clone())
+            .collect();
+        let kept: BTreeSet<u32> = values.keys().map(|key| key_fingerprint(key)).collect();
+        let removed = self
+            .values
+            .iter()
+            .map(|&(key, _)| key)
+            .filter(|key| !kept.contains(key))
+            .collect();
+        Changes::recovered(self.version, keys, removed, !self.belonged_to(user))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::codec::Header;
+    use crate::record::values::Values;
+    use serde_bytes::ByteBuf;
+
+    fn record(user: Option<&str>, pairs: &[(&str, &[u8])]) -> StoredRecord {
+        let values: ValueMap = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), ByteBuf::from(v.to_vec())))
+            .collect();
+        let header = Header {
+            created_at: 5,
+            version: 9,
+            last_seen: 7,
+            ..Header::PLACEHOLDER
+        };
+        StoredRecord::encoded(
+            crate::record::encode_record(&header, user, &Values::from(values.clone()))
+                .expect("encode"),
+            header,
+            user.map(str::to_owned),
+            values.into(),
+        )
+    }
+
+    #[test]
+    fn the_text_round_trips_and_odd_text_is_not_a_base() {
+        let r = record(Some("ann"), &[("a", b"1"), ("b", b"2")]);
+        let base = Base::parse(&Base::text_of(&r)).expect("parses");
+        assert_eq!(
+            base.version,
+            Version {
+                created_at: 5,
+                number: 9
+            }
+        );
+        assert_eq!(base.last_seen(), 7);
+        assert!(base.belonged_to(Some("ann")));
+        assert_eq!(base.values.len(), 2);
+        for odd in ["", "1", "2AAAA", "1!!!!", "1AAAA", "x"] {
+            assert_eq!(Base::parse(odd), None, "{odd:?}");
+        }
+    }
+
+    #[test]
+    fn changes_are_the_keys_that_differ_from_what_was_loaded() {
+        let r = record(
+            None,
+            &[("same", b"1"), ("changed", b"2"), ("removed", b"3")],
+        );
+        let base = Base::parse(&Base::text_of(&r)).expect("parses");
+        let now: ValueMap = [("same", b"1"), ("changed", b"9"), ("added", b"4")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), ByteBuf::from(v.to_vec())))
+            .collect();
+        let changes = base.changes(&now, None);
+        let latest = record(
+            None,
+            &[
+                ("same", b"x"),
+                ("changed", b"y"),
+                ("removed", b"z"),
+                ("other", b"o"),
+            ],
+        );
+        let merged = changes.apply(&latest.values, &Values::from(now));
+        let pairs: Vec<_> = merged
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_slice()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("added", &b"4"[..]),
+                ("changed", b"9"),
+                ("other", b"o"),
+                ("same", b"x")
+            ]
+        );
+        assert!(!changes.user());
+        assert!(base.changes(&ValueMap::new(), Some("ann")).user());
+    }
+}
