@@ -214,8 +214,12 @@ impl fmt::Debug for Digest {
 pub struct SessionHandle([u8; HANDLE_BYTES]);
 
 impl SessionHandle {
-    pub(crate) fn as_bytes(&self) -> &[u8] {
+    pub(crate) fn as_bytes(&self) -> &[u8; HANDLE_BYTES] {
         &self.0
+    }
+
+    pub(crate) fn from_bytes(bytes: [u8; HANDLE_BYTES]) -> SessionHandle {
+        SessionHandle(bytes)
     }
 }
 

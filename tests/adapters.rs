@@ -83,9 +83,21 @@ macro_rules! tower_backend {
                 Ok(Json(json!({})))
             }
 
+            static CYCLE_GATE: Gate = Gate::new();
+
+            async fn slow_cycle(session: Session) -> Answer {
+                session.get::<Value>("cart").await.map_err(fail)?; // loads the session
+                session.cycle_id().await.map_err(fail)?;
+                CYCLE_GATE.pass().await;
+                Ok(Json(json!({})))
+            }
+
             impl Backend for Tower {
                 fn gate() -> &'static Gate {
                     &GATE
+                }
+                fn cycle_gate() -> &'static Gate {
+                    &CYCLE_GATE
                 }
 
                 fn serve(store: Store, listener: std::net::TcpListener, ttl: Duration) -> Server {
@@ -115,6 +127,7 @@ macro_rules! tower_backend {
                                 .route("/login/{user}", post(login))
                                 .route("/logout", post(logout))
                                 .route("/slow/{key}/{value}", post(slow))
+                                .route("/slow-cycle", post(slow_cycle))
                                 .layer(layer);
                             let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
                             axum::serve(listener, app)
@@ -208,9 +221,20 @@ mod actix_backend {
         Ok(HttpResponse::Ok().json(json!({})))
     }
 
+    static CYCLE_GATE: Gate = Gate::new();
+
+    async fn slow_cycle(session: Session) -> Answer {
+        session.renew();
+        CYCLE_GATE.pass().await;
+        Ok(HttpResponse::Ok().json(json!({})))
+    }
+
     impl Backend for Actix {
         fn gate() -> &'static Gate {
             &GATE
+        }
+        fn cycle_gate() -> &'static Gate {
+            &CYCLE_GATE
         }
 
         fn serve(store: Store, listener: std::net::TcpListener, ttl: Duration) -> Server {
@@ -241,6 +265,7 @@ mod actix_backend {
                             .route("/login/{user}", web::post().to(login))
                             .route("/logout", web::post().to(logout))
                             .route("/slow/{key}/{value}", web::post().to(slow))
+                            .route("/slow-cycle", web::post().to(slow_cycle))
                     })
                     .workers(2)
                     .disable_signals()

@@ -308,7 +308,7 @@ impl Backend {
             }
             #[cfg(feature = "redis")]
             Storage::Redis(b) => b
-                .revoke_user(user, except.map(SessionHandle::as_bytes), now)
+                .revoke_user(user, except.map(|h| &h.as_bytes()[..]), now)
                 .map(Some),
         }
     }
@@ -336,6 +336,16 @@ impl Backend {
     /// Writes the store format `format` (durably), before the first record in it.
     pub(crate) fn set_format(&self, format: u32) -> Result<()> {
         dispatch!(self, b => b.set_format(format))
+    }
+
+    /// The revocation mark of `user` (see the engine's `revoke` module), if any.
+    pub(crate) fn revocation(&self, user: &str) -> Result<Option<IVec>> {
+        dispatch!(self, b => b.revocation(user))
+    }
+
+    /// Replaces the revocation mark of `user`. Not flushed.
+    pub(crate) fn set_revocation(&self, user: &str, mark: &[u8]) -> Result<()> {
+        dispatch!(self, b => b.set_revocation(user, mark))
     }
 }
 

@@ -128,7 +128,7 @@ impl Contents {
     }
 
     /// The user these contents give the session.
-    pub(super) fn user(&self) -> Option<&str> {
+    pub(crate) fn user(&self) -> Option<&str> {
         self.user.as_deref()
     }
 

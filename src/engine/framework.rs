@@ -14,8 +14,9 @@ use crate::clock::duration_ms;
 use crate::engine::Engine;
 use crate::engine::commit::{Change, Committed, Contents};
 use crate::error::Result;
+use crate::events::DestroyReason;
 use crate::expiry::Lifetime;
-use crate::id::Digest;
+use crate::id::{Digest, SessionHandle};
 use crate::record::values::ValueMap;
 
 impl Engine {
@@ -75,6 +76,38 @@ impl Engine {
     ) -> Result<K> {
         let (key, _, _) = self.insert_fresh(next_key, contents)?;
         Ok(key)
+    }
+
+    /// Stores a rotated session (a framework's new ID for a session that belonged to the
+    /// same user, last written at `last_seen`, under handle `from`) under the first free
+    /// key `next_key` gives, unless a revoke-all of the user revoked it meanwhile
+    /// ([`Engine::revoked`]): then nothing is stored and `None` returned. Checked before
+    /// the insert and again after it (a revoke-all that ran in between, on another
+    /// server, could not see the new record: it is deleted, durably), so a revoked login
+    /// never comes back through a rotation.
+    ///
+    /// # Errors
+    ///
+    /// As [`insert_new`](Self::insert_new).
+    pub(crate) fn insert_rotated<K>(
+        &self,
+        next_key: impl FnMut() -> Result<(K, Digest)>,
+        contents: &Contents,
+        last_seen: u64,
+        from: &SessionHandle,
+    ) -> Result<Option<K>> {
+        let Some(user) = contents.user() else {
+            return self.insert_new(next_key, contents).map(Some);
+        };
+        if self.revoked(user, last_seen, from)? {
+            return Ok(None);
+        }
+        let (key, digest, _) = self.insert_fresh(next_key, contents)?;
+        if self.revoked(user, last_seen, from)? {
+            self.destroy_durably(&digest, DestroyReason::UserRevoked)?;
+            return Ok(None);
+        }
+        Ok(Some(key))
     }
 
     /// Replaces the values, user and lifetime of the live record of `digest`. A session

@@ -11,6 +11,13 @@
 //! On Redis, other processes write too and hold none of these locks: revoke-all and the
 //! cap are each one script there, listing and deleting in one atomic step on the server
 //! (the backend's `revoke_user` and `cap_user`).
+//!
+//! A framework rotating a session's ID (tower's `cycle_id`, actix's `renew`) deletes the
+//! old record and creates the new one in two steps of its own, and a revoke-all landing
+//! between them finds nothing to delete. So revoke-all first leaves a mark, when the
+//! user's sessions were revoked (and which one was kept), and the create of a rotated
+//! session that belonged to the user before checks it: a session last written at or
+//! before the mark was revoked, and is not created again ([`Engine::revoked`]).
 
 use crate::backend::Swap;
 use crate::engine::Engine;
@@ -104,10 +111,34 @@ impl Engine {
         record.user.as_deref() == Some(user) && expiry::is_live(&self.config, &record.header, now)
     }
 
+    /// Whether the session with handle `handle` of `user`, last written at `last_seen`,
+    /// was revoked by a revoke-all of the user since (see the module docs).
+    pub(crate) fn revoked(
+        &self,
+        user: &str,
+        last_seen: u64,
+        handle: &SessionHandle,
+    ) -> Result<bool> {
+        let Some(mark) = self.backend.revocation(user)? else {
+            return Ok(false);
+        };
+        let Some((at, kept)) = mark.split_first_chunk::<8>() else {
+            return Ok(false); // not a mark this version wrote
+        };
+        Ok(last_seen <= u64::from_be_bytes(*at) && kept != &handle.as_bytes()[..])
+    }
+
     /// Destroys every live session of `user` but the one with handle `except`, then
     /// flushes. Returns how many live sessions were destroyed.
     pub(crate) fn destroy_user(&self, user: &str, except: Option<SessionHandle>) -> Result<usize> {
         self.locks.refuse_inside_update()?;
+        // The mark first: a rotation that checks it after this finds it, and one that
+        // created its session before is deleted below.
+        let mut mark = self.now().to_be_bytes().to_vec();
+        if let Some(kept) = &except {
+            mark.extend_from_slice(kept.as_bytes());
+        }
+        self.backend.set_revocation(user, &mark)?;
         if let Some(revoked) = self
             .backend
             .revoke_user(user, except.as_ref(), self.now())?

@@ -181,12 +181,13 @@ impl ActixStore {
     }
 }
 
-/// Splits actix's state into sessile's user and values.
+/// Splits actix's state into sessile's user and values, with what the request loaded
+/// (see [`BASE_KEY`]).
 fn contents(
     shared: &Engine,
     mut state: HashMap<String, String>,
     lifetime: Lifetime,
-) -> Result<Contents, anyhow::Error> {
+) -> Result<(Contents, Option<Base>), anyhow::Error> {
     state.remove(HANDLE_KEY);
     // What this request loaded: never stored.
     let base = state
@@ -204,12 +205,13 @@ fn contents(
         shared.limits().check_key(&key)?;
         data.insert(key, serde_bytes::ByteBuf::from(value.into_bytes()));
     }
-    let changes = base.map(|b| b.changes(&data, user.as_deref()));
+    let changes = base.as_ref().map(|b| b.changes(&data, user.as_deref()));
     let contents = shared.contents(user, data, lifetime)?;
-    Ok(match changes {
+    let contents = match changes {
         Some(changes) => contents.with_changes(changes),
         None => contents,
-    })
+    };
+    Ok((contents, base))
 }
 
 /// Builds actix's state from a live sessile record.
@@ -235,7 +237,7 @@ fn state(
         state.insert(USER_KEY.to_owned(), json(user)?);
     }
     state.insert(HANDLE_KEY.to_owned(), json(&handle.to_string())?);
-    state.insert(BASE_KEY.to_owned(), json(&Base::text_of(entry))?);
+    state.insert(BASE_KEY.to_owned(), json(&Base::text_of(entry, &handle))?);
     Ok(state)
 }
 
@@ -265,8 +267,10 @@ impl SessionStore for ActixStore {
             let id = SessionId::generate().map_err(|e| SaveError::Other(e.into()))?;
             return SessionKey::try_from(id.to_string()).map_err(|e| SaveError::Other(e.into()));
         };
-        let contents = contents(&self.store.engine, session_state, lifetime)
+        let (contents, base) = contents(&self.store.engine, session_state, lifetime)
             .map_err(SaveError::Serialization)?;
+        // A renewed session of the same user: a revoke-all may have ended it meanwhile.
+        let rotated = base.and_then(|b| b.rotating(contents.user()));
         let work = Work::of_write(&self.store, None, &contents);
         let id = run(&self.store, work, move |s| {
             let tokens = || {
@@ -274,7 +278,16 @@ impl SessionStore for ActixStore {
                 let digest = id.digest();
                 Ok((id, digest))
             };
-            s.engine.insert_new(tokens, &contents)
+            match &rotated {
+                None => s.engine.insert_new(tokens, &contents),
+                Some(b) => {
+                    let stored =
+                        s.engine
+                            .insert_rotated(tokens, &contents, b.last_seen(), b.handle())?;
+                    // Revoked: a key that loads nothing, as for a session born expired.
+                    stored.map_or_else(SessionId::generate, Ok)
+                }
+            }
         })
         .await
         .map_err(|e| {
@@ -304,7 +317,7 @@ impl SessionStore for ActixStore {
                 .map_err(|e| UpdateError::Other(e.into()))?;
             return Ok(session_key);
         };
-        let contents = contents(&self.store.engine, session_state, lifetime)
+        let (contents, _) = contents(&self.store.engine, session_state, lifetime)
             .map_err(UpdateError::Serialization)?;
         let work = Work::of_write(&self.store, Some(&digest), &contents);
         let saved = run(&self.store, work, move |s| {

@@ -17,6 +17,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::changes::{Changes, Version, key_fingerprint, user_fingerprint, value_fingerprint};
+use crate::id::SessionHandle;
 use crate::record::StoredRecord;
 use crate::record::values::ValueMap;
 
@@ -27,8 +28,8 @@ pub const BASE_KEY: &str = "sessile.base";
 
 /// The format of the entry's text (its first character).
 const FORMAT: char = '1';
-/// Bytes of the fixed part: created_at, version, last_seen, user fingerprint.
-const FIXED: usize = 32;
+/// Bytes of the fixed part: created_at, version, last_seen, user fingerprint, handle.
+const FIXED: usize = 48;
 /// Bytes per value: key fingerprint, key-and-value fingerprint.
 const PER_VALUE: usize = 12;
 
@@ -39,18 +40,21 @@ pub(super) struct Base {
     /// When the loaded version was written.
     last_seen: u64,
     user: u64,
+    /// The handle of the session loaded.
+    handle: SessionHandle,
     /// Key and key-and-value fingerprints of the loaded values.
     values: Vec<(u32, u64)>,
 }
 
 impl Base {
-    /// The entry's text for a request loading `record`.
-    pub(super) fn text_of(record: &StoredRecord) -> String {
+    /// The entry's text for a request loading `record`, the session with handle `handle`.
+    pub(super) fn text_of(record: &StoredRecord, handle: &SessionHandle) -> String {
         let mut bytes = Vec::with_capacity(FIXED + PER_VALUE * record.values.len());
         bytes.extend_from_slice(&record.header.created_at.to_le_bytes());
         bytes.extend_from_slice(&record.header.version.to_le_bytes());
         bytes.extend_from_slice(&record.header.last_seen.to_le_bytes());
         bytes.extend_from_slice(&user_fingerprint(record.user.as_deref()).to_le_bytes());
+        bytes.extend_from_slice(handle.as_bytes());
         for (key, value) in record.values.iter() {
             bytes.extend_from_slice(&key_fingerprint(key).to_le_bytes());
             bytes.extend_from_slice(&value_fingerprint(key, value).to_le_bytes());
@@ -93,6 +97,7 @@ impl Base {
             },
             last_seen: word(16),
             user: word(24),
+            handle: SessionHandle::from_bytes(fixed[32..48].try_into().ok()?),
             values,
         })
     }
@@ -102,9 +107,21 @@ impl Base {
         self.last_seen
     }
 
+    /// The handle of the session loaded.
+    pub(super) fn handle(&self) -> &SessionHandle {
+        &self.handle
+    }
+
     /// Whether the loaded version belonged to `user`.
-    pub(super) fn belonged_to(&self, user: Option<&str>) -> bool {
+    fn belonged_to(&self, user: Option<&str>) -> bool {
         self.user == user_fingerprint(user)
+    }
+
+    /// This base if a create of a session for `user` from it is a rotation (a new ID for
+    /// a session that was the same user's): a revoke-all of the user may have ended it
+    /// between the framework's delete and its create.
+    pub(super) fn rotating(self, user: Option<&str>) -> Option<Base> {
+        (user.is_some() && self.belonged_to(user)).then_some(self)
     }
 
     /// What a request that loaded this base changed, to end with `values` and `user`.
@@ -156,7 +173,9 @@ mod tests {
     #[test]
     fn the_text_round_trips_and_odd_text_is_not_a_base() {
         let r = record(Some("ann"), &[("a", b"1"), ("b", b"2")]);
-        let base = Base::parse(&Base::text_of(&r)).expect("parses");
+        let handle = SessionHandle::from_bytes([3; 16]);
+        let base = Base::parse(&Base::text_of(&r, &handle)).expect("parses");
+        assert_eq!(base.handle(), &handle);
         assert_eq!(
             base.version,
             Version {
@@ -178,7 +197,8 @@ mod tests {
             None,
             &[("same", b"1"), ("changed", b"2"), ("removed", b"3")],
         );
-        let base = Base::parse(&Base::text_of(&r)).expect("parses");
+        let base =
+            Base::parse(&Base::text_of(&r, &SessionHandle::from_bytes([0; 16]))).expect("parses");
         let now: ValueMap = [("same", b"1"), ("changed", b"9"), ("added", b"4")]
             .into_iter()
             .map(|(k, v)| (k.to_owned(), ByteBuf::from(v.to_vec())))

@@ -89,15 +89,29 @@
 //! [`USER_KEY`] (a string) is the session's user and is kept as a value too; `null`
 //! keeps the session out of the index even when it carries axum-login data.
 //!
-//! # What the frameworks cannot give
+//! # Overlapping requests and ID rotation
+//!
+//! tower hands the store the whole record at save. At load the store adds one entry,
+//! [`BASE_KEY`], naming the version loaded and fingerprinting each value; it is never
+//! stored. A save writes only what the request changed (the values that differ from what
+//! it loaded, the keys it removed, the user if it changed) onto the version stored then,
+//! so two overlapping requests of one session that change different keys keep both, on
+//! one server or several sharing Redis; the same key changed by both ends with the later
+//! save's value. A record without the entry (`clear()` drops it) is written whole.
 //!
 //! tower-sessions' `cycle_id` (which axum-login's `login` calls) deletes the old record at
-//! once and creates the new one when the request saves. If a "log out everywhere"
-//! (`destroy_user`) lands between the two, the request's `create` stores its copy
-//! again under a fresh ID, and that session is live for the user. sessile's own
-//! [`Store::regenerate`](crate::Store::regenerate) is atomic and has no such window; the
-//! adapter cannot use it, since tower does the two steps itself. Revoke again after
-//! changing a password (axum-login's `auth_hash` check then refuses the old data anyway).
+//! once and creates the new one when the request saves. A "log out everywhere"
+//! (`destroy_user`) landing between the two leaves a mark, and the create of a session
+//! that was already the same user's, last written before the mark, stores nothing: the
+//! revoked login does not come back (the client gets an ID that loads nothing). A login
+//! from an anonymous session, or any session written after the revoke, is unaffected.
+//! Across servers the mark and the session's last write are compared on each server's
+//! clock: keep them in sync. A revoke of one session (`destroy`) is not such a mark:
+//! rotate with sessile's own [`Store::regenerate`](crate::Store::regenerate) where you
+//! can, which is atomic.
+//!
+//! # User ids
+//!
 //! A user id given as the string `"1"` and as the number `1` is the same user.
 
 use std::collections::HashMap;
@@ -220,12 +234,13 @@ impl TowerStore {
         helpers::flush(&self.store).await
     }
 
-    /// Splits tower's data into sessile's user and values (JSON bytes), with `lifetime`.
+    /// Splits tower's data into sessile's user and values (JSON bytes), with `lifetime`,
+    /// and what the request loaded (see [`BASE_KEY`]).
     fn contents(
         &self,
         data: &HashMap<String, Value>,
         lifetime: Lifetime,
-    ) -> Result<Contents, Refusal> {
+    ) -> Result<(Contents, Option<Base>), Refusal> {
         let state = &self.store.engine;
         let mut values = ValueMap::new();
         let mut user = None;
@@ -263,10 +278,11 @@ impl TowerStore {
         let contents = state
             .contents(user, values, lifetime)
             .map_err(|e| Refusal::of(&e.into()))?;
-        Ok(match changes {
+        let contents = match changes {
             Some(changes) => contents.with_changes(changes),
             None => contents,
-        })
+        };
+        Ok((contents, base))
     }
 
     /// tower's data and expiry date of a live sessile record. The JSON values are parsed
@@ -310,7 +326,10 @@ impl TowerStore {
         {
             data.insert(USER_KEY.to_owned(), Value::String(user.clone()));
         }
-        data.insert(BASE_KEY.to_owned(), Value::String(Base::text_of(entry)));
+        data.insert(
+            BASE_KEY.to_owned(),
+            Value::String(Base::text_of(entry, &digest(id).handle())),
+        );
         data
     }
 
@@ -325,14 +344,26 @@ impl TowerStore {
         let Some(lifetime) = lifetime(&self.store.engine, expiry_date) else {
             return Ok(fresh_id());
         };
-        let contents = self.contents(data, lifetime)?;
+        let (contents, base) = self.contents(data, lifetime)?;
+        // A cycled ID of a session of the same user: a revoke-all may have ended it
+        // between tower's delete and this create.
+        let rotated = base.and_then(|b| b.rotating(contents.user()));
         let work = Work::of_write(&self.store, None, &contents);
         run(&self.store, work, move |s| {
             let ids = || {
                 let id = fresh_id();
                 Ok((id, digest(id)))
             };
-            s.engine.insert_new(ids, &contents)
+            match &rotated {
+                None => s.engine.insert_new(ids, &contents),
+                Some(b) => {
+                    let stored =
+                        s.engine
+                            .insert_rotated(ids, &contents, b.last_seen(), b.handle())?;
+                    // Revoked: an ID that loads nothing, as for a record born expired.
+                    Ok(stored.unwrap_or_else(fresh_id))
+                }
+            }
         })
         .await
         .map_err(|e| Refusal::of(&e))
@@ -349,7 +380,7 @@ impl TowerStore {
         let Some(lifetime) = lifetime(&self.store.engine, expiry_date) else {
             return self.delete_record(id).await;
         };
-        let contents = self.contents(data, lifetime)?;
+        let (contents, _) = self.contents(data, lifetime)?;
         let work = Work::of_write(&self.store, Some(&key), &contents);
         let saved = run(&self.store, work, move |s| {
             s.engine.save_contents(&key, &contents)

@@ -74,6 +74,9 @@ pub trait Backend {
     fn serve(store: Store, listener: std::net::TcpListener, ttl: Duration) -> Server;
     /// The gate of this backend's `/slow` route.
     fn gate() -> &'static Gate;
+    /// The gate of this backend's `/slow-cycle` route: after the handler asked for a new
+    /// ID (tower's `cycle_id` deletes the old record there), before the save.
+    fn cycle_gate() -> &'static Gate;
 }
 
 /// A running test server. Dropping it stops the server, waits for it, and drops every
@@ -457,6 +460,44 @@ pub fn overlapping_requests_keep_both_changes<B: Backend>() {
     assert_eq!(server.store().len().expect("len"), 1);
 }
 
+/// A "log out everywhere" landing while a request of the user's session rotates its ID
+/// (between tower's delete and create, or before actix's delete and save): the request's
+/// save does not bring the login back, and a new login afterwards works.
+pub fn a_revoke_during_an_id_rotation_is_final<B: Backend>() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start::<B>(plain(&dir.path().join("s")), HOUR);
+    let mut alice = server.client();
+    ok(alice.post("/login/alice"));
+    ok(alice.post("/set/cart/1"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut rotating = alice.clone();
+    std::thread::spawn(move || {
+        let status = rotating.post("/slow-cycle").status;
+        let _ = tx.send((status, rotating));
+    });
+    B::cycle_gate().wait_arrival();
+    server.store().destroy_user("alice", None).expect("revoke");
+    B::cycle_gate().release();
+    let (status, mut rotated) = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the rotating request finished");
+    assert_eq!(status, 200);
+    assert!(
+        server
+            .store()
+            .sessions_of("alice")
+            .expect("list")
+            .is_empty(),
+        "the rotation brought the revoked login back"
+    );
+    assert_eq!(value(&mut rotated, "sessile.user"), Value::Null);
+    assert_eq!(value(&mut rotated, "cart"), Value::Null);
+    // A login after the revoke works, from the anonymous session the client now has.
+    ok(rotated.post("/login/alice"));
+    assert_eq!(value(&mut rotated, "sessile.user"), json!("alice"));
+    assert_eq!(server.store().sessions_of("alice").expect("list").len(), 1);
+}
+
 pub fn restart_keeps_the_session<B: Backend>() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("s");
@@ -521,6 +562,10 @@ macro_rules! conformance_suite {
             #[test]
             fn overlapping_requests_keep_both_changes() {
                 suite::overlapping_requests_keep_both_changes::<$backend>();
+            }
+            #[test]
+            fn a_revoke_during_an_id_rotation_is_final() {
+                suite::a_revoke_during_an_id_rotation_is_final::<$backend>();
             }
             #[test]
             fn restart_keeps_the_session() {

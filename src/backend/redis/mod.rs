@@ -13,6 +13,8 @@
 //!   closure runs, so the read-modify-write of one store cannot interleave with another
 //!   store's writes;
 //! - `ns:quarantine`: a hash, digest -> the bytes of a record that did not decode;
+//! - `ns:revoked`: a hash, user -> when that user's sessions were last all revoked (see
+//!   the engine's `revoke` module);
 //! - `ns:format`: the store format, in decimal.
 //!
 //! Every change is one Lua script, atomic on the server: a write compares the stored
@@ -437,6 +439,20 @@ impl RedisBackend {
                     .map_err(|_| corrupt(format!("{}:format is {v:?}, not a number", self.ns)))
             })
             .transpose()
+    }
+
+    pub(super) fn revocation(&self, user: &str) -> Result<Option<IVec>> {
+        let mark: Option<Vec<u8>> = self.conn()?.hget(self.revocations_key(), user)?;
+        Ok(mark.map(IVec::from))
+    }
+
+    pub(super) fn set_revocation(&self, user: &str, mark: &[u8]) -> Result<()> {
+        let _: () = self.conn()?.hset(self.revocations_key(), user, mark)?;
+        Ok(())
+    }
+
+    fn revocations_key(&self) -> String {
+        format!("{}:revoked", self.ns)
     }
 
     pub(super) fn set_format(&self, format: u32) -> Result<()> {

@@ -5,7 +5,8 @@
 //!   walks sessions in expiry order;
 //! - `users`: length of the user (2 bytes, big-endian) ++ user ++ digest -> empty;
 //! - `quarantine`: digest -> the bytes of a record that did not decode;
-//! - `meta`: `format` -> the store format (4 bytes, big-endian).
+//! - `meta`: `format` -> the store format (4 bytes, big-endian); `revoked:<user>` -> when
+//!   the user's sessions were last all revoked (see the engine's `revoke` module).
 //!
 //! A write is not atomic across trees; its order is: new index entries, the record by
 //! compare-and-swap, then the old entries. A crash in between leaves only stale index
@@ -363,6 +364,15 @@ impl SledBackend {
         Ok(())
     }
 
+    pub(super) fn revocation(&self, user: &str) -> Result<Option<IVec>> {
+        Ok(self.meta.get(revocation_key(user))?)
+    }
+
+    pub(super) fn set_revocation(&self, user: &str, mark: &[u8]) -> Result<()> {
+        self.meta.insert(revocation_key(user), mark)?;
+        Ok(())
+    }
+
     /// Reads (or, in a new store, writes) `meta/format`.
     ///
     /// # Errors
@@ -379,6 +389,13 @@ impl SledBackend {
             }
         }
     }
+}
+
+/// The `meta` key of `user`'s revocation mark.
+fn revocation_key(user: &str) -> Vec<u8> {
+    let mut key = b"revoked:".to_vec();
+    key.extend_from_slice(user.as_bytes());
+    key
 }
 
 /// Closes an existing store folder to other users (mode 0700), as a new one is created:
