@@ -129,6 +129,29 @@ fn sessile_writes(c: &mut Criterion, n: usize, dir: &std::path::Path) {
             store.save(&s).expect("save");
         })
     });
+    // The same change on a copy loaded just before (a request: load, change, save): the
+    // copy's version is the stored one, so the save writes its contents as they are.
+    // Against `save_changed`, whose copies are stale after the first lap (every save is
+    // then applied onto a newer version: the change-set merge), this is what merging
+    // costs.
+    g.bench_function("load_change_save", |b| {
+        b.iter(|| {
+            let mut s = store
+                .load(sessions[i % sessions.len()].id())
+                .expect("load")
+                .expect("live");
+            i += 1;
+            counter += 1;
+            s.insert("counter", &counter).expect("insert");
+            store.save(&s).expect("save");
+        })
+    });
+    g.bench_function("load_only", |b| {
+        b.iter(|| {
+            black_box(store.load(sessions[i % sessions.len()].id()).expect("load"));
+            i += 1;
+        })
+    });
     // Sessions saved just now: an unchanged save inside the granularity writes nothing.
     let fresh: Vec<_> = ids
         .iter()
