@@ -210,6 +210,43 @@ enum Committed {
     Ended,
 }
 
+/// What a client's copy changed since it was read: what its save applies onto the
+/// stored version (the keys it set or removed, its user and lifetime if it set them).
+#[derive(Debug, Default, Clone)]
+struct Pending {
+    keys: BTreeSet<&'static str>,
+    user: bool,
+    lifetime: bool,
+}
+
+impl Pending {
+    /// The user, values and lifetime after `copy`'s changes are applied onto `stored`.
+    fn merge(
+        &self,
+        copy: &Session,
+        stored: &Stored,
+    ) -> (Option<String>, BTreeMap<String, Vec<u8>>, Own) {
+        let mut data = stored.data.clone();
+        for key in &self.keys {
+            match copy.get_bytes(key) {
+                Some(v) => data.insert((*key).to_owned(), v.to_vec()),
+                None => data.remove(*key),
+            };
+        }
+        let user = if self.user {
+            copy.user().map(str::to_owned)
+        } else {
+            stored.user.clone()
+        };
+        let own = if self.lifetime {
+            Own::of(copy.lifetime())
+        } else {
+            stored.own
+        };
+        (user, data, own)
+    }
+}
+
 #[derive(Debug, Default)]
 struct Model {
     now: u64,
@@ -353,6 +390,7 @@ pub fn run_on(ops: &[Op], cache: bool, dir: &Path, base: &dyn Fn(&Path) -> Confi
         ..Model::default()
     };
     let mut slots: Vec<Session> = Vec::new();
+    let mut pending: Vec<Pending> = Vec::new();
     let mut created = 0usize;
     for (step, op) in ops.iter().enumerate() {
         let ctx = format!("step {step}: {op:?}");
@@ -368,6 +406,7 @@ pub fn run_on(ops: &[Op], cache: bool, dir: &Path, base: &dyn Fn(&Path) -> Confi
                 &store,
                 &mut model,
                 &mut slots,
+                &mut pending,
                 &mut created,
             );
         }
@@ -385,6 +424,7 @@ fn apply(
     store: &Store,
     model: &mut Model,
     slots: &mut Vec<Session>,
+    pending: &mut Vec<Pending>,
     created: &mut usize,
 ) {
     let pick = |slot: u8, slots: &[Session]| -> Option<usize> {
@@ -415,35 +455,41 @@ fn apply(
             );
             if slots.len() < MAX_SLOTS {
                 slots.push(s);
+                pending.push(Pending::default());
             } else {
                 slots[*created % MAX_SLOTS] = s;
+                pending[*created % MAX_SLOTS] = Pending::default();
             }
             *created += 1;
         }
         Op::Insert { slot, key, value } => {
             if let Some(i) = pick(slot, slots) {
-                slots[i]
-                    .insert_bytes(KEYS[usize::from(key) % 3], vec![value])
-                    .expect(ctx);
+                let key = KEYS[usize::from(key) % 3];
+                slots[i].insert_bytes(key, vec![value]).expect(ctx);
+                pending[i].keys.insert(key);
             }
         }
         Op::Remove { slot, key } => {
             if let Some(i) = pick(slot, slots) {
-                slots[i].remove(KEYS[usize::from(key) % 3]);
+                let key = KEYS[usize::from(key) % 3];
+                if slots[i].remove(key) {
+                    pending[i].keys.insert(key);
+                }
             }
         }
         Op::SetUser { slot, user } => {
             if let Some(i) = pick(slot, slots) {
                 slots[i].set_user(user.map(|u| USERS[usize::from(u) % 3]));
+                pending[i].user = true;
             }
         }
         Op::Save { slot } => {
             let Some(i) = pick(slot, slots) else { return };
             let token = slots[i].id().to_string();
             let got = store.save(&slots[i]);
-            if model.live(&token).is_some() {
-                let (user, data) = (slots[i].user().map(str::to_owned), data_of(&slots[i]));
-                match model.commit(&token, user, data, Own::of(slots[i].lifetime())) {
+            if let Some(stored) = model.live(&token) {
+                let (user, data, own) = pending[i].merge(&slots[i], stored);
+                match model.commit(&token, user, data, own) {
                     Committed::Live => got.expect(ctx),
                     Committed::Ended => assert!(
                         matches!(got, Err(Error::NotFound)),
@@ -463,6 +509,7 @@ fn apply(
             // copy, as a request handler would.
             if let Some(s) = store.load(slots[i].id()).expect(ctx) {
                 slots[i] = s;
+                pending[i] = Pending::default();
             }
         }
         Op::Touch { slot } => {
@@ -525,8 +572,9 @@ fn apply(
             let Some(i) = pick(slot, slots) else { return };
             let old = slots[i].id().to_string();
             let live = model.live(&old).cloned();
+            let merged = live.as_ref().map(|r| pending[i].merge(&slots[i], r));
             let got = store.regenerate(&mut slots[i]);
-            let own = Own::of(slots[i].lifetime());
+            let own = merged.as_ref().map_or(Own::default(), |m| m.2);
             match live {
                 Some(r) if model.expires_for(r.created, own) <= model.now => {
                     // The lifetime the client set has already ended: the session ends.
@@ -544,14 +592,14 @@ fn apply(
                     assert_ne!(new, old, "{ctx}: token did not change");
                     model.records.remove(&old);
                     model.dead.insert(old);
-                    let user = slots[i].user().map(str::to_owned);
+                    let (user, data, _) = merged.expect("live");
                     let assigned = user.clone().filter(|u| r.user.as_ref() != Some(u));
                     let record = Stored {
                         created: r.created,
                         last_seen: model.now,
                         expires: model.expires_for(r.created, own),
                         user,
-                        data: data_of(&slots[i]),
+                        data,
                         own,
                     };
                     model.records.insert(new.clone(), record);
@@ -579,6 +627,7 @@ fn apply(
             if let Some(i) = pick(slot, slots) {
                 let own = LIFETIMES[usize::from(lifetime) % LIFETIMES.len()];
                 slots[i].set_lifetime(own.lifetime());
+                pending[i].lifetime = true;
             }
         }
         // Handled by `run`, which owns the store.
