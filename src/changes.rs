@@ -51,7 +51,7 @@ pub(crate) struct Changes {
     /// session has none.
     keys: BTreeSet<String>,
     /// Keys removed, known only by their [`key_fingerprint`] (the adapters).
-    removed: Vec<u32>,
+    removed: Vec<u64>,
     user: bool,
     lifetime: bool,
 }
@@ -71,7 +71,7 @@ impl Changes {
     pub(crate) fn recovered(
         base: Version,
         keys: BTreeSet<String>,
-        mut removed: Vec<u32>,
+        mut removed: Vec<u64>,
         user: bool,
     ) -> Changes {
         removed.sort_unstable();
@@ -151,10 +151,8 @@ impl Changes {
 }
 
 /// A fingerprint of a value key (to recognise a key a request removed).
-pub(crate) fn key_fingerprint(key: &str) -> u32 {
-    let digest = FINGERPRINTS.digest(key.as_bytes());
-    let [a, b, c, d, ..] = digest.0;
-    u32::from_le_bytes([a, b, c, d])
+pub(crate) fn key_fingerprint(key: &str) -> u64 {
+    value_fingerprint("\0key", key.as_bytes())
 }
 
 /// A fingerprint of a key and its value (to recognise a value a request did not change).

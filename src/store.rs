@@ -297,10 +297,10 @@ impl Store {
     /// Gives `session` a fresh token (do this on login and on every privilege change).
     ///
     /// The record moves to the new token in one atomic step (a sled transaction, or one
-    /// script on Redis), carrying `session`'s
-    /// current values, user and lifetime (unsaved changes included) and its creation time,
-    /// so the
-    /// absolute timeout still counts from the original creation. The old token stops
+    /// script on Redis), carrying the stored session with `session`'s changes applied
+    /// (unsaved ones included, as a [`save`](Self::save) applies them) and its creation
+    /// time, so the absolute timeout still counts from the original creation. `session`'s
+    /// own values are not refreshed: load it again to see what others saved. The old token stops
     /// working at once. After a crash, either the old token works with the old record or
     /// only the new one exists. Flushed to disk before it returns; `session` then holds
     /// the new token.

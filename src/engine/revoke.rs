@@ -133,12 +133,37 @@ impl Engine {
     pub(crate) fn destroy_user(&self, user: &str, except: Option<SessionHandle>) -> Result<usize> {
         self.locks.refuse_inside_update()?;
         // The mark first: a rotation that checks it after this finds it, and one that
-        // created its session before is deleted below.
-        let mut mark = self.now().to_be_bytes().to_vec();
-        if let Some(kept) = &except {
+        // created its session before is deleted below. Stamped again once the deletes are
+        // done: a session written meanwhile (after the first stamp) and deleted by them
+        // was revoked too.
+        self.mark_revoked(user, except.as_ref())?;
+        let destroyed = self.revoke_all(user, except)?;
+        self.mark_revoked(user, except.as_ref())?;
+        self.backend.flush()?;
+        Ok(destroyed)
+    }
+
+    /// Stamps `user`'s revocation mark with now (never moving it back) and the kept
+    /// session.
+    fn mark_revoked(&self, user: &str, kept: Option<&SessionHandle>) -> Result<()> {
+        let earlier = self
+            .backend
+            .revocation(user)?
+            .and_then(|m| {
+                m.split_first_chunk::<8>()
+                    .map(|(at, _)| u64::from_be_bytes(*at))
+            })
+            .unwrap_or(0);
+        let mut mark = self.now().max(earlier).to_be_bytes().to_vec();
+        if let Some(kept) = kept {
             mark.extend_from_slice(kept.as_bytes());
         }
-        self.backend.set_revocation(user, &mark)?;
+        self.backend.set_revocation(user, &mark)
+    }
+
+    /// Deletes every live session of `user` but `except` (see [`Self::destroy_user`]). Does
+    /// not flush.
+    fn revoke_all(&self, user: &str, except: Option<SessionHandle>) -> Result<usize> {
         if let Some(revoked) = self
             .backend
             .revoke_user(user, except.as_ref(), self.now())?
@@ -169,7 +194,6 @@ impl Engine {
             }
             destroyed
         };
-        self.backend.flush()?;
         Ok(destroyed)
     }
 

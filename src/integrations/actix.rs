@@ -271,7 +271,12 @@ impl SessionStore for ActixStore {
             .map_err(SaveError::Serialization)?;
         // A renewed session of the same user: a revoke-all may have ended it meanwhile.
         let rotated = base.and_then(|b| b.rotating(contents.user()));
-        let work = Work::of_write(&self.store, None, &contents);
+        // A rotation's check may delete what it just stored, which flushes: never on
+        // the executor (nor given up there half done).
+        let work = match rotated {
+            Some(_) => Work::Long,
+            None => Work::of_write(&self.store, None, &contents),
+        };
         let id = run(&self.store, work, move |s| {
             let tokens = || {
                 let id = SessionId::generate()?;

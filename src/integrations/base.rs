@@ -31,7 +31,7 @@ const FORMAT: char = '1';
 /// Bytes of the fixed part: created_at, version, last_seen, user fingerprint, handle.
 const FIXED: usize = 48;
 /// Bytes per value: key fingerprint, key-and-value fingerprint.
-const PER_VALUE: usize = 12;
+const PER_VALUE: usize = 16;
 
 /// What a request loaded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,7 +43,7 @@ pub(super) struct Base {
     /// The handle of the session loaded.
     handle: SessionHandle,
     /// Key and key-and-value fingerprints of the loaded values.
-    values: Vec<(u32, u64)>,
+    values: Vec<(u64, u64)>,
 }
 
 impl Base {
@@ -82,12 +82,12 @@ impl Base {
         let values = rest
             .chunks_exact(PER_VALUE)
             .map(|chunk| {
-                let (key, value) = chunk.split_at(4);
-                let mut k = [0u8; 4];
+                let (key, value) = chunk.split_at(8);
+                let mut k = [0u8; 8];
                 k.copy_from_slice(key);
                 let mut v = [0u8; 8];
                 v.copy_from_slice(value);
-                (u32::from_le_bytes(k), u64::from_le_bytes(v))
+                (u64::from_le_bytes(k), u64::from_le_bytes(v))
             })
             .collect();
         Some(Base {
@@ -132,7 +132,7 @@ impl Base {
             .filter(|(key, value)| !unchanged.contains(&value_fingerprint(key, value)))
             .map(|(key, _)| key.clone())
             .collect();
-        let kept: BTreeSet<u32> = values.keys().map(|key| key_fingerprint(key)).collect();
+        let kept: BTreeSet<u64> = values.keys().map(|key| key_fingerprint(key)).collect();
         let removed = self
             .values
             .iter()

@@ -348,7 +348,12 @@ impl TowerStore {
         // A cycled ID of a session of the same user: a revoke-all may have ended it
         // between tower's delete and this create.
         let rotated = base.and_then(|b| b.rotating(contents.user()));
-        let work = Work::of_write(&self.store, None, &contents);
+        // A rotation's check may delete what it just stored, which flushes: never on
+        // the executor (nor given up there half done).
+        let work = match rotated {
+            Some(_) => Work::Long,
+            None => Work::of_write(&self.store, None, &contents),
+        };
         run(&self.store, work, move |s| {
             let ids = || {
                 let id = fresh_id();

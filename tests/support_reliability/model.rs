@@ -417,6 +417,10 @@ pub fn run_on(ops: &[Op], cache: bool, dir: &Path, base: &dyn Fn(&Path) -> Confi
     assert_eq!(report.quarantined, 0, "nothing should be quarantined");
 }
 
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the step, the store, the model and the clients' copies with their changes"
+)]
 fn apply(
     op: Op,
     ctx: &str,
