@@ -325,6 +325,13 @@ impl Child {
                     got => self.fail(&format!("update (live {live}, n {n}) gave {got:?}")),
                 }
                 self.line(&format!("A {seq} update {token} {}", post.encode()));
+                if live {
+                    // The client's copy sees the new count, as a request after the update
+                    // would (a stale copy's save keeps the stored count anyway).
+                    local
+                        .insert_bytes("n", n.to_le_bytes().to_vec())
+                        .expect("small");
+                }
                 self.sessions.insert(token, (local, post));
             }
             "destroy" => {
