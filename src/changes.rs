@@ -68,6 +68,10 @@ impl Changes {
     /// Changes recovered by an adapter: the keys whose value differs from what the request
     /// loaded (set), the fingerprints of keys it loaded and no longer has (removed), and
     /// whether the user differs. The lifetime is always the framework's.
+    #[cfg_attr(
+        not(any(feature = "tower", feature = "tower-014", feature = "actix")),
+        allow(dead_code, reason = "only the adapters recover changes")
+    )]
     pub(crate) fn recovered(
         base: Version,
         keys: BTreeSet<String>,
@@ -167,6 +171,10 @@ pub(crate) fn value_fingerprint(key: &str, value: &[u8]) -> u64 {
 }
 
 /// A fingerprint of a session's user (`None` included).
+#[cfg_attr(
+    not(any(feature = "tower", feature = "tower-014", feature = "actix")),
+    allow(dead_code, reason = "only the adapters recover changes")
+)]
 pub(crate) fn user_fingerprint(user: Option<&str>) -> u64 {
     match user {
         None => 0,

@@ -218,6 +218,10 @@ impl SessionHandle {
         &self.0
     }
 
+    #[cfg_attr(
+        not(any(feature = "tower", feature = "tower-014", feature = "actix")),
+        allow(dead_code, reason = "only the adapters read handles back")
+    )]
     pub(crate) fn from_bytes(bytes: [u8; HANDLE_BYTES]) -> SessionHandle {
         SessionHandle(bytes)
     }

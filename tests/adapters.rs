@@ -84,6 +84,14 @@ macro_rules! tower_backend {
             }
 
             static CYCLE_GATE: Gate = Gate::new();
+            static GATES_BEFORE_CYCLE: [Gate; 2] = [Gate::new(), Gate::new()];
+
+            async fn gate_then_cycle(session: Session, Path(n): Path<usize>) -> Answer {
+                session.get::<Value>("cart").await.map_err(fail)?; // loads the session
+                GATES_BEFORE_CYCLE[n].pass().await;
+                session.cycle_id().await.map_err(fail)?;
+                Ok(Json(json!({})))
+            }
 
             async fn slow_cycle(session: Session) -> Answer {
                 session.get::<Value>("cart").await.map_err(fail)?; // loads the session
@@ -98,6 +106,9 @@ macro_rules! tower_backend {
                 }
                 fn cycle_gate() -> &'static Gate {
                     &CYCLE_GATE
+                }
+                fn gates_before_cycle() -> &'static [Gate; 2] {
+                    &GATES_BEFORE_CYCLE
                 }
 
                 fn serve(store: Store, listener: std::net::TcpListener, ttl: Duration) -> Server {
@@ -128,6 +139,7 @@ macro_rules! tower_backend {
                                 .route("/logout", post(logout))
                                 .route("/slow/{key}/{value}", post(slow))
                                 .route("/slow-cycle", post(slow_cycle))
+                                .route("/gate-then-cycle/{n}", post(gate_then_cycle))
                                 .layer(layer);
                             let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
                             axum::serve(listener, app)
@@ -223,6 +235,14 @@ mod actix_backend {
 
     static CYCLE_GATE: Gate = Gate::new();
 
+    static GATES_BEFORE_CYCLE: [Gate; 2] = [Gate::new(), Gate::new()];
+
+    async fn gate_then_cycle(session: Session, n: web::Path<usize>) -> Answer {
+        GATES_BEFORE_CYCLE[n.into_inner()].pass().await;
+        session.renew();
+        Ok(HttpResponse::Ok().json(json!({})))
+    }
+
     async fn slow_cycle(session: Session) -> Answer {
         session.renew();
         CYCLE_GATE.pass().await;
@@ -235,6 +255,9 @@ mod actix_backend {
         }
         fn cycle_gate() -> &'static Gate {
             &CYCLE_GATE
+        }
+        fn gates_before_cycle() -> &'static [Gate; 2] {
+            &GATES_BEFORE_CYCLE
         }
 
         fn serve(store: Store, listener: std::net::TcpListener, ttl: Duration) -> Server {
@@ -266,6 +289,7 @@ mod actix_backend {
                             .route("/logout", web::post().to(logout))
                             .route("/slow/{key}/{value}", web::post().to(slow))
                             .route("/slow-cycle", web::post().to(slow_cycle))
+                            .route("/gate-then-cycle/{n}", web::post().to(gate_then_cycle))
                     })
                     .workers(2)
                     .disable_signals()

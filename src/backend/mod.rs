@@ -347,6 +347,26 @@ impl Backend {
     pub(crate) fn set_revocation(&self, user: &str, mark: &[u8]) -> Result<()> {
         dispatch!(self, b => b.set_revocation(user, mark))
     }
+
+    /// Marks the session with handle `handle` as ended by a revocation, until `until`
+    /// (its expiry). Not flushed.
+    pub(crate) fn mark_ended(&self, handle: &SessionHandle, until: u64) -> Result<()> {
+        dispatch!(self, b => b.mark_ended(handle, until))
+    }
+
+    /// Whether the session with handle `handle` carries an end mark.
+    #[cfg_attr(
+        not(any(feature = "tower", feature = "tower-014", feature = "actix")),
+        allow(dead_code, reason = "only the adapters rotate IDs")
+    )]
+    pub(crate) fn is_ended(&self, handle: &SessionHandle) -> Result<bool> {
+        dispatch!(self, b => b.is_ended(handle))
+    }
+
+    /// Drops the end marks due at `now`. Returns how many.
+    pub(crate) fn prune_ended(&self, now: u64) -> Result<usize> {
+        dispatch!(self, b => b.prune_ended(now))
+    }
 }
 
 /// A damaged format marker, found by a backend that does not know the store's path

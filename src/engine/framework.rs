@@ -19,6 +19,13 @@ use crate::expiry::Lifetime;
 use crate::id::{Digest, SessionHandle};
 use crate::record::values::ValueMap;
 
+/// The session a framework rotates to a new ID, as the request loaded it.
+pub(crate) struct Rotated {
+    pub(crate) handle: SessionHandle,
+    pub(crate) last_seen: u64,
+    pub(crate) expires_at: u64,
+}
+
 impl Engine {
     /// The lifetime a framework asks for when it wants a session to stay `idle` after each
     /// write (tower-sessions' `expiry_date - now`, actix-session's TTL): the session's own
@@ -79,9 +86,9 @@ impl Engine {
     }
 
     /// Stores a rotated session (a framework's new ID for a session that belonged to the
-    /// same user, last written at `last_seen`, under handle `from`) under the first free
-    /// key `next_key` gives, unless a revoke-all of the user revoked it meanwhile
-    /// ([`Engine::revoked`]): then nothing is stored and `None` returned. Checked before
+    /// same user, `from`) under the first free key `next_key` gives, unless it was
+    /// revoked meanwhile ([`Engine::revoked`]): then nothing is stored and `None`
+    /// returned. Checked before
     /// the insert and again after it (a revoke-all that ran in between, on another
     /// server, could not see the new record: it is deleted, durably), so a revoked login
     /// never comes back through a rotation.
@@ -93,17 +100,17 @@ impl Engine {
         &self,
         next_key: impl FnMut() -> Result<(K, Digest)>,
         contents: &Contents,
-        last_seen: u64,
-        from: &SessionHandle,
+        from: &Rotated,
     ) -> Result<Option<K>> {
         let Some(user) = contents.user() else {
             return self.insert_new(next_key, contents).map(Some);
         };
-        if self.revoked(user, last_seen, from)? {
+        let revoked = || self.revoked(user, from.last_seen, from.expires_at, &from.handle);
+        if revoked()? {
             return Ok(None);
         }
         let (key, digest, _) = self.insert_fresh(next_key, contents)?;
-        if self.revoked(user, last_seen, from)? {
+        if revoked()? {
             self.destroy_durably(&digest, DestroyReason::UserRevoked)?;
             return Ok(None);
         }
@@ -126,5 +133,113 @@ impl Engine {
     )]
     pub(crate) fn touch_with(&self, digest: &Digest, lifetime: Lifetime) -> Result<bool> {
         self.touch(digest, Some(lifetime.to_own(&self.config)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::Rotated;
+    use crate::clock::ManualClock;
+    use crate::config::Config;
+    use crate::expiry::Lifetime;
+    use crate::id::SessionId;
+    use crate::record::values::ValueMap;
+    use crate::store::Store;
+
+    fn open(dir: &std::path::Path, clock: &ManualClock) -> Store {
+        Config::new(dir.join("s"))
+            .purge_thread(false)
+            .clock(clock.clock())
+            .open()
+            .expect("open")
+    }
+
+    /// A logged-in session as a framework request loaded it.
+    fn loaded(store: &Store, user: &str) -> Rotated {
+        let mut s = store.create().expect("create");
+        s.set_user(Some(user));
+        store.save(&s).expect("save");
+        let record = store.engine.live(&s.digest).expect("read").expect("live");
+        Rotated {
+            handle: s.handle(),
+            last_seen: record.header.last_seen,
+            expires_at: record.header.expires_at,
+        }
+    }
+
+    fn fresh() -> crate::error::Result<(SessionId, crate::id::Digest)> {
+        let id = SessionId::generate()?;
+        let digest = id.digest();
+        Ok((id, digest))
+    }
+
+    #[test]
+    fn a_revoke_between_the_check_and_the_insert_deletes_the_rotated_session() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = ManualClock::new();
+        let store = open(dir.path(), &clock);
+        let from = loaded(&store, "ann");
+        let contents = store
+            .engine
+            .contents(Some("ann".into()), ValueMap::new(), Lifetime::default())
+            .expect("contents");
+        let mut revoked_once = false;
+        // The key is drawn after the first check and before the insert: the revoke
+        // (another server's, say) lands there.
+        let next_key = || {
+            if !revoked_once {
+                revoked_once = true;
+                store.destroy_user("ann", None)?;
+            }
+            fresh()
+        };
+        let stored = store
+            .engine
+            .insert_rotated(next_key, &contents, &from)
+            .expect("insert");
+        assert!(stored.is_none(), "the rotated session was kept");
+        assert!(store.sessions_of("ann").expect("list").is_empty());
+        assert_eq!(store.len().expect("len"), 0);
+
+        // A login after the revoke (from an anonymous session) rotates freely.
+        let later = {
+            clock.advance(Duration::from_millis(5));
+            loaded(&store, "ann")
+        };
+        let stored = store
+            .engine
+            .insert_rotated(fresh, &contents, &later)
+            .expect("insert");
+        assert!(stored.is_some());
+    }
+
+    #[test]
+    fn end_marks_last_until_the_session_would_have_expired() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = ManualClock::new();
+        let store = open(dir.path(), &clock);
+        let from = loaded(&store, "bob");
+        assert!(store.destroy_by_handle(&from.handle).expect("revoke"));
+        let engine = &store.engine;
+        assert!(engine.backend.is_ended(&from.handle).expect("read"));
+        store.purge_expired().expect("purge");
+        assert!(
+            engine.backend.is_ended(&from.handle).expect("read"),
+            "kept while it could rotate"
+        );
+        clock.advance(Duration::from_secs(24 * 3600));
+        store.purge_expired().expect("purge");
+        assert!(
+            !engine.backend.is_ended(&from.handle).expect("read"),
+            "pruned"
+        );
+        // Past its expiry a rotation is refused without the mark.
+        assert!(
+            engine
+                .revoked("bob", from.last_seen, from.expires_at, &from.handle)
+                .expect("check")
+        );
     }
 }

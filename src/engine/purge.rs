@@ -70,6 +70,9 @@ fn purge_until(shared: &Engine, stop: impl Fn() -> bool) -> Result<usize> {
             break;
         }
     }
+    // The end marks of revoked sessions that would have expired by now (see the
+    // engine's `revoke` module): a rotation of such a session is refused anyway.
+    shared.backend.prune_ended(now)?;
     shared.counters.add(Counter::ExpiredPurged, purged as u64);
     shared.counters.add(Counter::PurgePasses, 1);
     if purged > 0 {

@@ -17,7 +17,11 @@
 //! between them finds nothing to delete. So revoke-all first leaves a mark, when the
 //! user's sessions were revoked (and which one was kept), and the create of a rotated
 //! session that belonged to the user before checks it: a session last written at or
-//! before the mark was revoked, and is not created again ([`Engine::revoked`]).
+//! before the mark was revoked, and is not created again ([`Engine::revoked`]). A
+//! revocation of single sessions (by handle, the per-user cap, and each session a
+//! revoke-all deletes) marks each session it deletes as ended, until its expiry, which
+//! the same check reads. A plain destroy (a logout, and the framework's own delete of
+//! the old ID, which cannot be told apart from it) leaves no mark.
 
 use crate::backend::Swap;
 use crate::engine::Engine;
@@ -86,6 +90,13 @@ impl Engine {
             if !condition(&old, now) {
                 return Ok(Step::Done((Destroyed::Kept, None)));
             }
+            if old.user.is_some() && reason != DestroyReason::Destroy {
+                // A revocation: a framework rotating this session's ID must not store it
+                // again (see the module docs). Marked before the delete, until the
+                // session would have expired.
+                self.backend
+                    .mark_ended(&digest.handle(), old.header.expires_at)?;
+            }
             if self.delete_record(digest, &old, &held)? == Swap::Conflict {
                 return Ok(Step::Retry);
             }
@@ -111,14 +122,24 @@ impl Engine {
         record.user.as_deref() == Some(user) && expiry::is_live(&self.config, &record.header, now)
     }
 
-    /// Whether the session with handle `handle` of `user`, last written at `last_seen`,
-    /// was revoked by a revoke-all of the user since (see the module docs).
+    /// Whether the session with handle `handle` of `user`, last written at `last_seen`
+    /// and then due to expire at `expires_at`, was revoked since (see the module docs):
+    /// by a revoke-all of the user, by a revocation of that session (by handle, the
+    /// per-user cap), or it has expired meanwhile.
+    #[cfg_attr(
+        not(any(feature = "tower", feature = "tower-014", feature = "actix")),
+        allow(dead_code, reason = "only the adapters rotate IDs")
+    )]
     pub(crate) fn revoked(
         &self,
         user: &str,
         last_seen: u64,
+        expires_at: u64,
         handle: &SessionHandle,
     ) -> Result<bool> {
+        if expires_at <= self.now() || self.backend.is_ended(handle)? {
+            return Ok(true);
+        }
         let Some(mark) = self.backend.revocation(user)? else {
             return Ok(false);
         };

@@ -286,9 +286,7 @@ impl SessionStore for ActixStore {
             match &rotated {
                 None => s.engine.insert_new(tokens, &contents),
                 Some(b) => {
-                    let stored =
-                        s.engine
-                            .insert_rotated(tokens, &contents, b.last_seen(), b.handle())?;
+                    let stored = s.engine.insert_rotated(tokens, &contents, &b.rotated())?;
                     // Revoked: a key that loads nothing, as for a session born expired.
                     stored.map_or_else(SessionId::generate, Ok)
                 }

@@ -17,6 +17,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::changes::{Changes, Version, key_fingerprint, user_fingerprint, value_fingerprint};
+use crate::engine::framework::Rotated;
 use crate::id::SessionHandle;
 use crate::record::StoredRecord;
 use crate::record::values::ValueMap;
@@ -28,8 +29,9 @@ pub const BASE_KEY: &str = "sessile.base";
 
 /// The format of the entry's text (its first character).
 const FORMAT: char = '1';
-/// Bytes of the fixed part: created_at, version, last_seen, user fingerprint, handle.
-const FIXED: usize = 48;
+/// Bytes of the fixed part: created_at, version, last_seen, expires_at, user
+/// fingerprint, handle.
+const FIXED: usize = 56;
 /// Bytes per value: key fingerprint, key-and-value fingerprint.
 const PER_VALUE: usize = 16;
 
@@ -37,8 +39,9 @@ const PER_VALUE: usize = 16;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Base {
     version: Version,
-    /// When the loaded version was written.
+    /// When the loaded version was written, and when it was due to expire.
     last_seen: u64,
+    expires_at: u64,
     user: u64,
     /// The handle of the session loaded.
     handle: SessionHandle,
@@ -53,6 +56,7 @@ impl Base {
         bytes.extend_from_slice(&record.header.created_at.to_le_bytes());
         bytes.extend_from_slice(&record.header.version.to_le_bytes());
         bytes.extend_from_slice(&record.header.last_seen.to_le_bytes());
+        bytes.extend_from_slice(&record.header.expires_at.to_le_bytes());
         bytes.extend_from_slice(&user_fingerprint(record.user.as_deref()).to_le_bytes());
         bytes.extend_from_slice(handle.as_bytes());
         for (key, value) in record.values.iter() {
@@ -96,20 +100,20 @@ impl Base {
                 number: word(8),
             },
             last_seen: word(16),
-            user: word(24),
-            handle: SessionHandle::from_bytes(fixed[32..48].try_into().ok()?),
+            expires_at: word(24),
+            user: word(32),
+            handle: SessionHandle::from_bytes(fixed[40..56].try_into().ok()?),
             values,
         })
     }
 
-    /// When the loaded version was written.
-    pub(super) fn last_seen(&self) -> u64 {
-        self.last_seen
-    }
-
-    /// The handle of the session loaded.
-    pub(super) fn handle(&self) -> &SessionHandle {
-        &self.handle
+    /// The session loaded, as a rotation of it is checked.
+    pub(super) fn rotated(&self) -> Rotated {
+        Rotated {
+            handle: self.handle,
+            last_seen: self.last_seen,
+            expires_at: self.expires_at,
+        }
     }
 
     /// Whether the loaded version belonged to `user`.
@@ -175,7 +179,7 @@ mod tests {
         let r = record(Some("ann"), &[("a", b"1"), ("b", b"2")]);
         let handle = SessionHandle::from_bytes([3; 16]);
         let base = Base::parse(&Base::text_of(&r, &handle)).expect("parses");
-        assert_eq!(base.handle(), &handle);
+        assert_eq!(base.handle, handle);
         assert_eq!(
             base.version,
             Version {
@@ -183,7 +187,7 @@ mod tests {
                 number: 9
             }
         );
-        assert_eq!(base.last_seen(), 7);
+        assert_eq!(base.last_seen, 7);
         assert!(base.belonged_to(Some("ann")));
         assert_eq!(base.values.len(), 2);
         for odd in ["", "1", "2AAAA", "1!!!!", "1AAAA", "x"] {

@@ -362,9 +362,7 @@ impl TowerStore {
             match &rotated {
                 None => s.engine.insert_new(ids, &contents),
                 Some(b) => {
-                    let stored =
-                        s.engine
-                            .insert_rotated(ids, &contents, b.last_seen(), b.handle())?;
+                    let stored = s.engine.insert_rotated(ids, &contents, &b.rotated())?;
                     // Revoked: an ID that loads nothing, as for a record born expired.
                     Ok(stored.unwrap_or_else(fresh_id))
                 }

@@ -77,6 +77,9 @@ pub trait Backend {
     /// The gate of this backend's `/slow-cycle` route: after the handler asked for a new
     /// ID (tower's `cycle_id` deletes the old record there), before the save.
     fn cycle_gate() -> &'static Gate;
+    /// The gates of this backend's `/gate-then-cycle/{n}` route: after the load, before
+    /// the handler asks for a new ID (one per test that uses it).
+    fn gates_before_cycle() -> &'static [Gate; 2];
 }
 
 /// A running test server. Dropping it stops the server, waits for it, and drops every
@@ -498,6 +501,60 @@ pub fn a_revoke_during_an_id_rotation_is_final<B: Backend>() {
     assert_eq!(server.store().sessions_of("alice").expect("list").len(), 1);
 }
 
+/// A request held after loading the user's session, then rotating its ID, while
+/// `revoke` ends that session (a revoke of the device by handle, or the per-user cap):
+/// the rotation does not bring it back.
+fn a_revoke_before_a_rotation_is_final<B: Backend>(
+    gate: usize,
+    config: impl Fn() -> Config,
+    revoke: impl FnOnce(&Server),
+) {
+    let server = start::<B>(config, HOUR);
+    let mut alice = server.client();
+    ok(alice.post("/login/alice"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut rotating = alice.clone();
+    std::thread::spawn(move || {
+        let status = rotating.post(&format!("/gate-then-cycle/{gate}")).status;
+        let _ = tx.send((status, rotating));
+    });
+    let held = &B::gates_before_cycle()[gate];
+    held.wait_arrival();
+    revoke(&server);
+    held.release();
+    let (status, mut rotated) = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the rotating request finished");
+    assert_eq!(status, 200);
+    assert_eq!(
+        value(&mut rotated, "sessile.user"),
+        Value::Null,
+        "the rotation brought the revoked session back"
+    );
+}
+
+pub fn a_revoke_by_handle_before_a_rotation_is_final<B: Backend>() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    a_revoke_before_a_rotation_is_final::<B>(0, plain(&dir.path().join("s")), |server| {
+        let store = server.store();
+        let listed = store.sessions_of("alice").expect("list");
+        assert_eq!(listed.len(), 1);
+        assert!(store.destroy_by_handle(&listed[0].handle).expect("revoke"));
+        assert!(store.sessions_of("alice").expect("list").is_empty());
+    });
+}
+
+pub fn a_session_the_cap_ends_before_a_rotation_stays_ended<B: Backend>() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("s");
+    let capped = move || plain(&path)().max_sessions_per_user(1);
+    a_revoke_before_a_rotation_is_final::<B>(1, capped, |server| {
+        let mut other = server.client();
+        ok(other.post("/login/alice")); // the cap ends the first session
+        assert_eq!(server.store().sessions_of("alice").expect("list").len(), 1);
+    });
+}
+
 pub fn restart_keeps_the_session<B: Backend>() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("s");
@@ -566,6 +623,14 @@ macro_rules! conformance_suite {
             #[test]
             fn a_revoke_during_an_id_rotation_is_final() {
                 suite::a_revoke_during_an_id_rotation_is_final::<$backend>();
+            }
+            #[test]
+            fn a_revoke_by_handle_before_a_rotation_is_final() {
+                suite::a_revoke_by_handle_before_a_rotation_is_final::<$backend>();
+            }
+            #[test]
+            fn a_session_the_cap_ends_before_a_rotation_stays_ended() {
+                suite::a_session_the_cap_ends_before_a_rotation_stays_ended::<$backend>();
             }
             #[test]
             fn restart_keeps_the_session() {

@@ -15,6 +15,8 @@
 //! - `ns:quarantine`: a hash, digest -> the bytes of a record that did not decode;
 //! - `ns:revoked`: a hash, user -> when that user's sessions were last all revoked (see
 //!   the engine's `revoke` module);
+//! - `ns:ended`: a sorted set, member the handle (hex) of a session a revocation ended,
+//!   score that session's expiry (the mark is dropped then);
 //! - `ns:format`: the store format, in decimal.
 //!
 //! Every change is one Lua script, atomic on the server: a write compares the stored
@@ -46,7 +48,7 @@ use crate::backend::{Cursor, ExpiryEntry, RecordKey, corrupt};
 use crate::clock::Clock;
 use crate::config::RedisTarget;
 use crate::error::{Error, Result};
-use crate::id::{Digest, from_hex, write_hex};
+use crate::id::{Digest, SessionHandle, from_hex, write_hex};
 use crate::record::StoredRecord;
 
 /// How long past its expiry a record stays on the server if no store deletes it.
@@ -455,6 +457,33 @@ impl RedisBackend {
         format!("{}:revoked", self.ns)
     }
 
+    fn ended_key(&self) -> String {
+        format!("{}:ended", self.ns)
+    }
+
+    pub(super) fn mark_ended(&self, handle: &SessionHandle, until: u64) -> Result<()> {
+        let _: () = self
+            .conn()?
+            .zadd(self.ended_key(), hex(handle.as_bytes()), until)?;
+        Ok(())
+    }
+
+    #[cfg_attr(
+        not(any(feature = "tower", feature = "tower-014", feature = "actix")),
+        allow(dead_code, reason = "only the adapters rotate IDs")
+    )]
+    pub(super) fn is_ended(&self, handle: &SessionHandle) -> Result<bool> {
+        let until: Option<u64> = self
+            .conn()?
+            .zscore(self.ended_key(), hex(handle.as_bytes()))?;
+        Ok(until.is_some())
+    }
+
+    pub(super) fn prune_ended(&self, now: u64) -> Result<usize> {
+        let pruned: usize = self.conn()?.zrembyscore(self.ended_key(), "-inf", now)?;
+        Ok(pruned)
+    }
+
     pub(super) fn set_format(&self, format: u32) -> Result<()> {
         let _: () = self.conn()?.set(format!("{}:format", self.ns), format)?;
         Ok(())
@@ -474,6 +503,7 @@ impl RedisBackend {
             .revoke
             .key(self.user_key(Some(user)))
             .key(self.expiry_key())
+            .key(self.ended_key())
             .arg(self.record_prefix())
             .arg(keep.map(hex).unwrap_or_default())
             .arg(now)
@@ -495,6 +525,7 @@ impl RedisBackend {
             .cap
             .key(self.user_key(Some(user)))
             .key(self.expiry_key())
+            .key(self.ended_key())
             .arg(self.record_prefix())
             .arg(max)
             .arg(hex(&keep.0))

@@ -85,8 +85,9 @@ impl Scripts {
                 "if redis.call('EXISTS', KEYS[1]) == 0 then ",
                 "return redis.call('ZREM', KEYS[2], ARGV[1]) end return 0"
             )),
-            // KEYS: user set, expiry. ARGV: record key prefix, kept handle (hex) or "",
-            // now. Deletes the user's live sessions and returns them; expired ones are
+            // KEYS: user set, expiry, ended. ARGV: record key prefix, kept handle (hex) or
+            // "", now. Each session it deletes is marked ended (its handle, until its
+            // expiry) before it goes. Deletes the user's live sessions and returns them; expired ones are
             // left to the purge (as on sled), members whose record is gone are dropped. Leases do not hold
             // it up: an update whose session it deletes fails its commit (NotFound), and
             // no stream of updates can keep a revoke from landing.
@@ -96,16 +97,17 @@ impl Scripts {
                 "if ARGV[2] == '' or string.sub(m, 1, #ARGV[2]) ~= ARGV[2] then ",
                 "local exp = redis.call('ZSCORE', KEYS[2], m) ",
                 "if exp and tonumber(exp) > now then ",
+                "redis.call('ZADD', KEYS[3], exp, string.sub(m, 1, 32)) ",
                 "if redis.call('DEL', ARGV[1] .. m) == 1 then out[#out + 1] = m end ",
                 "redis.call('ZREM', KEYS[2], m) redis.call('ZREM', KEYS[1], m) ",
                 "elseif redis.call('EXISTS', ARGV[1] .. m) == 0 then ",
                 "redis.call('ZREM', KEYS[1], m) end end end ",
                 "return out"
             )),
-            // KEYS: user set, expiry. ARGV: record key prefix, max, kept member, now.
-            // Evicts the oldest live sessions (by created_at, then digest) beyond max,
-            // never the kept one; leases do not hold it up, as for revoke. Returns the
-            // members evicted.
+            // KEYS: user set, expiry, ended. ARGV: record key prefix, max, kept member,
+            // now. Evicts the oldest live sessions (by created_at, then digest) beyond
+            // max, never the kept one, each marked ended first as in revoke; leases do not
+            // hold it up, as for revoke. Returns the members evicted.
             cap: Script::new(concat!(
                 "local now = tonumber(ARGV[4]) local live = {} local keep = false ",
                 "for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do ",
@@ -115,6 +117,8 @@ impl Scripts {
                 "local room = tonumber(ARGV[2]) if keep then room = room - 1 end ",
                 "local out = {} ",
                 "for i = 1, #live - room do local m = live[i] ",
+                "local exp = redis.call('ZSCORE', KEYS[2], m) ",
+                "if exp then redis.call('ZADD', KEYS[3], exp, string.sub(m, 1, 32)) end ",
                 "redis.call('DEL', ARGV[1] .. m) redis.call('ZREM', KEYS[2], m) ",
                 "redis.call('ZREM', KEYS[1], m) out[#out + 1] = m end ",
                 "return out"

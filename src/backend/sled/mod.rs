@@ -6,7 +6,8 @@
 //! - `users`: length of the user (2 bytes, big-endian) ++ user ++ digest -> empty;
 //! - `quarantine`: digest -> the bytes of a record that did not decode;
 //! - `meta`: `format` -> the store format (4 bytes, big-endian); `revoked:<user>` -> when
-//!   the user's sessions were last all revoked (see the engine's `revoke` module).
+//!   the user's sessions were last all revoked, `ended:<handle>` -> the expiry of a
+//!   session a revocation ended (see the engine's `revoke` module).
 //!
 //! A write is not atomic across trees; its order is: new index entries, the record by
 //! compare-and-swap, then the old entries. A crash in between leaves only stale index
@@ -26,7 +27,7 @@ use sled::{IVec, Transactional, Tree};
 use crate::backend::Swap;
 use crate::backend::{Cursor, ExpiryEntry, RecordKey, UserEntry, corrupt};
 use crate::error::{Error, Result};
-use crate::id::Digest;
+use crate::id::{Digest, SessionHandle};
 use crate::record::StoredRecord;
 
 use self::registry::Registration;
@@ -373,6 +374,37 @@ impl SledBackend {
         Ok(())
     }
 
+    pub(super) fn mark_ended(&self, handle: &SessionHandle, until: u64) -> Result<()> {
+        self.meta.insert(ended_key(handle), &until.to_be_bytes())?;
+        Ok(())
+    }
+
+    #[cfg_attr(
+        not(any(feature = "tower", feature = "tower-014", feature = "actix")),
+        allow(dead_code, reason = "only the adapters rotate IDs")
+    )]
+    pub(super) fn is_ended(&self, handle: &SessionHandle) -> Result<bool> {
+        Ok(self.meta.contains_key(ended_key(handle))?)
+    }
+
+    pub(super) fn prune_ended(&self, now: u64) -> Result<usize> {
+        let mut pruned = 0;
+        for entry in self.meta.scan_prefix(ENDED) {
+            let (key, until) = entry?;
+            let due =
+                <[u8; 8]>::try_from(&until[..]).map_or(true, |b| u64::from_be_bytes(b) <= now);
+            if due
+                && self
+                    .meta
+                    .compare_and_swap(&key, Some(&until), None::<&[u8]>)?
+                    .is_ok()
+            {
+                pruned += 1;
+            }
+        }
+        Ok(pruned)
+    }
+
     /// Reads (or, in a new store, writes) `meta/format`.
     ///
     /// # Errors
@@ -389,6 +421,16 @@ impl SledBackend {
             }
         }
     }
+}
+
+/// The prefix of the `meta` keys of ended sessions.
+const ENDED: &[u8] = b"ended:";
+
+/// The `meta` key of the end mark of the session with handle `handle`.
+fn ended_key(handle: &SessionHandle) -> Vec<u8> {
+    let mut key = ENDED.to_vec();
+    key.extend_from_slice(handle.as_bytes());
+    key
 }
 
 /// The `meta` key of `user`'s revocation mark.
