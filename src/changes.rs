@@ -16,12 +16,8 @@ use std::collections::BTreeSet;
 
 use serde_bytes::ByteBuf;
 
-use crate::id::Domain;
 use crate::record::codec::Header;
 use crate::record::values::{ValueMap, Values};
-
-/// blake3 key-derivation context of the adapters' fingerprints of keys and values.
-static FINGERPRINTS: Domain = Domain::new("sessile 2026-12 value fingerprint v1");
 
 /// The stored version a session was read from: its record's creation time and version
 /// number, which every write increments.
@@ -41,6 +37,14 @@ impl Version {
     }
 }
 
+/// Keys a request removed, known by their [`Fingerprints::key`].
+#[derive(Debug, Clone)]
+struct Removed {
+    fingerprints: Fingerprints,
+    /// Sorted.
+    keys: Vec<u64>,
+}
+
 /// What a session changed since it was read from [`Version`] `base`.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Changes {
@@ -50,8 +54,8 @@ pub(crate) struct Changes {
     /// Keys set or removed: a save takes the session's value, or removes the key if the
     /// session has none.
     keys: BTreeSet<String>,
-    /// Keys removed, known only by their [`key_fingerprint`] (the adapters).
-    removed: Vec<u64>,
+    /// Keys removed, known only by their fingerprints (the adapters).
+    removed: Option<Removed>,
     user: bool,
     lifetime: bool,
 }
@@ -66,8 +70,8 @@ impl Changes {
     }
 
     /// Changes recovered by an adapter: the keys whose value differs from what the request
-    /// loaded (set), the fingerprints of keys it loaded and no longer has (removed), and
-    /// whether the user differs. The lifetime is always the framework's.
+    /// loaded (set), the `fingerprints` of keys it loaded and no longer has (removed),
+    /// and whether the user differs. The lifetime is always the framework's.
     #[cfg_attr(
         not(any(feature = "tower", feature = "tower-014", feature = "actix")),
         allow(dead_code, reason = "only the adapters recover changes")
@@ -75,6 +79,7 @@ impl Changes {
     pub(crate) fn recovered(
         base: Version,
         keys: BTreeSet<String>,
+        fingerprints: Fingerprints,
         mut removed: Vec<u64>,
         user: bool,
     ) -> Changes {
@@ -83,7 +88,10 @@ impl Changes {
             base,
             cleared: false,
             keys,
-            removed,
+            removed: Some(Removed {
+                fingerprints,
+                keys: removed,
+            }),
             user,
             lifetime: true,
         }
@@ -100,7 +108,7 @@ impl Changes {
     pub(crate) fn clear(&mut self) {
         self.cleared = true;
         self.keys.clear();
-        self.removed.clear();
+        self.removed = None;
     }
 
     /// The user was set.
@@ -136,8 +144,10 @@ impl Changes {
         let mut out = ValueMap::new();
         if !self.cleared {
             for (key, value) in latest.iter() {
-                let removed = !self.removed.is_empty()
-                    && self.removed.binary_search(&key_fingerprint(key)).is_ok()
+                let removed = self
+                    .removed
+                    .as_ref()
+                    .is_some_and(|r| r.keys.binary_search(&r.fingerprints.key(key)).is_ok())
                     && !mine.contains_key(key);
                 if !removed {
                     out.insert(key.to_owned(), ByteBuf::from(value));
@@ -154,31 +164,56 @@ impl Changes {
     }
 }
 
-/// A fingerprint of a value key (to recognise a key a request removed).
-pub(crate) fn key_fingerprint(key: &str) -> u64 {
-    value_fingerprint("\0key", key.as_bytes())
+/// The store's keyed fingerprints of keys, values and users, with which the adapters
+/// recognise what a request loaded (see `integrations::base`). Keyed with a random
+/// secret the store keeps (shared by every process of a Redis store), so the fingerprints
+/// a request carries reveal nothing about the values and cannot be aimed at.
+#[derive(Clone, Copy)]
+pub(crate) struct Fingerprints([u8; 32]);
+
+impl std::fmt::Debug for Fingerprints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Fingerprints(..)")
+    }
 }
 
-/// A fingerprint of a key and its value (to recognise a value a request did not change).
-pub(crate) fn value_fingerprint(key: &str, value: &[u8]) -> u64 {
-    let mut bytes = Vec::with_capacity(8 + key.len() + value.len());
-    bytes.extend_from_slice(&(key.len() as u64).to_le_bytes());
-    bytes.extend_from_slice(key.as_bytes());
-    bytes.extend_from_slice(value);
-    let digest = FINGERPRINTS.digest(&bytes);
-    let [a, b, c, d, e, f, g, h, ..] = digest.0;
-    u64::from_le_bytes([a, b, c, d, e, f, g, h])
-}
-
-/// A fingerprint of a session's user (`None` included).
 #[cfg_attr(
     not(any(feature = "tower", feature = "tower-014", feature = "actix")),
-    allow(dead_code, reason = "only the adapters recover changes")
+    allow(dead_code, reason = "only the adapters make fingerprints")
 )]
-pub(crate) fn user_fingerprint(user: Option<&str>) -> u64 {
-    match user {
-        None => 0,
-        Some(user) => value_fingerprint("\0user", user.as_bytes()) | 1,
+impl Fingerprints {
+    /// Fingerprints keyed with `secret`.
+    pub(crate) const fn new(secret: [u8; 32]) -> Fingerprints {
+        Fingerprints(secret)
+    }
+
+    fn hash(&self, domain: u8, key: &[u8], value: &[u8]) -> u64 {
+        let mut hasher = blake3::Hasher::new_keyed(&self.0);
+        hasher.update(&[domain]);
+        hasher.update(&(key.len() as u64).to_le_bytes());
+        hasher.update(key);
+        hasher.update(value);
+        let [a, b, c, d, e, f, g, h, ..] = *hasher.finalize().as_bytes();
+        u64::from_le_bytes([a, b, c, d, e, f, g, h])
+    }
+
+    /// A fingerprint of a value key (to recognise a key a request removed).
+    pub(crate) fn key(&self, key: &str) -> u64 {
+        self.hash(0, key.as_bytes(), &[])
+    }
+
+    /// A fingerprint of a key and its value (to recognise a value a request did not
+    /// change).
+    pub(crate) fn value(&self, key: &str, value: &[u8]) -> u64 {
+        self.hash(1, key.as_bytes(), value)
+    }
+
+    /// A fingerprint of a session's user (`None` included).
+    pub(crate) fn user(&self, user: Option<&str>) -> u64 {
+        match user {
+            None => 0,
+            Some(user) => self.hash(2, user.as_bytes(), &[]) | 1,
+        }
     }
 }
 
@@ -219,12 +254,15 @@ mod tests {
         assert_eq!(out.keys().collect::<Vec<_>>(), ["b"]);
     }
 
+    const FP: Fingerprints = Fingerprints([7; 32]);
+
     #[test]
     fn keys_removed_by_fingerprint_go_and_others_stay() {
         let changes = Changes::recovered(
             Version::default(),
             BTreeSet::new(),
-            vec![key_fingerprint("old")],
+            FP,
+            vec![FP.key("old")],
             false,
         );
         let latest = values(&[("old", b"1"), ("added", b"2")]);
@@ -234,10 +272,13 @@ mod tests {
 
     #[test]
     fn fingerprints_tell_keys_values_and_users_apart() {
-        assert_ne!(value_fingerprint("ab", b"c"), value_fingerprint("a", b"bc"));
-        assert_eq!(value_fingerprint("a", b"1"), value_fingerprint("a", b"1"));
-        assert_ne!(key_fingerprint("a"), key_fingerprint("b"));
-        assert_ne!(user_fingerprint(None), user_fingerprint(Some("")));
-        assert_ne!(user_fingerprint(Some("ann")), user_fingerprint(Some("bob")));
+        assert_ne!(FP.value("ab", b"c"), FP.value("a", b"bc"));
+        assert_eq!(FP.value("a", b"1"), FP.value("a", b"1"));
+        assert_ne!(FP.key("a"), FP.key("b"));
+        assert_ne!(FP.key("a"), FP.value("a", b""));
+        assert_ne!(FP.user(None), FP.user(Some("")));
+        assert_ne!(FP.user(Some("ann")), FP.user(Some("bob")));
+        // Another store's secret gives other fingerprints.
+        assert_ne!(FP.value("a", b"1"), Fingerprints([8; 32]).value("a", b"1"));
     }
 }

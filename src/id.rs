@@ -44,6 +44,19 @@ impl Domain {
     }
 }
 
+/// 256 bits from the operating system's generator.
+///
+/// # Errors
+///
+/// [`Error::Entropy`] if the generator fails.
+pub(crate) fn random_bytes() -> Result<[u8; TOKEN_BYTES]> {
+    let mut bytes = [0u8; TOKEN_BYTES];
+    rand::rngs::SysRng
+        .try_fill_bytes(&mut bytes)
+        .map_err(|e| Error::Entropy(Box::new(e)))?;
+    Ok(bytes)
+}
+
 /// A session token: 256 random bits, shown as 43 characters of URL-safe base64.
 ///
 /// This is the secret that goes in the cookie. The store never writes it to disk: it
@@ -70,11 +83,7 @@ pub struct SessionId([u8; TOKEN_BYTES]);
 impl SessionId {
     /// Makes a new token from the operating system's random number generator.
     pub(crate) fn generate() -> Result<Self> {
-        let mut bytes = [0u8; TOKEN_BYTES];
-        rand::rngs::SysRng
-            .try_fill_bytes(&mut bytes)
-            .map_err(|e| Error::Entropy(Box::new(e)))?;
-        Ok(SessionId(bytes))
+        random_bytes().map(SessionId)
     }
 
     /// The digest under which the session is stored.

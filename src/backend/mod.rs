@@ -348,6 +348,16 @@ impl Backend {
         dispatch!(self, b => b.set_revocation(user, mark))
     }
 
+    /// The store's secret for keyed fingerprints: the one stored, or `fresh`, stored now
+    /// if there was none (by whichever process of a shared store comes first).
+    #[cfg_attr(
+        not(any(feature = "tower", feature = "tower-014", feature = "actix")),
+        allow(dead_code, reason = "only the adapters fingerprint")
+    )]
+    pub(crate) fn fingerprint_secret(&self, fresh: [u8; 32]) -> Result<[u8; 32]> {
+        dispatch!(self, b => b.fingerprint_secret(fresh))
+    }
+
     /// Marks the session with handle `handle` as ended by a revocation, until `until`
     /// (its expiry). Not flushed.
     pub(crate) fn mark_ended(&self, handle: &SessionHandle, until: u64) -> Result<()> {

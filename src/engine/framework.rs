@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use crate::changes::Fingerprints;
 use crate::clock::duration_ms;
 use crate::engine::Engine;
 use crate::engine::commit::{Change, Committed, Contents};
@@ -83,6 +84,23 @@ impl Engine {
     ) -> Result<K> {
         let (key, _, _) = self.insert_fresh(next_key, contents)?;
         Ok(key)
+    }
+
+    /// The adapters' fingerprints, keyed with the store's secret (made and stored by the
+    /// first store of it that needs them).
+    ///
+    /// # Errors
+    ///
+    /// A storage failure, [`Error::Entropy`](crate::Error::Entropy), or
+    /// [`Error::Corrupt`](crate::Error::Corrupt) for a stored secret of the wrong size.
+    pub(crate) fn fingerprints(&self) -> Result<Fingerprints> {
+        if let Some(f) = self.fingerprints.get() {
+            return Ok(*f);
+        }
+        let secret = self
+            .backend
+            .fingerprint_secret(crate::id::random_bytes()?)?;
+        Ok(*self.fingerprints.get_or_init(|| Fingerprints::new(secret)))
     }
 
     /// Stores a rotated session (a framework's new ID for a session that belonged to the

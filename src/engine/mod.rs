@@ -57,6 +57,9 @@ pub(crate) struct Engine {
     /// `meta/format` of the store: as found when it was opened, until the first write
     /// upgrades it.
     format: AtomicU32,
+    /// The adapters' fingerprints, keyed with the store's secret (read or made once).
+    #[cfg(any(feature = "tower", feature = "tower-014", feature = "actix"))]
+    fingerprints: std::sync::OnceLock<crate::changes::Fingerprints>,
 }
 
 impl Engine {
@@ -88,6 +91,8 @@ impl Engine {
             tokens: DigestMemo::new(config.cache_entries.saturating_mul(2)),
             config,
             format: AtomicU32::new(format),
+            #[cfg(any(feature = "tower", feature = "tower-014", feature = "actix"))]
+            fingerprints: std::sync::OnceLock::new(),
         }
     }
 

@@ -72,8 +72,10 @@ use time::Duration;
 
 use super::base::Base;
 use super::support::{Work, helpers, run};
+use crate::changes::Fingerprints;
 use crate::engine::Engine;
 use crate::engine::commit::Contents;
+use crate::engine::framework::Rotated;
 use crate::expiry::Lifetime;
 use crate::id::{SessionHandle, SessionId};
 use crate::record::StoredRecord;
@@ -181,13 +183,15 @@ impl ActixStore {
     }
 }
 
-/// Splits actix's state into sessile's user and values, with what the request loaded
-/// (see [`BASE_KEY`]).
+/// Splits actix's state into sessile's user and values, with what the request changed
+/// since it loaded them (see [`BASE_KEY`]) and the session a create of them rotates, if
+/// it does.
 fn contents(
     shared: &Engine,
     mut state: HashMap<String, String>,
     lifetime: Lifetime,
-) -> Result<(Contents, Option<Base>), anyhow::Error> {
+    fingerprints: &Fingerprints,
+) -> Result<(Contents, Option<Rotated>), anyhow::Error> {
     state.remove(HANDLE_KEY);
     // What this request loaded: never stored.
     let base = state
@@ -205,19 +209,19 @@ fn contents(
         shared.limits().check_key(&key)?;
         data.insert(key, serde_bytes::ByteBuf::from(value.into_bytes()));
     }
-    let changes = base.as_ref().map(|b| b.changes(&data, user.as_deref()));
+    let recovered = base.map(|base| base.recover(&data, user.as_deref(), fingerprints));
     let contents = shared.contents(user, data, lifetime)?;
-    let contents = match changes {
-        Some(changes) => contents.with_changes(changes),
-        None => contents,
-    };
-    Ok((contents, base))
+    Ok(match recovered {
+        Some((changes, rotated)) => (contents.with_changes(changes), rotated),
+        None => (contents, None),
+    })
 }
 
 /// Builds actix's state from a live sessile record.
 fn state(
     entry: &StoredRecord,
     handle: SessionHandle,
+    fingerprints: &Fingerprints,
 ) -> Result<HashMap<String, String>, LoadError> {
     let mut state = HashMap::with_capacity(entry.values.len() + 3);
     for (key, bytes) in entry.values.iter() {
@@ -237,7 +241,10 @@ fn state(
         state.insert(USER_KEY.to_owned(), json(user)?);
     }
     state.insert(HANDLE_KEY.to_owned(), json(&handle.to_string())?);
-    state.insert(BASE_KEY.to_owned(), json(&Base::text_of(entry, &handle))?);
+    state.insert(
+        BASE_KEY.to_owned(),
+        json(&Base::text_of(entry, &handle, fingerprints))?,
+    );
     Ok(state)
 }
 
@@ -252,9 +259,15 @@ impl SessionStore for ActixStore {
         let found = helpers::load_session(&self.store, &id)
             .await
             .map_err(|e| LoadError::Other(e.into()))?;
-        found
-            .map(|(digest, e)| state(&e, digest.handle()))
-            .transpose()
+        let Some((digest, entry)) = found else {
+            return Ok(None);
+        };
+        let fingerprints = self
+            .store
+            .engine
+            .fingerprints()
+            .map_err(|e| LoadError::Other(e.into()))?;
+        state(&entry, digest.handle(), &fingerprints).map(Some)
     }
 
     async fn save(
@@ -267,10 +280,15 @@ impl SessionStore for ActixStore {
             let id = SessionId::generate().map_err(|e| SaveError::Other(e.into()))?;
             return SessionKey::try_from(id.to_string()).map_err(|e| SaveError::Other(e.into()));
         };
-        let (contents, base) = contents(&self.store.engine, session_state, lifetime)
-            .map_err(SaveError::Serialization)?;
-        // A renewed session of the same user: a revoke-all may have ended it meanwhile.
-        let rotated = base.and_then(|b| b.rotating(contents.user()));
+        // A renewed session of the same user: a revocation may have ended it meanwhile.
+        let fingerprints = self
+            .store
+            .engine
+            .fingerprints()
+            .map_err(|e| SaveError::Other(e.into()))?;
+        let (contents, rotated) =
+            contents(&self.store.engine, session_state, lifetime, &fingerprints)
+                .map_err(SaveError::Serialization)?;
         // A rotation's check may delete what it just stored, which flushes: never on
         // the executor (nor given up there half done).
         let work = match rotated {
@@ -286,7 +304,7 @@ impl SessionStore for ActixStore {
             match &rotated {
                 None => s.engine.insert_new(tokens, &contents),
                 Some(b) => {
-                    let stored = s.engine.insert_rotated(tokens, &contents, &b.rotated())?;
+                    let stored = s.engine.insert_rotated(tokens, &contents, b)?;
                     // Revoked: a key that loads nothing, as for a session born expired.
                     stored.map_or_else(SessionId::generate, Ok)
                 }
@@ -320,7 +338,12 @@ impl SessionStore for ActixStore {
                 .map_err(|e| UpdateError::Other(e.into()))?;
             return Ok(session_key);
         };
-        let (contents, _) = contents(&self.store.engine, session_state, lifetime)
+        let fingerprints = self
+            .store
+            .engine
+            .fingerprints()
+            .map_err(|e| UpdateError::Other(e.into()))?;
+        let (contents, _) = contents(&self.store.engine, session_state, lifetime, &fingerprints)
             .map_err(UpdateError::Serialization)?;
         let work = Work::of_write(&self.store, Some(&digest), &contents);
         let saved = run(&self.store, work, move |s| {

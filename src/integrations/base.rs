@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use crate::changes::{Changes, Version, key_fingerprint, user_fingerprint, value_fingerprint};
+use crate::changes::{Changes, Fingerprints, Version};
 use crate::engine::framework::Rotated;
 use crate::id::SessionHandle;
 use crate::record::StoredRecord;
@@ -50,18 +50,23 @@ pub(super) struct Base {
 }
 
 impl Base {
-    /// The entry's text for a request loading `record`, the session with handle `handle`.
-    pub(super) fn text_of(record: &StoredRecord, handle: &SessionHandle) -> String {
+    /// The entry's text for a request loading `record`, the session with handle `handle`,
+    /// with the store's `fingerprints`.
+    pub(super) fn text_of(
+        record: &StoredRecord,
+        handle: &SessionHandle,
+        fingerprints: &Fingerprints,
+    ) -> String {
         let mut bytes = Vec::with_capacity(FIXED + PER_VALUE * record.values.len());
         bytes.extend_from_slice(&record.header.created_at.to_le_bytes());
         bytes.extend_from_slice(&record.header.version.to_le_bytes());
         bytes.extend_from_slice(&record.header.last_seen.to_le_bytes());
         bytes.extend_from_slice(&record.header.expires_at.to_le_bytes());
-        bytes.extend_from_slice(&user_fingerprint(record.user.as_deref()).to_le_bytes());
+        bytes.extend_from_slice(&fingerprints.user(record.user.as_deref()).to_le_bytes());
         bytes.extend_from_slice(handle.as_bytes());
         for (key, value) in record.values.iter() {
-            bytes.extend_from_slice(&key_fingerprint(key).to_le_bytes());
-            bytes.extend_from_slice(&value_fingerprint(key, value).to_le_bytes());
+            bytes.extend_from_slice(&fingerprints.key(key).to_le_bytes());
+            bytes.extend_from_slice(&fingerprints.value(key, value).to_le_bytes());
         }
         let mut text = String::with_capacity(1 + bytes.len().div_ceil(3) * 4);
         text.push(FORMAT);
@@ -107,8 +112,23 @@ impl Base {
         })
     }
 
+    /// What a request that loaded this base did, to end with `values` and `user`: its
+    /// changes, and, if a create of a session for `user` from it is a rotation (a new ID
+    /// for a session that was the same user's), the session rotated, which a revocation
+    /// may have ended between the framework's delete and its create.
+    pub(super) fn recover(
+        &self,
+        values: &ValueMap,
+        user: Option<&str>,
+        fingerprints: &Fingerprints,
+    ) -> (Changes, Option<Rotated>) {
+        let changes = self.changes(values, user, fingerprints);
+        let rotated = (user.is_some() && !changes.user()).then(|| self.rotated());
+        (changes, rotated)
+    }
+
     /// The session loaded, as a rotation of it is checked.
-    pub(super) fn rotated(&self) -> Rotated {
+    fn rotated(&self) -> Rotated {
         Rotated {
             handle: self.handle,
             last_seen: self.last_seen,
@@ -116,34 +136,28 @@ impl Base {
         }
     }
 
-    /// Whether the loaded version belonged to `user`.
-    fn belonged_to(&self, user: Option<&str>) -> bool {
-        self.user == user_fingerprint(user)
-    }
-
-    /// This base if a create of a session for `user` from it is a rotation (a new ID for
-    /// a session that was the same user's): a revoke-all of the user may have ended it
-    /// between the framework's delete and its create.
-    pub(super) fn rotating(self, user: Option<&str>) -> Option<Base> {
-        (user.is_some() && self.belonged_to(user)).then_some(self)
-    }
-
     /// What a request that loaded this base changed, to end with `values` and `user`.
-    pub(super) fn changes(&self, values: &ValueMap, user: Option<&str>) -> Changes {
+    fn changes(
+        &self,
+        values: &ValueMap,
+        user: Option<&str>,
+        fingerprints: &Fingerprints,
+    ) -> Changes {
         let unchanged: BTreeSet<u64> = self.values.iter().map(|&(_, kv)| kv).collect();
         let keys = values
             .iter()
-            .filter(|(key, value)| !unchanged.contains(&value_fingerprint(key, value)))
+            .filter(|(key, value)| !unchanged.contains(&fingerprints.value(key, value)))
             .map(|(key, _)| key.clone())
             .collect();
-        let kept: BTreeSet<u64> = values.keys().map(|key| key_fingerprint(key)).collect();
+        let kept: BTreeSet<u64> = values.keys().map(|key| fingerprints.key(key)).collect();
         let removed = self
             .values
             .iter()
             .map(|&(key, _)| key)
             .filter(|key| !kept.contains(key))
             .collect();
-        Changes::recovered(self.version, keys, removed, !self.belonged_to(user))
+        let user_changed = self.user != fingerprints.user(user);
+        Changes::recovered(self.version, keys, *fingerprints, removed, user_changed)
     }
 }
 
@@ -153,6 +167,8 @@ mod tests {
     use crate::record::codec::Header;
     use crate::record::values::Values;
     use serde_bytes::ByteBuf;
+
+    const FP: Fingerprints = Fingerprints::new([9; 32]);
 
     fn record(user: Option<&str>, pairs: &[(&str, &[u8])]) -> StoredRecord {
         let values: ValueMap = pairs
@@ -178,7 +194,7 @@ mod tests {
     fn the_text_round_trips_and_odd_text_is_not_a_base() {
         let r = record(Some("ann"), &[("a", b"1"), ("b", b"2")]);
         let handle = SessionHandle::from_bytes([3; 16]);
-        let base = Base::parse(&Base::text_of(&r, &handle)).expect("parses");
+        let base = Base::parse(&Base::text_of(&r, &handle, &FP)).expect("parses");
         assert_eq!(base.handle, handle);
         assert_eq!(
             base.version,
@@ -188,7 +204,8 @@ mod tests {
             }
         );
         assert_eq!(base.last_seen, 7);
-        assert!(base.belonged_to(Some("ann")));
+        assert!(base.recover(&ValueMap::new(), Some("ann"), &FP).1.is_some());
+        assert!(base.recover(&ValueMap::new(), Some("bob"), &FP).1.is_none());
         assert_eq!(base.values.len(), 2);
         for odd in ["", "1", "2AAAA", "1!!!!", "1AAAA", "x"] {
             assert_eq!(Base::parse(odd), None, "{odd:?}");
@@ -201,13 +218,13 @@ mod tests {
             None,
             &[("same", b"1"), ("changed", b"2"), ("removed", b"3")],
         );
-        let base =
-            Base::parse(&Base::text_of(&r, &SessionHandle::from_bytes([0; 16]))).expect("parses");
+        let base = Base::parse(&Base::text_of(&r, &SessionHandle::from_bytes([0; 16]), &FP))
+            .expect("parses");
         let now: ValueMap = [("same", b"1"), ("changed", b"9"), ("added", b"4")]
             .into_iter()
             .map(|(k, v)| (k.to_owned(), ByteBuf::from(v.to_vec())))
             .collect();
-        let changes = base.changes(&now, None);
+        let changes = base.changes(&now, None, &FP);
         let latest = record(
             None,
             &[
@@ -232,6 +249,6 @@ mod tests {
             ]
         );
         assert!(!changes.user());
-        assert!(base.changes(&ValueMap::new(), Some("ann")).user());
+        assert!(base.changes(&ValueMap::new(), Some("ann"), &FP).user());
     }
 }

@@ -124,8 +124,10 @@ use time::OffsetDateTime;
 use super::base::Base;
 pub use super::support::{BASE_KEY, BoxError, USER_KEY};
 use super::support::{OffExecutorError, Work, helpers, off_executor, run};
+use crate::changes::Fingerprints;
 use crate::engine::Engine;
 use crate::engine::commit::Contents;
+use crate::engine::framework::Rotated;
 use crate::engine::memo::DigestMemo;
 use crate::expiry::Lifetime;
 use crate::id::{Digest, Domain, SessionHandle, Words};
@@ -235,12 +237,13 @@ impl TowerStore {
     }
 
     /// Splits tower's data into sessile's user and values (JSON bytes), with `lifetime`,
-    /// and what the request loaded (see [`BASE_KEY`]).
+    /// with what the request changed since it loaded them (see [`BASE_KEY`]), and the
+    /// session a create of them rotates, if it does.
     fn contents(
         &self,
         data: &HashMap<String, Value>,
         lifetime: Lifetime,
-    ) -> Result<(Contents, Option<Base>), Refusal> {
+    ) -> Result<(Contents, Option<Rotated>), Refusal> {
         let state = &self.store.engine;
         let mut values = ValueMap::new();
         let mut user = None;
@@ -274,37 +277,56 @@ impl TowerStore {
         if user.is_none() && !data.contains_key(USER_KEY) {
             user = data.get(self.user_from).and_then(user_id);
         }
-        let changes = base.as_ref().map(|b| b.changes(&values, user.as_deref()));
+        let recovered = match base {
+            Some(base) => {
+                let fingerprints = state.fingerprints().map_err(|e| Refusal::of(&e.into()))?;
+                Some(base.recover(&values, user.as_deref(), &fingerprints))
+            }
+            None => None,
+        };
         let contents = state
             .contents(user, values, lifetime)
             .map_err(|e| Refusal::of(&e.into()))?;
-        let contents = match changes {
-            Some(changes) => contents.with_changes(changes),
-            None => contents,
-        };
-        Ok((contents, base))
+        Ok(match recovered {
+            Some((changes, rotated)) => (contents.with_changes(changes), rotated),
+            None => (contents, None),
+        })
     }
 
     /// tower's data and expiry date of a live sessile record. The JSON values are parsed
     /// once per version of the record and kept with it in the read cache, so a hot load
     /// costs a clone, as with an in-memory store.
-    fn parts(&self, id: i128, entry: &StoredRecord) -> (HashMap<String, Value>, OffsetDateTime) {
+    fn parts(
+        &self,
+        id: i128,
+        entry: &StoredRecord,
+    ) -> Result<(HashMap<String, Value>, OffsetDateTime), Refusal> {
         let expiry = from_ms(self.store.engine.live_until(&entry.header));
+        let fingerprints = self
+            .store
+            .engine
+            .fingerprints()
+            .map_err(|e| Refusal::of(&e.into()))?;
         if entry.bytes.len() > MEMO_MAX_RECORD {
-            return (self.parse(id, entry), expiry);
+            return Ok((self.parse(id, entry, &fingerprints), expiry));
         }
         let memo = entry.memo.get_or(|| ParsedRecord {
             user_from: self.user_from,
-            data: self.parse(id, entry),
+            data: self.parse(id, entry, &fingerprints),
         });
-        match memo.filter(|m| m.user_from == self.user_from) {
+        Ok(match memo.filter(|m| m.user_from == self.user_from) {
             Some(memo) => (memo.data.clone(), expiry),
-            None => (self.parse(id, entry), expiry),
-        }
+            None => (self.parse(id, entry, &fingerprints), expiry),
+        })
     }
 
     /// tower's data of a sessile record: each value parsed from JSON.
-    fn parse(&self, id: i128, entry: &StoredRecord) -> HashMap<String, Value> {
+    fn parse(
+        &self,
+        id: i128,
+        entry: &StoredRecord,
+        fingerprints: &Fingerprints,
+    ) -> HashMap<String, Value> {
         let mut data = HashMap::with_capacity(entry.values.len() + 2);
         for (key, bytes) in entry.values.iter() {
             match serde_json::from_slice::<Value>(bytes) {
@@ -328,7 +350,7 @@ impl TowerStore {
         }
         data.insert(
             BASE_KEY.to_owned(),
-            Value::String(Base::text_of(entry, &digest(id).handle())),
+            Value::String(Base::text_of(entry, &digest(id).handle(), fingerprints)),
         );
         data
     }
@@ -344,10 +366,9 @@ impl TowerStore {
         let Some(lifetime) = lifetime(&self.store.engine, expiry_date) else {
             return Ok(fresh_id());
         };
-        let (contents, base) = self.contents(data, lifetime)?;
-        // A cycled ID of a session of the same user: a revoke-all may have ended it
+        // A cycled ID of a session of the same user: a revocation may have ended it
         // between tower's delete and this create.
-        let rotated = base.and_then(|b| b.rotating(contents.user()));
+        let (contents, rotated) = self.contents(data, lifetime)?;
         // A rotation's check may delete what it just stored, which flushes: never on
         // the executor (nor given up there half done).
         let work = match rotated {
@@ -362,7 +383,7 @@ impl TowerStore {
             match &rotated {
                 None => s.engine.insert_new(ids, &contents),
                 Some(b) => {
-                    let stored = s.engine.insert_rotated(ids, &contents, &b.rotated())?;
+                    let stored = s.engine.insert_rotated(ids, &contents, b)?;
                     // Revoked: an ID that loads nothing, as for a record born expired.
                     Ok(stored.unwrap_or_else(fresh_id))
                 }
@@ -572,14 +593,14 @@ macro_rules! session_store_for {
                 &self,
                 id: &$core::session::Id,
             ) -> $core::session_store::Result<Option<$core::session::Record>> {
-                let entry = self.load_record(id.0).await?;
-                Ok(entry.map(|e| {
-                    let (data, expiry_date) = self.parts(id.0, &e);
-                    $core::session::Record {
-                        id: *id,
-                        data,
-                        expiry_date,
-                    }
+                let Some(entry) = self.load_record(id.0).await? else {
+                    return Ok(None);
+                };
+                let (data, expiry_date) = self.parts(id.0, &entry)?;
+                Ok(Some($core::session::Record {
+                    id: *id,
+                    data,
+                    expiry_date,
                 }))
             }
 

@@ -15,6 +15,7 @@
 //! - `ns:quarantine`: a hash, digest -> the bytes of a record that did not decode;
 //! - `ns:revoked`: a hash, user -> when that user's sessions were last all revoked (see
 //!   the engine's `revoke` module);
+//! - `ns:fingerprints`: the secret of the adapters' fingerprints (`changes.rs`);
 //! - `ns:ended`: a sorted set, member the handle (hex) of a session a revocation ended,
 //!   score that session's expiry (the mark is dropped then);
 //! - `ns:format`: the store format, in decimal.
@@ -459,6 +460,18 @@ impl RedisBackend {
 
     fn ended_key(&self) -> String {
         format!("{}:ended", self.ns)
+    }
+
+    #[cfg_attr(
+        not(any(feature = "tower", feature = "tower-014", feature = "actix")),
+        allow(dead_code, reason = "only the adapters fingerprint")
+    )]
+    pub(super) fn fingerprint_secret(&self, fresh: [u8; 32]) -> Result<[u8; 32]> {
+        let key = format!("{}:fingerprints", self.ns);
+        let mut conn = self.conn()?;
+        let _: bool = conn.set_nx(&key, &fresh[..])?;
+        let stored: Vec<u8> = conn.get(&key)?;
+        <[u8; 32]>::try_from(&stored[..]).map_err(|_| corrupt(format!("{key} is not 32 bytes")))
     }
 
     pub(super) fn mark_ended(&self, handle: &SessionHandle, until: u64) -> Result<()> {

@@ -7,7 +7,8 @@
 //! - `quarantine`: digest -> the bytes of a record that did not decode;
 //! - `meta`: `format` -> the store format (4 bytes, big-endian); `revoked:<user>` -> when
 //!   the user's sessions were last all revoked, `ended:<handle>` -> the expiry of a
-//!   session a revocation ended (see the engine's `revoke` module).
+//!   session a revocation ended (see the engine's `revoke` module); `fingerprints` -> the
+//!   secret of the adapters' fingerprints (`changes.rs`).
 //!
 //! A write is not atomic across trees; its order is: new index entries, the record by
 //! compare-and-swap, then the old entries. A crash in between leaves only stale index
@@ -374,6 +375,25 @@ impl SledBackend {
         Ok(())
     }
 
+    #[cfg_attr(
+        not(any(feature = "tower", feature = "tower-014", feature = "actix")),
+        allow(dead_code, reason = "only the adapters fingerprint")
+    )]
+    pub(super) fn fingerprint_secret(&self, fresh: [u8; 32]) -> Result<[u8; 32]> {
+        let stored =
+            match self
+                .meta
+                .compare_and_swap(FINGERPRINTS, None::<&[u8]>, Some(&fresh[..]))?
+            {
+                Ok(()) => return Ok(fresh),
+                Err(e) => e.current,
+            };
+        stored
+            .as_deref()
+            .and_then(|s| <[u8; 32]>::try_from(s).ok())
+            .ok_or_else(|| corrupt("meta/fingerprints is not 32 bytes".to_owned()))
+    }
+
     pub(super) fn mark_ended(&self, handle: &SessionHandle, until: u64) -> Result<()> {
         self.meta.insert(ended_key(handle), &until.to_be_bytes())?;
         Ok(())
@@ -422,6 +442,9 @@ impl SledBackend {
         }
     }
 }
+
+/// The `meta` key of the secret of the adapters' fingerprints.
+const FINGERPRINTS: &[u8] = b"fingerprints";
 
 /// The prefix of the `meta` keys of ended sessions.
 const ENDED: &[u8] = b"ended:";
