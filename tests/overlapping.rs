@@ -360,3 +360,27 @@ fn saving_jobs(
         })
         .collect()
 }
+
+#[test]
+fn a_copy_read_before_a_restore_is_applied_as_changes_after_it() {
+    let f = Fixture::new();
+    let (a, _) = two(&f);
+    let mut s = a.create().expect("create");
+    s.insert("k", &1u32).expect("insert");
+    a.save(&s).expect("save"); // version 2
+    let dump = a.inspect(&s.handle()).expect("inspect").expect("dumped");
+    let mut newer = load(&a, &s);
+    newer.insert("k", &2u32).expect("insert");
+    a.save(&newer).expect("save"); // version 3
+    let mut stale = load(&a, &s); // a copy of version 3
+    a.restore(&dump).expect("restore"); // back to k = 1
+    let mut other = load(&a, &s);
+    other.insert("x", &1u32).expect("insert");
+    a.save(&other).expect("save");
+    stale.insert("y", &1u32).expect("insert");
+    a.save(&stale).expect("save");
+    let now = load(&a, &s);
+    assert_eq!(value(&now, "x"), Some(1), "the stale copy was written whole");
+    assert_eq!(value(&now, "y"), Some(1));
+    assert_eq!(value(&now, "k"), Some(1), "the stale copy put back k = 2");
+}
