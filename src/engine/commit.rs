@@ -299,9 +299,9 @@ impl Engine {
     }
 
     /// Stores `contents` with `header` under `digest`, replacing any record there (a
-    /// restore from a dump: times are taken as given, no cap applies). Over a record, the
-    /// version still moves forward, so a copy read before the restore is never taken for
-    /// a copy of it (see [`Changes::made_on`]).
+    /// restore from a dump: times are taken as given, no cap applies). Over a different
+    /// record, the version still moves forward, so a copy read before the restore is never
+    /// taken for a copy of it (see [`Changes::made_on`]).
     pub(crate) fn put_record(
         &self,
         digest: &Digest,
@@ -312,12 +312,13 @@ impl Engine {
             digest,
             |old| old.user.is_some() && old.user.as_deref() != contents.user(),
             |old, held| {
-                let mut header = header;
-                if let Some(old) = old {
-                    header.version = header.version.max(old.header.version.wrapping_add(1));
+                let mut record = contents.record(header);
+                if let Some(old) = old.filter(|old| old.bytes != record.bytes) {
+                    let mut moved = header;
+                    moved.version = header.version.max(old.header.version.wrapping_add(1));
+                    record = contents.record(moved);
                 }
-                let swap =
-                    self.write_record(digest, old.map(|e| &**e), contents.record(header), held)?;
+                let swap = self.write_record(digest, old.map(|e| &**e), record, held)?;
                 Ok(Step::after(swap, || ()))
             },
         )
