@@ -339,6 +339,67 @@ mod tower_contract {
         }
     }
 
+    /// A loaded session emptied and given a new ID (`cycle_id`) carries only what the
+    /// request loaded: tower creates nothing for an empty session, nor does the store.
+    #[tokio::test]
+    async fn an_emptied_session_with_a_new_id_is_not_stored() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = TowerStore::new(
+            crate::backend::config_at(dir.path().join("s"))
+                .open()
+                .expect("open"),
+        );
+        let mut created = record(0, "x");
+        store.create(&mut created).await.expect("create");
+        let mut loaded = store.load(&created.id).await.expect("load").expect("live");
+        loaded.data.remove("v");
+        assert_eq!(loaded.data.len(), 1, "only sessile.base is left");
+        store.delete(&created.id).await.expect("delete"); // cycle_id
+        store.create(&mut loaded).await.expect("create");
+        assert_eq!(store.store().len().expect("len"), 0);
+    }
+
+    /// A record saved before the user was kept as a value (its user only in the index):
+    /// a request that loaded it and a logout by another request that cleared it; the
+    /// first request's later save of a cart does not write the user back.
+    #[tokio::test]
+    async fn a_stale_request_does_not_log_a_cleared_legacy_session_back_in() {
+        use sessile::tower::USER_KEY;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = TowerStore::new(
+            crate::backend::config_at(dir.path().join("s"))
+                .open()
+                .expect("open"),
+        );
+        let mut created = record(0, "x");
+        created.data.insert(USER_KEY.to_owned(), json!("alice"));
+        store.create(&mut created).await.expect("create");
+        // Make it a legacy record: the user in the index only.
+        let core = store.store();
+        let mut dump = core
+            .inspect(&store.handle(&created.id))
+            .expect("inspect")
+            .expect("stored");
+        dump.values.remove(USER_KEY);
+        core.restore(&dump).expect("restore");
+
+        let mut stale = store.load(&created.id).await.expect("load").expect("live");
+        assert_eq!(
+            stale.data[USER_KEY],
+            json!("alice"),
+            "handed out as the user"
+        );
+        let mut logout = store.load(&created.id).await.expect("load").expect("live");
+        logout.data.clear();
+        store.save(&logout).await.expect("logout");
+        stale.data.insert("cart".to_owned(), json!([1]));
+        store.save(&stale).await.expect("save");
+        let now = store.load(&created.id).await.expect("load").expect("live");
+        assert_eq!(now.data.get(USER_KEY), None, "the user came back");
+        assert_eq!(now.data["cart"], json!([1]));
+        assert!(core.sessions_of("alice").expect("list").is_empty());
+    }
+
     /// `create` always issues a fresh ID: after `Session::flush` (logout) tower-sessions
     /// calls `create` with the old ID, which must never be handed out again.
     #[tokio::test]

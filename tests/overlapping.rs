@@ -380,7 +380,11 @@ fn a_copy_read_before_a_restore_is_applied_as_changes_after_it() {
     stale.insert("y", &1u32).expect("insert");
     a.save(&stale).expect("save");
     let now = load(&a, &s);
-    assert_eq!(value(&now, "x"), Some(1), "the stale copy was written whole");
+    assert_eq!(
+        value(&now, "x"),
+        Some(1),
+        "the stale copy was written whole"
+    );
     assert_eq!(value(&now, "y"), Some(1));
     assert_eq!(value(&now, "k"), Some(1), "the stale copy put back k = 2");
 }

@@ -243,7 +243,7 @@ fn state(
     state.insert(HANDLE_KEY.to_owned(), json(&handle.to_string())?);
     state.insert(
         BASE_KEY.to_owned(),
-        json(&Base::text_of(entry, &handle, fingerprints))?,
+        json(&Base::text_of(entry, &handle, fingerprints, &[]))?,
     );
     Ok(state)
 }

@@ -342,16 +342,19 @@ impl TowerStore {
             }
         }
         // Records saved before USER_KEY was kept as a value have it only as the user.
+        // It is handed out as loaded, so a request that leaves it does not write it back.
         let derived = data.get(self.user_from).and_then(user_id);
+        let mut added = None;
         if !data.contains_key(USER_KEY)
             && let Some(user) = entry.user.as_ref().filter(|u| derived.as_ref() != Some(*u))
         {
-            data.insert(USER_KEY.to_owned(), Value::String(user.clone()));
+            let value = Value::String(user.clone());
+            added = serde_json::to_vec(&value).ok();
+            data.insert(USER_KEY.to_owned(), value);
         }
-        data.insert(
-            BASE_KEY.to_owned(),
-            Value::String(Base::text_of(entry, &digest(id).handle(), fingerprints)),
-        );
+        let added: Vec<(&str, &[u8])> = added.iter().map(|v| (USER_KEY, &v[..])).collect();
+        let base = Base::text_of(entry, &digest(id).handle(), fingerprints, &added);
+        data.insert(BASE_KEY.to_owned(), Value::String(base));
         data
     }
 
@@ -366,6 +369,11 @@ impl TowerStore {
         let Some(lifetime) = lifetime(&self.store.engine, expiry_date) else {
             return Ok(fresh_id());
         };
+        if data.keys().all(|key| key == BASE_KEY) {
+            // Only what the request loaded, of a session it emptied: tower creates nothing
+            // for an empty session, and neither does the store.
+            return Ok(fresh_id());
+        }
         // A cycled ID of a session of the same user: a revocation may have ended it
         // between tower's delete and this create.
         let (contents, rotated) = self.contents(data, lifetime)?;
