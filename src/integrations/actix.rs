@@ -63,7 +63,14 @@
 //! the user if it changed, each onto the version stored at that moment. Two overlapping
 //! requests of one session that change different keys keep both changes, on one server
 //! or on several sharing Redis; the same key changed by both ends with the later save's
-//! value; `session.clear()` (which also drops [`BASE_KEY`]) writes the whole state.
+//! value; `session.clear()` (which also drops [`BASE_KEY`]) writes the whole state. A
+//! request that sets a key back to the value it loaded counts as leaving it alone. The
+//! fingerprints are keyed with a secret the store keeps.
+//!
+//! `renew` deletes the old key and saves the state under a new one when the response
+//! goes out. If `destroy_user`, `destroy_by_handle` or the per-user cap ended the session
+//! meanwhile, that save stores nothing (the new key loads nothing): a revoked login does
+//! not come back.
 
 use std::collections::HashMap;
 

@@ -97,18 +97,22 @@
 //! it loaded, the keys it removed, the user if it changed) onto the version stored then,
 //! so two overlapping requests of one session that change different keys keep both, on
 //! one server or several sharing Redis; the same key changed by both ends with the later
-//! save's value. A record without the entry (`clear()` drops it) is written whole.
+//! save's value. A record without the entry (`clear()` drops it) is written whole. A
+//! request that sets a key back to the value it loaded counts as leaving it alone (so
+//! another request's overlapping change of it stays). The fingerprints are keyed with a
+//! secret the store keeps: the entry reveals nothing about the values.
 //!
 //! tower-sessions' `cycle_id` (which axum-login's `login` calls) deletes the old record at
 //! once and creates the new one when the request saves. A "log out everywhere"
 //! (`destroy_user`) landing between the two leaves a mark, and the create of a session
 //! that was already the same user's, last written before the mark, stores nothing: the
-//! revoked login does not come back (the client gets an ID that loads nothing). A login
-//! from an anonymous session, or any session written after the revoke, is unaffected.
-//! Across servers the mark and the session's last write are compared on each server's
-//! clock: keep them in sync. A revoke of one session (`destroy`) is not such a mark:
-//! rotate with sessile's own [`Store::regenerate`](crate::Store::regenerate) where you
-//! can, which is atomic.
+//! revoked login does not come back (the client gets an ID that loads nothing). A revoke
+//! of the device ([`Store::destroy_by_handle`](crate::Store::destroy_by_handle)) and the
+//! per-user cap mark each session they end, until its expiry, with the same effect. A
+//! login from an anonymous session, or any session written after the revoke, is
+//! unaffected. Across servers the mark and the session's last write are compared on each
+//! server's clock: keep them in sync. A logout (`flush`, which calls `delete`) leaves no
+//! mark: to the store it is the same call as `cycle_id`'s own delete.
 //!
 //! # User ids
 //!
