@@ -22,7 +22,11 @@
 //!   ID, user set; a remembered login idles out after 30 days instead of 30 minutes;
 //! - `POST /logout` -> the session is destroyed;
 //! - `GET /devices` -> the user's sessions (handles and times);
-//! - `POST /logout-others` -> destroys the user's other sessions.
+//! - `POST /logout-others` -> destroys the user's other sessions;
+//! - `POST /note` with form fields `text` and, optionally, `delay_ms` (at most 5000) ->
+//!   keeps the note in the session, after that delay: a slow request (a report, an
+//!   upload) whose save keeps the visits counted by other requests meanwhile;
+//!   `GET /note` -> `{"note": null | "text"}`.
 //!
 //! `kill -USR1 <pid>` writes an online backup of every session to
 //! `<data>/backup-<unix ms>.jsonl` while it serves (`sessile import NEW_DIR FILE` restores
@@ -73,6 +77,7 @@ async fn run() -> Result<(), Box<dyn Error + Send + Sync>> {
         .route("/logout", post(logout))
         .route("/devices", get(devices))
         .route("/logout-others", post(logout_others))
+        .route("/note", get(note).post(set_note))
         .layer(axum::middleware::from_fn(keep_remembered))
         .layer(sessions)
         .with_state(store.clone());
@@ -159,6 +164,30 @@ async fn logout_others(
     let current = session.id().map(|id| store.handle(&id));
     let destroyed = store.destroy_user(&user, current).await?;
     Ok(Json(json!({ "user": user, "destroyed": destroyed })).into_response())
+}
+
+const NOTE: &str = "note";
+
+#[derive(Deserialize)]
+struct Note {
+    text: String,
+    delay_ms: Option<u64>,
+}
+
+/// `POST /note`: loads the session, waits `delay_ms`, then keeps the note. Other
+/// requests of the session meanwhile (a visit of `/` in another tab) keep their changes:
+/// the save writes only the note.
+async fn set_note(session: Session, Form(form): Form<Note>) -> Result<Json<Value>, AppError> {
+    let visits = session.get::<u64>(VISITS).await?.unwrap_or(0);
+    let delay = form.delay_ms.unwrap_or(0).min(5000);
+    tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+    session.insert(NOTE, &form.text).await?;
+    Ok(Json(json!({ "note": form.text, "visits_seen": visits })))
+}
+
+/// `GET /note`: the note kept in the session.
+async fn note(session: Session) -> Result<Json<Value>, AppError> {
+    Ok(Json(json!({ "note": session.get::<String>(NOTE).await? })))
 }
 
 fn not_logged_in() -> Response {

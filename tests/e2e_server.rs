@@ -186,3 +186,37 @@ fn a_backup_of_the_running_server_restores_every_live_session() {
     }
     server.terminate();
 }
+
+/// Two overlapping requests of one session against the running server: a slow one
+/// (`POST /note`, which loads the session and waits) and fast visits of `/` in the
+/// meantime. Both changes are there afterwards: the slow save did not put back the
+/// visit count it loaded.
+#[test]
+fn a_slow_request_keeps_what_fast_ones_saved_meanwhile() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(&dir.path().join("data"));
+    let mut tab = Client::new(server.addr);
+    assert_eq!(tab.get("/").json(), json!({ "user": null, "visits": 1 }));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut slow_tab = tab.clone();
+    std::thread::spawn(move || {
+        let answer = slow_tab.post_form("/note", "text=hello&delay_ms=1500");
+        let _ = tx.send((answer.json(), std::time::Instant::now()));
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(tab.get("/").json()["visits"], json!(2));
+    assert_eq!(tab.get("/").json()["visits"], json!(3));
+    let fast_done = std::time::Instant::now();
+    let (answer, slow_done) = rx
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the slow request finished");
+    assert_eq!(answer, json!({ "note": "hello", "visits_seen": 1 }));
+    assert!(fast_done < slow_done, "the requests did not overlap");
+    assert_eq!(tab.get("/note").json(), json!({ "note": "hello" }));
+    assert_eq!(
+        tab.get("/").json()["visits"],
+        json!(4),
+        "the slow save put back the visit count it loaded"
+    );
+    server.terminate();
+}
