@@ -10,10 +10,17 @@
 //! under the stripe lock after the change is in the backend and in the shared cache. A
 //! copy is used only while its stripe's version is unchanged, so it is never older than
 //! what the shared cache would return.
+//!
+//! Each thread's table sits behind its own lock (taken by that thread alone, except when
+//! a store closes) and is listed in a registry, so a store that closes drops its records'
+//! copies from every thread at once: a session's values do not outlive the store in
+//! threads that once read them.
 
-use std::cell::{Cell, RefCell};
-use std::sync::Arc;
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
 
 use crate::engine::locks::{Locks, StripeGuard};
 use crate::id::Digest;
@@ -156,13 +163,53 @@ struct Slot {
 
 type Set = [Option<Slot>; WAYS];
 
+/// One thread's copies: its sets, made on its first copy.
+#[derive(Default)]
+struct Copies {
+    sets: Mutex<Vec<Set>>,
+}
+
+/// Every thread's copies, so a closing store can drop its own from all of them. A thread
+/// that ends drops its table; its entry here is then dead and swept out.
+static THREADS: Mutex<Vec<Weak<Copies>>> = Mutex::new(Vec::new());
+
+impl Copies {
+    /// A new table for this thread, listed in [`THREADS`].
+    fn registered() -> Arc<Copies> {
+        let copies = Arc::new(Copies::default());
+        let mut threads = THREADS.lock();
+        threads.retain(|t| t.strong_count() > 0);
+        threads.push(Arc::downgrade(&copies));
+        copies
+    }
+}
+
+impl Drop for ReadCache {
+    /// Drops this store's copies from every thread's table.
+    fn drop(&mut self) {
+        let tables: Vec<Arc<Copies>> = THREADS.lock().iter().filter_map(Weak::upgrade).collect();
+        for table in tables {
+            let mine: Vec<Slot> = {
+                let mut sets = table.sets.lock();
+                sets.iter_mut()
+                    .flat_map(|set| set.iter_mut())
+                    .filter(|slot| slot.as_ref().is_some_and(|s| s.store == self.store))
+                    .filter_map(Option::take)
+                    .collect()
+            };
+            // Dropped outside the lock: an entry's drop runs adapter code (its memo).
+            drop(mine);
+        }
+    }
+}
+
 /// A full set takes a new copy on one in this many shared-cache hits: a record read
 /// again and again gets its copy soon, while a working set larger than the copies (each
 /// read once per cycle) does not pay for a copy on every read.
 const ADMIT_ONE_IN: u32 = 8;
 
 thread_local! {
-    static COPIES: RefCell<Vec<Set>> = const { RefCell::new(Vec::new()) };
+    static COPIES: Arc<Copies> = Copies::registered();
     /// Counts shared-cache hits that found their set full, for [`admit`].
     static FULL_SET_HITS: Cell<u32> = const { Cell::new(0) };
 }
@@ -192,7 +239,7 @@ fn copy_of(store: u64, digest: &Digest, version: u64) -> Option<Arc<StoredRecord
     let mut stale = None;
     let found = COPIES
         .try_with(|copies| {
-            let mut copies = copies.try_borrow_mut().ok()?;
+            let mut copies = copies.sets.try_lock()?;
             let set = copies.get_mut(set_of(digest))?;
             let at = set.iter().position(|s| {
                 s.as_ref()
@@ -220,7 +267,7 @@ fn keep_copy(store: u64, digest: &Digest, version: u64, entry: &StoredRecord) {
     }
     let old = COPIES
         .try_with(|copies| {
-            let mut copies = copies.try_borrow_mut().ok()?;
+            let mut copies = copies.sets.try_lock()?;
             if copies.is_empty() {
                 copies.resize_with(SETS, Default::default);
             }
@@ -276,6 +323,47 @@ mod tests {
         let mut d = [0u8; 32];
         d[0] = i;
         Digest(d)
+    }
+
+    /// How many copies of `store`'s records all threads hold.
+    fn copies_of(store: u64) -> usize {
+        let tables: Vec<_> = THREADS.lock().iter().filter_map(Weak::upgrade).collect();
+        tables
+            .iter()
+            .map(|t| {
+                let sets = t.sets.lock();
+                sets.iter()
+                    .flatten()
+                    .flatten()
+                    .filter(|s| s.store == store)
+                    .count()
+            })
+            .sum()
+    }
+
+    #[test]
+    fn a_closing_store_drops_its_copies_from_every_thread() {
+        use std::sync::mpsc;
+        use std::time::Duration;
+        let cache = ReadCache::new(16, 1 << 20, 4096);
+        let store = cache.store;
+        let (copied_tx, copied) = mpsc::channel();
+        let (checked, checked_rx) = mpsc::channel::<()>();
+        let reader = std::thread::spawn(move || {
+            keep_copy(store, &digest(1), 0, &entry(10));
+            copied_tx.send(()).expect("send");
+            // Alive (its table too) until the check is done.
+            let _ = checked_rx.recv_timeout(Duration::from_secs(30));
+        });
+        copied
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the reader copied");
+        keep_copy(store, &digest(2), 0, &entry(10));
+        assert_eq!(copies_of(store), 2, "one copy in each thread");
+        drop(cache);
+        assert_eq!(copies_of(store), 0, "a copy outlived its store");
+        checked.send(()).expect("send");
+        reader.join().expect("reader");
     }
 
     #[test]
