@@ -208,6 +208,12 @@ impl Fingerprints {
         self.hash(1, key.as_bytes(), value)
     }
 
+    /// A fingerprint of the secret itself, to recognise fingerprints made with another
+    /// (a secret lost and made again while requests were in flight).
+    pub(crate) fn id(&self) -> u64 {
+        self.hash(3, &[], &[])
+    }
+
     /// A fingerprint of a session's user (`None` included).
     pub(crate) fn user(&self, user: Option<&str>) -> u64 {
         match user {

@@ -89,6 +89,11 @@ impl Store {
     /// same time as this call completes either before (then `false`) or after it (then the
     /// regeneration fails, the session being gone).
     ///
+    /// Through tower-sessions or actix-session, whose ID rotation (`cycle_id`, `renew`)
+    /// deletes the old record and creates the new one in two steps, the handle is marked
+    /// ended (until any copy a request loaded would have expired), also when no record is
+    /// found: a rotation in flight then stores nothing, and the device stays logged out.
+    ///
     /// # Errors
     ///
     /// [`Error::Storage`](crate::Error::Storage) on a storage failure;
@@ -97,9 +102,16 @@ impl Store {
     pub fn destroy_by_handle(&self, handle: &SessionHandle) -> Result<bool> {
         let state = &self.engine;
         let found = state.records_of(handle)?;
-        let Some(&(digest, _)) = found.first() else {
-            return Ok(false);
+        let destroyed = match found.first() {
+            Some(&(digest, _)) => state.destroy_durably(&digest, DestroyReason::Handle)?,
+            None => false,
         };
-        state.destroy_durably(&digest, DestroyReason::Handle)
+        if !destroyed {
+            // Gone just now (a framework rotating its ID deletes, then creates): the
+            // create must not bring it back.
+            state.mark_absent_ended(handle)?;
+            state.flush()?;
+        }
+        Ok(destroyed)
     }
 }

@@ -83,7 +83,7 @@ macro_rules! tower_backend {
                 Ok(Json(json!({})))
             }
 
-            static CYCLE_GATE: Gate = Gate::new();
+            static GATES_AFTER_CYCLE: [Gate; 2] = [Gate::new(), Gate::new()];
             static GATES_BEFORE_CYCLE: [Gate; 2] = [Gate::new(), Gate::new()];
 
             async fn gate_then_cycle(session: Session, Path(n): Path<usize>) -> Answer {
@@ -93,10 +93,10 @@ macro_rules! tower_backend {
                 Ok(Json(json!({})))
             }
 
-            async fn slow_cycle(session: Session) -> Answer {
+            async fn slow_cycle(session: Session, Path(n): Path<usize>) -> Answer {
                 session.get::<Value>("cart").await.map_err(fail)?; // loads the session
                 session.cycle_id().await.map_err(fail)?;
-                CYCLE_GATE.pass().await;
+                GATES_AFTER_CYCLE[n].pass().await;
                 Ok(Json(json!({})))
             }
 
@@ -104,8 +104,8 @@ macro_rules! tower_backend {
                 fn gate() -> &'static Gate {
                     &GATE
                 }
-                fn cycle_gate() -> &'static Gate {
-                    &CYCLE_GATE
+                fn gates_after_cycle() -> &'static [Gate; 2] {
+                    &GATES_AFTER_CYCLE
                 }
                 fn gates_before_cycle() -> &'static [Gate; 2] {
                     &GATES_BEFORE_CYCLE
@@ -138,7 +138,7 @@ macro_rules! tower_backend {
                                 .route("/login/{user}", post(login))
                                 .route("/logout", post(logout))
                                 .route("/slow/{key}/{value}", post(slow))
-                                .route("/slow-cycle", post(slow_cycle))
+                                .route("/slow-cycle/{n}", post(slow_cycle))
                                 .route("/gate-then-cycle/{n}", post(gate_then_cycle))
                                 .layer(layer);
                             let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
@@ -233,7 +233,7 @@ mod actix_backend {
         Ok(HttpResponse::Ok().json(json!({})))
     }
 
-    static CYCLE_GATE: Gate = Gate::new();
+    static GATES_AFTER_CYCLE: [Gate; 2] = [Gate::new(), Gate::new()];
 
     static GATES_BEFORE_CYCLE: [Gate; 2] = [Gate::new(), Gate::new()];
 
@@ -243,9 +243,9 @@ mod actix_backend {
         Ok(HttpResponse::Ok().json(json!({})))
     }
 
-    async fn slow_cycle(session: Session) -> Answer {
+    async fn slow_cycle(session: Session, n: web::Path<usize>) -> Answer {
         session.renew();
-        CYCLE_GATE.pass().await;
+        GATES_AFTER_CYCLE[n.into_inner()].pass().await;
         Ok(HttpResponse::Ok().json(json!({})))
     }
 
@@ -253,8 +253,8 @@ mod actix_backend {
         fn gate() -> &'static Gate {
             &GATE
         }
-        fn cycle_gate() -> &'static Gate {
-            &CYCLE_GATE
+        fn gates_after_cycle() -> &'static [Gate; 2] {
+            &GATES_AFTER_CYCLE
         }
         fn gates_before_cycle() -> &'static [Gate; 2] {
             &GATES_BEFORE_CYCLE
@@ -288,7 +288,7 @@ mod actix_backend {
                             .route("/login/{user}", web::post().to(login))
                             .route("/logout", web::post().to(logout))
                             .route("/slow/{key}/{value}", web::post().to(slow))
-                            .route("/slow-cycle", web::post().to(slow_cycle))
+                            .route("/slow-cycle/{n}", web::post().to(slow_cycle))
                             .route("/gate-then-cycle/{n}", web::post().to(gate_then_cycle))
                     })
                     .workers(2)

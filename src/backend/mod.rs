@@ -339,17 +339,25 @@ impl Backend {
     }
 
     /// The revocation mark of `user` (see the engine's `revoke` module), if any.
-    pub(crate) fn revocation(&self, user: &str) -> Result<Option<IVec>> {
+    pub(crate) fn revocation(&self, user: &str) -> Result<Option<Revocation>> {
         dispatch!(self, b => b.revocation(user))
     }
 
-    /// Replaces the revocation mark of `user`. Not flushed.
-    pub(crate) fn set_revocation(&self, user: &str, mark: &[u8]) -> Result<()> {
-        dispatch!(self, b => b.set_revocation(user, mark))
+    /// Sets the revocation mark of `user` to `at` (and the session kept then), unless the
+    /// one stored is later: atomically, so concurrent revokes never move it back. Not
+    /// flushed.
+    pub(crate) fn raise_revocation(
+        &self,
+        user: &str,
+        at: u64,
+        kept: Option<&SessionHandle>,
+    ) -> Result<()> {
+        dispatch!(self, b => b.raise_revocation(user, at, kept))
     }
 
     /// The store's secret for keyed fingerprints: the one stored, or `fresh`, stored now
-    /// if there was none (by whichever process of a shared store comes first).
+    /// if there was none or it was damaged (by whichever process of a shared store comes
+    /// first).
     #[cfg_attr(
         not(any(feature = "tower", feature = "tower-014", feature = "actix")),
         allow(dead_code, reason = "only the adapters fingerprint")
@@ -358,10 +366,10 @@ impl Backend {
         dispatch!(self, b => b.fingerprint_secret(fresh))
     }
 
-    /// Marks the session with handle `handle` as ended by a revocation, until `until`
-    /// (its expiry). Not flushed.
-    pub(crate) fn mark_ended(&self, handle: &SessionHandle, until: u64) -> Result<()> {
-        dispatch!(self, b => b.mark_ended(handle, until))
+    /// Marks the session with handle `handle` as ended by a revocation, until its expiry
+    /// `expires_at` and [`ENDED_MARGIN_MS`] (never lowering a mark). Not flushed.
+    pub(crate) fn mark_ended(&self, handle: &SessionHandle, expires_at: u64) -> Result<()> {
+        dispatch!(self, b => b.mark_ended(handle, expires_at))
     }
 
     /// Whether the session with handle `handle` carries an end mark.
@@ -377,6 +385,17 @@ impl Backend {
     pub(crate) fn prune_ended(&self, now: u64) -> Result<usize> {
         dispatch!(self, b => b.prune_ended(now))
     }
+}
+
+/// How long an end mark outlives the expiry of the session it marks: the servers of a
+/// shared store may disagree on the time by this much.
+pub(crate) const ENDED_MARGIN_MS: u64 = 60_000;
+
+/// When a user's sessions were last all revoked, and the session kept then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Revocation {
+    pub(crate) at: u64,
+    pub(crate) kept: Option<SessionHandle>,
 }
 
 /// A damaged format marker, found by a backend that does not know the store's path

@@ -140,13 +140,10 @@ impl Engine {
         if expires_at <= self.now() || self.backend.is_ended(handle)? {
             return Ok(true);
         }
-        let Some(mark) = self.backend.revocation(user)? else {
-            return Ok(false);
-        };
-        let Some((at, kept)) = mark.split_first_chunk::<8>() else {
-            return Ok(false); // not a mark this version wrote
-        };
-        Ok(last_seen <= u64::from_be_bytes(*at) && kept != &handle.as_bytes()[..])
+        Ok(self
+            .backend
+            .revocation(user)?
+            .is_some_and(|mark| last_seen <= mark.at && mark.kept.as_ref() != Some(handle)))
     }
 
     /// Destroys every live session of `user` but the one with handle `except`, then
@@ -167,19 +164,16 @@ impl Engine {
     /// Stamps `user`'s revocation mark with now (never moving it back) and the kept
     /// session.
     fn mark_revoked(&self, user: &str, kept: Option<&SessionHandle>) -> Result<()> {
-        let earlier = self
-            .backend
-            .revocation(user)?
-            .and_then(|m| {
-                m.split_first_chunk::<8>()
-                    .map(|(at, _)| u64::from_be_bytes(*at))
-            })
-            .unwrap_or(0);
-        let mut mark = self.now().max(earlier).to_be_bytes().to_vec();
-        if let Some(kept) = kept {
-            mark.extend_from_slice(kept.as_bytes());
-        }
-        self.backend.set_revocation(user, &mark)
+        self.backend.raise_revocation(user, self.now(), kept)
+    }
+
+    /// Marks the session with handle `handle` ended although no record of it was found
+    /// to delete: a framework may have deleted it a moment ago to give it a new ID (see
+    /// the module docs), and its create must not store it again. Any expiry a request
+    /// can have loaded is within the idle ceiling from now.
+    pub(crate) fn mark_absent_ended(&self, handle: &SessionHandle) -> Result<()> {
+        let until = self.now().saturating_add(self.config.max_idle_ms());
+        self.backend.mark_ended(handle, until)
     }
 
     /// Deletes every live session of `user` but `except` (see [`Self::destroy_user`]). Does

@@ -219,7 +219,8 @@ fn contents(
     let recovered = base.map(|base| base.recover(&data, user.as_deref(), fingerprints));
     let contents = shared.contents(user, data, lifetime)?;
     Ok(match recovered {
-        Some((changes, rotated)) => (contents.with_changes(changes), rotated),
+        Some((Some(changes), rotated)) => (contents.with_changes(changes), rotated),
+        Some((None, rotated)) => (contents, rotated),
         None => (contents, None),
     })
 }

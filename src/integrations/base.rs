@@ -29,9 +29,9 @@ pub const BASE_KEY: &str = "sessile.base";
 
 /// The format of the entry's text (its first character).
 const FORMAT: char = '1';
-/// Bytes of the fixed part: created_at, version, last_seen, expires_at, user
-/// fingerprint, handle.
-const FIXED: usize = 56;
+/// Bytes of the fixed part: created_at, version, last_seen, expires_at, the secret's
+/// fingerprint, the user's, handle.
+const FIXED: usize = 64;
 /// Bytes per value: key fingerprint, key-and-value fingerprint.
 const PER_VALUE: usize = 16;
 
@@ -42,6 +42,8 @@ pub(super) struct Base {
     /// When the loaded version was written, and when it was due to expire.
     last_seen: u64,
     expires_at: u64,
+    /// [`Fingerprints::id`] of the secret the fingerprints were made with.
+    secret: u64,
     user: u64,
     /// The handle of the session loaded.
     handle: SessionHandle,
@@ -64,6 +66,7 @@ impl Base {
         bytes.extend_from_slice(&record.header.version.to_le_bytes());
         bytes.extend_from_slice(&record.header.last_seen.to_le_bytes());
         bytes.extend_from_slice(&record.header.expires_at.to_le_bytes());
+        bytes.extend_from_slice(&fingerprints.id().to_le_bytes());
         bytes.extend_from_slice(&fingerprints.user(record.user.as_deref()).to_le_bytes());
         bytes.extend_from_slice(handle.as_bytes());
         for (key, value) in record.values.iter().chain(added.iter().copied()) {
@@ -108,8 +111,9 @@ impl Base {
             },
             last_seen: word(16),
             expires_at: word(24),
-            user: word(32),
-            handle: SessionHandle::from_bytes(fixed[40..56].try_into().ok()?),
+            secret: word(32),
+            user: word(40),
+            handle: SessionHandle::from_bytes(fixed[48..64].try_into().ok()?),
             values,
         })
     }
@@ -118,15 +122,23 @@ impl Base {
     /// changes, and, if a create of a session for `user` from it is a rotation (a new ID
     /// for a session that was the same user's), the session rotated, which a revocation
     /// may have ended between the framework's delete and its create.
+    ///
+    /// A base made with another secret (the store's was lost and made again meanwhile)
+    /// tells nothing: no changes (the map is written whole), and a create for a user is
+    /// checked as a rotation, so a revoked login cannot slip through (at worst a login
+    /// made then is refused and made again).
     pub(super) fn recover(
         &self,
         values: &ValueMap,
         user: Option<&str>,
         fingerprints: &Fingerprints,
-    ) -> (Changes, Option<Rotated>) {
+    ) -> (Option<Changes>, Option<Rotated>) {
+        if self.secret != fingerprints.id() {
+            return (None, user.is_some().then(|| self.rotated()));
+        }
         let changes = self.changes(values, user, fingerprints);
         let rotated = (user.is_some() && !changes.user()).then(|| self.rotated());
-        (changes, rotated)
+        (Some(changes), rotated)
     }
 
     /// The session loaded, as a rotation of it is checked.
@@ -208,6 +220,11 @@ mod tests {
         assert_eq!(base.last_seen, 7);
         assert!(base.recover(&ValueMap::new(), Some("ann"), &FP).1.is_some());
         assert!(base.recover(&ValueMap::new(), Some("bob"), &FP).1.is_none());
+        // Made with another secret: no changes, and any login is checked.
+        let other = Fingerprints::new([1; 32]);
+        let (changes, rotated) = base.recover(&ValueMap::new(), Some("bob"), &other);
+        assert!(changes.is_none());
+        assert!(rotated.is_some());
         assert_eq!(base.values.len(), 2);
         for odd in ["", "1", "2AAAA", "1!!!!", "1AAAA", "x"] {
             assert_eq!(Base::parse(odd), None, "{odd:?}");

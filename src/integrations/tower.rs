@@ -292,7 +292,8 @@ impl TowerStore {
             .contents(user, values, lifetime)
             .map_err(|e| Refusal::of(&e.into()))?;
         Ok(match recovered {
-            Some((changes, rotated)) => (contents.with_changes(changes), rotated),
+            Some((Some(changes), rotated)) => (contents.with_changes(changes), rotated),
+            Some((None, rotated)) => (contents, rotated),
             None => (contents, None),
         })
     }
@@ -373,7 +374,7 @@ impl TowerStore {
         let Some(lifetime) = lifetime(&self.store.engine, expiry_date) else {
             return Ok(fresh_id());
         };
-        if data.keys().all(|key| key == BASE_KEY) {
+        if !data.is_empty() && data.keys().all(|key| key == BASE_KEY) {
             // Only what the request loaded, of a session it emptied: tower creates nothing
             // for an empty session, and neither does the store.
             return Ok(fresh_id());

@@ -74,9 +74,10 @@ pub trait Backend {
     fn serve(store: Store, listener: std::net::TcpListener, ttl: Duration) -> Server;
     /// The gate of this backend's `/slow` route.
     fn gate() -> &'static Gate;
-    /// The gate of this backend's `/slow-cycle` route: after the handler asked for a new
-    /// ID (tower's `cycle_id` deletes the old record there), before the save.
-    fn cycle_gate() -> &'static Gate;
+    /// The gates of this backend's `/slow-cycle/{n}` route: after the handler asked for
+    /// a new ID (tower's `cycle_id` deletes the old record there), before the save (one
+    /// per test that uses it).
+    fn gates_after_cycle() -> &'static [Gate; 2];
     /// The gates of this backend's `/gate-then-cycle/{n}` route: after the load, before
     /// the handler asks for a new ID (one per test that uses it).
     fn gates_before_cycle() -> &'static [Gate; 2];
@@ -475,12 +476,12 @@ pub fn a_revoke_during_an_id_rotation_is_final<B: Backend>() {
     let (tx, rx) = std::sync::mpsc::channel();
     let mut rotating = alice.clone();
     std::thread::spawn(move || {
-        let status = rotating.post("/slow-cycle").status;
+        let status = rotating.post("/slow-cycle/0").status;
         let _ = tx.send((status, rotating));
     });
-    B::cycle_gate().wait_arrival();
+    B::gates_after_cycle()[0].wait_arrival();
     server.store().destroy_user("alice", None).expect("revoke");
-    B::cycle_gate().release();
+    B::gates_after_cycle()[0].release();
     let (status, mut rotated) = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("the rotating request finished");
@@ -542,6 +543,44 @@ pub fn a_revoke_by_handle_before_a_rotation_is_final<B: Backend>() {
         assert!(store.destroy_by_handle(&listed[0].handle).expect("revoke"));
         assert!(store.sessions_of("alice").expect("list").is_empty());
     });
+}
+
+/// A revoke of the device by the handle listed before, landing after the framework
+/// deleted the old ID (tower) or before it does (actix): the rotation stores nothing.
+pub fn a_revoke_by_handle_during_a_rotation_is_final<B: Backend>() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start::<B>(plain(&dir.path().join("s")), HOUR);
+    let mut alice = server.client();
+    ok(alice.post("/login/alice"));
+    let listed = server.store().sessions_of("alice").expect("list");
+    assert_eq!(listed.len(), 1);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut rotating = alice.clone();
+    std::thread::spawn(move || {
+        let status = rotating.post("/slow-cycle/1").status;
+        let _ = tx.send((status, rotating));
+    });
+    let held = &B::gates_after_cycle()[1];
+    held.wait_arrival();
+    // tower deleted the record already (false), actix not yet (true): either way it ends.
+    let _ = server
+        .store()
+        .destroy_by_handle(&listed[0].handle)
+        .expect("revoke");
+    held.release();
+    let (status, mut rotated) = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the rotating request finished");
+    assert_eq!(status, 200);
+    assert!(
+        server
+            .store()
+            .sessions_of("alice")
+            .expect("list")
+            .is_empty(),
+        "the rotation brought the revoked device back"
+    );
+    assert_eq!(value(&mut rotated, "sessile.user"), Value::Null);
 }
 
 pub fn a_session_the_cap_ends_before_a_rotation_stays_ended<B: Backend>() {
@@ -627,6 +666,10 @@ macro_rules! conformance_suite {
             #[test]
             fn a_revoke_by_handle_before_a_rotation_is_final() {
                 suite::a_revoke_by_handle_before_a_rotation_is_final::<$backend>();
+            }
+            #[test]
+            fn a_revoke_by_handle_during_a_rotation_is_final() {
+                suite::a_revoke_by_handle_during_a_rotation_is_final::<$backend>();
             }
             #[test]
             fn a_session_the_cap_ends_before_a_rotation_stays_ended() {

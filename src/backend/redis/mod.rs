@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 use redis::{Commands, ConnectionLike};
 use sled::IVec;
 
+mod marks;
 mod scripts;
 mod verify;
 
@@ -49,7 +50,7 @@ use crate::backend::{Cursor, ExpiryEntry, RecordKey, corrupt};
 use crate::clock::Clock;
 use crate::config::RedisTarget;
 use crate::error::{Error, Result};
-use crate::id::{Digest, SessionHandle, from_hex, write_hex};
+use crate::id::{Digest, from_hex, write_hex};
 use crate::record::StoredRecord;
 
 /// How long past its expiry a record stays on the server if no store deletes it.
@@ -444,59 +445,6 @@ impl RedisBackend {
             .transpose()
     }
 
-    pub(super) fn revocation(&self, user: &str) -> Result<Option<IVec>> {
-        let mark: Option<Vec<u8>> = self.conn()?.hget(self.revocations_key(), user)?;
-        Ok(mark.map(IVec::from))
-    }
-
-    pub(super) fn set_revocation(&self, user: &str, mark: &[u8]) -> Result<()> {
-        let _: () = self.conn()?.hset(self.revocations_key(), user, mark)?;
-        Ok(())
-    }
-
-    fn revocations_key(&self) -> String {
-        format!("{}:revoked", self.ns)
-    }
-
-    fn ended_key(&self) -> String {
-        format!("{}:ended", self.ns)
-    }
-
-    #[cfg_attr(
-        not(any(feature = "tower", feature = "tower-014", feature = "actix")),
-        allow(dead_code, reason = "only the adapters fingerprint")
-    )]
-    pub(super) fn fingerprint_secret(&self, fresh: [u8; 32]) -> Result<[u8; 32]> {
-        let key = format!("{}:fingerprints", self.ns);
-        let mut conn = self.conn()?;
-        let _: bool = conn.set_nx(&key, &fresh[..])?;
-        let stored: Vec<u8> = conn.get(&key)?;
-        <[u8; 32]>::try_from(&stored[..]).map_err(|_| corrupt(format!("{key} is not 32 bytes")))
-    }
-
-    pub(super) fn mark_ended(&self, handle: &SessionHandle, until: u64) -> Result<()> {
-        let _: () = self
-            .conn()?
-            .zadd(self.ended_key(), hex(handle.as_bytes()), until)?;
-        Ok(())
-    }
-
-    #[cfg_attr(
-        not(any(feature = "tower", feature = "tower-014", feature = "actix")),
-        allow(dead_code, reason = "only the adapters rotate IDs")
-    )]
-    pub(super) fn is_ended(&self, handle: &SessionHandle) -> Result<bool> {
-        let until: Option<u64> = self
-            .conn()?
-            .zscore(self.ended_key(), hex(handle.as_bytes()))?;
-        Ok(until.is_some())
-    }
-
-    pub(super) fn prune_ended(&self, now: u64) -> Result<usize> {
-        let pruned: usize = self.conn()?.zrembyscore(self.ended_key(), "-inf", now)?;
-        Ok(pruned)
-    }
-
     pub(super) fn set_format(&self, format: u32) -> Result<()> {
         let _: () = self.conn()?.set(format!("{}:format", self.ns), format)?;
         Ok(())
@@ -520,6 +468,7 @@ impl RedisBackend {
             .arg(self.record_prefix())
             .arg(keep.map(hex).unwrap_or_default())
             .arg(now)
+            .arg(crate::backend::ENDED_MARGIN_MS)
             .invoke(&mut *self.conn()?)?;
         Ok(out.iter().filter_map(|m| digest_of_hex(m)).collect())
     }
@@ -543,6 +492,7 @@ impl RedisBackend {
             .arg(max)
             .arg(hex(&keep.0))
             .arg(now)
+            .arg(crate::backend::ENDED_MARGIN_MS)
             .invoke(&mut *self.conn()?)?;
         Ok(out.iter().filter_map(|m| digest_of_hex(m)).collect())
     }

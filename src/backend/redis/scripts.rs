@@ -15,6 +15,7 @@ pub(super) struct Scripts {
     pub(super) cap: Script,
     pub(super) release: Script,
     pub(super) repair: Script,
+    pub(super) raise: Script,
 }
 
 /// The lease check every single-session script starts with: -1 if another store's
@@ -86,8 +87,8 @@ impl Scripts {
                 "return redis.call('ZREM', KEYS[2], ARGV[1]) end return 0"
             )),
             // KEYS: user set, expiry, ended. ARGV: record key prefix, kept handle (hex) or
-            // "", now. Each session it deletes is marked ended (its handle, until its
-            // expiry) before it goes. Deletes the user's live sessions and returns them; expired ones are
+            // "", now, margin. Each session it deletes is marked ended (its handle, until
+            // its expiry and the margin, never lowered) before it goes. Deletes the user's live sessions and returns them; expired ones are
             // left to the purge (as on sled), members whose record is gone are dropped. Leases do not hold
             // it up: an update whose session it deletes fails its commit (NotFound), and
             // no stream of updates can keep a revoke from landing.
@@ -97,7 +98,7 @@ impl Scripts {
                 "if ARGV[2] == '' or string.sub(m, 1, #ARGV[2]) ~= ARGV[2] then ",
                 "local exp = redis.call('ZSCORE', KEYS[2], m) ",
                 "if exp and tonumber(exp) > now then ",
-                "redis.call('ZADD', KEYS[3], exp, string.sub(m, 1, 32)) ",
+                "redis.call('ZADD', KEYS[3], 'GT', tonumber(exp) + tonumber(ARGV[4]), string.sub(m, 1, 32)) ",
                 "if redis.call('DEL', ARGV[1] .. m) == 1 then out[#out + 1] = m end ",
                 "redis.call('ZREM', KEYS[2], m) redis.call('ZREM', KEYS[1], m) ",
                 "elseif redis.call('EXISTS', ARGV[1] .. m) == 0 then ",
@@ -105,7 +106,7 @@ impl Scripts {
                 "return out"
             )),
             // KEYS: user set, expiry, ended. ARGV: record key prefix, max, kept member,
-            // now. Evicts the oldest live sessions (by created_at, then digest) beyond
+            // now, margin. Evicts the oldest live sessions (by created_at, then digest) beyond
             // max, never the kept one, each marked ended first as in revoke; leases do not
             // hold it up, as for revoke. Returns the members evicted.
             cap: Script::new(concat!(
@@ -118,7 +119,7 @@ impl Scripts {
                 "local out = {} ",
                 "for i = 1, #live - room do local m = live[i] ",
                 "local exp = redis.call('ZSCORE', KEYS[2], m) ",
-                "if exp then redis.call('ZADD', KEYS[3], exp, string.sub(m, 1, 32)) end ",
+                "if exp then redis.call('ZADD', KEYS[3], 'GT', tonumber(exp) + tonumber(ARGV[5]), string.sub(m, 1, 32)) end ",
                 "redis.call('DEL', ARGV[1] .. m) redis.call('ZREM', KEYS[2], m) ",
                 "redis.call('ZREM', KEYS[1], m) out[#out + 1] = m end ",
                 "return out"
@@ -127,6 +128,14 @@ impl Scripts {
             release: Script::new(
                 "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
             ),
+            // KEYS: revocations hash. ARGV: user, time, mark. Sets the user's mark unless
+            // the one stored is later (its time is the mark's leading digits).
+            raise: Script::new(concat!(
+                "local cur = redis.call('HGET', KEYS[1], ARGV[1]) ",
+                "if cur then local at = tonumber(string.match(cur, '^%d+')) ",
+                "if at and at > tonumber(ARGV[2]) then return 0 end end ",
+                "redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) return 1"
+            )),
             // KEYS: record, sorted set. ARGV: bytes, score, member. Adds a missing index
             // entry if the record is still the one verify read.
             repair: Script::new(concat!(

@@ -17,6 +17,7 @@
 //! not a race. Regeneration is one transaction over three trees.
 
 mod keys;
+mod marks;
 mod registry;
 
 use std::ops::Bound;
@@ -28,7 +29,7 @@ use sled::{IVec, Transactional, Tree};
 use crate::backend::Swap;
 use crate::backend::{Cursor, ExpiryEntry, RecordKey, UserEntry, corrupt};
 use crate::error::{Error, Result};
-use crate::id::{Digest, SessionHandle};
+use crate::id::Digest;
 use crate::record::StoredRecord;
 
 use self::registry::Registration;
@@ -366,65 +367,6 @@ impl SledBackend {
         Ok(())
     }
 
-    pub(super) fn revocation(&self, user: &str) -> Result<Option<IVec>> {
-        Ok(self.meta.get(revocation_key(user))?)
-    }
-
-    pub(super) fn set_revocation(&self, user: &str, mark: &[u8]) -> Result<()> {
-        self.meta.insert(revocation_key(user), mark)?;
-        Ok(())
-    }
-
-    #[cfg_attr(
-        not(any(feature = "tower", feature = "tower-014", feature = "actix")),
-        allow(dead_code, reason = "only the adapters fingerprint")
-    )]
-    pub(super) fn fingerprint_secret(&self, fresh: [u8; 32]) -> Result<[u8; 32]> {
-        let stored =
-            match self
-                .meta
-                .compare_and_swap(FINGERPRINTS, None::<&[u8]>, Some(&fresh[..]))?
-            {
-                Ok(()) => return Ok(fresh),
-                Err(e) => e.current,
-            };
-        stored
-            .as_deref()
-            .and_then(|s| <[u8; 32]>::try_from(s).ok())
-            .ok_or_else(|| corrupt("meta/fingerprints is not 32 bytes".to_owned()))
-    }
-
-    pub(super) fn mark_ended(&self, handle: &SessionHandle, until: u64) -> Result<()> {
-        self.meta.insert(ended_key(handle), &until.to_be_bytes())?;
-        Ok(())
-    }
-
-    #[cfg_attr(
-        not(any(feature = "tower", feature = "tower-014", feature = "actix")),
-        allow(dead_code, reason = "only the adapters rotate IDs")
-    )]
-    pub(super) fn is_ended(&self, handle: &SessionHandle) -> Result<bool> {
-        Ok(self.meta.contains_key(ended_key(handle))?)
-    }
-
-    pub(super) fn prune_ended(&self, now: u64) -> Result<usize> {
-        let mut pruned = 0;
-        for entry in self.meta.scan_prefix(ENDED) {
-            let (key, until) = entry?;
-            let due =
-                <[u8; 8]>::try_from(&until[..]).map_or(true, |b| u64::from_be_bytes(b) <= now);
-            if due
-                && self
-                    .meta
-                    .compare_and_swap(&key, Some(&until), None::<&[u8]>)?
-                    .is_ok()
-            {
-                pruned += 1;
-            }
-        }
-        Ok(pruned)
-    }
-
     /// Reads (or, in a new store, writes) `meta/format`.
     ///
     /// # Errors
@@ -441,26 +383,6 @@ impl SledBackend {
             }
         }
     }
-}
-
-/// The `meta` key of the secret of the adapters' fingerprints.
-const FINGERPRINTS: &[u8] = b"fingerprints";
-
-/// The prefix of the `meta` keys of ended sessions.
-const ENDED: &[u8] = b"ended:";
-
-/// The `meta` key of the end mark of the session with handle `handle`.
-fn ended_key(handle: &SessionHandle) -> Vec<u8> {
-    let mut key = ENDED.to_vec();
-    key.extend_from_slice(handle.as_bytes());
-    key
-}
-
-/// The `meta` key of `user`'s revocation mark.
-fn revocation_key(user: &str) -> Vec<u8> {
-    let mut key = b"revoked:".to_vec();
-    key.extend_from_slice(user.as_bytes());
-    key
 }
 
 /// Closes an existing store folder to other users (mode 0700), as a new one is created:
