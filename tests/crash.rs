@@ -260,13 +260,17 @@ impl Child {
                 let len = self.rng.below(48) as usize;
                 let v: Vec<u8> = (0..len).map(|_| self.rng.next_u64() as u8).collect();
                 local.insert_bytes("v", v).expect("small");
+                // The copy's user is saved as it is (a save applies what the copy changed:
+                // its keys, and its user once set).
+                let keep = local.user().map(str::to_owned);
+                local.set_user(keep.as_deref());
                 if self.rng.below(3) == 0 {
                     let u = self.rng.below(5) as usize;
                     local.set_user(USERS.get(u).copied());
                 }
                 let post = if live {
                     let mut p = st.clone();
-                    p.data = State::of(&local).data;
+                    p.data = merged(&st.data, &local);
                     p.user = local.user().map(str::to_owned);
                     p.last_seen = now;
                     p.expires = self.expires_for(st.created);
@@ -325,13 +329,6 @@ impl Child {
                     got => self.fail(&format!("update (live {live}, n {n}) gave {got:?}")),
                 }
                 self.line(&format!("A {seq} update {token} {}", post.encode()));
-                if live {
-                    // The client's copy sees the new count, as a request after the update
-                    // would (a stale copy's save keeps the stored count anyway).
-                    local
-                        .insert_bytes("n", n.to_le_bytes().to_vec())
-                        .expect("small");
-                }
                 self.sessions.insert(token, (local, post));
             }
             "destroy" => {
@@ -344,11 +341,13 @@ impl Child {
                 self.sessions.remove(&token);
             }
             "regenerate" => {
+                let keep = local.user().map(str::to_owned);
+                local.set_user(keep.as_deref());
                 if self.rng.below(2) == 0 {
                     local.set_user(USERS.get(self.rng.below(4) as usize).copied());
                 }
                 let mut post = st.clone();
-                post.data = State::of(&local).data;
+                post.data = merged(&st.data, &local);
                 post.user = local.user().map(str::to_owned);
                 post.last_seen = now;
                 post.expires = self.expires_for(st.created);
@@ -360,7 +359,13 @@ impl Child {
                 match (got, live) {
                     (Ok(()), true) => {
                         let new = local.id().to_string();
-                        if State::of(&local) != post {
+                        // The copy's own values are not refreshed (a stale one misses the
+                        // count `update` stored): the rest must match.
+                        let seen = State {
+                            data: post.data.clone(),
+                            ..State::of(&local)
+                        };
+                        if seen != post {
                             self.fail(&format!("regenerate left {:?}", State::of(&local)));
                         }
                         self.line(&format!(
@@ -394,6 +399,21 @@ impl Child {
             }
         }
     }
+}
+
+/// The values after a save of `local` onto `stored`: the copy sets only `uid` and `v`;
+/// `n` is `update`'s, and a stale copy leaves it as stored.
+fn merged(
+    stored: &BTreeMap<String, Vec<u8>>,
+    local: &sessile::Session,
+) -> BTreeMap<String, Vec<u8>> {
+    let mut data = stored.clone();
+    for key in ["uid", "v"] {
+        if let Some(v) = local.get_bytes(key) {
+            data.insert(key.to_owned(), v.to_vec());
+        }
+    }
+    data
 }
 
 fn child_main(dir: &Path) -> ! {
