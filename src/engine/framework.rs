@@ -87,12 +87,11 @@ impl Engine {
     }
 
     /// The adapters' fingerprints, keyed with the store's secret (made and stored by the
-    /// first store of it that needs them).
+    /// first store of it that needs them; a damaged one is replaced).
     ///
     /// # Errors
     ///
-    /// A storage failure, [`Error::Entropy`](crate::Error::Entropy), or
-    /// [`Error::Corrupt`](crate::Error::Corrupt) for a stored secret of the wrong size.
+    /// A storage failure, or [`Error::Entropy`](crate::Error::Entropy).
     pub(crate) fn fingerprints(&self) -> Result<Fingerprints> {
         if let Some(f) = self.fingerprints.get() {
             return Ok(*f);
@@ -106,10 +105,9 @@ impl Engine {
     /// Stores a rotated session (a framework's new ID for a session that belonged to the
     /// same user, `from`) under the first free key `next_key` gives, unless it was
     /// revoked meanwhile ([`Engine::revoked`]): then nothing is stored and `None`
-    /// returned. Checked before
-    /// the insert and again after it (a revoke-all that ran in between, on another
-    /// server, could not see the new record: it is deleted, durably), so a revoked login
-    /// never comes back through a rotation.
+    /// returned. Checked before the insert and again after it (a revocation that ran in
+    /// between, on another server, could not see the new record: it is deleted,
+    /// durably), so a revoked login never comes back through a rotation.
     ///
     /// # Errors
     ///
