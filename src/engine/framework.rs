@@ -232,6 +232,27 @@ mod tests {
     }
 
     #[test]
+    fn a_logout_marks_the_session_ended_and_a_frameworks_delete_does_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = ManualClock::new();
+        let store = open(dir.path(), &clock);
+        let mut s = store.create().expect("create");
+        s.set_user(Some("ann"));
+        store.save(&s).expect("save");
+        assert!(store.destroy(s.id()).expect("destroy"));
+        assert!(store.engine.backend.is_ended(&s.handle()).expect("read"));
+
+        let mut t = store.create().expect("create");
+        t.set_user(Some("ann"));
+        store.save(&t).expect("save");
+        assert!(store.engine.framework_delete(&t.digest).expect("delete"));
+        assert!(
+            !store.engine.backend.is_ended(&t.handle()).expect("read"),
+            "a rotation's own delete must let its create go on"
+        );
+    }
+
+    #[test]
     fn end_marks_last_until_the_session_would_have_expired() {
         let dir = tempfile::tempdir().expect("tempdir");
         let clock = ManualClock::new();

@@ -18,10 +18,10 @@
 //! user's sessions were revoked (and which one was kept), and the create of a rotated
 //! session that belonged to the user before checks it: a session last written at or
 //! before the mark was revoked, and is not created again ([`Engine::revoked`]). A
-//! revocation of single sessions (by handle, the per-user cap, and each session a
-//! revoke-all deletes) marks each session it deletes as ended, until its expiry, which
-//! the same check reads. A plain destroy (a logout, and the framework's own delete of
-//! the old ID, which cannot be told apart from it) leaves no mark.
+//! destroy of a session with a user (a logout, by handle, the per-user cap, and each
+//! session a revoke-all deletes) marks it ended, until its expiry, which the same check
+//! reads. Only the framework's own delete (tower's and actix's `delete`, a logout or the
+//! first step of a rotation, which cannot be told apart) leaves no mark.
 
 use crate::backend::Swap;
 use crate::engine::Engine;
@@ -47,15 +47,6 @@ pub(super) enum Destroyed {
 }
 
 impl Engine {
-    /// Deletes the record of `digest` and its index entries. Does not flush.
-    pub(super) fn destroy_digest(
-        &self,
-        digest: &Digest,
-        reason: DestroyReason,
-    ) -> Result<Destroyed> {
-        self.destroy_where(digest, reason, |_, _| true)
-    }
-
     /// Destroys the session `id` (a logout): forgets its token, deletes the record and
     /// flushes. Returns whether a live session was destroyed.
     pub(crate) fn destroy(&self, id: &SessionId) -> Result<bool> {
@@ -66,19 +57,36 @@ impl Engine {
     }
 
     /// Deletes the record of `digest` and flushes, so a crash cannot bring it back (a
-    /// logout). Returns whether a live session was destroyed.
+    /// logout), marking it ended if it had a user (see the module docs). Returns whether
+    /// a live session was destroyed.
     pub(crate) fn destroy_durably(&self, digest: &Digest, reason: DestroyReason) -> Result<bool> {
-        let destroyed = self.destroy_digest(digest, reason)?;
+        let destroyed = self.destroy_where(digest, reason, true, |_, _| true)?;
+        self.backend.flush()?;
+        Ok(destroyed == Destroyed::Live)
+    }
+
+    /// A framework's own delete (tower-sessions' and actix-session's `delete`): a logout,
+    /// or the first step of an ID rotation, which the store cannot tell apart. So it
+    /// leaves no end mark: the rotation's create must go on. Flushed; returns whether a
+    /// live session was destroyed.
+    #[cfg_attr(
+        not(any(feature = "tower", feature = "tower-014", feature = "actix")),
+        allow(dead_code, reason = "only the adapters delete for a framework")
+    )]
+    pub(crate) fn framework_delete(&self, digest: &Digest) -> Result<bool> {
+        let destroyed = self.destroy_where(digest, DestroyReason::Destroy, false, |_, _| true)?;
         self.backend.flush()?;
         Ok(destroyed == Destroyed::Live)
     }
 
     /// Deletes the record of `digest` if `condition(record, now)` holds when checked under
-    /// its stripe lock. Emits `Destroyed` for what it deleted. Does not flush.
+    /// its stripe lock, first marking it ended if it has a user and `marked` says so (see
+    /// the module docs). Emits `Destroyed` for what it deleted. Does not flush.
     pub(super) fn destroy_where(
         &self,
         digest: &Digest,
         reason: DestroyReason,
+        marked: bool,
         condition: impl Fn(&StoredRecord, u64) -> bool,
     ) -> Result<Destroyed> {
         let (outcome, user) = retrying(|| {
@@ -90,10 +98,10 @@ impl Engine {
             if !condition(&old, now) {
                 return Ok(Step::Done((Destroyed::Kept, None)));
             }
-            if old.user.is_some() && reason != DestroyReason::Destroy {
-                // A revocation: a framework rotating this session's ID must not store it
-                // again (see the module docs). Marked before the delete, until the
-                // session would have expired.
+            if marked && old.user.is_some() {
+                // A framework rotating this session's ID must not store it again (see the
+                // module docs). Marked before the delete, until the session would have
+                // expired.
                 self.backend
                     .mark_ended(&digest.handle(), old.header.expires_at)?;
             }
@@ -200,7 +208,7 @@ impl Engine {
                     continue;
                 }
                 let outcome =
-                    self.destroy_where(&digest, DestroyReason::UserRevoked, |e, now| {
+                    self.destroy_where(&digest, DestroyReason::UserRevoked, true, |e, now| {
                         self.live_for(e, user, now)
                     })?;
                 if outcome == Destroyed::Live {
@@ -248,7 +256,7 @@ impl Engine {
             others.sort_by_key(|(d, h)| (h.created_at, *d));
             let excess = others.len() - room;
             for (digest, _) in others.iter().take(excess) {
-                self.destroy_where(digest, DestroyReason::Evicted, |e, now| {
+                self.destroy_where(digest, DestroyReason::Evicted, true, |e, now| {
                     self.live_for(e, user, now)
                 })?;
             }

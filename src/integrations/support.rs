@@ -27,7 +27,6 @@ pub(super) mod helpers {
     use std::sync::Arc;
 
     use super::{BoxError, OffExecutorError, Work, run};
-    use crate::events::DestroyReason;
     #[cfg(feature = "actix")]
     use crate::id::SessionId;
     use crate::id::{Digest, SessionHandle};
@@ -60,7 +59,7 @@ pub(super) mod helpers {
     /// back), on the blocking pool.
     pub(crate) async fn destroy(store: &Store, digest: Digest) -> Result<(), OffExecutorError> {
         run(store, Work::Long, move |s| {
-            s.engine.destroy_durably(&digest, DestroyReason::Destroy)
+            s.engine.framework_delete(&digest)
         })
         .await?;
         Ok(())
