@@ -37,12 +37,39 @@ impl Version {
     }
 }
 
-/// Keys a request removed, known by their [`Fingerprints::key`].
+/// What a framework request loaded, as fingerprints (see `integrations::base`): enough
+/// to tell, against the values it saves, which it changed and which it removed. Worked
+/// out only when a save must merge (the stored version is not the one loaded).
 #[derive(Debug, Clone)]
-struct Removed {
-    fingerprints: Fingerprints,
-    /// Sorted.
-    keys: Vec<u64>,
+pub(crate) struct Loaded {
+    /// [`Fingerprints::key`] and [`Fingerprints::value`] of each value loaded.
+    pub(crate) values: Vec<(u64, u64)>,
+    pub(crate) fingerprints: Fingerprints,
+}
+
+impl Loaded {
+    /// The keys of `mine` whose value differs from what was loaded (or is new), and the
+    /// fingerprints of the keys loaded that `mine` no longer has (sorted).
+    fn diff(&self, mine: &Values) -> (BTreeSet<String>, Vec<u64>) {
+        let fp = &self.fingerprints;
+        let unchanged: BTreeSet<u64> = self.values.iter().map(|&(_, kv)| kv).collect();
+        let mut kept = BTreeSet::new();
+        let mut changed = BTreeSet::new();
+        for (key, value) in mine.iter() {
+            kept.insert(fp.key(key));
+            if !unchanged.contains(&fp.value(key, value)) {
+                changed.insert(key.to_owned());
+            }
+        }
+        let mut removed: Vec<u64> = self
+            .values
+            .iter()
+            .map(|&(key, _)| key)
+            .filter(|key| !kept.contains(key))
+            .collect();
+        removed.sort_unstable();
+        (changed, removed)
+    }
 }
 
 /// What a session changed since it was read from [`Version`] `base`.
@@ -54,8 +81,9 @@ pub(crate) struct Changes {
     /// Keys set or removed: a save takes the session's value, or removes the key if the
     /// session has none.
     keys: BTreeSet<String>,
-    /// Keys removed, known only by their fingerprints (the adapters).
-    removed: Option<Removed>,
+    /// What a framework request loaded (the adapters), from which its changes are worked
+    /// out when they are applied: then `keys` is empty.
+    loaded: Option<Box<Loaded>>,
     user: bool,
     lifetime: bool,
 }
@@ -69,31 +97,21 @@ impl Changes {
         }
     }
 
-    /// Changes recovered by an adapter: the keys whose value differs from what the request
-    /// loaded (set), the `fingerprints` of keys it loaded and no longer has (removed),
-    /// and whether the user differs. The lifetime is always the framework's.
+    /// The changes of a framework request that loaded `loaded` from version `base`: the
+    /// values that differ from what it loaded, the keys it removed (both worked out when
+    /// applied), and the user if `user` says it differs. The lifetime is always the
+    /// framework's.
     #[cfg_attr(
         not(any(feature = "tower", feature = "tower-014", feature = "actix")),
         allow(dead_code, reason = "only the adapters recover changes")
     )]
-    pub(crate) fn recovered(
-        base: Version,
-        keys: BTreeSet<String>,
-        fingerprints: Fingerprints,
-        mut removed: Vec<u64>,
-        user: bool,
-    ) -> Changes {
-        removed.sort_unstable();
+    pub(crate) fn recovered(base: Version, loaded: Loaded, user: bool) -> Changes {
         Changes {
             base,
-            cleared: false,
-            keys,
-            removed: Some(Removed {
-                fingerprints,
-                keys: removed,
-            }),
+            loaded: Some(Box::new(loaded)),
             user,
             lifetime: true,
+            ..Changes::default()
         }
     }
 
@@ -108,7 +126,7 @@ impl Changes {
     pub(crate) fn clear(&mut self) {
         self.cleared = true;
         self.keys.clear();
-        self.removed = None;
+        self.loaded = None;
     }
 
     /// The user was set.
@@ -141,20 +159,26 @@ impl Changes {
     /// The values of `latest` with these changes applied, the changed values taken from
     /// `mine` (the session's).
     pub(crate) fn apply(&self, latest: &Values, mine: &Values) -> ValueMap {
+        let (recovered, removed) = match &self.loaded {
+            Some(loaded) => {
+                let (keys, removed) = loaded.diff(mine);
+                (Some(keys), Some((&loaded.fingerprints, removed)))
+            }
+            None => (None, None),
+        };
         let mut out = ValueMap::new();
         if !self.cleared {
             for (key, value) in latest.iter() {
-                let removed = self
-                    .removed
+                let removed = removed
                     .as_ref()
-                    .is_some_and(|r| r.keys.binary_search(&r.fingerprints.key(key)).is_ok())
+                    .is_some_and(|(fp, keys)| keys.binary_search(&fp.key(key)).is_ok())
                     && !mine.contains_key(key);
                 if !removed {
                     out.insert(key.to_owned(), ByteBuf::from(value));
                 }
             }
         }
-        for key in &self.keys {
+        for key in recovered.as_ref().unwrap_or(&self.keys) {
             match mine.get(key) {
                 Some(value) => out.insert(key.clone(), ByteBuf::from(value)),
                 None => out.remove(key),
@@ -263,17 +287,36 @@ mod tests {
     const FP: Fingerprints = Fingerprints([7; 32]);
 
     #[test]
-    fn keys_removed_by_fingerprint_go_and_others_stay() {
-        let changes = Changes::recovered(
-            Version::default(),
-            BTreeSet::new(),
-            FP,
-            vec![FP.key("old")],
-            false,
+    fn a_requests_changes_are_the_values_that_differ_from_what_it_loaded() {
+        let loaded = Loaded {
+            values: [("same", "1"), ("changed", "2"), ("old", "3")]
+                .iter()
+                .map(|(k, v)| (FP.key(k), FP.value(k, v.as_bytes())))
+                .collect(),
+            fingerprints: FP,
+        };
+        let changes = Changes::recovered(Version::default(), loaded, false);
+        let latest = values(&[
+            ("same", b"x"),
+            ("changed", b"y"),
+            ("old", b"z"),
+            ("added", b"a"),
+        ]);
+        let mine = values(&[("same", b"1"), ("changed", b"9"), ("new", b"n")]);
+        let out = changes.apply(&latest, &mine);
+        let pairs: Vec<_> = out
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_slice()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("added", &b"a"[..]),
+                ("changed", b"9"),
+                ("new", b"n"),
+                ("same", b"x")
+            ]
         );
-        let latest = values(&[("old", b"1"), ("added", b"2")]);
-        let out = changes.apply(&latest, &values(&[]));
-        assert_eq!(out.keys().collect::<Vec<_>>(), ["added"]);
     }
 
     #[test]

@@ -216,7 +216,7 @@ fn contents(
         shared.limits().check_key(&key)?;
         data.insert(key, serde_bytes::ByteBuf::from(value.into_bytes()));
     }
-    let recovered = base.map(|base| base.recover(&data, user.as_deref(), fingerprints));
+    let recovered = base.map(|base| base.recover(user.as_deref(), fingerprints));
     let contents = shared.contents(user, data, lifetime)?;
     Ok(match recovered {
         Some((Some(changes), rotated)) => (contents.with_changes(changes), rotated),

@@ -11,16 +11,13 @@
 //! own data, this works across processes (two servers on one Redis) with no state kept
 //! between load and save. A map without the entry (a create, a `clear`) is written whole.
 
-use std::collections::BTreeSet;
-
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use crate::changes::{Changes, Fingerprints, Version};
+use crate::changes::{Changes, Fingerprints, Loaded, Version};
 use crate::engine::framework::Rotated;
 use crate::id::SessionHandle;
 use crate::record::StoredRecord;
-use crate::record::values::ValueMap;
 
 /// The session key of the entry the adapters add at load and take out at save: what
 /// the request loaded (a version and fingerprints, no values). Leave it in place; a
@@ -128,17 +125,24 @@ impl Base {
     /// checked as a rotation, so a revoked login cannot slip through (at worst a login
     /// made then is refused and made again).
     pub(super) fn recover(
-        &self,
-        values: &ValueMap,
+        self,
         user: Option<&str>,
         fingerprints: &Fingerprints,
     ) -> (Option<Changes>, Option<Rotated>) {
+        let rotated = self.rotated();
         if self.secret != fingerprints.id() {
-            return (None, user.is_some().then(|| self.rotated()));
+            return (None, user.is_some().then_some(rotated));
         }
-        let changes = self.changes(values, user, fingerprints);
-        let rotated = (user.is_some() && !changes.user()).then(|| self.rotated());
-        (Some(changes), rotated)
+        let user_changed = self.user != fingerprints.user(user);
+        let loaded = Loaded {
+            values: self.values,
+            fingerprints: *fingerprints,
+        };
+        let changes = Changes::recovered(self.version, loaded, user_changed);
+        (
+            Some(changes),
+            (user.is_some() && !user_changed).then_some(rotated),
+        )
     }
 
     /// The session loaded, as a rotation of it is checked.
@@ -149,37 +153,13 @@ impl Base {
             expires_at: self.expires_at,
         }
     }
-
-    /// What a request that loaded this base changed, to end with `values` and `user`.
-    fn changes(
-        &self,
-        values: &ValueMap,
-        user: Option<&str>,
-        fingerprints: &Fingerprints,
-    ) -> Changes {
-        let unchanged: BTreeSet<u64> = self.values.iter().map(|&(_, kv)| kv).collect();
-        let keys = values
-            .iter()
-            .filter(|(key, value)| !unchanged.contains(&fingerprints.value(key, value)))
-            .map(|(key, _)| key.clone())
-            .collect();
-        let kept: BTreeSet<u64> = values.keys().map(|key| fingerprints.key(key)).collect();
-        let removed = self
-            .values
-            .iter()
-            .map(|&(key, _)| key)
-            .filter(|key| !kept.contains(key))
-            .collect();
-        let user_changed = self.user != fingerprints.user(user);
-        Changes::recovered(self.version, keys, *fingerprints, removed, user_changed)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::record::codec::Header;
-    use crate::record::values::Values;
+    use crate::record::values::{ValueMap, Values};
     use serde_bytes::ByteBuf;
 
     const FP: Fingerprints = Fingerprints::new([9; 32]);
@@ -218,14 +198,14 @@ mod tests {
             }
         );
         assert_eq!(base.last_seen, 7);
-        assert!(base.recover(&ValueMap::new(), Some("ann"), &FP).1.is_some());
-        assert!(base.recover(&ValueMap::new(), Some("bob"), &FP).1.is_none());
+        assert_eq!(base.values.len(), 2);
+        assert!(base.clone().recover(Some("ann"), &FP).1.is_some());
+        assert!(base.clone().recover(Some("bob"), &FP).1.is_none());
         // Made with another secret: no changes, and any login is checked.
         let other = Fingerprints::new([1; 32]);
-        let (changes, rotated) = base.recover(&ValueMap::new(), Some("bob"), &other);
+        let (changes, rotated) = base.recover(Some("bob"), &other);
         assert!(changes.is_none());
         assert!(rotated.is_some());
-        assert_eq!(base.values.len(), 2);
         for odd in ["", "1", "2AAAA", "1!!!!", "1AAAA", "x"] {
             assert_eq!(Base::parse(odd), None, "{odd:?}");
         }
@@ -248,7 +228,8 @@ mod tests {
             .into_iter()
             .map(|(k, v)| (k.to_owned(), ByteBuf::from(v.to_vec())))
             .collect();
-        let changes = base.changes(&now, None, &FP);
+        let (changes, _) = base.clone().recover(None, &FP);
+        let changes = changes.expect("same secret");
         let latest = record(
             None,
             &[
@@ -273,6 +254,7 @@ mod tests {
             ]
         );
         assert!(!changes.user());
-        assert!(base.changes(&ValueMap::new(), Some("ann"), &FP).user());
+        let (changes, _) = base.recover(Some("ann"), &FP);
+        assert!(changes.expect("same secret").user());
     }
 }

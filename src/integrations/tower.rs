@@ -284,7 +284,7 @@ impl TowerStore {
         let recovered = match base {
             Some(base) => {
                 let fingerprints = state.fingerprints().map_err(|e| Refusal::of(&e.into()))?;
-                Some(base.recover(&values, user.as_deref(), &fingerprints))
+                Some(base.recover(user.as_deref(), &fingerprints))
             }
             None => None,
         };
