@@ -372,6 +372,30 @@ impl Backend {
         dispatch!(self, b => b.mark_ended(handle, expires_at))
     }
 
+    /// Records that a framework rotated the session `from` into `to`, until `from`'s
+    /// expiry `expires_at` and [`ENDED_MARGIN_MS`]. Not flushed.
+    #[cfg_attr(
+        not(any(feature = "tower", feature = "tower-014", feature = "actix")),
+        allow(dead_code, reason = "only the adapters rotate IDs")
+    )]
+    pub(crate) fn link_rotation(
+        &self,
+        from: &SessionHandle,
+        to: &SessionHandle,
+        expires_at: u64,
+    ) -> Result<()> {
+        dispatch!(self, b => b.link_rotation(from, to, expires_at))
+    }
+
+    /// The sessions a framework rotated `from` into, as far as recorded.
+    #[cfg_attr(
+        not(any(feature = "tower", feature = "tower-014", feature = "actix")),
+        allow(dead_code, reason = "only the adapters rotate IDs")
+    )]
+    pub(crate) fn rotated_into(&self, from: &SessionHandle) -> Result<Vec<SessionHandle>> {
+        dispatch!(self, b => b.rotated_into(from))
+    }
+
     /// Whether the session with handle `handle` carries an end mark.
     #[cfg_attr(
         not(any(feature = "tower", feature = "tower-014", feature = "actix")),

@@ -125,7 +125,16 @@ impl Engine {
         if revoked()? {
             return Ok(None);
         }
-        let (key, digest, _) = self.insert_fresh(next_key, contents)?;
+        // The link first: a revocation of the new session, from the moment it exists,
+        // also ends a rotation of the old one by a request that loaded it earlier.
+        let mut next_key = next_key;
+        let linked_keys = || {
+            let (key, digest) = next_key()?;
+            self.backend
+                .link_rotation(&from.handle, &digest.handle(), from.expires_at)?;
+            Ok((key, digest))
+        };
+        let (key, digest, _) = self.insert_fresh(linked_keys, contents)?;
         if revoked()? {
             self.destroy_durably(&digest, DestroyReason::UserRevoked)?;
             return Ok(None);
@@ -250,6 +259,38 @@ mod tests {
             !store.engine.backend.is_ended(&t.handle()).expect("read"),
             "a rotation's own delete must let its create go on"
         );
+    }
+
+    #[test]
+    fn a_revoke_of_what_a_session_was_rotated_into_ends_an_older_rotation_of_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = ManualClock::new();
+        let store = open(dir.path(), &clock);
+        let from = loaded(&store, "ann");
+        let contents = store
+            .engine
+            .contents(Some("ann".into()), ValueMap::new(), Lifetime::default())
+            .expect("contents");
+        // One request rotates the session (the framework deletes it, then creates the new
+        // one); the device it became is revoked.
+        let (digest, _) = store.engine.records_of(&from.handle).expect("read")[0].clone();
+        assert!(store.engine.framework_delete(&digest).expect("delete"));
+        let rotated = store
+            .engine
+            .insert_rotated(fresh, &contents, &from)
+            .expect("insert")
+            .expect("stored");
+        assert!(store.destroy_by_handle(&rotated.handle()).expect("revoke"));
+        // A request that loaded the session before the first rotation rotates it too.
+        let again = store
+            .engine
+            .insert_rotated(fresh, &contents, &from)
+            .expect("insert");
+        assert!(
+            again.is_none(),
+            "the revoked device came back through a second rotation"
+        );
+        assert!(store.sessions_of("ann").expect("list").is_empty());
     }
 
     #[test]

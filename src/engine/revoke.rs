@@ -19,9 +19,11 @@
 //! session that belonged to the user before checks it: a session last written at or
 //! before the mark was revoked, and is not created again ([`Engine::revoked`]). A
 //! destroy of a session with a user (a logout, by handle, the per-user cap, and each
-//! session a revoke-all deletes) marks it ended, until its expiry, which the same check
-//! reads. Only the framework's own delete (tower's and actix's `delete`, a logout or the
-//! first step of a rotation, which cannot be told apart) leaves no mark.
+//! session a revoke-all deletes) marks it ended, until its expiry (and a margin for the
+//! servers' clocks), which the same check reads, following the links a rotation leaves
+//! from a session to the one it became (two requests may rotate one session one after
+//! the other). Only the framework's own delete (tower's and actix's `delete`, a logout or
+//! the first step of a rotation, which cannot be told apart) leaves no mark.
 
 use crate::backend::Swap;
 use crate::engine::Engine;
@@ -32,6 +34,13 @@ use crate::events::{DestroyReason, Event};
 use crate::expiry;
 use crate::id::{Digest, SessionHandle, SessionId};
 use crate::record::StoredRecord;
+
+/// How many sessions of one lineage [`Engine::ended_since_rotated`] follows.
+#[cfg_attr(
+    not(any(feature = "tower", feature = "tower-014", feature = "actix")),
+    allow(dead_code, reason = "only the adapters rotate IDs")
+)]
+const MAX_LINKS: usize = 16;
 
 /// What a destroy found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,7 +154,7 @@ impl Engine {
         expires_at: u64,
         handle: &SessionHandle,
     ) -> Result<bool> {
-        if expires_at <= self.now() || self.backend.is_ended(handle)? {
+        if expires_at <= self.now() || self.ended_since_rotated(handle)? {
             return Ok(true);
         }
         Ok(self
@@ -169,6 +178,29 @@ impl Engine {
         Ok(destroyed)
     }
 
+    /// Whether the session with handle `handle`, or one a framework rotated it into (and
+    /// so on, a few links deep), carries an end mark: a request that loaded it before
+    /// another rotated it must not bring back what was revoked since.
+    #[cfg_attr(
+        not(any(feature = "tower", feature = "tower-014", feature = "actix")),
+        allow(dead_code, reason = "only the adapters rotate IDs")
+    )]
+    fn ended_since_rotated(&self, handle: &SessionHandle) -> Result<bool> {
+        let mut next = vec![*handle];
+        let mut seen: Vec<SessionHandle> = Vec::new();
+        while let Some(h) = next.pop() {
+            if seen.contains(&h) || seen.len() == MAX_LINKS {
+                continue;
+            }
+            if self.backend.is_ended(&h)? {
+                return Ok(true);
+            }
+            next.extend(self.backend.rotated_into(&h)?);
+            seen.push(h);
+        }
+        Ok(false)
+    }
+
     /// Stamps `user`'s revocation mark with now (never moving it back) and the kept
     /// session.
     fn mark_revoked(&self, user: &str, kept: Option<&SessionHandle>) -> Result<()> {
@@ -180,6 +212,7 @@ impl Engine {
     /// the module docs), and its create must not store it again. Any expiry a request
     /// can have loaded is within the idle ceiling from now.
     pub(crate) fn mark_absent_ended(&self, handle: &SessionHandle) -> Result<()> {
+        self.locks.refuse_inside_update()?;
         let until = self.now().saturating_add(self.config.max_idle_ms());
         self.backend.mark_ended(handle, until)
     }

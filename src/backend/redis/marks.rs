@@ -5,6 +5,8 @@
 //!   sessions were last all revoked (raised only, by a script);
 //! - `ns:ended`: a sorted set, member a session's handle (hex), score until when it stays
 //!   ended (also written by the revoke-all and cap scripts before they delete);
+//! - `ns:r:<handle hex>`: a set, the handles a framework rotated that session into, with
+//!   a time to live until that session would have expired;
 //! - `ns:fingerprints`: the secret, 32 bytes.
 
 use redis::Commands;
@@ -47,17 +49,13 @@ impl RedisBackend {
         at: u64,
         kept: Option<&SessionHandle>,
     ) -> Result<()> {
-        let mark = match kept {
-            Some(kept) => format!("{at}:{}", hex(kept.as_bytes())),
-            None => at.to_string(),
-        };
         let _: i64 = self
             .scripts
             .raise
             .key(self.revocations_key())
             .arg(user)
             .arg(at)
-            .arg(mark)
+            .arg(kept.map(|k| hex(k.as_bytes())).unwrap_or_default())
             .invoke(&mut *self.conn()?)?;
         Ok(())
     }
@@ -101,6 +99,40 @@ impl RedisBackend {
             .conn()?
             .zscore(self.ended_key(), hex(handle.as_bytes()))?;
         Ok(until.is_some())
+    }
+
+    pub(in crate::backend) fn link_rotation(
+        &self,
+        from: &SessionHandle,
+        to: &SessionHandle,
+        expires_at: u64,
+    ) -> Result<()> {
+        let until = expires_at.saturating_add(ENDED_MARGIN_MS);
+        let ttl = until.saturating_sub(self.clock.now_ms()).max(1);
+        let _: i64 = self
+            .scripts
+            .link
+            .key(self.rotated_key(from))
+            .arg(hex(to.as_bytes()))
+            .arg(ttl)
+            .invoke(&mut *self.conn()?)?;
+        Ok(())
+    }
+
+    pub(in crate::backend) fn rotated_into(
+        &self,
+        from: &SessionHandle,
+    ) -> Result<Vec<SessionHandle>> {
+        let members: Vec<String> = self.conn()?.smembers(self.rotated_key(from))?;
+        Ok(members
+            .iter()
+            .filter_map(|m| from_hex::<16>(m.as_bytes()))
+            .map(SessionHandle::from_bytes)
+            .collect())
+    }
+
+    fn rotated_key(&self, from: &SessionHandle) -> String {
+        format!("{}:r:{}", self.ns, hex(from.as_bytes()))
     }
 
     pub(in crate::backend) fn prune_ended(&self, now: u64) -> Result<usize> {

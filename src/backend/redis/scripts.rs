@@ -16,6 +16,7 @@ pub(super) struct Scripts {
     pub(super) release: Script,
     pub(super) repair: Script,
     pub(super) raise: Script,
+    pub(super) link: Script,
 }
 
 /// The lease check every single-session script starts with: -1 if another store's
@@ -128,13 +129,24 @@ impl Scripts {
             release: Script::new(
                 "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
             ),
-            // KEYS: revocations hash. ARGV: user, time, mark. Sets the user's mark unless
-            // the one stored is later (its time is the mark's leading digits).
+            // KEYS: revocations hash. ARGV: user, time, kept handle (hex) or "". Sets the
+            // user's mark to `<time>` or `<time>:<kept>`, the time never moving back (a
+            // later one stored stays, with this kept session).
             raise: Script::new(concat!(
+                "local at = tonumber(ARGV[2]) ",
                 "local cur = redis.call('HGET', KEYS[1], ARGV[1]) ",
-                "if cur then local at = tonumber(string.match(cur, '^%d+')) ",
-                "if at and at > tonumber(ARGV[2]) then return 0 end end ",
-                "redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) return 1"
+                "if cur then local stored = tonumber(string.match(cur, '^%d+')) ",
+                "if stored and stored > at then at = stored end end ",
+                "local mark = string.format('%d', at) ",
+                "if ARGV[3] ~= '' then mark = mark .. ':' .. ARGV[3] end ",
+                "redis.call('HSET', KEYS[1], ARGV[1], mark) return 1"
+            )),
+            // KEYS: the link's set. ARGV: successor handle (hex), time to live (ms). Adds
+            // the successor; the link lives at least that long.
+            link: Script::new(concat!(
+                "redis.call('SADD', KEYS[1], ARGV[1]) ",
+                "if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then ",
+                "redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 1"
             )),
             // KEYS: record, sorted set. ARGV: bytes, score, member. Adds a missing index
             // entry if the record is still the one verify read.

@@ -4,21 +4,29 @@
 //! - `revoked:<user>` -> when the user's sessions were last all revoked (8 bytes,
 //!   big-endian) and the handle of the session kept then, if any (16 bytes);
 //! - `ended:<handle>` -> until when the session with that handle stays ended (8 bytes,
-//!   big-endian), and `ended-at:<until><handle>` -> nothing, the same marks in time
-//!   order, so the purge drops the due ones without reading the others;
+//!   big-endian);
+//! - `rotated:<handle>` -> until when the link stays (8 bytes), then the handles (16 bytes
+//!   each, at most [`MAX_SUCCESSORS`]) a framework rotated that session into;
+//! - `marks-at:<until><mark key>` -> nothing: the two kinds above in time order, so the
+//!   purge drops the due ones without reading the others (each mark and its entry are
+//!   written and dropped in one transaction);
 //! - `fingerprints` -> the secret (32 bytes).
 
 use sled::IVec;
+use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 
 use super::SledBackend;
 use crate::backend::{ENDED_MARGIN_MS, Revocation};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::id::SessionHandle;
 
 const REVOKED: &[u8] = b"revoked:";
 const ENDED: &[u8] = b"ended:";
-const ENDED_AT: &[u8] = b"ended-at:";
+const ROTATED: &[u8] = b"rotated:";
+const DUE: &[u8] = b"marks-at:";
 const FINGERPRINTS: &[u8] = b"fingerprints";
+/// The most successors a rotation link keeps (a session rotated twice at once forks).
+const MAX_SUCCESSORS: usize = 8;
 
 fn key(prefix: &[u8], parts: &[&[u8]]) -> Vec<u8> {
     let mut key = prefix.to_vec();
@@ -31,6 +39,38 @@ fn key(prefix: &[u8], parts: &[&[u8]]) -> Vec<u8> {
 /// The 8 bytes at the start of `bytes` as a big-endian number.
 fn number(bytes: &[u8]) -> Option<u64> {
     bytes.first_chunk::<8>().map(|b| u64::from_be_bytes(*b))
+}
+
+type Tx = std::result::Result<(), ConflictableTransactionError<Error>>;
+
+/// Raises the mark `mark` to last until `until` (never lowering it), adding `successor`
+/// to its handles if given, with its time-order entry.
+fn put_mark(t: &TransactionalTree, mark: &[u8], until: u64, successor: Option<&[u8; 16]>) -> Tx {
+    let old = t.get(mark)?;
+    let stored = old.as_deref().and_then(number);
+    let mut successors: Vec<&[u8]> = old
+        .as_deref()
+        .and_then(|o| o.get(8..))
+        .map(|rest| rest.chunks_exact(16).collect())
+        .unwrap_or_default();
+    if let Some(successor) = successor
+        && !successors.contains(&&successor[..])
+    {
+        if successors.len() == MAX_SUCCESSORS {
+            successors.remove(0);
+        }
+        successors.push(&successor[..]);
+    }
+    let raised = until.max(stored.unwrap_or(0));
+    let mut value = raised.to_be_bytes().to_vec();
+    for s in successors {
+        value.extend_from_slice(s);
+    }
+    t.insert(mark, value)?;
+    if stored.is_none_or(|s| until > s) {
+        t.insert(key(DUE, &[&until.to_be_bytes(), mark]), &[][..])?;
+    }
+    Ok(())
 }
 
 impl SledBackend {
@@ -57,13 +97,16 @@ impl SledBackend {
         if let Some(kept) = kept {
             mark.extend_from_slice(kept.as_bytes());
         }
-        // Atomically: a mark is never moved back by a revoke that read an older one.
+        // Atomically: the time never moves back (a revoke from a server whose clock is
+        // behind); the session kept is the latest revoke's (sessions the earlier one
+        // deleted carry end marks of their own).
         self.meta
             .fetch_and_update(key(REVOKED, &[user.as_bytes()]), |old| {
-                match old.and_then(number) {
-                    Some(stored) if stored > at => old.map(<[u8]>::to_vec),
-                    _ => Some(mark.clone()),
+                let mut mark = mark.clone();
+                if let Some(stored) = old.and_then(number).filter(|&s| s > at) {
+                    mark[..8].copy_from_slice(&stored.to_be_bytes());
                 }
+                Some(mark)
             })?;
         Ok(())
     }
@@ -93,17 +136,8 @@ impl SledBackend {
         expires_at: u64,
     ) -> Result<()> {
         let until = expires_at.saturating_add(ENDED_MARGIN_MS);
-        let handle = handle.as_bytes();
-        self.meta.fetch_and_update(key(ENDED, &[handle]), |old| {
-            Some(
-                until
-                    .max(old.and_then(number).unwrap_or(0))
-                    .to_be_bytes()
-                    .to_vec(),
-            )
-        })?;
-        self.meta
-            .insert(key(ENDED_AT, &[&until.to_be_bytes(), handle]), &[])?;
+        let mark = key(ENDED, &[handle.as_bytes()]);
+        self.meta.transaction(|t| put_mark(t, &mark, until, None))?;
         Ok(())
     }
 
@@ -111,26 +145,54 @@ impl SledBackend {
         Ok(self.meta.contains_key(key(ENDED, &[handle.as_bytes()]))?)
     }
 
+    pub(in crate::backend) fn link_rotation(
+        &self,
+        from: &SessionHandle,
+        to: &SessionHandle,
+        expires_at: u64,
+    ) -> Result<()> {
+        let until = expires_at.saturating_add(ENDED_MARGIN_MS);
+        let mark = key(ROTATED, &[from.as_bytes()]);
+        self.meta
+            .transaction(|t| put_mark(t, &mark, until, Some(to.as_bytes())))?;
+        Ok(())
+    }
+
+    pub(in crate::backend) fn rotated_into(
+        &self,
+        from: &SessionHandle,
+    ) -> Result<Vec<SessionHandle>> {
+        let Some(link) = self.meta.get(key(ROTATED, &[from.as_bytes()]))? else {
+            return Ok(Vec::new());
+        };
+        Ok(link
+            .get(8..)
+            .unwrap_or_default()
+            .chunks_exact(16)
+            .filter_map(|h| <[u8; 16]>::try_from(h).ok())
+            .map(SessionHandle::from_bytes)
+            .collect())
+    }
+
     pub(in crate::backend) fn prune_ended(&self, now: u64) -> Result<usize> {
         let mut pruned = 0;
-        let end = key(ENDED_AT, &[&now.saturating_add(1).to_be_bytes()]);
-        for entry in self.meta.range(ENDED_AT.to_vec()..end) {
-            let (at_key, _) = entry?;
-            let rest = at_key.get(ENDED_AT.len()..).unwrap_or_default();
+        let end = key(DUE, &[&now.saturating_add(1).to_be_bytes()]);
+        for entry in self.meta.range(DUE.to_vec()..end) {
+            let (due, _) = entry?;
+            let rest = due.get(DUE.len()..).unwrap_or_default();
             let until = number(rest);
-            let mark = key(ENDED, &[rest.get(8..).unwrap_or_default()]);
-            // The mark goes only if it is still the one this entry orders (not raised).
-            if let Some(until) = until {
-                let stored = until.to_be_bytes();
-                if self
-                    .meta
-                    .compare_and_swap(&mark, Some(&stored[..]), None::<&[u8]>)?
-                    .is_ok()
-                {
-                    pruned += 1;
+            let mark = rest.get(8..).unwrap_or_default();
+            // The mark goes only if it still lasts until this entry's time (not raised).
+            let dropped = self.meta.transaction(|t| {
+                let current = t.get(mark)?;
+                let due_now = until.is_some() && current.as_deref().and_then(number) == until;
+                if due_now {
+                    t.remove(mark)?;
                 }
-            }
-            self.meta.remove(&at_key)?;
+                t.remove(&due)?;
+                Ok::<_, ConflictableTransactionError<Error>>(due_now)
+            })?;
+            pruned += usize::from(dropped);
         }
         Ok(pruned)
     }
@@ -155,15 +217,16 @@ mod tests {
             b.revocation("ann").expect("read"),
             Some(Revocation {
                 at: 100,
-                kept: Some(kept)
-            })
+                kept: None
+            }),
+            "the time stays, the latest kept session is taken"
         );
-        b.raise_revocation("ann", 110, None).expect("raise");
+        b.raise_revocation("ann", 110, Some(&kept)).expect("raise");
         assert_eq!(
             b.revocation("ann").expect("read"),
             Some(Revocation {
                 at: 110,
-                kept: None
+                kept: Some(kept)
             })
         );
         assert_eq!(b.revocation("bob").expect("read"), None);
@@ -181,10 +244,19 @@ mod tests {
         b.mark_ended(&two, 5_000).expect("mark");
         b.mark_ended(&one, 500)
             .expect("a lower mark keeps the higher");
+        b.link_rotation(&one, &two, 2_000).expect("link");
+        assert_eq!(b.rotated_into(&one).expect("read"), [two]);
         let due_one = 1_000 + ENDED_MARGIN_MS;
         assert_eq!(b.prune_ended(due_one - 1).expect("prune"), 0);
         assert!(b.is_ended(&one).expect("read"));
         assert_eq!(b.prune_ended(due_one).expect("prune"), 1);
+        assert_eq!(
+            b.rotated_into(&one).expect("read"),
+            [two],
+            "the link lasts longer"
+        );
+        assert_eq!(b.prune_ended(2_000 + ENDED_MARGIN_MS).expect("prune"), 1);
+        assert!(b.rotated_into(&one).expect("read").is_empty());
         assert!(!b.is_ended(&one).expect("read"));
         assert!(b.is_ended(&two).expect("read"));
         // Raised after its first entry: pruned at the later time only.
@@ -192,11 +264,7 @@ mod tests {
         assert_eq!(b.prune_ended(5_000 + ENDED_MARGIN_MS).expect("prune"), 0);
         assert!(b.is_ended(&two).expect("read"));
         assert_eq!(b.prune_ended(9_000 + ENDED_MARGIN_MS).expect("prune"), 1);
-        assert_eq!(
-            b.meta.scan_prefix(ENDED_AT).count(),
-            0,
-            "no index entry left"
-        );
+        assert_eq!(b.meta.scan_prefix(DUE).count(), 0, "no index entry left");
     }
 
     #[test]
