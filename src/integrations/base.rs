@@ -115,7 +115,7 @@ impl Base {
         })
     }
 
-    /// What a request that loaded this base did, to end with `values` and `user`: its
+    /// What a request that loaded this base did, to end with its saved values and `user`: its
     /// changes, and, if a create of a session for `user` from it is a rotation (a new ID
     /// for a session that was the same user's), the session rotated, which a revocation
     /// may have ended between the framework's delete and its create.

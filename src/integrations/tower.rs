@@ -108,7 +108,8 @@
 //! that was already the same user's, last written before the mark, stores nothing: the
 //! revoked login does not come back (the client gets an ID that loads nothing). A revoke
 //! of the device ([`Store::destroy_by_handle`](crate::Store::destroy_by_handle)) and the
-//! per-user cap mark each session they end, until its expiry, with the same effect. A
+//! per-user cap mark each session they end, until its expiry (and a minute), with the
+//! same effect, also through a second request that rotates it from an older copy. A
 //! login from an anonymous session, or any session written after the revoke, is
 //! unaffected. Across servers the mark and the session's last write are compared on each
 //! server's clock: keep them in sync. A logout (`flush`, which calls `delete`) leaves no

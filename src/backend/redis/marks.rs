@@ -4,7 +4,8 @@
 //! - `ns:revoked`: a hash, user -> `<ms>` or `<ms>:<kept handle hex>`, when the user's
 //!   sessions were last all revoked (raised only, by a script);
 //! - `ns:ended`: a sorted set, member a session's handle (hex), score until when it stays
-//!   ended (also written by the revoke-all and cap scripts before they delete);
+//!   ended: its expiry and [`ENDED_MARGIN_MS`], never lowered (`ZADD GT`: Redis 6.2 or
+//!   later); also written by the revoke-all and cap scripts before they delete;
 //! - `ns:r:<handle hex>`: a set, the handles a framework rotated that session into, with
 //!   a time to live until that session would have expired;
 //! - `ns:fingerprints`: the secret, 32 bytes.

@@ -13,11 +13,8 @@
 //!   closure runs, so the read-modify-write of one store cannot interleave with another
 //!   store's writes;
 //! - `ns:quarantine`: a hash, digest -> the bytes of a record that did not decode;
-//! - `ns:revoked`: a hash, user -> when that user's sessions were last all revoked (see
-//!   the engine's `revoke` module);
-//! - `ns:fingerprints`: the secret of the adapters' fingerprints (`changes.rs`);
-//! - `ns:ended`: a sorted set, member the handle (hex) of a session a revocation ended,
-//!   score that session's expiry (the mark is dropped then);
+//! - `ns:revoked`, `ns:ended`, `ns:r:<handle hex>`, `ns:fingerprints`: the revocation
+//!   marks and the fingerprint secret (see `marks.rs`);
 //! - `ns:format`: the store format, in decimal.
 //!
 //! Every change is one Lua script, atomic on the server: a write compares the stored

@@ -5,10 +5,8 @@
 //!   walks sessions in expiry order;
 //! - `users`: length of the user (2 bytes, big-endian) ++ user ++ digest -> empty;
 //! - `quarantine`: digest -> the bytes of a record that did not decode;
-//! - `meta`: `format` -> the store format (4 bytes, big-endian); `revoked:<user>` -> when
-//!   the user's sessions were last all revoked, `ended:<handle>` -> the expiry of a
-//!   session a revocation ended (see the engine's `revoke` module); `fingerprints` -> the
-//!   secret of the adapters' fingerprints (`changes.rs`).
+//! - `meta`: `format` -> the store format (4 bytes, big-endian), and the revocation
+//!   marks and the fingerprint secret (see `marks.rs`).
 //!
 //! A write is not atomic across trees; its order is: new index entries, the record by
 //! compare-and-swap, then the old entries. A crash in between leaves only stale index
