@@ -658,12 +658,58 @@ fn a_folder_migrates_to_redis_and_every_command_takes_a_url() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert!(redis.sessions_of("alice").expect("list").is_empty());
     assert_eq!(code(&on_redis(&["verify"])), 0);
+    // `-` takes the URL from SESSILE_REDIS_URL: no password on the command line.
+    let from_env = Command::new(BIN)
+        .args(["stats", "-", "--json"])
+        .env("SESSILE_REDIS_URL", &url)
+        .env("SESSILE_REDIS_NAMESPACE", &ns)
+        .output()
+        .expect("run sessile");
+    assert_eq!(code(&from_env), 0, "{}", stderr(&from_env));
+    assert_eq!(json(&from_env)["live"], 1);
+    let unset = Command::new(BIN)
+        .args(["stats", "-"])
+        .env_remove("SESSILE_REDIS_URL")
+        .output()
+        .expect("run sessile");
+    assert_eq!(code(&unset), 2, "{}", stderr(&unset));
+    assert!(
+        stderr(&unset).contains("SESSILE_REDIS_URL"),
+        "{}",
+        stderr(&unset)
+    );
     assert_eq!(code(&on_redis(&["purge"])), 0);
     assert_eq!(
         redis.len().expect("len"),
         1,
         "the anonymous live session is left"
     );
+}
+
+/// User names and value keys reach the terminal escaped, as values do: an escape
+/// sequence in a name cannot forge rows on the operator's screen.
+#[test]
+fn user_names_and_keys_are_printed_escaped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("sessions");
+    let store = Config::new(&path).purge_thread(false).open().expect("open");
+    let mut s = store.create().expect("create");
+    s.set_user(Some("mallory\u{1b}[2J\nroot"));
+    s.insert_bytes("key\u{1b}[31m", vec![1]).expect("insert");
+    store.save(&s).expect("save");
+    let handle = s.handle().to_string();
+    drop(store);
+    for o in [run(&["list"], &path), run(&["show", &handle], &path)] {
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        let text = stdout(&o);
+        assert!(
+            !text.contains('\u{1b}'),
+            "a raw escape reached the terminal: {text:?}"
+        );
+        assert!(text.contains("mallory\\u{1b}[2J\\nroot"), "{text}");
+    }
+    let shown = stdout(&run(&["show", &handle], &path));
+    assert!(shown.contains("key\\u{1b}[31m"), "{shown}");
 }
 
 /// The manual's sample outputs (OPERATIONS.md) are the program's: the labels `stats` and `show` print,

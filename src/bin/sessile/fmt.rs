@@ -2,6 +2,12 @@
 
 use std::io::{self, Write};
 
+/// `s` as it may be printed on a terminal: control characters (an escape sequence in a
+/// user name could forge rows), quotes and backslashes escaped, as values are.
+pub fn text(s: &str) -> String {
+    s.escape_debug().to_string()
+}
+
 /// `2026-05-01T12:34:56Z` for milliseconds since the Unix epoch (UTC, whole seconds).
 pub fn timestamp(ms: u64) -> String {
     let secs = ms / 1000;

@@ -284,7 +284,7 @@ pub fn list(
         .map(|r| {
             vec![
                 r.handle.clone(),
-                r.user.clone().unwrap_or_else(|| "-".into()),
+                r.user.as_deref().map_or_else(|| "-".into(), fmt::text),
                 r.created_at.clone(),
                 fmt::relative(r.last_seen_ms, now),
                 if r.live {
@@ -380,7 +380,10 @@ pub fn show(
         &[
             ("handle", handle.to_string()),
             ("state", state),
-            ("user", dump.user.clone().unwrap_or_else(|| "-".into())),
+            (
+                "user",
+                dump.user.as_deref().map_or_else(|| "-".into(), fmt::text),
+            ),
             ("created", at(dump.created_at)),
             ("last seen", at(dump.last_seen)),
             ("expires", at(dump.expires_at)),
@@ -405,7 +408,7 @@ pub fn show(
             .values
             .iter()
             .map(|(key, v)| {
-                let mut row = vec![key.clone(), format!("{} B", v.len())];
+                let mut row = vec![fmt::text(key), format!("{} B", v.len())];
                 if values {
                     row.push(format!("\"{}\"", v.escape_ascii()));
                 }

@@ -53,7 +53,9 @@ enum Command {
     /// disk until the server's purge thread (or `sessile purge`) deletes them.
     #[command(after_help = EXIT_CODES)]
     Stats {
-        /// The store: a folder, or a Redis URL (redis://host:port/db).
+        /// The store: a folder, a Redis URL (redis://host:port/db), or `-` for the URL in
+        /// SESSILE_REDIS_URL (keeps a password off the command line).
+        #[arg(value_parser = open::store_arg)]
         dir: PathBuf,
         #[command(flatten)]
         output: Output,
@@ -64,7 +66,9 @@ enum Command {
     /// and `revoke`; they cannot be used as cookies.
     #[command(after_help = EXIT_CODES)]
     List {
-        /// The store: a folder, or a Redis URL (redis://host:port/db).
+        /// The store: a folder, a Redis URL (redis://host:port/db), or `-` for the URL in
+        /// SESSILE_REDIS_URL (keeps a password off the command line).
+        #[arg(value_parser = open::store_arg)]
         dir: PathBuf,
         /// Only sessions of this user.
         #[arg(long, value_name = "USER")]
@@ -86,7 +90,9 @@ enum Command {
     /// Values are shown only with `--values`: they may hold secrets such as CSRF tokens.
     #[command(after_help = EXIT_CODES)]
     Show {
-        /// The store: a folder, or a Redis URL (redis://host:port/db).
+        /// The store: a folder, a Redis URL (redis://host:port/db), or `-` for the URL in
+        /// SESSILE_REDIS_URL (keeps a password off the command line).
+        #[arg(value_parser = open::store_arg)]
         dir: PathBuf,
         /// The session's handle (32 hex characters, as `list` prints it).
         handle: SessionHandle,
@@ -101,13 +107,17 @@ enum Command {
     /// The same work the server's purge thread does on its interval.
     #[command(after_help = EXIT_CODES)]
     Purge {
-        /// The store: a folder, or a Redis URL (redis://host:port/db).
+        /// The store: a folder, a Redis URL (redis://host:port/db), or `-` for the URL in
+        /// SESSILE_REDIS_URL (keeps a password off the command line).
+        #[arg(value_parser = open::store_arg)]
         dir: PathBuf,
     },
     /// Revokes sessions: all of one user's, or one by handle. Flushed to disk before exit.
     #[command(after_help = EXIT_CODES)]
     Revoke {
-        /// The store: a folder, or a Redis URL (redis://host:port/db).
+        /// The store: a folder, a Redis URL (redis://host:port/db), or `-` for the URL in
+        /// SESSILE_REDIS_URL (keeps a password off the command line).
+        #[arg(value_parser = open::store_arg)]
         dir: PathBuf,
         #[command(flatten)]
         target: RevokeTarget,
@@ -119,7 +129,9 @@ enum Command {
     /// checks again.
     #[command(after_help = EXIT_CODES)]
     Verify {
-        /// The store: a folder, or a Redis URL (redis://host:port/db).
+        /// The store: a folder, a Redis URL (redis://host:port/db), or `-` for the URL in
+        /// SESSILE_REDIS_URL (keeps a password off the command line).
+        #[arg(value_parser = open::store_arg)]
         dir: PathBuf,
         /// Fix what can be fixed.
         #[arg(long)]
@@ -133,7 +145,9 @@ enum Command {
     /// keep it as private as the store folder.
     #[command(after_help = EXIT_CODES)]
     Export {
-        /// The store: a folder, or a Redis URL (redis://host:port/db).
+        /// The store: a folder, a Redis URL (redis://host:port/db), or `-` for the URL in
+        /// SESSILE_REDIS_URL (keeps a password off the command line).
+        #[arg(value_parser = open::store_arg)]
         dir: PathBuf,
         /// The dump file to write, or `-` for standard output.
         file: PathBuf,
@@ -147,7 +161,9 @@ enum Command {
     /// exported store keep working with the imported one.
     #[command(after_help = EXIT_CODES)]
     Import {
-        /// The store: a folder (created if missing), or a Redis URL (redis://host:port/db).
+        /// The store: a folder (created if missing), a Redis URL (redis://host:port/db), or
+        /// `-` for the URL in SESSILE_REDIS_URL (keeps a password off the command line).
+        #[arg(value_parser = open::store_arg)]
         dir: PathBuf,
         /// The dump file to read, or `-` for standard input.
         file: PathBuf,

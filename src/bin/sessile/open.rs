@@ -64,6 +64,25 @@ pub fn shown(dir: &Path) -> String {
     config(dir).path().display().to_string()
 }
 
+/// The store a command names: a folder or a Redis URL as given, or for `-` the Redis URL
+/// in `SESSILE_REDIS_URL`, so a password never shows in the process list.
+///
+/// # Errors
+///
+/// `-` without `SESSILE_REDIS_URL`, or with a value that is not a Redis URL.
+pub fn store_arg(arg: &str) -> Result<std::path::PathBuf, String> {
+    if arg != "-" {
+        return Ok(arg.into());
+    }
+    let url = std::env::var("SESSILE_REDIS_URL")
+        .map_err(|_| "`-` names the Redis URL in SESSILE_REDIS_URL, which is not set".to_owned())?;
+    let url = std::path::PathBuf::from(url);
+    if redis_url(&url).is_none() {
+        return Err("SESSILE_REDIS_URL is not a Redis URL (redis://, rediss://, ...)".to_owned());
+    }
+    Ok(url)
+}
+
 /// The Redis URL `dir` is, if it is one rather than a folder.
 pub fn redis_url(dir: &Path) -> Option<&str> {
     let s = dir.to_str()?;
