@@ -505,6 +505,48 @@ fn a_server_that_goes_away_gives_storage_errors_and_the_store_recovers() {
     );
 }
 
+/// A Redis restart while the store sits idle: its pooled connections died without it
+/// noticing, and the first calls after the server is back must not be the ones to find
+/// out (found in review: the first request after a restart answered 500).
+#[test]
+fn the_first_calls_after_a_restart_do_not_fail_on_dead_idle_connections() {
+    let Some(server) = RedisServer::start(None) else {
+        return;
+    };
+    let port = server.port;
+    let clock = ManualClock::new();
+    let a = config(&server.url(), "restart", &clock)
+        .open()
+        .expect("open");
+    let b = config(&server.url(), "restart", &clock)
+        .open()
+        .expect("open");
+    // Several pooled connections, all idle afterwards.
+    let jobs: Vec<_> = (0..4)
+        .map(|_| {
+            let a = a.clone();
+            std::thread::spawn(move || a.create().expect("create"))
+        })
+        .collect();
+    let sessions: Vec<Session> = jobs.into_iter().map(|j| j.join().expect("job")).collect();
+    b.create().expect("create");
+    std::thread::sleep(Duration::from_millis(1500));
+    server.kill();
+    let _back = RedisServer::start(Some(port)).expect("restart on the same port");
+    // The restarted server kept nothing (no persistence here): the sessions are gone,
+    // and every call answers.
+    for s in &sessions {
+        assert!(a.load(s.id()).expect("a load after the restart").is_none());
+    }
+    assert!(
+        b.load(sessions[0].id())
+            .expect("a load after the restart")
+            .is_none()
+    );
+    let fresh = b.create().expect("a create after the restart");
+    assert!(a.load(fresh.id()).expect("load").is_some());
+}
+
 /// Sets the flag when dropped, so helper threads stop even when an assertion fails.
 struct StopOnDrop(Arc<std::sync::atomic::AtomicBool>);
 

@@ -61,27 +61,75 @@ const IO_TIMEOUT: Duration = Duration::from_secs(5);
 const POOL_WAIT: Duration = Duration::from_secs(2);
 const SCAN_COUNT: usize = 512;
 
+/// A pooled connection idle longer than this is checked (`PING`) before it is used: a
+/// server restart or failover closes idle connections without the client noticing, and
+/// a request must not be the one to find out. One given back moments ago is used as it
+/// is, so a busy store pays nothing.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+
 /// Opens connections with timeouts, so a server that stops answering gives an error
 /// instead of a hang.
 struct Connector(redis::Client);
 
+/// A connection and when it was last given back to the pool.
+pub(super) struct Tracked {
+    conn: redis::Connection,
+    returned: Instant,
+}
+
+impl ConnectionLike for Tracked {
+    fn req_packed_command(&mut self, cmd: &[u8]) -> redis::RedisResult<redis::Value> {
+        self.conn.req_packed_command(cmd)
+    }
+
+    fn req_packed_commands(
+        &mut self,
+        cmd: &[u8],
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisResult<Vec<redis::Value>> {
+        self.conn.req_packed_commands(cmd, offset, count)
+    }
+
+    fn get_db(&self) -> i64 {
+        self.conn.get_db()
+    }
+
+    fn check_connection(&mut self) -> bool {
+        self.conn.check_connection()
+    }
+
+    fn is_open(&self) -> bool {
+        self.conn.is_open()
+    }
+}
+
 impl r2d2::ManageConnection for Connector {
-    type Connection = redis::Connection;
+    type Connection = Tracked;
     type Error = redis::RedisError;
 
-    fn connect(&self) -> std::result::Result<redis::Connection, redis::RedisError> {
+    fn connect(&self) -> std::result::Result<Tracked, redis::RedisError> {
         let conn = self.0.get_connection_with_timeout(CONNECT_TIMEOUT)?;
         conn.set_read_timeout(Some(IO_TIMEOUT))?;
         conn.set_write_timeout(Some(IO_TIMEOUT))?;
-        Ok(conn)
+        Ok(Tracked {
+            conn,
+            returned: Instant::now(),
+        })
     }
 
-    fn is_valid(&self, conn: &mut redis::Connection) -> std::result::Result<(), redis::RedisError> {
-        redis::cmd("PING").query(conn)
+    /// Run when a connection is checked out: `PING` if it sat idle (see [`IDLE_CHECK`]).
+    fn is_valid(&self, t: &mut Tracked) -> std::result::Result<(), redis::RedisError> {
+        if t.returned.elapsed() < IDLE_CHECK {
+            return Ok(());
+        }
+        redis::cmd("PING").query(&mut t.conn)
     }
 
-    fn has_broken(&self, conn: &mut redis::Connection) -> bool {
-        !conn.is_open()
+    /// Run when a connection is given back.
+    fn has_broken(&self, t: &mut Tracked) -> bool {
+        t.returned = Instant::now();
+        !t.conn.is_open()
     }
 }
 
@@ -142,7 +190,7 @@ impl RedisBackend {
             .max_size(target.pool_size)
             .min_idle(Some(1))
             .connection_timeout(POOL_WAIT)
-            .test_on_check_out(false)
+            .test_on_check_out(true)
             .build(Connector(client))
             .map_err(|e| Error::no_connection(target.redacted(), e))?;
         Ok(RedisBackend {
