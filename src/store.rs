@@ -425,6 +425,19 @@ impl Store {
         Ok(())
     }
 
+    /// On Redis, the server's `maxmemory-policy` if it may evict sessile's keys (anything
+    /// but `noeviction`; sessile logs a warning at open too). An evicted record loses a
+    /// session; an evicted user set lets revoke-all miss sessions. `None` on sled, under
+    /// `noeviction`, or where the server refuses `CONFIG` (some managed services: check
+    /// their settings).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Storage`] if the server cannot be reached.
+    pub fn eviction_policy(&self) -> Result<Option<String>> {
+        self.engine.eviction_policy()
+    }
+
     /// Counters of background work since the store was opened.
     pub fn stats(&self) -> Stats {
         self.engine.stats()

@@ -686,6 +686,51 @@ fn a_folder_migrates_to_redis_and_every_command_takes_a_url() {
     );
 }
 
+/// `stats` and `verify` warn when the Redis server may evict sessions.
+#[test]
+fn stats_and_verify_warn_about_an_evicting_redis() {
+    let Some(server) = backend::RedisServer::start(None) else {
+        return;
+    };
+    let url = server.url();
+    let ns = "evicting";
+    let store = Config::redis(url.as_str())
+        .redis_namespace(ns)
+        .purge_thread(false)
+        .open()
+        .expect("open");
+    store.create().expect("create");
+    drop(store);
+    let client = redis::Client::open(url.as_str()).expect("client");
+    let mut conn = client.get_connection().expect("connect");
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("volatile-lru")
+        .query(&mut conn)
+        .expect("config set");
+    let on_redis = |args: &[&str]| {
+        let mut full = vec![args[0], url.as_str()];
+        full.extend_from_slice(&args[1..]);
+        Command::new(BIN)
+            .args(&full)
+            .env("SESSILE_REDIS_NAMESPACE", ns)
+            .output()
+            .expect("run sessile")
+    };
+    for command in ["stats", "verify"] {
+        let o = on_redis(&[command]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        assert!(
+            stdout(&o).contains("maxmemory-policy is volatile-lru"),
+            "{command}: {}",
+            stdout(&o)
+        );
+    }
+    let stats = json(&on_redis(&["stats", "--json"]));
+    assert_eq!(stats["eviction_policy"], "volatile-lru");
+}
+
 /// User names and value keys reach the terminal escaped, as values do: an escape
 /// sequence in a name cannot forge rows on the operator's screen.
 #[test]

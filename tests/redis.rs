@@ -547,6 +547,41 @@ fn the_first_calls_after_a_restart_do_not_fail_on_dead_idle_connections() {
     assert!(a.load(fresh.id()).expect("load").is_some());
 }
 
+/// A server that may evict keys is reported: by `eviction_policy`, in `verify`, and
+/// (through `tracing`) at open; `noeviction` is not.
+#[test]
+fn an_evicting_server_is_reported() {
+    let Some(server) = RedisServer::start(None) else {
+        return;
+    };
+    let clock = ManualClock::new();
+    let store = config(&server.url(), "evict", &clock).open().expect("open");
+    assert_eq!(
+        store.eviction_policy().expect("read"),
+        None,
+        "noeviction is the default"
+    );
+    let mut conn = raw(&server.url());
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("allkeys-lru")
+        .query(&mut conn)
+        .expect("config set");
+    assert_eq!(
+        store.eviction_policy().expect("read").as_deref(),
+        Some("allkeys-lru")
+    );
+    assert_eq!(
+        store
+            .verify(false)
+            .expect("verify")
+            .eviction_policy
+            .as_deref(),
+        Some("allkeys-lru")
+    );
+}
+
 /// Sets the flag when dropped, so helper threads stop even when an assertion fails.
 struct StopOnDrop(Arc<std::sync::atomic::AtomicBool>);
 

@@ -103,6 +103,14 @@ impl Backend {
             let redis = redis::RedisBackend::connect(target, config.clock.clone())?;
             let backend = Backend(Storage::Redis(Box::new(redis)));
             let format = backend.check_format(&config.path)?;
+            if let Ok(Some(policy)) = backend.eviction_policy() {
+                tracing::warn!(
+                    policy,
+                    "the Redis server may evict sessile's keys (maxmemory-policy {policy}): \
+                     an evicted record loses a session, an evicted user set lets revoke-all \
+                     miss sessions; set maxmemory-policy noeviction"
+                );
+            }
             return Ok((backend, format));
         }
         let backend = Backend(Storage::Sled(sled::SledBackend::open(
@@ -111,6 +119,16 @@ impl Backend {
         )?));
         let format = backend.check_format(&config.path)?;
         Ok((backend, format))
+    }
+
+    /// On Redis, the server's `maxmemory-policy` if it may evict sessile's keys; `None`
+    /// on sled, under `noeviction`, or where the server refuses `CONFIG`.
+    pub(crate) fn eviction_policy(&self) -> Result<Option<String>> {
+        match &self.0 {
+            Storage::Sled(_) => Ok(None),
+            #[cfg(feature = "redis")]
+            Storage::Redis(b) => b.eviction_policy(),
+        }
     }
 
     /// Whether other processes write this storage too (Redis): then nothing may cache

@@ -158,6 +158,11 @@ impl Engine {
         self.tokens.forget(&id.words());
     }
 
+    /// See [`Store::eviction_policy`](crate::Store::eviction_policy).
+    pub(crate) fn eviction_policy(&self) -> Result<Option<String>> {
+        self.backend.eviction_policy()
+    }
+
     pub(crate) fn now(&self) -> u64 {
         self.config.clock.now_ms()
     }

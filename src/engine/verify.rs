@@ -34,6 +34,12 @@ pub struct VerifyReport {
     pub quarantined: u64,
     /// Whether problems found were repaired.
     pub repaired: bool,
+    /// On Redis, the server's `maxmemory-policy` if it may evict sessile's keys (anything
+    /// but `noeviction`): an evicted record loses a session, an evicted user set lets
+    /// revoke-all miss sessions. `None` on sled, under `noeviction`, or where the server
+    /// refuses `CONFIG`. Not counted by [`is_consistent`](Self::is_consistent): a risk,
+    /// not damage.
+    pub eviction_policy: Option<String>,
 }
 
 impl VerifyReport {
@@ -54,6 +60,7 @@ impl Engine {
         let now = self.now();
         let mut report = VerifyReport {
             repaired: repair,
+            eviction_policy: backend.eviction_policy()?,
             ..VerifyReport::default()
         };
         // digest -> (expires_at, user) of every decodable record

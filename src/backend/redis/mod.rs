@@ -205,6 +205,20 @@ impl RedisBackend {
         Ok(self.pool.get()?)
     }
 
+    /// The server's `maxmemory-policy` if it may evict keys (anything but `noeviction`);
+    /// `None` under `noeviction` or where `CONFIG` is refused (some managed services).
+    pub(super) fn eviction_policy(&self) -> Result<Option<String>> {
+        let answer: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory-policy")
+            .query(&mut *self.conn()?);
+        Ok(match answer {
+            Ok(pair) => pair.into_iter().nth(1).filter(|p| p != "noeviction"),
+            Err(e) if e.is_io_error() || e.is_timeout() => return Err(e.into()),
+            Err(_) => None,
+        })
+    }
+
     fn record_key(&self, digest: &Digest) -> String {
         format!("{}:s:{}", self.ns, hex(&digest.0))
     }

@@ -22,6 +22,8 @@ struct StatsReport {
     format_version: u32,
     /// `null` for a store on Redis.
     disk_bytes: Option<u64>,
+    /// On Redis, the server's `maxmemory-policy` if it may evict sessions; else `null`.
+    eviction_policy: Option<String>,
     records: u64,
     live: u64,
     expired: u64,
@@ -77,6 +79,7 @@ pub fn stats(dir: &Path, json: bool, out: &mut dyn Write) -> Result<u8, CliError
         *bucket += 1;
     }
     report.users = users.len() as u64;
+    report.eviction_policy = store.eviction_policy()?;
     drop(store);
     report.disk_bytes = match open::redis_url(dir) {
         Some(_) => None,
@@ -145,6 +148,14 @@ pub fn stats(dir: &Path, json: bool, out: &mut dyn Write) -> Result<u8, CliError
             ),
         ],
     )?;
+    if let Some(policy) = &report.eviction_policy {
+        writeln!(
+            out,
+            "\nwarning: the Redis server's maxmemory-policy is {}: it may evict sessions and \
+             user sets (revoke-all would miss sessions); set noeviction",
+            fmt::text(policy)
+        )?;
+    }
     Ok(OK)
 }
 

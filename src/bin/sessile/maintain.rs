@@ -166,6 +166,8 @@ struct VerifyOutput {
     /// What a second check found after `--repair`.
     #[serde(skip_serializing_if = "Option::is_none")]
     after_repair: Option<Counts>,
+    /// On Redis, the server's `maxmemory-policy` if it may evict sessions; else `null`.
+    eviction_policy: Option<String>,
 }
 
 /// `sessile verify DIR [--repair]`.
@@ -186,6 +188,7 @@ pub fn verify(dir: &Path, repair: bool, json: bool, out: &mut dyn Write) -> Resu
             consistent,
             found: Counts::from(&found),
             after_repair: after.as_ref().map(Counts::from),
+            eviction_policy: found.eviction_policy.clone(),
         };
         serde_json::to_writer_pretty(&mut *out, &output)?;
         writeln!(out)?;
@@ -219,6 +222,14 @@ pub fn verify(dir: &Path, repair: bool, json: bool, out: &mut dyn Write) -> Resu
         ],
     )?;
     writeln!(out)?;
+    if let Some(policy) = &found.eviction_policy {
+        writeln!(
+            out,
+            "warning: the Redis server's maxmemory-policy is {}: it may evict sessions \
+             and user sets (revoke-all would miss sessions); set noeviction",
+            crate::fmt::text(policy)
+        )?;
+    }
     match (&after, consistent) {
         (None, true) => writeln!(out, "ok: the store is consistent")?,
         (None, false) => {
