@@ -30,7 +30,7 @@
 //! [`Config::redis_namespace`]: crate::Config::redis_namespace
 
 use std::cell::RefCell;
-use std::collections::{HashSet, VecDeque};
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use redis::{Commands, ConnectionLike};
@@ -480,10 +480,26 @@ impl RedisBackend {
         Box::new(Scan::new(self, format!("{}*", self.record_prefix())))
     }
 
+    /// The records whose digest starts with `prefix` (a handle). Found through the
+    /// namespace's `expiry` set (every record has its entry there): `ZSCAN MATCH` walks
+    /// that one set, in steps, and never the server's whole keyspace (other namespaces,
+    /// other applications).
     pub(super) fn records_with_prefix(&self, prefix: &[u8]) -> Result<Vec<(Digest, IVec)>> {
+        let pattern = format!("{}*", hex(prefix));
+        let items: Vec<String> = {
+            let mut conn = self.conn()?;
+            conn.zscan_match::<_, _, String>(self.expiry_key(), pattern)?
+                .collect::<std::result::Result<_, _>>()?
+        };
+        // Members and scores alternate; a member may come twice while the server rehashes.
+        let digests: BTreeSet<Digest> = items
+            .iter()
+            .step_by(2)
+            .filter_map(|m| digest_of_hex(m.as_bytes()))
+            .collect();
         let mut found = Vec::new();
-        for item in Scan::new(self, format!("{}{}*", self.record_prefix(), hex(prefix))) {
-            if let (RecordKey::Digest(digest), bytes) = item? {
+        for digest in digests {
+            if let Some(bytes) = self.get(&digest)? {
                 found.push((digest, bytes));
             }
         }
