@@ -142,8 +142,11 @@ impl Config {
     /// only sizes the token memo), [`Store::flush`](crate::Store::flush) and [`Durability`] promise what the
     /// server's own persistence settings promise, events reach only the subscribers of the
     /// store that made the change, and [`Store::path`](crate::Store::path) is the URL without its password.
-    /// Redis Cluster is not supported (the scripts touch keys they compute); a single
-    /// primary, with replicas or Sentinel, is.
+    /// A `rediss://` URL connects over TLS (see
+    /// [`redis_tls_root_ca`](Config::redis_tls_root_ca) and
+    /// [`redis_tls_client_auth`](Config::redis_tls_client_auth)). Redis Cluster is not
+    /// supported (the scripts touch keys they compute), nor is finding the primary through
+    /// Sentinel: give the primary's address.
     ///
     /// ```no_run
     /// # fn main() -> sessile::Result<()> {
@@ -180,6 +183,33 @@ impl Config {
     pub fn redis_pool_size(mut self, connections: u32) -> Config {
         if let Some(target) = &mut self.redis {
             target.pool_size = connections;
+        }
+        self
+    }
+
+    /// Trusts the CA in the PEM file `path` (a private CA) for the server's certificate
+    /// on a `rediss://` URL, instead of the platform's roots. Read at
+    /// [`open`](Config::open). Ignored for a folder.
+    #[cfg(feature = "redis")]
+    pub fn redis_tls_root_ca(mut self, path: impl AsRef<Path>) -> Config {
+        if let Some(target) = &mut self.redis {
+            target.tls_root_ca = Some(path.as_ref().to_path_buf());
+        }
+        self
+    }
+
+    /// Presents the client certificate and key in the PEM files `cert` and `key` to a
+    /// server that asks for one (mutual TLS, `rediss://` URLs). Read at
+    /// [`open`](Config::open). Ignored for a folder.
+    #[cfg(feature = "redis")]
+    pub fn redis_tls_client_auth(
+        mut self,
+        cert: impl AsRef<Path>,
+        key: impl AsRef<Path>,
+    ) -> Config {
+        if let Some(target) = &mut self.redis {
+            target.tls_client_auth =
+                Some((cert.as_ref().to_path_buf(), key.as_ref().to_path_buf()));
         }
         self
     }
@@ -471,6 +501,11 @@ pub(crate) struct RedisTarget {
     pub(crate) url: String,
     pub(crate) namespace: String,
     pub(crate) pool_size: u32,
+    /// A PEM file of the CA that signed the server's certificate, instead of the
+    /// platform's roots.
+    pub(crate) tls_root_ca: Option<PathBuf>,
+    /// PEM files of the client's certificate and key (mutual TLS).
+    pub(crate) tls_client_auth: Option<(PathBuf, PathBuf)>,
 }
 
 #[cfg(feature = "redis")]
@@ -480,6 +515,11 @@ impl std::fmt::Debug for RedisTarget {
             .field("url", &self.redacted())
             .field("namespace", &self.namespace)
             .field("pool_size", &self.pool_size)
+            .field("tls_root_ca", &self.tls_root_ca)
+            .field(
+                "tls_client_auth",
+                &self.tls_client_auth.as_ref().map(|(c, _)| c),
+            )
             .finish()
     }
 }
@@ -491,6 +531,8 @@ impl RedisTarget {
             url,
             namespace: "sessile".into(),
             pool_size: 16,
+            tls_root_ca: None,
+            tls_client_auth: None,
         }
     }
 

@@ -686,6 +686,51 @@ fn a_folder_migrates_to_redis_and_every_command_takes_a_url() {
     );
 }
 
+/// Every command works over TLS with a private CA and a client certificate, named by
+/// SESSILE_REDIS_CA, SESSILE_REDIS_CLIENT_CERT and SESSILE_REDIS_CLIENT_KEY.
+#[test]
+fn commands_work_over_tls_with_certificates_from_the_environment() {
+    let Some(certs) = backend::Certificates::make() else {
+        return;
+    };
+    let Some((_server, port)) = certs.server() else {
+        return;
+    };
+    let url = format!("rediss://127.0.0.1:{port}/");
+    let f = fixture();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("dump.jsonl");
+    let file_s = file.to_str().expect("utf-8");
+    assert_eq!(code(&run(&["export", file_s], &f.path)), 0);
+    let over_tls = |args: &[&str]| {
+        let mut full = vec![args[0], url.as_str()];
+        full.extend_from_slice(&args[1..]);
+        Command::new(BIN)
+            .args(&full)
+            .env("SESSILE_REDIS_NAMESPACE", "tls")
+            .env("SESSILE_REDIS_CA", certs.path("ca.crt"))
+            .env("SESSILE_REDIS_CLIENT_CERT", certs.path("client.crt"))
+            .env("SESSILE_REDIS_CLIENT_KEY", certs.path("client.key"))
+            .output()
+            .expect("run sessile")
+    };
+    let o = over_tls(&["import", file_s]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = over_tls(&["stats", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(json(&o)["live"], 3);
+    // Without the client certificate the server refuses.
+    let o = Command::new(BIN)
+        .args(["stats", url.as_str()])
+        .env("SESSILE_REDIS_NAMESPACE", "tls")
+        .env("SESSILE_REDIS_CA", certs.path("ca.crt"))
+        .env_remove("SESSILE_REDIS_CLIENT_CERT")
+        .env_remove("SESSILE_REDIS_CLIENT_KEY")
+        .output()
+        .expect("run sessile");
+    assert_ne!(code(&o), 0);
+}
+
 /// `stats` and `verify` warn when the Redis server may evict sessions.
 #[test]
 fn stats_and_verify_warn_about_an_evicting_redis() {

@@ -582,6 +582,76 @@ fn an_evicting_server_is_reported() {
     );
 }
 
+/// TLS with a private CA and client certificates: the store works over `rediss://`; a
+/// missing client certificate, a server certificate from an untrusted CA and a plain
+/// `redis://` URL at the TLS port are each refused, within 10 s.
+#[test]
+fn tls_with_a_private_ca_and_client_certificates() {
+    let Some(certs) = backend::Certificates::make() else {
+        return;
+    };
+    let Some((_server, port)) = certs.server() else {
+        return;
+    };
+    let url = format!("rediss://127.0.0.1:{port}/");
+    let clock = ManualClock::new();
+    let with = |c: Config| {
+        c.redis_namespace("tls")
+            .purge_thread(false)
+            .clock(clock.clock())
+    };
+    let store = with(Config::redis(&url))
+        .redis_tls_root_ca(certs.path("ca.crt"))
+        .redis_tls_client_auth(certs.path("client.crt"), certs.path("client.key"))
+        .open()
+        .expect("open over TLS");
+    let mut s = store.create().expect("create");
+    s.insert("k", &1u32).expect("insert");
+    store.save(&s).expect("save");
+    let loaded = store.load(s.id()).expect("load").expect("live");
+    assert_eq!(loaded.get::<u32>("k").expect("decode"), Some(1));
+
+    let refused = [
+        (
+            "no client certificate",
+            with(Config::redis(&url)).redis_tls_root_ca(certs.path("ca.crt")),
+        ),
+        (
+            "an untrusted server certificate",
+            with(Config::redis(&url))
+                .redis_tls_root_ca(certs.path("other-ca.crt"))
+                .redis_tls_client_auth(certs.path("client.crt"), certs.path("client.key")),
+        ),
+        (
+            "a plain URL at the TLS port",
+            with(Config::redis(format!("redis://127.0.0.1:{port}/"))),
+        ),
+    ];
+    for (what, config) in refused {
+        let started = Instant::now();
+        let opened = config.open();
+        assert!(opened.is_err(), "{what}: the store opened");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{what}: took {:?}",
+            started.elapsed()
+        );
+    }
+    let missing = with(Config::redis(&url))
+        .redis_tls_root_ca(certs.path("nope.crt"))
+        .open();
+    assert!(
+        matches!(
+            missing,
+            Err(Error::InvalidConfig {
+                setting: "redis_tls_root_ca",
+                ..
+            })
+        ),
+        "{missing:?}"
+    );
+}
+
 /// Sets the flag when dropped, so helper threads stop even when an assertion fails.
 struct StopOnDrop(Arc<std::sync::atomic::AtomicBool>);
 

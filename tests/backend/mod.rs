@@ -54,6 +54,11 @@ impl RedisServer {
     /// Starts redis-server on `port` (a free one if `None`), or `None` if the binary is
     /// missing outside CI. In CI a missing server fails the test.
     pub fn start(port: Option<u16>) -> Option<RedisServer> {
+        RedisServer::start_with(port, &[])
+    }
+
+    /// [`start`](Self::start) with more `redis-server` arguments.
+    pub fn start_with(port: Option<u16>, extra: &[String]) -> Option<RedisServer> {
         let available = Command::new("redis-server")
             .arg("--version")
             .stdout(Stdio::null())
@@ -82,6 +87,7 @@ impl RedisServer {
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .args(["--dir", dir.path().to_str().expect("utf-8 temp dir")])
+            .args(extra)
             .stdout(Stdio::null())
             .spawn()
             .expect("start redis-server");
@@ -126,6 +132,126 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Certificates made with `openssl` for a TLS test: a CA and a server and a client
+/// certificate it signed, and another CA nobody trusts.
+pub struct Certificates {
+    pub dir: tempfile::TempDir,
+}
+
+impl Certificates {
+    /// Makes them in a temporary folder, or `None` (skip) if `openssl` is missing outside
+    /// CI.
+    pub fn make() -> Option<Certificates> {
+        if Command::new("openssl")
+            .arg("version")
+            .stdout(Stdio::null())
+            .status()
+            .is_err()
+        {
+            assert!(std::env::var_os("CI").is_none(), "openssl is not installed");
+            eprintln!("openssl not installed: skipping the TLS test");
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .expect("run openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        for ca in ["ca", "other-ca"] {
+            run(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-keyout",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.crt"),
+                "-subj",
+                &format!("/CN={ca}"),
+            ]);
+        }
+        std::fs::write(
+            dir.path().join("ext.cnf"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        )
+        .expect("write ext");
+        for leaf in ["server", "client"] {
+            run(&[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                &format!("{leaf}.key"),
+                "-out",
+                &format!("{leaf}.csr"),
+                "-subj",
+                &format!("/CN={leaf}"),
+            ]);
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{leaf}.csr"),
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-out",
+                &format!("{leaf}.crt"),
+                "-extfile",
+                "ext.cnf",
+            ]);
+        }
+        Some(Certificates { dir })
+    }
+
+    pub fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A redis-server with a plain port (for readiness and stopping) and a TLS port that
+    /// asks clients for a certificate signed by the CA. Returns it and the TLS port.
+    pub fn server(&self) -> Option<(RedisServer, u16)> {
+        let tls_port = free_port();
+        let file = |n: &str| self.path(n).to_str().expect("utf-8").to_owned();
+        let extra = [
+            "--tls-port".to_owned(),
+            tls_port.to_string(),
+            "--tls-cert-file".to_owned(),
+            file("server.crt"),
+            "--tls-key-file".to_owned(),
+            file("server.key"),
+            "--tls-ca-cert-file".to_owned(),
+            file("ca.crt"),
+            "--tls-auth-clients".to_owned(),
+            "yes".to_owned(),
+        ];
+        let server = RedisServer::start_with(None, &extra)?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", tls_port)).is_err() {
+            assert!(Instant::now() < deadline, "the TLS port never opened");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some((server, tls_port))
     }
 }
 

@@ -181,11 +181,7 @@ impl RedisBackend {
     ///
     /// [`Error::Storage`] if the server cannot be reached.
     pub(super) fn connect(target: &RedisTarget, clock: Clock) -> Result<RedisBackend> {
-        let client =
-            redis::Client::open(target.url.as_str()).map_err(|e| Error::InvalidConfig {
-                setting: "redis",
-                reason: format!("{} is not a Redis URL: {e}", target.redacted()),
-            })?;
+        let client = client(target)?;
         let pool = r2d2::Pool::builder()
             .max_size(target.pool_size)
             .min_idle(Some(1))
@@ -668,6 +664,58 @@ fn hex(bytes: &[u8]) -> String {
     // Writing into a String cannot fail.
     let _ = write_hex(&mut out, bytes);
     out
+}
+
+/// The client for `target`: TLS for `rediss://` (and `valkeys://`) URLs, trusting the
+/// platform's roots or the CA file set, presenting a client certificate if set.
+///
+/// # Errors
+///
+/// [`Error::InvalidConfig`] for a URL the client refuses or a PEM file that cannot be read.
+fn client(target: &RedisTarget) -> Result<redis::Client> {
+    let invalid = |setting: &'static str, reason: String| Error::InvalidConfig { setting, reason };
+    let tls = target.tls_root_ca.is_some() || target.tls_client_auth.is_some();
+    if !tls {
+        if target.url.starts_with("rediss://") || target.url.starts_with("valkeys://") {
+            // rustls with ring, chosen once for the process (a provider installed
+            // before, by the application, stays).
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        return redis::Client::open(target.url.as_str()).map_err(|e| {
+            invalid(
+                "redis",
+                format!("{} is not a Redis URL: {e}", target.redacted()),
+            )
+        });
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let read = |setting: &'static str, path: &std::path::Path| {
+        std::fs::read(path)
+            .map_err(|e| invalid(setting, format!("cannot read {}: {e}", path.display())))
+    };
+    let root_cert = target
+        .tls_root_ca
+        .as_deref()
+        .map(|p| read("redis_tls_root_ca", p))
+        .transpose()?;
+    let client_tls = target
+        .tls_client_auth
+        .as_ref()
+        .map(|(cert, key)| {
+            Ok::<_, Error>(redis::ClientTlsConfig {
+                client_cert: read("redis_tls_client_auth", cert)?,
+                client_key: read("redis_tls_client_auth", key)?,
+            })
+        })
+        .transpose()?;
+    redis::Client::build_with_tls(
+        target.url.as_str(),
+        redis::TlsCertificates {
+            client_tls,
+            root_cert,
+        },
+    )
+    .map_err(|e| invalid("redis", format!("{}: {e}", target.redacted())))
 }
 
 /// The digest a sorted-set member or key names: 64 lowercase hex digits, as sessile

@@ -35,7 +35,7 @@ pub enum Folder {
 ///   so sessions with their own lifetimes are judged by their stored expiry too.
 pub fn config(dir: &Path) -> Config {
     let base = match redis_url(dir) {
-        Some(url) => Config::redis(url).redis_namespace(namespace()),
+        Some(url) => tls(Config::redis(url).redis_namespace(namespace())),
         None => Config::new(dir),
     };
     base.purge_thread(false)
@@ -101,6 +101,64 @@ pub fn redis_url(dir: &Path) -> Option<&str> {
     .then_some(s)
 }
 
+/// TLS settings from the environment, for `rediss://` URLs: `SESSILE_REDIS_CA` (a PEM CA
+/// file, instead of the platform's roots), `SESSILE_REDIS_CLIENT_CERT` and
+/// `SESSILE_REDIS_CLIENT_KEY` (PEM files, mutual TLS; both or neither).
+fn tls(mut config: Config) -> Config {
+    if let Some(ca) = std::env::var_os("SESSILE_REDIS_CA") {
+        config = config.redis_tls_root_ca(ca);
+    }
+    if let (Some(cert), Some(key)) = (
+        std::env::var_os("SESSILE_REDIS_CLIENT_CERT"),
+        std::env::var_os("SESSILE_REDIS_CLIENT_KEY"),
+    ) {
+        config = config.redis_tls_client_auth(cert, key);
+    }
+    config
+}
+
+/// A client for `url` with the TLS settings of [`tls`], for the one check made before
+/// the store is opened.
+fn client(url: &str) -> redis::RedisResult<redis::Client> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let read = |var: &str| {
+        std::env::var_os(var)
+            .map(|path| {
+                std::fs::read(&path).map_err(|e| {
+                    redis::RedisError::from(std::io::Error::new(
+                        e.kind(),
+                        format!(
+                            "{var}: cannot read {}: {e}",
+                            std::path::Path::new(&path).display()
+                        ),
+                    ))
+                })
+            })
+            .transpose()
+    };
+    let root_cert = read("SESSILE_REDIS_CA")?;
+    let client_tls = match (
+        read("SESSILE_REDIS_CLIENT_CERT")?,
+        read("SESSILE_REDIS_CLIENT_KEY")?,
+    ) {
+        (Some(client_cert), Some(client_key)) => Some(redis::ClientTlsConfig {
+            client_cert,
+            client_key,
+        }),
+        _ => None,
+    };
+    if root_cert.is_none() && client_tls.is_none() {
+        return redis::Client::open(url);
+    }
+    redis::Client::build_with_tls(
+        url,
+        redis::TlsCertificates {
+            client_tls,
+            root_cert,
+        },
+    )
+}
+
 /// The key namespace of Redis stores: `SESSILE_REDIS_NAMESPACE`, default `sessile`.
 pub fn namespace() -> String {
     std::env::var("SESSILE_REDIS_NAMESPACE").unwrap_or_else(|_| "sessile".into())
@@ -113,7 +171,7 @@ fn check_namespace(url: &str, folder: Folder) -> Result<(), CliError> {
         return Ok(());
     }
     let marker = format!("{}:format", namespace());
-    let exists = redis::Client::open(url)
+    let exists = client(url)
         .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(5)))
         .and_then(|mut c| {
             c.set_read_timeout(Some(Duration::from_secs(5)))?;
