@@ -187,6 +187,22 @@ impl Config {
         self
     }
 
+    /// Makes every change that must be durable (a destroy, a revoke-all, the per-user cap,
+    /// a regeneration, [`Store::flush`](crate::Store::flush), and every write under
+    /// [`Durability::EveryWrite`]) wait until `n` replicas have it (Redis `WAIT`), or every
+    /// connected replica when fewer than `n` are connected, so a failover right after a
+    /// logout cannot bring the session back. If they do not confirm within 2 s the call
+    /// fails with [`Error::NotReplicated`](crate::Error::NotReplicated) (the change is on
+    /// the primary). Default 0: writes are acknowledged by the primary alone, and a
+    /// failover may lose the last ones. Ignored for a folder.
+    #[cfg(feature = "redis")]
+    pub fn redis_min_replicas(mut self, n: usize) -> Config {
+        if let Some(target) = &mut self.redis {
+            target.min_replicas = n;
+        }
+        self
+    }
+
     /// Trusts the CA in the PEM file `path` (a private CA) for the server's certificate
     /// on a `rediss://` URL, instead of the platform's roots. Read at
     /// [`open`](Config::open). Ignored for a folder.
@@ -506,6 +522,8 @@ pub(crate) struct RedisTarget {
     pub(crate) tls_root_ca: Option<PathBuf>,
     /// PEM files of the client's certificate and key (mutual TLS).
     pub(crate) tls_client_auth: Option<(PathBuf, PathBuf)>,
+    /// Replicas a durable change waits for (`WAIT`).
+    pub(crate) min_replicas: usize,
 }
 
 #[cfg(feature = "redis")]
@@ -520,6 +538,7 @@ impl std::fmt::Debug for RedisTarget {
                 "tls_client_auth",
                 &self.tls_client_auth.as_ref().map(|(c, _)| c),
             )
+            .field("min_replicas", &self.min_replicas)
             .finish()
     }
 }
@@ -533,6 +552,7 @@ impl RedisTarget {
             pool_size: 16,
             tls_root_ca: None,
             tls_client_auth: None,
+            min_replicas: 0,
         }
     }
 

@@ -161,6 +161,18 @@ pub enum Error {
     #[error("another store held the session for an update throughout the 5 s lease")]
     SessionBusy,
 
+    /// On Redis with [`Config::redis_min_replicas`](crate::Config::redis_min_replicas): a
+    /// change that must be durable (a logout, a revocation, a rotation, a flush) is on the
+    /// primary, but fewer replicas than asked confirmed it within 2 s. A failover now could
+    /// lose it: treat a logout as not yet safe, and retry.
+    #[error("only {acknowledged} of {wanted} Redis replicas confirmed the change in time")]
+    NotReplicated {
+        /// Replicas that confirmed it.
+        acknowledged: usize,
+        /// Replicas waited for: the setting, or every connected replica if fewer are.
+        wanted: usize,
+    },
+
     /// The session was written while an [`update`](crate::Store::update) closure ran, by
     /// a write the update could not hold off: the closure gave the session to another
     /// user while a revoke-all or cap of its previous user was running, or (on Redis)

@@ -652,6 +652,82 @@ fn tls_with_a_private_ca_and_client_certificates() {
     );
 }
 
+/// With `redis_min_replicas(1)` a logout returns once the replica has it (read back from
+/// the replica), and a replica that stops confirming makes it fail with
+/// `Error::NotReplicated` within the 2 s wait, instead of returning as if safe.
+#[test]
+fn a_logout_waits_for_the_replica_and_says_when_it_is_not_confirmed() {
+    let Some(primary) = RedisServer::start(None) else {
+        return;
+    };
+    let replica = RedisServer::start_with(
+        None,
+        &[
+            "--replicaof".into(),
+            "127.0.0.1".into(),
+            primary.port.to_string(),
+        ],
+    )
+    .expect("replica");
+    let mut on_replica = raw(&replica.url());
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query(&mut on_replica)
+            .expect("info");
+        if info.contains("master_link_status:up") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the replica never synced");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let clock = ManualClock::new();
+    let store = config(&primary.url(), "replicated", &clock)
+        .redis_min_replicas(1)
+        .open()
+        .expect("open");
+    let s = logged_in(&store, "ada");
+    let keys: Vec<String> = raw(&primary.url())
+        .keys(format!("replicated:s:{}*", s.id().handle()))
+        .expect("keys");
+    let key = keys.first().expect("the record").clone();
+    assert!(store.destroy(s.id()).expect("destroy"));
+    let on_replica_now: Option<Vec<u8>> = on_replica.get(&key).expect("get");
+    assert_eq!(
+        on_replica_now, None,
+        "the replica has the logout once destroy returned"
+    );
+
+    let t = logged_in(&store, "bob");
+    let pattern = format!("redis-server 127.0.0.1:{}", replica.port);
+    let signal = |sig: &str| {
+        std::process::Command::new("pkill")
+            .args([sig, "-f", &pattern])
+            .status()
+            .expect("pkill");
+    };
+    signal("-STOP");
+    let started = Instant::now();
+    let destroyed = store.destroy(t.id());
+    signal("-CONT");
+    assert!(
+        matches!(
+            destroyed,
+            Err(Error::NotReplicated {
+                acknowledged: 0,
+                wanted: 1
+            })
+        ),
+        "{destroyed:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 /// Sets the flag when dropped, so helper threads stop even when an assertion fails.
 struct StopOnDrop(Arc<std::sync::atomic::AtomicBool>);
 

@@ -57,6 +57,9 @@ pub(super) const SAFETY_MARGIN: Duration = Duration::from_secs(300);
 const LEASE: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a durable change waits for replicas to confirm it.
+const REPLICA_WAIT_MS: u64 = 2000;
+
 /// How long an operation waits for a free connection.
 const POOL_WAIT: Duration = Duration::from_secs(2);
 const SCAN_COUNT: usize = 512;
@@ -170,6 +173,8 @@ pub(super) struct RedisBackend {
     scripts: Scripts,
     ns: String,
     clock: Clock,
+    /// See [`Config::redis_min_replicas`](crate::Config::redis_min_replicas).
+    min_replicas: usize,
 }
 
 type Conn = r2d2::PooledConnection<Connector>;
@@ -194,6 +199,7 @@ impl RedisBackend {
             scripts: Scripts::new(),
             ns: target.namespace.clone(),
             clock,
+            min_replicas: target.min_replicas,
         })
     }
 
@@ -502,7 +508,38 @@ impl RedisBackend {
         Ok(found)
     }
 
+    /// With [`Config::redis_min_replicas`](crate::Config::redis_min_replicas): waits until
+    /// that many replicas (or every connected one, if fewer) have every write made before
+    /// this call. A replica receives the primary's writes in order, so it is enough to
+    /// write one key and `WAIT` on that same connection.
     pub(super) fn flush(&self) -> Result<()> {
+        if self.min_replicas == 0 {
+            return Ok(());
+        }
+        let mut conn = self.conn()?;
+        let info: String = redis::cmd("INFO").arg("replication").query(&mut *conn)?;
+        let connected = info
+            .lines()
+            .find_map(|l| l.strip_prefix("connected_slaves:"))
+            .and_then(|n| n.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        let wanted = self.min_replicas.min(connected);
+        if wanted == 0 {
+            return Ok(());
+        }
+        let _: i64 = redis::cmd("INCR")
+            .arg(format!("{}:sync", self.ns))
+            .query(&mut *conn)?;
+        let acknowledged: usize = redis::cmd("WAIT")
+            .arg(wanted)
+            .arg(REPLICA_WAIT_MS)
+            .query(&mut *conn)?;
+        if acknowledged < wanted {
+            return Err(Error::NotReplicated {
+                acknowledged,
+                wanted,
+            });
+        }
         Ok(())
     }
 
