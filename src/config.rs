@@ -190,10 +190,12 @@ impl Config {
     /// Makes every change that must be durable (a destroy, a revoke-all, the per-user cap,
     /// a regeneration, [`Store::flush`](crate::Store::flush), and every write under
     /// [`Durability::EveryWrite`]) wait until `n` replicas have it (Redis `WAIT`), or every
-    /// connected replica when fewer than `n` are connected, so a failover right after a
-    /// logout cannot bring the session back. If they do not confirm within 2 s the call
-    /// fails with [`Error::NotReplicated`](crate::Error::NotReplicated) (the change is on
-    /// the primary). Default 0: writes are acknowledged by the primary alone, and a
+    /// connected replica when fewer than `n` are connected, so a failover to a replica
+    /// that was connected cannot bring the session back. If they do not confirm within
+    /// 2 s the call fails with [`Error::NotReplicated`](crate::Error::NotReplicated) (the
+    /// change is on the primary; a regeneration has moved the session, which then holds
+    /// its new token). A primary cut off from every replica confirms at once: set the
+    /// server's `min-replicas-to-write` too, so it refuses writes then. Default 0: writes are acknowledged by the primary alone, and a
     /// failover may lose the last ones. Ignored for a folder.
     #[cfg(feature = "redis")]
     pub fn redis_min_replicas(mut self, n: usize) -> Config {

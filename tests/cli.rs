@@ -754,6 +754,12 @@ fn stats_and_verify_warn_about_an_evicting_redis() {
         .arg("volatile-lru")
         .query(&mut conn)
         .expect("config set");
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("1gb")
+        .query(&mut conn)
+        .expect("config set");
     let on_redis = |args: &[&str]| {
         let mut full = vec![args[0], url.as_str()];
         full.extend_from_slice(&args[1..]);

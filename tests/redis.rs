@@ -568,6 +568,12 @@ fn an_evicting_server_is_reported() {
         .arg("allkeys-lru")
         .query(&mut conn)
         .expect("config set");
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("1gb")
+        .query(&mut conn)
+        .expect("config set");
     assert_eq!(
         store.eviction_policy().expect("read").as_deref(),
         Some("allkeys-lru")

@@ -54,15 +54,17 @@ impl Engine {
                 return Err(Error::NotFound);
             }
         };
+        // The record has moved: `session` follows it before the flush, which can fail
+        // (on Redis, replicas that do not confirm) with the move already made.
+        session.id = new_id;
+        session.digest = new_digest;
+        session.header = header;
         self.backend.flush()?;
         self.events.emit(&self.counters, || Event::Regenerated {
             old: old_digest.handle(),
             new: new_digest.handle(),
             user: user.clone(),
         });
-        session.id = new_id;
-        session.digest = new_digest;
-        session.header = header;
         if let Some(user) = user.filter(|u| Some(u) != previous_user.as_ref()) {
             self.enforce_user_limit(&user, &new_digest)?;
         }

@@ -57,6 +57,9 @@ pub(super) const SAFETY_MARGIN: Duration = Duration::from_secs(300);
 const LEASE: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the check of an idle connection waits for its `PING`.
+const PING_TIMEOUT: Duration = Duration::from_millis(300);
+
 /// How long a durable change waits for replicas to confirm it.
 const REPLICA_WAIT_MS: u64 = 2000;
 
@@ -121,12 +124,17 @@ impl r2d2::ManageConnection for Connector {
         })
     }
 
-    /// Run when a connection is checked out: `PING` if it sat idle (see [`IDLE_CHECK`]).
+    /// Run when a connection is checked out: `PING` if it sat idle (see [`IDLE_CHECK`]),
+    /// with a short timeout, so a host that vanished without a word costs a moment per
+    /// connection, not the full I/O timeout.
     fn is_valid(&self, t: &mut Tracked) -> std::result::Result<(), redis::RedisError> {
         if t.returned.elapsed() < IDLE_CHECK {
             return Ok(());
         }
-        redis::cmd("PING").query(&mut t.conn)
+        t.conn.set_read_timeout(Some(PING_TIMEOUT))?;
+        let pong = redis::cmd("PING").query::<()>(&mut t.conn);
+        t.conn.set_read_timeout(Some(IO_TIMEOUT))?;
+        pong
     }
 
     /// Run when a connection is given back.
@@ -210,15 +218,22 @@ impl RedisBackend {
     /// The server's `maxmemory-policy` if it may evict keys (anything but `noeviction`);
     /// `None` under `noeviction` or where `CONFIG` is refused (some managed services).
     pub(super) fn eviction_policy(&self) -> Result<Option<String>> {
-        let answer: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
-            .arg("GET")
-            .arg("maxmemory-policy")
-            .query(&mut *self.conn()?);
-        Ok(match answer {
-            Ok(pair) => pair.into_iter().nth(1).filter(|p| p != "noeviction"),
-            Err(e) if e.is_io_error() || e.is_timeout() => return Err(e.into()),
-            Err(_) => None,
-        })
+        let mut conn = self.conn()?;
+        let mut setting = |name: &str| -> Result<Option<String>> {
+            let answer: redis::RedisResult<Vec<String>> =
+                redis::cmd("CONFIG").arg("GET").arg(name).query(&mut *conn);
+            match answer {
+                Ok(pair) => Ok(pair.into_iter().nth(1)),
+                Err(e) if e.is_io_error() || e.is_timeout() => Err(e.into()),
+                Err(_) => Ok(None), // CONFIG refused
+            }
+        };
+        let policy = setting("maxmemory-policy")?.filter(|p| p != "noeviction");
+        // Without a memory limit nothing is ever evicted, whatever the policy.
+        if policy.is_some() && setting("maxmemory")?.as_deref() == Some("0") {
+            return Ok(None);
+        }
+        Ok(policy)
     }
 
     fn record_key(&self, digest: &Digest) -> String {
@@ -490,7 +505,16 @@ impl RedisBackend {
         let pattern = format!("{}*", hex(prefix));
         let items: Vec<String> = {
             let mut conn = self.conn()?;
-            conn.zscan_match::<_, _, String>(self.expiry_key(), pattern)?
+            let mut zscan = redis::cmd("ZSCAN");
+            zscan
+                .arg(self.expiry_key())
+                .cursor_arg(0)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(SCAN_COUNT);
+            zscan
+                .iter::<String>(&mut *conn)?
                 .collect::<std::result::Result<_, _>>()?
         };
         // Members and scores alternate; a member may come twice while the server rehashes.
@@ -712,8 +736,18 @@ fn hex(bytes: &[u8]) -> String {
 fn client(target: &RedisTarget) -> Result<redis::Client> {
     let invalid = |setting: &'static str, reason: String| Error::InvalidConfig { setting, reason };
     let tls = target.tls_root_ca.is_some() || target.tls_client_auth.is_some();
+    let tls_url = target.url.starts_with("rediss://") || target.url.starts_with("valkeys://");
+    if tls && !tls_url {
+        return Err(invalid(
+            "redis_tls_root_ca",
+            format!(
+                "TLS settings need a rediss:// URL, not {}",
+                target.redacted()
+            ),
+        ));
+    }
     if !tls {
-        if target.url.starts_with("rediss://") || target.url.starts_with("valkeys://") {
+        if tls_url {
             // rustls with ring, chosen once for the process (a provider installed
             // before, by the application, stays).
             let _ = rustls::crypto::ring::default_provider().install_default();
