@@ -249,12 +249,20 @@ fn state(
         state.insert(USER_KEY.to_owned(), json(user)?);
     }
     state.insert(HANDLE_KEY.to_owned(), json(&handle.to_string())?);
-    state.insert(
-        BASE_KEY.to_owned(),
-        json(&Base::text_of(entry, &handle, fingerprints, &[]))?,
-    );
+    // What the request loaded: made once per version of the record, kept with it in the
+    // read cache (fingerprinting every value on every hot load would cost more than the
+    // load).
+    let base = || BaseText(Base::text_of(entry, &handle, fingerprints, &[]));
+    let text = match entry.memo.get_or(base) {
+        Some(memo) => json(&memo.0)?,
+        None => json(&base().0)?,
+    };
+    state.insert(BASE_KEY.to_owned(), text);
     Ok(state)
 }
+
+/// The text of a record's `sessile.base` entry, memoised with the record.
+struct BaseText(String);
 
 impl SessionStore for ActixStore {
     async fn load(

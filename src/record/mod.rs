@@ -19,12 +19,13 @@ pub(crate) struct StoredRecord {
     pub(crate) header: Header,
     pub(crate) user: Option<String>,
     pub(crate) values: Values,
-    /// What an adapter made of this version of the record (tower's parsed JSON values),
-    /// kept with it in the cache so a hot load converts once. A write makes a new entry,
+    /// What an adapter made of this version of the record (tower's parsed JSON values,
+    /// actix's `sessile.base` entry), kept with it in the cache so a hot load converts
+    /// once. A write makes a new entry,
     /// so the memo never outlives the data it was made from.
     #[cfg_attr(
-        not(any(feature = "tower", feature = "tower-014")),
-        allow(dead_code, reason = "only the tower adapter memoises")
+        not(any(feature = "tower", feature = "tower-014", feature = "actix")),
+        allow(dead_code, reason = "only the adapters memoise")
     )]
     pub(crate) memo: Memo,
 }
@@ -36,8 +37,8 @@ pub(crate) struct Memo(std::sync::OnceLock<Arc<dyn std::any::Any + Send + Sync>>
 impl Memo {
     /// The memo if it is a `T`, made by `make` if there is none yet.
     #[cfg_attr(
-        not(any(feature = "tower", feature = "tower-014")),
-        allow(dead_code, reason = "only the tower adapter memoises")
+        not(any(feature = "tower", feature = "tower-014", feature = "actix")),
+        allow(dead_code, reason = "only the adapters memoise")
     )]
     pub(crate) fn get_or<T: Send + Sync + 'static>(
         &self,
