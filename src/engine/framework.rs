@@ -21,6 +21,7 @@ use crate::id::{Digest, SessionHandle};
 use crate::record::values::ValueMap;
 
 /// The session a framework rotates to a new ID, as the request loaded it.
+#[derive(Clone, Copy)]
 pub(crate) struct Rotated {
     pub(crate) handle: SessionHandle,
     pub(crate) last_seen: u64,
@@ -194,6 +195,22 @@ mod tests {
         }
     }
 
+    /// A store on a manual clock, in a folder that lives as long as the first value.
+    fn opened() -> (tempfile::TempDir, ManualClock, Store) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = ManualClock::new();
+        let store = open(dir.path(), &clock);
+        (dir, clock, store)
+    }
+
+    /// What a framework request saves for a session of ann's.
+    fn anns(store: &Store) -> super::Contents {
+        store
+            .engine
+            .contents(Some("ann".into()), ValueMap::new(), Lifetime::default())
+            .expect("contents")
+    }
+
     fn fresh() -> crate::error::Result<(SessionId, crate::id::Digest)> {
         let id = SessionId::generate()?;
         let digest = id.digest();
@@ -202,14 +219,9 @@ mod tests {
 
     #[test]
     fn a_revoke_between_the_check_and_the_insert_deletes_the_rotated_session() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let clock = ManualClock::new();
-        let store = open(dir.path(), &clock);
+        let (_dir, clock, store) = opened();
         let from = loaded(&store, "ann");
-        let contents = store
-            .engine
-            .contents(Some("ann".into()), ValueMap::new(), Lifetime::default())
-            .expect("contents");
+        let contents = anns(&store);
         let mut revoked_once = false;
         // The key is drawn after the first check and before the insert: the revoke
         // (another server's, say) lands there.
@@ -263,14 +275,9 @@ mod tests {
 
     #[test]
     fn a_revoke_of_what_a_session_was_rotated_into_ends_an_older_rotation_of_it() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let clock = ManualClock::new();
-        let store = open(dir.path(), &clock);
+        let (_dir, _clock, store) = opened();
         let from = loaded(&store, "ann");
-        let contents = store
-            .engine
-            .contents(Some("ann".into()), ValueMap::new(), Lifetime::default())
-            .expect("contents");
+        let contents = anns(&store);
         // One request rotates the session (the framework deletes it, then creates the new
         // one); the device it became is revoked.
         let (digest, _) = store.engine.records_of(&from.handle).expect("read")[0].clone();
@@ -291,6 +298,59 @@ mod tests {
             "the revoked device came back through a second rotation"
         );
         assert!(store.sessions_of("ann").expect("list").is_empty());
+    }
+
+    /// A framework's rotation (its delete of the old ID, then the create) racing a
+    /// revoke-all of the user, or a revoke of the device by handle, on threads released
+    /// together: whatever the order, a revoke-all leaves nothing of the user's live, and
+    /// a revoke by handle that ended the session leaves nothing live either.
+    #[test]
+    fn rotations_racing_revocations_never_leave_the_revoked_login_live() {
+        use std::sync::{Arc, Barrier, mpsc};
+        let (_dir, clock, store) = opened();
+        for round in 0..60 {
+            for by_handle in [false, true] {
+                clock.advance(Duration::from_millis(1)); // each login after the last revoke
+                let from = loaded(&store, "ann");
+                let (digest, _) = store.engine.records_of(&from.handle).expect("read")[0].clone();
+                let barrier = Arc::new(Barrier::new(2));
+                let (tx, rx) = mpsc::channel();
+                let (rotator, start, done) = (store.clone(), Arc::clone(&barrier), tx.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    let rotated = rotator
+                        .engine
+                        .framework_delete(&digest)
+                        .and_then(|_| rotator.engine.insert_rotated(fresh, &anns(&rotator), &from));
+                    let _ = done.send(rotated.map(|_| None));
+                });
+                let revoker = store.clone();
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    let ended = if by_handle {
+                        revoker.destroy_by_handle(&from.handle)
+                    } else {
+                        revoker.destroy_user("ann", None).map(|_| true)
+                    };
+                    let _ = tx.send(ended.map(Some));
+                });
+                let mut ended = false;
+                for _ in 0..2 {
+                    let outcome = rx
+                        .recv_timeout(Duration::from_secs(30))
+                        .expect("a racing thread hung")
+                        .expect("no error");
+                    ended |= outcome == Some(true);
+                }
+                if ended {
+                    assert!(
+                        store.sessions_of("ann").expect("list").is_empty(),
+                        "round {round} (by handle: {by_handle}): the revoked login is live"
+                    );
+                }
+                store.destroy_user("ann", None).expect("reset");
+            }
+        }
     }
 
     #[test]
