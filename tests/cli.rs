@@ -746,20 +746,7 @@ fn stats_and_verify_warn_about_an_evicting_redis() {
         .expect("open");
     store.create().expect("create");
     drop(store);
-    let client = redis::Client::open(url.as_str()).expect("client");
-    let mut conn = client.get_connection().expect("connect");
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory-policy")
-        .arg("volatile-lru")
-        .query(&mut conn)
-        .expect("config set");
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory")
-        .arg("1gb")
-        .query(&mut conn)
-        .expect("config set");
+    backend::make_evicting(&url, "volatile-lru");
     let on_redis = |args: &[&str]| {
         let mut full = vec![args[0], url.as_str()];
         full.extend_from_slice(&args[1..]);

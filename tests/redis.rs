@@ -561,19 +561,7 @@ fn an_evicting_server_is_reported() {
         None,
         "noeviction is the default"
     );
-    let mut conn = raw(&server.url());
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory-policy")
-        .arg("allkeys-lru")
-        .query(&mut conn)
-        .expect("config set");
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory")
-        .arg("1gb")
-        .query(&mut conn)
-        .expect("config set");
+    backend::make_evicting(&server.url(), "allkeys-lru");
     assert_eq!(
         store.eviction_policy().expect("read").as_deref(),
         Some("allkeys-lru")

@@ -135,6 +135,22 @@ impl Drop for RedisServer {
     }
 }
 
+/// Makes the server at `url` one that may evict keys: `maxmemory-policy` `policy` with a
+/// memory limit (without one nothing is evicted).
+#[cfg(feature = "redis")]
+pub fn make_evicting(url: &str, policy: &str) {
+    let client = redis::Client::open(url).expect("client");
+    let mut conn = client.get_connection().expect("connect");
+    for (name, value) in [("maxmemory-policy", policy), ("maxmemory", "1gb")] {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query(&mut conn)
+            .expect("config set");
+    }
+}
+
 /// Certificates made with `openssl` for a TLS test: a CA and a server and a client
 /// certificate it signed, and another CA nobody trusts.
 pub struct Certificates {
