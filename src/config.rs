@@ -131,8 +131,8 @@ impl Config {
     }
 
     /// Settings with every default, for a store on the Redis or Valkey server at `url`
-    /// (`redis://[user:password@]host[:port][/db]`; TLS, `rediss://`, is not built in yet:
-    /// such a URL is refused when the store opens). Every other setting works as for
+    /// (`redis://[user:password@]host[:port][/db]`, or `rediss://` for TLS). Every other
+    /// setting works as for
     /// [`Config::new`], and
     /// [`open`](Config::open) returns the same [`Store`](crate::Store).
     ///
@@ -145,8 +145,8 @@ impl Config {
     /// A `rediss://` URL connects over TLS (see
     /// [`redis_tls_root_ca`](Config::redis_tls_root_ca) and
     /// [`redis_tls_client_auth`](Config::redis_tls_client_auth)). Redis Cluster is not
-    /// supported (the scripts touch keys they compute), nor is finding the primary through
-    /// Sentinel: give the primary's address.
+    /// supported (the scripts touch keys they compute). To find the primary through
+    /// Sentinel, see [`Config::redis_sentinel`].
     ///
     /// ```no_run
     /// # fn main() -> sessile::Result<()> {
@@ -158,6 +158,53 @@ impl Config {
     #[cfg(feature = "redis")]
     pub fn redis(url: impl Into<String>) -> Config {
         let target = RedisTarget::new(url.into());
+        let mut config = Config::new(target.redacted());
+        config.redis = Some(target);
+        config
+    }
+
+    /// Settings with every default, for a store on the Redis primary that the Sentinels at
+    /// `sentinel_urls` (`redis://[user:password@]host:port`, usually port 26379) monitor
+    /// under `master_name`. Each new connection asks the Sentinels, in order, where the
+    /// primary is and checks that the server it reaches is one (`ROLE`), so after a
+    /// failover the store finds the promoted replica by itself: calls in flight when the
+    /// primary dies fail, calls made before Sentinel has promoted a replica fail within a
+    /// few seconds, and calls after it succeed.
+    ///
+    /// The primary is reached with the scheme (`rediss://` for TLS, with the same
+    /// [`redis_tls_root_ca`](Config::redis_tls_root_ca) and
+    /// [`redis_tls_client_auth`](Config::redis_tls_client_auth)), user, password and
+    /// database of the first URL; each Sentinel with the user and password of its own.
+    ///
+    /// Writes are acknowledged by the primary alone unless
+    /// [`redis_min_replicas`](Config::redis_min_replicas) is set: a failover right after a
+    /// write may promote a replica that never saw it, so a logout could come back and a
+    /// save could be lost. With `redis_min_replicas(1)`, every revocation (destroy,
+    /// revoke-all, the cap, a regeneration) returns only once a replica has it; ordinary
+    /// saves under the default [`Durability`] still risk the last moments before the
+    /// failover.
+    ///
+    /// ```no_run
+    /// # fn main() -> sessile::Result<()> {
+    /// let store = sessile::Config::redis_sentinel(
+    ///     ["redis://10.0.0.1:26379", "redis://10.0.0.2:26379", "redis://10.0.0.3:26379"],
+    ///     "mymaster",
+    /// )
+    /// .redis_min_replicas(1)
+    /// .open()?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "redis")]
+    pub fn redis_sentinel(
+        sentinel_urls: impl IntoIterator<Item = impl Into<String>>,
+        master_name: impl Into<String>,
+    ) -> Config {
+        let urls: Vec<String> = sentinel_urls.into_iter().map(Into::into).collect();
+        let mut target = RedisTarget::new(urls.first().cloned().unwrap_or_default());
+        target.sentinel = Some(SentinelTarget {
+            urls,
+            master: master_name.into(),
+        });
         let mut config = Config::new(target.redacted());
         config.redis = Some(target);
         config
@@ -526,6 +573,17 @@ pub(crate) struct RedisTarget {
     pub(crate) tls_client_auth: Option<(PathBuf, PathBuf)>,
     /// Replicas a durable change waits for (`WAIT`).
     pub(crate) min_replicas: usize,
+    /// Set by [`Config::redis_sentinel`]: the primary is found through these Sentinels
+    /// (`url` is then the first of them).
+    pub(crate) sentinel: Option<SentinelTarget>,
+}
+
+#[cfg(feature = "redis")]
+/// The Sentinels of [`Config::redis_sentinel`] and the name they know the primary by.
+#[derive(Clone)]
+pub(crate) struct SentinelTarget {
+    pub(crate) urls: Vec<String>,
+    pub(crate) master: String,
 }
 
 #[cfg(feature = "redis")]
@@ -541,6 +599,15 @@ impl std::fmt::Debug for RedisTarget {
                 &self.tls_client_auth.as_ref().map(|(c, _)| c),
             )
             .field("min_replicas", &self.min_replicas)
+            .field(
+                "sentinel",
+                &self.sentinel.as_ref().map(|s| {
+                    (
+                        s.urls.iter().map(|u| redact(u)).collect::<Vec<_>>(),
+                        &s.master,
+                    )
+                }),
+            )
             .finish()
     }
 }
@@ -555,6 +622,7 @@ impl RedisTarget {
             tls_root_ca: None,
             tls_client_auth: None,
             min_replicas: 0,
+            sentinel: None,
         }
     }
 
@@ -564,18 +632,7 @@ impl RedisTarget {
     /// A password need not be escaped to be accepted by some clients, so it may hold `/`,
     /// `?` or `@`: everything up to the last `@` goes, and after that any query.
     pub(crate) fn redacted(&self) -> String {
-        let (scheme, rest) = match self.url.split_once("://") {
-            Some((scheme, rest)) => (format!("{scheme}://"), rest),
-            None => (String::new(), self.url.as_str()),
-        };
-        let (hidden, rest) = match rest.rfind('@') {
-            Some(at) => ("***", &rest[at..]),
-            None => ("", rest),
-        };
-        match rest.split_once('?') {
-            Some((before, _)) => format!("{scheme}{hidden}{before}?***"),
-            None => format!("{scheme}{hidden}{rest}"),
-        }
+        redact(&self.url)
     }
 
     /// Checks the namespace and pool size (the URL is checked by the client when the
@@ -605,6 +662,32 @@ impl RedisTarget {
                 reason: "must be from 1 to 1024".into(),
             });
         }
+        if let Some(sentinel) = &self.sentinel
+            && (sentinel.urls.is_empty() || sentinel.master.is_empty())
+        {
+            return Err(Error::InvalidConfig {
+                setting: "redis_sentinel",
+                reason: "needs at least one Sentinel URL and the primary's name".into(),
+            });
+        }
         Ok(())
+    }
+}
+
+/// `url` with anything that may hold a password replaced by `***` (see
+/// [`RedisTarget::redacted`]).
+#[cfg(feature = "redis")]
+pub(crate) fn redact(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), url),
+    };
+    let (hidden, rest) = match rest.rfind('@') {
+        Some(at) => ("***", &rest[at..]),
+        None => ("", rest),
+    };
+    match rest.split_once('?') {
+        Some((before, _)) => format!("{scheme}{hidden}{before}?***"),
+        None => format!("{scheme}{hidden}{rest}"),
     }
 }

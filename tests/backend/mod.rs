@@ -43,11 +43,12 @@ fn namespace_of(path: &std::path::Path) -> String {
     format!("t{h:016x}")
 }
 
-/// A redis-server this process started, stopped when dropped.
+/// A redis-server (or redis-sentinel) this process started, stopped when dropped.
 pub struct RedisServer {
     pub port: u16,
     child: Child,
-    _dir: tempfile::TempDir,
+    program: &'static str,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl RedisServer {
@@ -59,44 +60,90 @@ impl RedisServer {
 
     /// [`start`](Self::start) with more `redis-server` arguments.
     pub fn start_with(port: Option<u16>, extra: &[String]) -> Option<RedisServer> {
-        let available = Command::new("redis-server")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !available {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "redis-server is not installed (.ci/run installs it)"
-            );
-            eprintln!("redis-server not installed: skipping the Redis part of this test");
+        if !installed("redis-server", "redis-server") {
             return None;
         }
-        let port = port.unwrap_or_else(free_port);
         let dir = tempfile::tempdir().expect("temp dir");
-        // The shell stops the server when this process ends, even if it dies: it
-        // watches its parent (this test binary).
+        let mut server = RedisServer::start_in(port, dir.path(), extra);
+        server._dir = Some(dir);
+        Some(server)
+    }
+
+    /// A redis-server with its files in `dir` (which outlives it, so a server started
+    /// again in it reads what this one wrote). Persistence is off unless `extra` turns
+    /// it on. Call [`installed`] first.
+    pub fn start_in(port: Option<u16>, dir: &std::path::Path, extra: &[String]) -> RedisServer {
+        let port = port.unwrap_or_else(free_port);
+        let mut args: Vec<String> = ["--save", "", "--appendonly", "no", "--daemonize", "no"]
+            .map(String::from)
+            .to_vec();
+        args.extend(["--dir".into(), dir.to_str().expect("utf-8 dir").into()]);
+        args.extend(extra.iter().cloned());
+        RedisServer::spawn("redis-server", port, &args)
+    }
+
+    /// A redis-sentinel watching the primary on `primary_port` under the name `master`
+    /// (quorum 2, down after 1 s), or `None` if redis-sentinel is missing outside CI.
+    pub fn start_sentinel(primary_port: u16, master: &str) -> Option<RedisServer> {
+        if !installed("redis-sentinel", "redis-sentinel") {
+            return None;
+        }
+        let port = free_port();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let conf = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "sentinel monitor {master} 127.0.0.1 {primary_port} 2\n\
+                 sentinel down-after-milliseconds {master} 1000\n\
+                 sentinel failover-timeout {master} 4000\n\
+                 sentinel parallel-syncs {master} 1\n"
+            ),
+        )
+        .expect("sentinel.conf");
+        let mut sentinel = RedisServer::spawn(
+            "redis-sentinel",
+            port,
+            &[
+                conf.to_str().expect("utf-8 dir").into(),
+                "--dir".into(),
+                dir.path().to_str().expect("utf-8 dir").into(),
+            ],
+        );
+        sentinel._dir = Some(dir);
+        Some(sentinel)
+    }
+
+    /// Runs `program` on `port` with `args` (a redis-sentinel config file first, as it
+    /// wants), under a shell that stops it when this process ends, even if it dies: it
+    /// watches its parent (this test binary).
+    fn spawn(program: &'static str, port: u16, args: &[String]) -> RedisServer {
+        let (config, rest) = match args.first() {
+            Some(first) if !first.starts_with("--") => (vec![first.clone()], &args[1..]),
+            _ => (Vec::new(), args),
+        };
         let child = Command::new("sh")
             .arg("-c")
-            .arg(
-                "redis-server \"$@\" & r=$!; \
+            .arg(format!(
+                "{program} \"$@\" & r=$!; \
                  while kill -0 $PPID 2>/dev/null && kill -0 $r 2>/dev/null; do sleep 0.2; done; \
-                 kill $r 2>/dev/null",
-            )
+                 kill $r 2>/dev/null"
+            ))
             .arg("sh")
+            .args(config)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .args(["--dir", dir.path().to_str().expect("utf-8 temp dir")])
-            .args(extra)
+            .args(["--daemonize", "no"])
+            .args(rest)
             .stdout(Stdio::null())
             .spawn()
-            .expect("start redis-server");
+            .unwrap_or_else(|e| panic!("start {program}: {e}"));
         wait_for_pong(port);
-        Some(RedisServer {
+        RedisServer {
             port,
             child,
-            _dir: dir,
-        })
+            program,
+            _dir: None,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -121,7 +168,7 @@ impl RedisServer {
             .args([
                 "-KILL",
                 "-f",
-                &format!("redis-server 127.0.0.1:{}", self.port),
+                &format!("{} 127.0.0.1:{}", self.program, self.port),
             ])
             .status();
         let _ = self.child.kill();
@@ -287,6 +334,24 @@ pub fn shared_url() -> Option<String> {
             Some(url)
         })
         .clone()
+}
+
+/// Whether `program` (from the Debian package `package`) is installed. Outside CI a
+/// missing one skips the test, with a message; in CI it fails it (`.ci/run` installs it).
+pub fn installed(program: &str, package: &str) -> bool {
+    let available = Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !available {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{program} is not installed (.ci/run installs the package {package})"
+        );
+        eprintln!("{program} not installed (package {package}): skipping this test");
+    }
+    available
 }
 
 pub fn free_port() -> u16 {

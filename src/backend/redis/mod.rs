@@ -33,13 +33,15 @@ use std::cell::RefCell;
 use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use redis::{Commands, ConnectionLike};
+use redis::Commands;
 use sled::IVec;
 
+mod connect;
 mod marks;
 mod scripts;
 mod verify;
 
+use connect::Connector;
 use scripts::Scripts;
 
 use crate::backend::Swap;
@@ -55,94 +57,12 @@ pub(super) const SAFETY_MARGIN: Duration = Duration::from_secs(300);
 /// How long an `update`'s lease lasts if its store dies while holding it; also how long a
 /// writer waits for another store's lease before it gives up with `SessionBusy`.
 const LEASE: Duration = Duration::from_secs(5);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-const IO_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long the check of an idle connection waits for its `PING`.
-const PING_TIMEOUT: Duration = Duration::from_millis(300);
-
 /// How long a durable change waits for replicas to confirm it.
 const REPLICA_WAIT_MS: u64 = 2000;
 
 /// How long an operation waits for a free connection.
 const POOL_WAIT: Duration = Duration::from_secs(2);
 const SCAN_COUNT: usize = 512;
-
-/// A pooled connection idle longer than this is checked (`PING`) before it is used: a
-/// server restart or failover closes idle connections without the client noticing, and
-/// a request must not be the one to find out. One given back moments ago is used as it
-/// is, so a busy store pays nothing.
-const IDLE_CHECK: Duration = Duration::from_secs(1);
-
-/// Opens connections with timeouts, so a server that stops answering gives an error
-/// instead of a hang.
-struct Connector(redis::Client);
-
-/// A connection and when it was last given back to the pool.
-pub(super) struct Tracked {
-    conn: redis::Connection,
-    returned: Instant,
-}
-
-impl ConnectionLike for Tracked {
-    fn req_packed_command(&mut self, cmd: &[u8]) -> redis::RedisResult<redis::Value> {
-        self.conn.req_packed_command(cmd)
-    }
-
-    fn req_packed_commands(
-        &mut self,
-        cmd: &[u8],
-        offset: usize,
-        count: usize,
-    ) -> redis::RedisResult<Vec<redis::Value>> {
-        self.conn.req_packed_commands(cmd, offset, count)
-    }
-
-    fn get_db(&self) -> i64 {
-        self.conn.get_db()
-    }
-
-    fn check_connection(&mut self) -> bool {
-        self.conn.check_connection()
-    }
-
-    fn is_open(&self) -> bool {
-        self.conn.is_open()
-    }
-}
-
-impl r2d2::ManageConnection for Connector {
-    type Connection = Tracked;
-    type Error = redis::RedisError;
-
-    fn connect(&self) -> std::result::Result<Tracked, redis::RedisError> {
-        let conn = self.0.get_connection_with_timeout(CONNECT_TIMEOUT)?;
-        conn.set_read_timeout(Some(IO_TIMEOUT))?;
-        conn.set_write_timeout(Some(IO_TIMEOUT))?;
-        Ok(Tracked {
-            conn,
-            returned: Instant::now(),
-        })
-    }
-
-    /// Run when a connection is checked out: `PING` if it sat idle (see [`IDLE_CHECK`]),
-    /// with a short timeout, so a host that vanished without a word costs a moment per
-    /// connection, not the full I/O timeout.
-    fn is_valid(&self, t: &mut Tracked) -> std::result::Result<(), redis::RedisError> {
-        if t.returned.elapsed() < IDLE_CHECK {
-            return Ok(());
-        }
-        t.conn.set_read_timeout(Some(PING_TIMEOUT))?;
-        let pong = redis::cmd("PING").query::<()>(&mut t.conn);
-        t.conn.set_read_timeout(Some(IO_TIMEOUT))?;
-        pong
-    }
-
-    /// Run when a connection is given back.
-    fn has_broken(&self, t: &mut Tracked) -> bool {
-        t.returned = Instant::now();
-        !t.conn.is_open()
-    }
-}
 
 thread_local! {
     /// The lease this thread's running `update` holds: its digest and nonce. Its own
@@ -194,13 +114,12 @@ impl RedisBackend {
     ///
     /// [`Error::Storage`] if the server cannot be reached.
     pub(super) fn connect(target: &RedisTarget, clock: Clock) -> Result<RedisBackend> {
-        let client = client(target)?;
         let pool = r2d2::Pool::builder()
             .max_size(target.pool_size)
             .min_idle(Some(1))
             .connection_timeout(POOL_WAIT)
             .test_on_check_out(true)
-            .build(Connector(client))
+            .build(Connector::new(target)?)
             .map_err(|e| Error::no_connection(target.redacted(), e))?;
         Ok(RedisBackend {
             pool,
@@ -725,68 +644,6 @@ fn hex(bytes: &[u8]) -> String {
     // Writing into a String cannot fail.
     let _ = write_hex(&mut out, bytes);
     out
-}
-
-/// The client for `target`: TLS for `rediss://` (and `valkeys://`) URLs, trusting the
-/// platform's roots or the CA file set, presenting a client certificate if set.
-///
-/// # Errors
-///
-/// [`Error::InvalidConfig`] for a URL the client refuses or a PEM file that cannot be read.
-fn client(target: &RedisTarget) -> Result<redis::Client> {
-    let invalid = |setting: &'static str, reason: String| Error::InvalidConfig { setting, reason };
-    let tls = target.tls_root_ca.is_some() || target.tls_client_auth.is_some();
-    let tls_url = target.url.starts_with("rediss://") || target.url.starts_with("valkeys://");
-    if tls && !tls_url {
-        return Err(invalid(
-            "redis_tls_root_ca",
-            format!(
-                "TLS settings need a rediss:// URL, not {}",
-                target.redacted()
-            ),
-        ));
-    }
-    if !tls {
-        if tls_url {
-            // rustls with ring, chosen once for the process (a provider installed
-            // before, by the application, stays).
-            let _ = rustls::crypto::ring::default_provider().install_default();
-        }
-        return redis::Client::open(target.url.as_str()).map_err(|e| {
-            invalid(
-                "redis",
-                format!("{} is not a Redis URL: {e}", target.redacted()),
-            )
-        });
-    }
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let read = |setting: &'static str, path: &std::path::Path| {
-        std::fs::read(path)
-            .map_err(|e| invalid(setting, format!("cannot read {}: {e}", path.display())))
-    };
-    let root_cert = target
-        .tls_root_ca
-        .as_deref()
-        .map(|p| read("redis_tls_root_ca", p))
-        .transpose()?;
-    let client_tls = target
-        .tls_client_auth
-        .as_ref()
-        .map(|(cert, key)| {
-            Ok::<_, Error>(redis::ClientTlsConfig {
-                client_cert: read("redis_tls_client_auth", cert)?,
-                client_key: read("redis_tls_client_auth", key)?,
-            })
-        })
-        .transpose()?;
-    redis::Client::build_with_tls(
-        target.url.as_str(),
-        redis::TlsCertificates {
-            client_tls,
-            root_cert,
-        },
-    )
-    .map_err(|e| invalid("redis", format!("{}: {e}", target.redacted())))
 }
 
 /// The digest a sorted-set member or key names: 64 lowercase hex digits, as sessile
