@@ -9,6 +9,8 @@
 mod backend;
 mod support_e2e;
 
+use std::time::Duration;
+
 use serde_json::json;
 
 use support_e2e::{Client, Running};
@@ -79,6 +81,70 @@ fn two_server_processes_on_one_redis_share_logins_and_logouts() {
         replay.get("/").json(),
         json!({ "user": null, "visits": 1 }),
         "a logout through b holds on a"
+    );
+    a.terminate();
+    b.terminate();
+}
+
+/// Two server processes on a Redis that persists to its append-only file; Redis is
+/// killed (SIGKILL) and started again from that file while both servers sit idle, their
+/// pooled connections dead without their knowing. Every request on both servers after
+/// Redis is back answers, with every login and every visit count as before the kill.
+#[test]
+fn both_servers_answer_every_request_after_redis_restarts_from_its_aof() {
+    if !backend::installed("redis-server", "redis-server") {
+        return;
+    }
+    let redis_dir = tempfile::tempdir().expect("tempdir");
+    let aof: Vec<String> = ["--appendonly", "yes", "--appendfsync", "always"]
+        .map(String::from)
+        .to_vec();
+    let redis = backend::RedisServer::start_in(None, redis_dir.path(), &aof);
+    let (port, url) = (redis.port, redis.url());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let env = [
+        ("SESSILE_REDIS_URL", url.as_str()),
+        ("SESSILE_REDIS_NAMESPACE", "restart"),
+    ];
+    let a = Running::start_with("server", "tower redis", &data, &env);
+    let b = Running::start_with("server", "tower redis", &data, &env);
+
+    let mut users: Vec<Client> = ["alice", "bob", "carol", "dave"]
+        .iter()
+        .enumerate()
+        .map(|(i, user)| {
+            let mut client = Client::new(if i % 2 == 0 { a.addr } else { b.addr });
+            assert_eq!(client.post_form("/login", &format!("user={user}")).status, 200);
+            client
+        })
+        .collect();
+    // Both servers' connections sit idle past the store's idle check before the kill.
+    std::thread::sleep(Duration::from_millis(1500));
+    redis.kill();
+    let _back = backend::RedisServer::start_in(Some(port), redis_dir.path(), &aof);
+
+    for round in 0..2 {
+        for (i, client) in users.iter_mut().enumerate() {
+            for server in [a.addr, b.addr] {
+                client.addr = server;
+                let answer = client.get("/");
+                assert_eq!(
+                    answer.status, 200,
+                    "request {round} of client {i} on {server} after the restart"
+                );
+                assert_eq!(
+                    answer.json()["user"],
+                    json!(["alice", "bob", "carol", "dave"][i]),
+                    "the login survived the restart"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        users[0].get("/").json()["visits"],
+        json!(5),
+        "every visit counted: four above, and this one"
     );
     a.terminate();
     b.terminate();
