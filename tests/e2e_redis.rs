@@ -115,7 +115,10 @@ fn both_servers_answer_every_request_after_redis_restarts_from_its_aof() {
         .enumerate()
         .map(|(i, user)| {
             let mut client = Client::new(if i % 2 == 0 { a.addr } else { b.addr });
-            assert_eq!(client.post_form("/login", &format!("user={user}")).status, 200);
+            assert_eq!(
+                client.post_form("/login", &format!("user={user}")).status,
+                200
+            );
             client
         })
         .collect();

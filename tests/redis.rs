@@ -908,3 +908,82 @@ fn the_password_is_never_shown() {
         assert!(!message.contains("hunter2"), "{message}");
     }
 }
+
+/// The handle entries under `ns:handles`, as (handle, digest) hex pairs.
+fn handle_entries(url: &str, ns: &str) -> Vec<(String, String)> {
+    let mut all: Vec<(String, String)> =
+        raw(url).hgetall(format!("{ns}:handles")).expect("hgetall");
+    all.sort();
+    all
+}
+
+/// `destroy_by_handle` is one lookup in the handle index, which every write, delete,
+/// rotation, revoke-all, cap and purge keeps exact: after all of them it names exactly
+/// the live sessions.
+#[test]
+fn the_handle_index_names_exactly_the_live_sessions() {
+    let Some((url, ns)) = namespace() else { return };
+    let clock = ManualClock::new();
+    let (a, b) = two_stores(&url, &ns, &clock, Some(3));
+    let mut kept = logged_in(&a, "ada");
+    let others: Vec<Session> = (0..3)
+        .map(|_| {
+            clock.advance(Duration::from_millis(1));
+            logged_in(&b, "ada")
+        })
+        .collect();
+    // The cap evicted the oldest; revoke-all ends the rest but `kept`.
+    assert!(a.load(kept.id()).expect("load").is_none(), "capped");
+    kept = logged_in(&a, "ada");
+    assert_eq!(a.destroy_user("ada", Some(kept.id())).expect("revoke"), 2);
+    let mut rotated = logged_in(&b, "bob");
+    b.regenerate(&mut rotated).expect("regenerate");
+    let gone = logged_in(&a, "cy");
+    assert!(b.destroy_by_handle(&gone.handle()).expect("by handle"));
+    let expiring = a.create().expect("create");
+    clock.advance(Duration::from_secs(20 * 60));
+    a.touch(kept.id()).expect("touch");
+    b.touch(rotated.id()).expect("touch");
+    clock.advance(Duration::from_secs(15 * 60));
+    assert!(a.purge_expired().expect("purge") >= 1);
+    assert!(a.load(expiring.id()).expect("load").is_none());
+
+    let live: Vec<String> = [&kept, &rotated]
+        .iter()
+        .map(|s| s.handle().to_string())
+        .collect();
+    let entries = handle_entries(&url, &ns);
+    let mut named: Vec<String> = entries.iter().map(|(h, _)| h.clone()).collect();
+    let mut expected = live.clone();
+    named.sort();
+    expected.sort();
+    assert_eq!(named, expected, "{others:?}");
+    for (handle, digest) in &entries {
+        assert!(digest.starts_with(handle.as_str()));
+    }
+    assert!(a.destroy_by_handle(&rotated.handle()).expect("by handle"));
+    assert!(b.load(rotated.id()).expect("load").is_none());
+}
+
+/// A namespace written before the handle index (no `ns:handles`, no
+/// `ns:handles-indexed`) is indexed when a store opens it, and `destroy_by_handle` then
+/// finds its older sessions.
+#[test]
+fn older_sessions_are_indexed_at_open() {
+    let Some((url, ns)) = namespace() else { return };
+    let clock = ManualClock::new();
+    let store = config(&url, &ns, &clock).open().expect("open");
+    let sessions: Vec<Session> = (0..700)
+        .map(|i| logged_in(&store, &format!("u{i}")))
+        .collect();
+    drop(store);
+    let _: () = raw(&url)
+        .del(&[format!("{ns}:handles"), format!("{ns}:handles-indexed")])
+        .expect("del");
+    let store = config(&url, &ns, &clock).open().expect("open");
+    assert_eq!(handle_entries(&url, &ns).len(), 700);
+    for s in sessions.iter().step_by(50) {
+        assert!(store.destroy_by_handle(&s.handle()).expect("by handle"));
+        assert!(store.load(s.id()).expect("load").is_none());
+    }
+}

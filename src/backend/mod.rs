@@ -103,6 +103,9 @@ impl Backend {
             let redis = redis::RedisBackend::connect(target, config.clock.clone())?;
             let backend = Backend(Storage::Redis(Box::new(redis)));
             let format = backend.check_format(&config.path)?;
+            if let Storage::Redis(b) = &backend.0 {
+                b.index_handles()?;
+            }
             if let Ok(Some(policy)) = backend.eviction_policy() {
                 tracing::warn!(
                     policy,

@@ -13,6 +13,11 @@
 //!   closure runs, so the read-modify-write of one store cannot interleave with another
 //!   store's writes;
 //! - `ns:quarantine`: a hash, digest -> the bytes of a record that did not decode;
+//! - `ns:handles`: a hash, handle (the digest's first 32 hex digits) -> digest, so
+//!   [`Store::destroy_by_handle`](crate::Store::destroy_by_handle) is one lookup; every
+//!   script that writes or deletes a record keeps it, and `ns:handles-indexed` says that
+//!   the namespace's older records were given theirs (once, at open, see
+//!   [`RedisBackend::index_handles`]);
 //! - `ns:revoked`, `ns:ended`, `ns:r:<handle hex>`, `ns:fingerprints`: the revocation
 //!   marks and the fingerprint secret (see `marks.rs`);
 //! - `ns:format`: the store format, in decimal.
@@ -30,7 +35,7 @@
 //! [`Config::redis_namespace`]: crate::Config::redis_namespace
 
 use std::cell::RefCell;
-use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use redis::Commands;
@@ -177,6 +182,10 @@ impl RedisBackend {
         format!("{}:l:{}", self.ns, hex(&digest.0))
     }
 
+    fn handles_key(&self) -> String {
+        format!("{}:handles", self.ns)
+    }
+
     fn quarantine_key(&self) -> String {
         format!("{}:quarantine", self.ns)
     }
@@ -263,7 +272,8 @@ impl RedisBackend {
                 .key(self.expiry_key())
                 .key(self.lease_key(digest))
                 .key(self.user_key(old_user))
-                .key(self.user_key(new.user.as_deref()));
+                .key(self.user_key(new.user.as_deref()))
+                .key(self.handles_key());
             match old {
                 None => call.arg("absent").arg(""),
                 Some(e) => call.arg("match").arg(&e.bytes[..]),
@@ -288,6 +298,7 @@ impl RedisBackend {
             .key(self.record_key(digest))
             .key(self.expiry_key())
             .key(self.user_key(old.user.as_deref()))
+            .key(self.handles_key())
             .arg(&old.bytes[..])
             .arg(hex(&digest.0))
             .arg(flag(old.user.is_some()))
@@ -313,6 +324,7 @@ impl RedisBackend {
                 .key(self.lease_key(old))
                 .key(self.user_key(entry.user.as_deref()))
                 .key(self.user_key(record.user.as_deref()))
+                .key(self.handles_key())
                 .arg(&entry.bytes[..])
                 .arg(&record.bytes[..])
                 .arg(self.ttl_ms(record.header.expires_at))
@@ -405,6 +417,7 @@ impl RedisBackend {
                 .drop_if_absent
                 .key(self.record_key(digest))
                 .key(self.expiry_key())
+                .key(self.handles_key())
                 .arg(hex(&digest.0))
                 .invoke(&mut *conn)?,
             ExpiryEntry::Bad(member) => conn.zrem(self.expiry_key(), member)?,
@@ -416,39 +429,66 @@ impl RedisBackend {
         Box::new(Scan::new(self, format!("{}*", self.record_prefix())))
     }
 
-    /// The records whose digest starts with `prefix` (a handle). Found through the
-    /// namespace's `expiry` set (every record has its entry there): `ZSCAN MATCH` walks
-    /// that one set, in steps, and never the server's whole keyspace (other namespaces,
-    /// other applications).
+    /// The records whose digest starts with `prefix` (a handle): one `HGET` in the
+    /// handle index, then the record.
     pub(super) fn records_with_prefix(&self, prefix: &[u8]) -> Result<Vec<(Digest, IVec)>> {
-        let pattern = format!("{}*", hex(prefix));
-        let items: Vec<String> = {
-            let mut conn = self.conn()?;
-            let mut zscan = redis::cmd("ZSCAN");
-            zscan
-                .arg(self.expiry_key())
-                .cursor_arg(0)
-                .arg("MATCH")
-                .arg(pattern)
-                .arg("COUNT")
-                .arg(SCAN_COUNT);
-            zscan
-                .iter::<String>(&mut *conn)?
-                .collect::<std::result::Result<_, _>>()?
+        let member: Option<Vec<u8>> = self.conn()?.hget(self.handles_key(), hex(prefix))?;
+        let Some(digest) = member.as_deref().and_then(digest_of_hex) else {
+            return Ok(Vec::new());
         };
-        // Members and scores alternate; a member may come twice while the server rehashes.
-        let digests: BTreeSet<Digest> = items
-            .iter()
-            .step_by(2)
-            .filter_map(|m| digest_of_hex(m.as_bytes()))
-            .collect();
-        let mut found = Vec::new();
-        for digest in digests {
-            if let Some(bytes) = self.get(&digest)? {
-                found.push((digest, bytes));
-            }
+        if !digest.0.starts_with(prefix) {
+            return Err(corrupt(format!(
+                "{} names a session under the wrong handle",
+                self.handles_key()
+            )));
         }
-        Ok(found)
+        Ok(self
+            .get(&digest)?
+            .map(|bytes| (digest, bytes))
+            .into_iter()
+            .collect())
+    }
+
+    /// Gives every record of a namespace written before the handle index its entry, once
+    /// (`ns:handles-indexed` marks it done): `ZSCAN` of the expiry set (every record has
+    /// its entry there), 512 members a step, each added by a script only if its record
+    /// still exists and its handle has no entry. Stores that write meanwhile keep the
+    /// index themselves.
+    pub(super) fn index_handles(&self) -> Result<()> {
+        let done = format!("{}:handles-indexed", self.ns);
+        let mut conn = self.conn()?;
+        if conn.exists(&done)? {
+            return Ok(());
+        }
+        let mut cursor = 0u64;
+        loop {
+            let (next, page): (u64, Vec<Vec<u8>>) = redis::cmd("ZSCAN")
+                .arg(self.expiry_key())
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(SCAN_COUNT)
+                .query(&mut *conn)?;
+            // Members and scores alternate.
+            let members: Vec<&Vec<u8>> = page
+                .iter()
+                .step_by(2)
+                .filter(|m| digest_of_hex(m).is_some())
+                .collect();
+            if !members.is_empty() {
+                let mut call = self.scripts.index_handles.prepare_invoke();
+                call.key(self.handles_key()).arg(self.record_prefix());
+                for m in members {
+                    call.arg(&m[..]);
+                }
+                let _: i64 = call.invoke(&mut *conn)?;
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        let _: () = conn.set(&done, 1)?;
+        Ok(())
     }
 
     /// With [`Config::redis_min_replicas`](crate::Config::redis_min_replicas): waits until
@@ -516,6 +556,7 @@ impl RedisBackend {
             .key(self.user_key(Some(user)))
             .key(self.expiry_key())
             .key(self.ended_key())
+            .key(self.handles_key())
             .arg(self.record_prefix())
             .arg(keep.map(hex).unwrap_or_default())
             .arg(now)
@@ -539,6 +580,7 @@ impl RedisBackend {
             .key(self.user_key(Some(user)))
             .key(self.expiry_key())
             .key(self.ended_key())
+            .key(self.handles_key())
             .arg(self.record_prefix())
             .arg(max)
             .arg(hex(&keep.0))

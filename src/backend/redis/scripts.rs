@@ -17,6 +17,27 @@ pub(super) struct Scripts {
     pub(super) repair: Script,
     pub(super) raise: Script,
     pub(super) link: Script,
+    pub(super) index_handles: Script,
+}
+
+/// Removes the handle index entry (hash `KEYS[key]`) of the member `m` (a Lua
+/// expression), if it names that member: a handle is the first 32 hex digits.
+macro_rules! unindex {
+    ($key:literal, $m:literal) => {
+        concat!(
+            "if redis.call('HGET', KEYS[",
+            $key,
+            "], string.sub(",
+            $m,
+            ", 1, 32)) == ",
+            $m,
+            " then redis.call('HDEL', KEYS[",
+            $key,
+            "], string.sub(",
+            $m,
+            ", 1, 32)) end "
+        )
+    };
 }
 
 /// The lease check every single-session script starts with: -1 if another store's
@@ -36,7 +57,7 @@ macro_rules! lease_check {
 impl Scripts {
     pub(super) fn new() -> Scripts {
         Scripts {
-            // KEYS: record, expiry, lease, old user set, new user set.
+            // KEYS: record, expiry, lease, old user set, new user set, handles.
             // ARGV: mode (absent|match), old bytes, new bytes, ttl, expires_at,
             //       created_at, member, nonce, old has user, new has user.
             write: Script::new(concat!(
@@ -49,9 +70,10 @@ impl Scripts {
                 "if ARGV[9] == '1' and (ARGV[10] ~= '1' or KEYS[4] ~= KEYS[5]) then ",
                 "redis.call('ZREM', KEYS[4], ARGV[7]) end ",
                 "if ARGV[10] == '1' then redis.call('ZADD', KEYS[5], ARGV[6], ARGV[7]) end ",
+                "redis.call('HSET', KEYS[6], string.sub(ARGV[7], 1, 32), ARGV[7]) ",
                 "return 1"
             )),
-            // KEYS: record, expiry, user set. ARGV: old bytes, member, has user.
+            // KEYS: record, expiry, user set, handles. ARGV: old bytes, member, has user.
             // No lease check: like revoke-all, a logout must not wait for (or be held
             // off by) another store's updates; an update whose record it deletes fails
             // its commit with NotFound.
@@ -59,9 +81,11 @@ impl Scripts {
                 "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end ",
                 "redis.call('DEL', KEYS[1]) redis.call('ZREM', KEYS[2], ARGV[2]) ",
                 "if ARGV[3] == '1' then redis.call('ZREM', KEYS[3], ARGV[2]) end ",
+                unindex!("4", "ARGV[2]"),
                 "return 1"
             )),
-            // KEYS: old record, new record, expiry, old lease, old user set, new user set.
+            // KEYS: old record, new record, expiry, old lease, old user set, new user set,
+            //       handles.
             // ARGV: old bytes, new bytes, ttl, expires_at, created_at, old member,
             //       new member, nonce, old has user, new has user.
             // 0: the old record changed; 2: the new digest is taken.
@@ -73,6 +97,8 @@ impl Scripts {
                 "redis.call('ZREM', KEYS[3], ARGV[6]) redis.call('ZADD', KEYS[3], ARGV[4], ARGV[7]) ",
                 "if ARGV[9] == '1' then redis.call('ZREM', KEYS[5], ARGV[6]) end ",
                 "if ARGV[10] == '1' then redis.call('ZADD', KEYS[6], ARGV[5], ARGV[7]) end ",
+                unindex!("7", "ARGV[6]"),
+                "redis.call('HSET', KEYS[7], string.sub(ARGV[7], 1, 32), ARGV[7]) ",
                 "return 1"
             )),
             // KEYS: quarantine hash, record. ARGV: member, bytes.
@@ -81,13 +107,17 @@ impl Scripts {
                 "if redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('DEL', KEYS[2]) return 1 end ",
                 "return 0"
             )),
-            // KEYS: record, sorted set. ARGV: member. Drops an index entry whose record
-            // is gone (its TTL ran out, or it was quarantined).
+            // KEYS: record, sorted set, and optionally handles. ARGV: member. Drops an
+            // index entry (and its handle entry) whose record is gone (its TTL ran out, or
+            // it was quarantined).
             drop_if_absent: Script::new(concat!(
                 "if redis.call('EXISTS', KEYS[1]) == 0 then ",
+                "if #KEYS > 2 then ",
+                unindex!("3", "ARGV[1]"),
+                "end ",
                 "return redis.call('ZREM', KEYS[2], ARGV[1]) end return 0"
             )),
-            // KEYS: user set, expiry, ended. ARGV: record key prefix, kept handle (hex) or
+            // KEYS: user set, expiry, ended, handles. ARGV: record key prefix, kept handle (hex) or
             // "", now, margin. Each session it deletes is marked ended (its handle, until
             // its expiry and the margin, never lowered) before it goes. Deletes the user's live sessions and returns them; expired ones are
             // left to the purge (as on sled), members whose record is gone are dropped. Leases do not hold
@@ -102,11 +132,12 @@ impl Scripts {
                 "redis.call('ZADD', KEYS[3], 'GT', tonumber(exp) + tonumber(ARGV[4]), string.sub(m, 1, 32)) ",
                 "if redis.call('DEL', ARGV[1] .. m) == 1 then out[#out + 1] = m end ",
                 "redis.call('ZREM', KEYS[2], m) redis.call('ZREM', KEYS[1], m) ",
+                unindex!("4", "m"),
                 "elseif redis.call('EXISTS', ARGV[1] .. m) == 0 then ",
                 "redis.call('ZREM', KEYS[1], m) end end end ",
                 "return out"
             )),
-            // KEYS: user set, expiry, ended. ARGV: record key prefix, max, kept member,
+            // KEYS: user set, expiry, ended, handles. ARGV: record key prefix, max, kept member,
             // now, margin. Evicts the oldest live sessions (by created_at, then digest) beyond
             // max, never the kept one, each marked ended first as in revoke; leases do not
             // hold it up, as for revoke. Returns the members evicted.
@@ -122,7 +153,9 @@ impl Scripts {
                 "local exp = redis.call('ZSCORE', KEYS[2], m) ",
                 "if exp then redis.call('ZADD', KEYS[3], 'GT', tonumber(exp) + tonumber(ARGV[5]), string.sub(m, 1, 32)) end ",
                 "redis.call('DEL', ARGV[1] .. m) redis.call('ZREM', KEYS[2], m) ",
-                "redis.call('ZREM', KEYS[1], m) out[#out + 1] = m end ",
+                "redis.call('ZREM', KEYS[1], m) ",
+                unindex!("4", "m"),
+                "out[#out + 1] = m end ",
                 "return out"
             )),
             // KEYS: lease. ARGV: nonce.
@@ -147,6 +180,14 @@ impl Scripts {
                 "redis.call('SADD', KEYS[1], ARGV[1]) ",
                 "if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then ",
                 "redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 1"
+            )),
+            // KEYS: handles. ARGV: record key prefix, then members. Gives each member
+            // whose record exists its handle entry, unless the handle has one.
+            index_handles: Script::new(concat!(
+                "local n = 0 for i = 2, #ARGV do local m = ARGV[i] ",
+                "if redis.call('EXISTS', ARGV[1] .. m) == 1 then ",
+                "n = n + redis.call('HSETNX', KEYS[1], string.sub(m, 1, 32), m) end end ",
+                "return n"
             )),
             // KEYS: record, sorted set. ARGV: bytes, score, member. Adds a missing index
             // entry if the record is still the one verify read.
