@@ -987,3 +987,62 @@ fn older_sessions_are_indexed_at_open() {
         assert!(store.load(s.id()).expect("load").is_none());
     }
 }
+
+/// `import` writes new sessions in pipelined batches: 600 sessions (three batches and a
+/// part), one of them already on the server with other contents (replaced through the
+/// one-by-one path), all load with their values, users and handles; a truncated dump
+/// restores every session before the damage and names it.
+#[test]
+fn an_import_in_batches_restores_every_session_and_replaces_what_is_there() {
+    let Some((url, ns)) = namespace() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new();
+    let sled = Config::new(dir.path().join("s"))
+        .purge_thread(false)
+        .clock(clock.clock())
+        .open()
+        .expect("open sled");
+    let mut sessions = Vec::new();
+    for i in 0..600u32 {
+        let mut s = sled.create().expect("create");
+        s.insert("i", &i).expect("insert");
+        if i % 3 == 0 {
+            s.set_user(Some(["ada", "bob"][i as usize % 2]));
+        }
+        sled.save(&s).expect("save");
+        sessions.push(s);
+    }
+    let mut dump = Vec::new();
+    assert_eq!(sled.export(&mut dump).expect("export"), 600);
+
+    let redis = config(&url, &ns, &clock).open().expect("open redis");
+    let first: sessile::SessionDump = sled
+        .dump()
+        .map(|d| d.expect("dump"))
+        .find(|d| d.handle().expect("handle") == sessions[300].handle())
+        .expect("its dump");
+    let mut other = first.clone();
+    other.values.insert("i".into(), serde_json::to_vec(&9999u32).expect("json"));
+    redis.restore(&other).expect("restore");
+    assert_eq!(redis.import(dump.as_slice()).expect("import"), 600);
+    for (i, s) in sessions.iter().enumerate() {
+        let back = redis.load(s.id()).expect("load").expect("imported");
+        assert_eq!(back.get::<u32>("i").expect("get"), Some(i as u32));
+    }
+    assert_eq!(
+        redis.sessions_of("ada").expect("list").len(),
+        sled.sessions_of("ada").expect("list").len()
+    );
+    assert!(redis.destroy_by_handle(&sessions[599].handle()).expect("by handle"));
+    let report = redis.verify(false).expect("verify");
+    assert!(report.is_consistent(), "{report:?}");
+
+    // Cut after the header and 400 sessions: those are restored, and the error says so.
+    let lines: Vec<&[u8]> = dump.split(|&b| b == b'\n').collect();
+    let mut cut = lines[..401].join(&b'\n');
+    cut.push(b'\n');
+    let fresh = config(&url, &format!("{ns}c"), &clock).open().expect("open");
+    let err = fresh.import(cut.as_slice()).expect_err("truncated");
+    assert!(matches!(err, Error::InvalidDump { .. }), "{err}");
+    assert_eq!(fresh.len().expect("len"), 400);
+}

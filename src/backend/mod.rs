@@ -179,6 +179,22 @@ impl Backend {
         dispatch!(self, b => b.write(digest, old, new))
     }
 
+    /// Stores each of `records` where nothing is stored under its digest; returns, for
+    /// each, whether it was stored. On Redis one pipeline for the lot; on sled one
+    /// insert after another. No stripe lock is taken: the engine calls it where no
+    /// process-local lock guards the records (Redis) and retries what was not stored
+    /// through its locked path.
+    pub(crate) fn create_many(&self, records: &[(&Digest, &StoredRecord)]) -> Result<Vec<bool>> {
+        match &self.0 {
+            Storage::Sled(b) => records
+                .iter()
+                .map(|(digest, record)| Ok(b.write(digest, None, record)? == Swap::Done))
+                .collect(),
+            #[cfg(feature = "redis")]
+            Storage::Redis(b) => b.create_many(records),
+        }
+    }
+
     /// Deletes the record of `digest` if it is still `old`, with its index entries.
     /// Caller holds the stripe lock.
     pub(crate) fn delete(&self, digest: &Digest, old: &StoredRecord) -> Result<Swap> {

@@ -324,6 +324,35 @@ impl Engine {
         )
     }
 
+    /// [`put_record`](Self::put_record) for many sessions: where other processes share the
+    /// storage (Redis), the ones with no record stored yet go in one pipelined batch, and
+    /// only the others (a record there, another store's lease) take the one-by-one path.
+    ///
+    /// # Errors
+    ///
+    /// As [`put_record`](Self::put_record); the sessions before a failure may be stored.
+    pub(crate) fn put_records(&self, items: &[(Digest, Contents, Header)]) -> Result<()> {
+        let mut stored = vec![false; items.len()];
+        if self.backend.shared_by_processes() && !items.is_empty() {
+            self.locks.refuse_inside_update()?;
+            self.upgrade_before_write()?;
+            let records: Vec<StoredRecord> = items
+                .iter()
+                .map(|(_, c, header)| c.record(*header))
+                .collect();
+            let batch: Vec<(&Digest, &StoredRecord)> =
+                items.iter().map(|(d, _, _)| d).zip(&records).collect();
+            stored = self.backend.create_many(&batch)?;
+            self.after_write()?;
+        }
+        for ((digest, contents, header), stored) in items.iter().zip(stored) {
+            if !stored {
+                self.put_record(digest, contents, *header)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Stores a new session under the first free key `next_key` gives (a fresh token
     /// each call), expiring by its lifetime (or the store's timeouts). Emits `Created`
     /// and applies the per-user cap. Returns the key, its digest and the stored header.

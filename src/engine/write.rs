@@ -88,7 +88,7 @@ impl Engine {
     }
 
     /// Flushes if the configured durability asks for it after every write.
-    fn after_write(&self) -> Result<()> {
+    pub(super) fn after_write(&self) -> Result<()> {
         if self.config.durability == Durability::EveryWrite {
             self.backend.flush()?;
         }

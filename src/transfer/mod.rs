@@ -191,6 +191,13 @@ impl Store {
     /// this store's limits; [`Error::WriteInsideUpdate`] inside an
     /// [`update`](Store::update) closure; [`Error::Storage`] on a storage failure.
     pub fn restore(&self, dump: &SessionDump) -> Result<()> {
+        let (digest, contents, header) = self.prepare(dump)?;
+        self.engine.put_record(&digest, &contents, header)
+    }
+
+    /// What [`restore`](Store::restore) writes for `dump`: its digest, contents and
+    /// header, checked against this store's limits.
+    fn prepare(&self, dump: &SessionDump) -> Result<(Digest, Contents, Header)> {
         let digest = parse_key(&dump.key)?;
         let data: ValueMap = dump
             .values
@@ -218,9 +225,8 @@ impl Store {
             version: dump.version,
             own,
         };
-        self.engine.put_record(&digest, &contents, header)
+        Ok((digest, contents, header))
     }
-
     /// The format version of the store on disk (`meta/format`). Opening refuses formats
     /// newer than this build understands; an older one (format 1) is read as it is and
     /// upgraded to the current format (2) by the first write, its records rewritten in

@@ -257,38 +257,65 @@ impl RedisBackend {
         Ok(bytes.map(IVec::from))
     }
 
+    /// The `write` script's call for `digest`: compare with `old` (or absence), then
+    /// store `new` and move its index entries. Sent by hash (see [`eval`]).
+    fn write_call(
+        &self,
+        digest: &Digest,
+        old: Option<&StoredRecord>,
+        new: &StoredRecord,
+        nonce: &str,
+    ) -> redis::Cmd {
+        let member = hex(&digest.0);
+        let old_user = old.and_then(|e| e.user.as_deref());
+        let mut call = redis::cmd("EVALSHA");
+        call.arg(self.scripts.write.get_hash())
+            .arg(6)
+            .arg(self.record_key(digest))
+            .arg(self.expiry_key())
+            .arg(self.lease_key(digest))
+            .arg(self.user_key(old_user))
+            .arg(self.user_key(new.user.as_deref()))
+            .arg(self.handles_key());
+        match old {
+            None => call.arg("absent").arg(""),
+            Some(e) => call.arg("match").arg(&e.bytes[..]),
+        };
+        call.arg(&new.bytes[..])
+            .arg(self.ttl_ms(new.header.expires_at))
+            .arg(new.header.expires_at)
+            .arg(new.header.created_at)
+            .arg(&member)
+            .arg(nonce)
+            .arg(flag(old_user.is_some()))
+            .arg(flag(new.user.is_some()));
+        call
+    }
+
     pub(super) fn write(
         &self,
         digest: &Digest,
         old: Option<&StoredRecord>,
         new: &StoredRecord,
     ) -> Result<Swap> {
-        let nonce = Self::nonce(digest);
-        let member = hex(&digest.0);
-        let old_user = old.and_then(|e| e.user.as_deref());
-        let answer = self.past_leases(|conn| {
-            let mut call = self.scripts.write.prepare_invoke();
-            call.key(self.record_key(digest))
-                .key(self.expiry_key())
-                .key(self.lease_key(digest))
-                .key(self.user_key(old_user))
-                .key(self.user_key(new.user.as_deref()))
-                .key(self.handles_key());
-            match old {
-                None => call.arg("absent").arg(""),
-                Some(e) => call.arg("match").arg(&e.bytes[..]),
-            };
-            call.arg(&new.bytes[..])
-                .arg(self.ttl_ms(new.header.expires_at))
-                .arg(new.header.expires_at)
-                .arg(new.header.created_at)
-                .arg(&member)
-                .arg(&nonce)
-                .arg(flag(old_user.is_some()))
-                .arg(flag(new.user.is_some()));
-            Ok(call.invoke(&mut **conn)?)
-        })?;
+        let call = self.write_call(digest, old, new, &Self::nonce(digest));
+        let answer = self.past_leases(|conn| eval(conn, &self.scripts.write, &call))?;
         swap(answer)
+    }
+
+    /// Stores each of `records` where no record is stored under its digest, all in one
+    /// pipeline of `write` scripts (a round trip for the lot, not two each). Returns, for
+    /// each, whether it was stored: not if a record or another store's `update` lease
+    /// was there.
+    pub(super) fn create_many(&self, records: &[(&Digest, &StoredRecord)]) -> Result<Vec<bool>> {
+        let mut conn = self.conn()?;
+        self.scripts.write.load(&mut *conn)?;
+        let mut pipe = redis::pipe();
+        for (digest, record) in records {
+            pipe.add_command(self.write_call(digest, None, record, &Self::nonce(digest)));
+        }
+        let answers: Vec<i64> = pipe.query(&mut *conn)?;
+        Ok(answers.into_iter().map(|a| a == 1).collect())
     }
 
     pub(super) fn delete(&self, digest: &Digest, old: &StoredRecord) -> Result<Swap> {
@@ -665,6 +692,18 @@ impl Iterator for Scan<'_> {
                 return Some(Err(e));
             }
         }
+    }
+}
+
+/// Runs `call`, an `EVALSHA` of `script`, loading the script first if the server does
+/// not know it (after a restart or failover).
+fn eval(conn: &mut Conn, script: &redis::Script, call: &redis::Cmd) -> Result<i64> {
+    match call.query(&mut **conn) {
+        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+            script.load(&mut **conn)?;
+            Ok(call.query(&mut **conn)?)
+        }
+        answer => Ok(answer?),
     }
 }
 
