@@ -144,9 +144,9 @@ impl Config {
     /// store that made the change, and [`Store::path`](crate::Store::path) is the URL without its password.
     /// A `rediss://` URL connects over TLS (see
     /// [`redis_tls_root_ca`](Config::redis_tls_root_ca) and
-    /// [`redis_tls_client_auth`](Config::redis_tls_client_auth)). Redis Cluster is not
-    /// supported (the scripts touch keys they compute). To find the primary through
-    /// Sentinel, see [`Config::redis_sentinel`].
+    /// [`redis_tls_client_auth`](Config::redis_tls_client_auth)). For a primary found
+    /// through Sentinel see [`Config::redis_sentinel`]; for Redis Cluster,
+    /// [`Config::redis_cluster`].
     ///
     /// ```no_run
     /// # fn main() -> sessile::Result<()> {
@@ -205,6 +205,42 @@ impl Config {
             urls,
             master: master_name.into(),
         });
+        let mut config = Config::new(target.redacted());
+        config.redis = Some(target);
+        config
+    }
+
+    /// Settings with every default, for a store on the Redis Cluster that `seed_urls`
+    /// (`redis://[user:password@]host:port`, any of its primaries) belong to. The client
+    /// learns the slot map from them and follows `MOVED` and `ASK` redirections.
+    ///
+    /// Every key of a namespace carries the namespace as its hash tag
+    /// (`{<namespace>}:s:<digest>` and so on), so the whole namespace lives in one slot,
+    /// on one shard, and every script's keys are on the node that runs it. What that
+    /// means for scale: one namespace gets one shard's memory and CPU (its replicas give
+    /// it failover, not capacity); namespaces spread over the shards, so several
+    /// applications, or one split into namespaces, use them all.
+    ///
+    /// A namespace on a single server uses untagged keys (`<namespace>:s:<digest>`): to
+    /// move it to a Cluster, `sessile export` from the server and `sessile import` into
+    /// the Cluster (the README's "Running Redis for sessile").
+    ///
+    /// ```no_run
+    /// # fn main() -> sessile::Result<()> {
+    /// let store = sessile::Config::redis_cluster([
+    ///     "redis://10.0.0.1:6379",
+    ///     "redis://10.0.0.2:6379",
+    ///     "redis://10.0.0.3:6379",
+    /// ])
+    /// .redis_namespace("shop")
+    /// .open()?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "redis")]
+    pub fn redis_cluster(seed_urls: impl IntoIterator<Item = impl Into<String>>) -> Config {
+        let urls: Vec<String> = seed_urls.into_iter().map(Into::into).collect();
+        let mut target = RedisTarget::new(urls.first().cloned().unwrap_or_default());
+        target.cluster = Some(urls);
         let mut config = Config::new(target.redacted());
         config.redis = Some(target);
         config
@@ -576,6 +612,9 @@ pub(crate) struct RedisTarget {
     /// Set by [`Config::redis_sentinel`]: the primary is found through these Sentinels
     /// (`url` is then the first of them).
     pub(crate) sentinel: Option<SentinelTarget>,
+    /// Set by [`Config::redis_cluster`]: the seed nodes of a Redis Cluster (`url` is then
+    /// the first of them).
+    pub(crate) cluster: Option<Vec<String>>,
 }
 
 #[cfg(feature = "redis")]
@@ -608,6 +647,13 @@ impl std::fmt::Debug for RedisTarget {
                     )
                 }),
             )
+            .field(
+                "cluster",
+                &self
+                    .cluster
+                    .as_ref()
+                    .map(|urls| urls.iter().map(|u| redact(u)).collect::<Vec<_>>()),
+            )
             .finish()
     }
 }
@@ -623,6 +669,7 @@ impl RedisTarget {
             tls_client_auth: None,
             min_replicas: 0,
             sentinel: None,
+            cluster: None,
         }
     }
 
@@ -668,6 +715,12 @@ impl RedisTarget {
             return Err(Error::InvalidConfig {
                 setting: "redis_sentinel",
                 reason: "needs at least one Sentinel URL and the primary's name".into(),
+            });
+        }
+        if self.cluster.as_ref().is_some_and(Vec::is_empty) {
+            return Err(Error::InvalidConfig {
+                setting: "redis_cluster",
+                reason: "needs at least one seed URL".into(),
             });
         }
         Ok(())

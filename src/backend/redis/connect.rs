@@ -1,6 +1,6 @@
 //! Connections to the server: the client for a URL (TLS on rustls), the primary found
-//! through Sentinel, and the pool's checks that a connection handed to a request still
-//! reaches a primary that answers.
+//! through Sentinel, a Redis Cluster, and the pool's checks that a connection handed to
+//! a request still reaches a primary that answers.
 
 use std::time::{Duration, Instant};
 
@@ -31,6 +31,8 @@ pub(super) struct Connector {
 enum Nodes {
     /// The server of the URL.
     Direct(redis::Client),
+    /// A Redis Cluster: one connection per node, commands routed by key slot.
+    Cluster(redis::cluster::ClusterClient),
     /// Whatever primary the Sentinels name at the moment of connecting.
     Sentinel {
         sentinels: Vec<redis::Client>,
@@ -41,9 +43,31 @@ enum Nodes {
     },
 }
 
+/// A connection to one server, or to every node of a Cluster.
+enum Link {
+    Single(redis::Connection),
+    Cluster(redis::cluster::ClusterConnection),
+}
+
+impl Link {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> redis::RedisResult<()> {
+        match self {
+            Link::Single(c) => c.set_read_timeout(timeout),
+            Link::Cluster(c) => c.set_read_timeout(timeout),
+        }
+    }
+
+    fn as_dyn(&mut self) -> &mut dyn ConnectionLike {
+        match self {
+            Link::Single(c) => c,
+            Link::Cluster(c) => c,
+        }
+    }
+}
+
 /// A connection and when it was last given back to the pool.
 pub(super) struct Tracked {
-    conn: redis::Connection,
+    conn: Link,
     returned: Instant,
     /// An answer said this server is no longer a primary (`READONLY`, after a
     /// failover demoted it): the pool drops the connection when it comes back.
@@ -51,6 +75,58 @@ pub(super) struct Tracked {
 }
 
 impl Tracked {
+    /// Runs `cmd`, a command that names no key, on the server that holds the keys whose
+    /// hash tag is `tag` (on a single server, that server): `SCAN`, `INFO`, `WAIT`.
+    pub(super) fn on_node_of<T: redis::FromRedisValue>(
+        &mut self,
+        tag: &str,
+        cmd: &redis::Cmd,
+    ) -> redis::RedisResult<T> {
+        use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+        let answer = match &mut self.conn {
+            Link::Single(c) => cmd.query(c),
+            Link::Cluster(c) => c.route_command(
+                cmd,
+                RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::with_key(
+                    tag,
+                    SlotAddr::Master,
+                ))),
+            ),
+        };
+        if let Err(e) = &answer {
+            self.note(e);
+        }
+        Ok(redis::from_redis_value(answer?)?)
+    }
+
+    /// Sends `commands` as one pipeline (on a Cluster, one per node) and returns their
+    /// answers in order.
+    pub(super) fn pipeline<T: redis::FromRedisValue>(
+        &mut self,
+        commands: Vec<redis::Cmd>,
+    ) -> redis::RedisResult<T> {
+        let answer = match &mut self.conn {
+            Link::Single(c) => {
+                let mut pipe = redis::pipe();
+                for cmd in commands {
+                    pipe.add_command(cmd);
+                }
+                pipe.query(c)
+            }
+            Link::Cluster(c) => {
+                let mut pipe = redis::cluster::cluster_pipe();
+                for cmd in commands {
+                    pipe.add_command(cmd);
+                }
+                pipe.query(c)
+            }
+        };
+        if let Err(e) = &answer {
+            self.note(e);
+        }
+        answer
+    }
+
     fn note(&mut self, e: &redis::RedisError) {
         if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
             || e.to_string().contains("READONLY")
@@ -62,7 +138,7 @@ impl Tracked {
 
 impl ConnectionLike for Tracked {
     fn req_packed_command(&mut self, cmd: &[u8]) -> redis::RedisResult<redis::Value> {
-        let answer = self.conn.req_packed_command(cmd);
+        let answer = self.conn.as_dyn().req_packed_command(cmd);
         if let Err(e) = &answer {
             self.note(e);
         }
@@ -75,7 +151,17 @@ impl ConnectionLike for Tracked {
         offset: usize,
         count: usize,
     ) -> redis::RedisResult<Vec<redis::Value>> {
-        let answer = self.conn.req_packed_commands(cmd, offset, count);
+        let answer = self.conn.as_dyn().req_packed_commands(cmd, offset, count);
+        if let Err(e) = &answer {
+            self.note(e);
+        }
+        answer
+    }
+
+    fn req_command(&mut self, cmd: &redis::Cmd) -> redis::RedisResult<redis::Value> {
+        // A Cluster connection routes by the command's keys, so it needs the command,
+        // not its bytes.
+        let answer = self.conn.as_dyn().req_command(cmd);
         if let Err(e) = &answer {
             self.note(e);
         }
@@ -83,15 +169,21 @@ impl ConnectionLike for Tracked {
     }
 
     fn get_db(&self) -> i64 {
-        self.conn.get_db()
+        match &self.conn {
+            Link::Single(c) => c.get_db(),
+            Link::Cluster(c) => c.get_db(),
+        }
     }
 
     fn check_connection(&mut self) -> bool {
-        self.conn.check_connection()
+        self.conn.as_dyn().check_connection()
     }
 
     fn is_open(&self) -> bool {
-        self.conn.is_open()
+        match &self.conn {
+            Link::Single(c) => c.is_open(),
+            Link::Cluster(c) => c.is_open(),
+        }
     }
 }
 
@@ -103,9 +195,21 @@ impl Connector {
     /// [`Error::InvalidConfig`] for a URL the client refuses or a PEM file that cannot be
     /// read.
     pub(super) fn new(target: &RedisTarget) -> Result<Connector> {
-        let nodes = match &target.sentinel {
-            None => Nodes::Direct(client(target, &target.url)?),
-            Some(SentinelTarget { urls, master }) => Nodes::Sentinel {
+        let nodes = match (&target.sentinel, &target.cluster) {
+            (_, Some(seeds)) => {
+                let mut builder = redis::cluster::ClusterClient::builder(seeds.clone())
+                    .connection_timeout(CONNECT_TIMEOUT)
+                    .response_timeout(IO_TIMEOUT);
+                if let Some(certificates) = certificates(target)? {
+                    builder = builder.certs(certificates);
+                }
+                Nodes::Cluster(builder.build().map_err(|e| Error::InvalidConfig {
+                    setting: "redis_cluster",
+                    reason: format!("{}: {e}", redact(&target.url)),
+                })?)
+            }
+            (None, None) => Nodes::Direct(client(target, &target.url)?),
+            (Some(SentinelTarget { urls, master }), None) => Nodes::Sentinel {
                 sentinels: urls
                     .iter()
                     .map(|url| client(target, url))
@@ -194,6 +298,15 @@ impl r2d2::ManageConnection for Connector {
     fn connect(&self) -> std::result::Result<Tracked, redis::RedisError> {
         let conn = match &self.nodes {
             Nodes::Direct(client) => client.get_connection_with_timeout(CONNECT_TIMEOUT)?,
+            Nodes::Cluster(client) => {
+                let conn = client.get_connection()?;
+                conn.set_write_timeout(Some(IO_TIMEOUT))?;
+                return Ok(Tracked {
+                    conn: Link::Cluster(conn),
+                    returned: Instant::now(),
+                    demoted: false,
+                });
+            }
             Nodes::Sentinel {
                 sentinels,
                 master,
@@ -211,7 +324,7 @@ impl r2d2::ManageConnection for Connector {
         conn.set_read_timeout(Some(IO_TIMEOUT))?;
         conn.set_write_timeout(Some(IO_TIMEOUT))?;
         Ok(Tracked {
-            conn,
+            conn: Link::Single(conn),
             returned: Instant::now(),
             demoted: false,
         })
@@ -226,13 +339,14 @@ impl r2d2::ManageConnection for Connector {
             return Ok(());
         }
         t.conn.set_read_timeout(Some(PING_TIMEOUT))?;
-        let checked = match self.nodes {
-            Nodes::Direct(_) => redis::cmd("PING").query::<()>(&mut t.conn),
-            Nodes::Sentinel { .. } => match is_primary(&mut t.conn) {
+        let checked = match (&self.nodes, &mut t.conn) {
+            (Nodes::Sentinel { .. }, Link::Single(conn)) => match is_primary(conn) {
                 Ok(true) => Ok(()),
                 Ok(false) => Err(not_primary()),
                 Err(e) => Err(e),
             },
+            // A Cluster connection reconnects to a node that went away by itself.
+            (_, conn) => redis::cmd("PING").query::<()>(conn.as_dyn()),
         };
         t.conn.set_read_timeout(Some(IO_TIMEOUT))?;
         checked
@@ -241,7 +355,7 @@ impl r2d2::ManageConnection for Connector {
     /// Run when a connection is given back.
     fn has_broken(&self, t: &mut Tracked) -> bool {
         t.returned = Instant::now();
-        t.demoted || !t.conn.is_open()
+        t.demoted || !t.is_open()
     }
 }
 
@@ -253,28 +367,46 @@ impl r2d2::ManageConnection for Connector {
 ///
 /// [`Error::InvalidConfig`] for a URL the client refuses or a PEM file that cannot be read.
 fn client(target: &RedisTarget, url: &str) -> Result<redis::Client> {
-    let invalid = |setting: &'static str, reason: String| Error::InvalidConfig { setting, reason };
-    let tls = target.tls_root_ca.is_some() || target.tls_client_auth.is_some();
+    let invalid = |reason: String| Error::InvalidConfig {
+        setting: "redis",
+        reason,
+    };
     let tls_url = url.starts_with("rediss://") || url.starts_with("valkeys://");
-    if tls && !tls_url {
-        return Err(invalid(
-            "redis_tls_root_ca",
-            format!("TLS settings need a rediss:// URL, not {}", redact(url)),
-        ));
-    }
-    if !tls {
-        if tls_url {
-            // rustls with ring, chosen once for the process (a provider installed
-            // before, by the application, stays).
-            let _ = rustls::crypto::ring::default_provider().install_default();
+    match certificates(target)? {
+        Some(_) if !tls_url => Err(Error::InvalidConfig {
+            setting: "redis_tls_root_ca",
+            reason: format!("TLS settings need a rediss:// URL, not {}", redact(url)),
+        }),
+        Some(certificates) => redis::Client::build_with_tls(url, certificates)
+            .map_err(|e| invalid(format!("{}: {e}", redact(url)))),
+        None => {
+            if tls_url {
+                // rustls with ring, chosen once for the process (a provider installed
+                // before, by the application, stays).
+                let _ = rustls::crypto::ring::default_provider().install_default();
+            }
+            redis::Client::open(url)
+                .map_err(|e| invalid(format!("{} is not a Redis URL: {e}", redact(url))))
         }
-        return redis::Client::open(url)
-            .map_err(|e| invalid("redis", format!("{} is not a Redis URL: {e}", redact(url))));
+    }
+}
+
+/// The CA and client certificate `target` names, read from their PEM files; `None` if
+/// it names neither (the platform's roots, no client certificate).
+///
+/// # Errors
+///
+/// [`Error::InvalidConfig`] for a PEM file that cannot be read.
+fn certificates(target: &RedisTarget) -> Result<Option<redis::TlsCertificates>> {
+    if target.tls_root_ca.is_none() && target.tls_client_auth.is_none() {
+        return Ok(None);
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
     let read = |setting: &'static str, path: &std::path::Path| {
-        std::fs::read(path)
-            .map_err(|e| invalid(setting, format!("cannot read {}: {e}", path.display())))
+        std::fs::read(path).map_err(|e| Error::InvalidConfig {
+            setting,
+            reason: format!("cannot read {}: {e}", path.display()),
+        })
     };
     let root_cert = target
         .tls_root_ca
@@ -291,12 +423,8 @@ fn client(target: &RedisTarget, url: &str) -> Result<redis::Client> {
             })
         })
         .transpose()?;
-    redis::Client::build_with_tls(
-        url,
-        redis::TlsCertificates {
-            client_tls,
-            root_cert,
-        },
-    )
-    .map_err(|e| invalid("redis", format!("{}: {e}", redact(url))))
+    Ok(Some(redis::TlsCertificates {
+        client_tls,
+        root_cert,
+    }))
 }

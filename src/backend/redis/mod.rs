@@ -35,7 +35,7 @@
 //! [`Config::redis_namespace`]: crate::Config::redis_namespace
 
 use std::cell::RefCell;
-use std::collections::{HashSet, VecDeque};
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use redis::Commands;
@@ -129,7 +129,12 @@ impl RedisBackend {
         Ok(RedisBackend {
             pool,
             scripts: Scripts::new(),
-            ns: target.namespace.clone(),
+            // On a Cluster the namespace is every key's hash tag: one slot, one shard.
+            ns: if target.cluster.is_some() {
+                format!("{{{}}}", target.namespace)
+            } else {
+                target.namespace.clone()
+            },
             clock,
             min_replicas: target.min_replicas,
         })
@@ -145,7 +150,7 @@ impl RedisBackend {
         let mut conn = self.conn()?;
         let mut setting = |name: &str| -> Result<Option<String>> {
             let answer: redis::RedisResult<Vec<String>> =
-                redis::cmd("CONFIG").arg("GET").arg(name).query(&mut *conn);
+                conn.on_node_of(&self.ns, redis::cmd("CONFIG").arg("GET").arg(name));
             match answer {
                 Ok(pair) => Ok(pair.into_iter().nth(1)),
                 Err(e) if e.is_io_error() || e.is_timeout() => Err(e.into()),
@@ -310,11 +315,11 @@ impl RedisBackend {
     pub(super) fn create_many(&self, records: &[(&Digest, &StoredRecord)]) -> Result<Vec<bool>> {
         let mut conn = self.conn()?;
         self.scripts.write.load(&mut *conn)?;
-        let mut pipe = redis::pipe();
-        for (digest, record) in records {
-            pipe.add_command(self.write_call(digest, None, record, &Self::nonce(digest)));
-        }
-        let answers: Vec<i64> = pipe.query(&mut *conn)?;
+        let calls = records
+            .iter()
+            .map(|(digest, record)| self.write_call(digest, None, record, &Self::nonce(digest)))
+            .collect();
+        let answers: Vec<i64> = conn.pipeline(calls)?;
         Ok(answers.into_iter().map(|a| a == 1).collect())
     }
 
@@ -527,7 +532,9 @@ impl RedisBackend {
             return Ok(());
         }
         let mut conn = self.conn()?;
-        let info: String = redis::cmd("INFO").arg("replication").query(&mut *conn)?;
+        // INFO and WAIT go to the node that holds the namespace (on a Cluster, by its
+        // hash tag), on the connection its writes went through.
+        let info: String = conn.on_node_of(&self.ns, redis::cmd("INFO").arg("replication"))?;
         let connected = info
             .lines()
             .find_map(|l| l.strip_prefix("connected_slaves:"))
@@ -540,10 +547,8 @@ impl RedisBackend {
         let _: i64 = redis::cmd("INCR")
             .arg(format!("{}:sync", self.ns))
             .query(&mut *conn)?;
-        let acknowledged: usize = redis::cmd("WAIT")
-            .arg(wanted)
-            .arg(REPLICA_WAIT_MS)
-            .query(&mut *conn)?;
+        let acknowledged: usize =
+            conn.on_node_of(&self.ns, redis::cmd("WAIT").arg(wanted).arg(REPLICA_WAIT_MS))?;
         if acknowledged < wanted {
             return Err(Error::NotReplicated {
                 acknowledged,
@@ -646,13 +651,7 @@ impl<'a> Scan<'a> {
 impl Scan<'_> {
     fn next_page(&mut self) -> Result<()> {
         let mut conn = self.backend.conn()?;
-        let (cursor, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-            .arg(self.cursor)
-            .arg("MATCH")
-            .arg(&self.pattern)
-            .arg("COUNT")
-            .arg(SCAN_COUNT)
-            .query(&mut *conn)?;
+        let (cursor, keys) = self.backend.scan_page(&mut conn, self.cursor, &self.pattern)?;
         self.cursor = cursor;
         self.started = true;
         if keys.is_empty() {
@@ -691,6 +690,37 @@ impl Iterator for Scan<'_> {
                 self.cursor = 0; // end the scan after an error
                 return Some(Err(e));
             }
+        }
+    }
+}
+
+impl RedisBackend {
+    /// One `SCAN` step over the keys matching `pattern`, on the node holding the
+    /// namespace: the next cursor and the keys.
+    fn scan_page(&self, conn: &mut Conn, cursor: u64, pattern: &str) -> Result<(u64, Vec<Vec<u8>>)> {
+        Ok(conn.on_node_of(
+            &self.ns,
+            redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(SCAN_COUNT),
+        )?)
+    }
+
+    /// Every key matching `pattern` (each once, though `SCAN` may name one twice).
+    fn keys_matching(&self, pattern: &str) -> Result<BTreeSet<Vec<u8>>> {
+        let mut conn = self.conn()?;
+        let mut keys = BTreeSet::new();
+        let mut cursor = 0;
+        loop {
+            let (next, page) = self.scan_page(&mut conn, cursor, pattern)?;
+            keys.extend(page);
+            if next == 0 {
+                return Ok(keys);
+            }
+            cursor = next;
         }
     }
 }

@@ -1,7 +1,6 @@
 //! What `verify` asks of Redis: whether each record's index entries are there, every
 //! entry of the indexes, and the repairs, each a compare-and-set against the record.
 
-use std::collections::BTreeSet;
 
 use redis::Commands;
 
@@ -89,12 +88,7 @@ impl RedisBackend {
     /// Every member of every user set of the namespace.
     fn user_entry_list(&self) -> Result<Vec<UserEntry>> {
         // A set of the sets: SCAN may name a key twice.
-        let sets: BTreeSet<Vec<u8>> = {
-            let mut conn = self.conn()?;
-            let pattern = format!("{}:u:*", self.ns);
-            conn.scan_match::<_, Vec<u8>>(pattern)?
-                .collect::<std::result::Result<_, _>>()?
-        };
+        let sets = self.keys_matching(&format!("{}:u:*", self.ns))?;
         let prefix_len = self.user_key(None).len();
         let mut entries = Vec::new();
         for set in sets {
