@@ -123,14 +123,20 @@ fn a_cluster_runs_the_whole_lifecycle_with_each_namespace_on_one_shard() {
     a.save(&stale).expect("a stale copy merges");
     let merged = a.load(s.id()).expect("load").expect("live");
     assert_eq!(merged.get::<u32>("n").expect("get"), Some(2));
-    assert_eq!(merged.get::<String>("other").expect("get").as_deref(), Some("x"));
+    assert_eq!(
+        merged.get::<String>("other").expect("get").as_deref(),
+        Some("x")
+    );
     a.update(s.id(), |s| s.insert("n", &3u32)).expect("update");
     a.regenerate(&mut s).expect("regenerate");
 
     // The cap, revoke-all and a revoke by handle.
     let more: Vec<Session> = (0..3).map(|i| logged_in(&b, "ada", 10 + i)).collect();
     assert_eq!(a.sessions_of("ada").expect("list").len(), 3, "capped at 3");
-    assert_eq!(a.destroy_user("ada", Some(more[2].id())).expect("revoke"), 2);
+    assert_eq!(
+        a.destroy_user("ada", Some(more[2].id())).expect("revoke"),
+        2
+    );
     assert!(b.destroy_by_handle(&more[2].handle()).expect("by handle"));
     assert!(a.sessions_of("ada").expect("list").is_empty());
 
@@ -167,4 +173,48 @@ fn a_cluster_runs_the_whole_lifecycle_with_each_namespace_on_one_shard() {
     }
     holder(&nodes, "shop");
     assert!(holders.len() >= 2, "eight namespaces all on {holders:?}");
+}
+
+/// The CLI on a Cluster (`SESSILE_REDIS_CLUSTER=1`): a dump imported into a namespace is
+/// counted by `stats` and checked by `verify`; a namespace that holds no store is
+/// refused, not created.
+#[cfg(feature = "cli")]
+#[test]
+fn the_cli_imports_into_and_reads_a_cluster() {
+    let Some(nodes) = cluster() else { return };
+    let clock = ManualClock::new();
+    let source = open(&nodes, "from", &clock);
+    for i in 0..50 {
+        logged_in(&source, &format!("u{i}"), i);
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dump = dir.path().join("dump.jsonl");
+    source.export_to(&dump).expect("export");
+    let sessile = |ns: &str, args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_sessile"))
+            .args(args)
+            .env("SESSILE_REDIS_CLUSTER", "1")
+            .env("SESSILE_REDIS_NAMESPACE", ns)
+            .output()
+            .expect("run sessile")
+    };
+    let url = nodes[1].url();
+    let imported = sessile("into", &["import", &url, dump.to_str().expect("utf-8")]);
+    assert!(imported.status.success(), "{imported:?}");
+    let stats = sessile("into", &["stats", &url]);
+    let text = String::from_utf8_lossy(&stats.stdout);
+    assert!(stats.status.success() && text.contains("50"), "{text}");
+    let verify = sessile("into", &["verify", &url]);
+    assert!(verify.status.success(), "{verify:?}");
+    let missing = sessile("nothing-here", &["stats", &url]);
+    assert_eq!(missing.status.code(), Some(5), "{missing:?}");
+    let keys: Vec<String> = nodes
+        .iter()
+        .flat_map(|n| {
+            raw(&n.url())
+                .keys::<_, Vec<String>>("{nothing-here}:*")
+                .expect("keys")
+        })
+        .collect();
+    assert!(keys.is_empty(), "{keys:?}");
 }

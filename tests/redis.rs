@@ -1022,7 +1022,9 @@ fn an_import_in_batches_restores_every_session_and_replaces_what_is_there() {
         .find(|d| d.handle().expect("handle") == sessions[300].handle())
         .expect("its dump");
     let mut other = first.clone();
-    other.values.insert("i".into(), serde_json::to_vec(&9999u32).expect("json"));
+    other
+        .values
+        .insert("i".into(), serde_json::to_vec(&9999u32).expect("json"));
     redis.restore(&other).expect("restore");
     assert_eq!(redis.import(dump.as_slice()).expect("import"), 600);
     for (i, s) in sessions.iter().enumerate() {
@@ -1033,7 +1035,11 @@ fn an_import_in_batches_restores_every_session_and_replaces_what_is_there() {
         redis.sessions_of("ada").expect("list").len(),
         sled.sessions_of("ada").expect("list").len()
     );
-    assert!(redis.destroy_by_handle(&sessions[599].handle()).expect("by handle"));
+    assert!(
+        redis
+            .destroy_by_handle(&sessions[599].handle())
+            .expect("by handle")
+    );
     let report = redis.verify(false).expect("verify");
     assert!(report.is_consistent(), "{report:?}");
 
@@ -1041,7 +1047,9 @@ fn an_import_in_batches_restores_every_session_and_replaces_what_is_there() {
     let lines: Vec<&[u8]> = dump.split(|&b| b == b'\n').collect();
     let mut cut = lines[..401].join(&b'\n');
     cut.push(b'\n');
-    let fresh = config(&url, &format!("{ns}c"), &clock).open().expect("open");
+    let fresh = config(&url, &format!("{ns}c"), &clock)
+        .open()
+        .expect("open");
     let err = fresh.import(cut.as_slice()).expect_err("truncated");
     assert!(matches!(err, Error::InvalidDump { .. }), "{err}");
     assert_eq!(fresh.len().expect("len"), 400);

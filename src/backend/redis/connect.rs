@@ -46,7 +46,7 @@ enum Nodes {
 /// A connection to one server, or to every node of a Cluster.
 enum Link {
     Single(redis::Connection),
-    Cluster(redis::cluster::ClusterConnection),
+    Cluster(Box<redis::cluster::ClusterConnection>),
 }
 
 impl Link {
@@ -60,7 +60,7 @@ impl Link {
     fn as_dyn(&mut self) -> &mut dyn ConnectionLike {
         match self {
             Link::Single(c) => c,
-            Link::Cluster(c) => c,
+            Link::Cluster(c) => &mut **c,
         }
     }
 }
@@ -302,7 +302,7 @@ impl r2d2::ManageConnection for Connector {
                 let conn = client.get_connection()?;
                 conn.set_write_timeout(Some(IO_TIMEOUT))?;
                 return Ok(Tracked {
-                    conn: Link::Cluster(conn),
+                    conn: Link::Cluster(Box::new(conn)),
                     returned: Instant::now(),
                     demoted: false,
                 });

@@ -547,8 +547,10 @@ impl RedisBackend {
         let _: i64 = redis::cmd("INCR")
             .arg(format!("{}:sync", self.ns))
             .query(&mut *conn)?;
-        let acknowledged: usize =
-            conn.on_node_of(&self.ns, redis::cmd("WAIT").arg(wanted).arg(REPLICA_WAIT_MS))?;
+        let acknowledged: usize = conn.on_node_of(
+            &self.ns,
+            redis::cmd("WAIT").arg(wanted).arg(REPLICA_WAIT_MS),
+        )?;
         if acknowledged < wanted {
             return Err(Error::NotReplicated {
                 acknowledged,
@@ -651,7 +653,9 @@ impl<'a> Scan<'a> {
 impl Scan<'_> {
     fn next_page(&mut self) -> Result<()> {
         let mut conn = self.backend.conn()?;
-        let (cursor, keys) = self.backend.scan_page(&mut conn, self.cursor, &self.pattern)?;
+        let (cursor, keys) = self
+            .backend
+            .scan_page(&mut conn, self.cursor, &self.pattern)?;
         self.cursor = cursor;
         self.started = true;
         if keys.is_empty() {
@@ -697,7 +701,12 @@ impl Iterator for Scan<'_> {
 impl RedisBackend {
     /// One `SCAN` step over the keys matching `pattern`, on the node holding the
     /// namespace: the next cursor and the keys.
-    fn scan_page(&self, conn: &mut Conn, cursor: u64, pattern: &str) -> Result<(u64, Vec<Vec<u8>>)> {
+    fn scan_page(
+        &self,
+        conn: &mut Conn,
+        cursor: u64,
+        pattern: &str,
+    ) -> Result<(u64, Vec<Vec<u8>>)> {
         Ok(conn.on_node_of(
             &self.ns,
             redis::cmd("SCAN")

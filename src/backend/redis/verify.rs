@@ -1,7 +1,6 @@
 //! What `verify` asks of Redis: whether each record's index entries are there, every
 //! entry of the indexes, and the repairs, each a compare-and-set against the record.
 
-
 use redis::Commands;
 
 use super::{RedisBackend, digest_of_hex, hex};

@@ -34,7 +34,8 @@ Exit codes:
 ///
 /// Every command except `import` and `bench` works on an existing store and never creates
 /// one. A store is a folder or a Redis URL (`redis://host:port/db`; the key namespace is
-/// `SESSILE_REDIS_NAMESPACE`, default `sessile`). Commands open the store without its
+/// `SESSILE_REDIS_NAMESPACE`, default `sessile`; with `SESSILE_REDIS_CLUSTER=1` the URL is
+/// a node of a Redis Cluster). Commands open the store without its
 /// purge thread, so looking at a store never deletes expired sessions behind your back
 /// (`purge` does that when asked). A folder is locked while a server has it open: stop
 /// the server first. A Redis store is shared: commands work while servers run.

@@ -3,6 +3,8 @@
 //! (`redis://host:port/db`, and the other schemes the client takes: `rediss://`,
 //! `redis+unix://`, `unix://`, `valkey://` ...), with the key namespace taken
 //! from `SESSILE_REDIS_NAMESPACE` (default `sessile`), as the server's `Config` has it.
+//! With `SESSILE_REDIS_CLUSTER=1` the URL is one node of a Redis Cluster
+//! (`Config::redis_cluster`).
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -35,6 +37,7 @@ pub enum Folder {
 ///   so sessions with their own lifetimes are judged by their stored expiry too.
 pub fn config(dir: &Path) -> Config {
     let base = match redis_url(dir) {
+        Some(url) if cluster() => tls(Config::redis_cluster([url]).redis_namespace(namespace())),
         Some(url) => tls(Config::redis(url).redis_namespace(namespace())),
         None => Config::new(dir),
     };
@@ -159,6 +162,11 @@ fn client(url: &str) -> redis::RedisResult<redis::Client> {
     )
 }
 
+/// Whether a Redis URL names a node of a Redis Cluster: `SESSILE_REDIS_CLUSTER=1`.
+fn cluster() -> bool {
+    std::env::var_os("SESSILE_REDIS_CLUSTER").is_some_and(|v| v == "1")
+}
+
 /// The key namespace of Redis stores: `SESSILE_REDIS_NAMESPACE`, default `sessile`.
 pub fn namespace() -> String {
     std::env::var("SESSILE_REDIS_NAMESPACE").unwrap_or_else(|_| "sessile".into())
@@ -170,14 +178,26 @@ fn check_namespace(url: &str, folder: Folder) -> Result<(), CliError> {
     if folder == Folder::CreateIfMissing {
         return Ok(());
     }
+    let exists = if cluster() {
+        // On a Cluster the namespace is the keys' hash tag.
+        let marker = format!("{{{}}}:format", namespace());
+        redis::cluster::ClusterClient::builder([url])
+            .connection_timeout(Duration::from_secs(5))
+            .response_timeout(Duration::from_secs(5))
+            .build()
+            .and_then(|c| c.get_connection())
+            .and_then(|mut c| redis::cmd("EXISTS").arg(&marker).query::<bool>(&mut c))
+    } else {
+        let marker = format!("{}:format", namespace());
+        client(url)
+            .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(5)))
+            .and_then(|mut c| {
+                c.set_read_timeout(Some(Duration::from_secs(5)))?;
+                redis::cmd("EXISTS").arg(&marker).query::<bool>(&mut c)
+            })
+    }
+    .map_err(|e| CliError::failed(format!("cannot reach the Redis server: {e}")))?;
     let marker = format!("{}:format", namespace());
-    let exists = client(url)
-        .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(5)))
-        .and_then(|mut c| {
-            c.set_read_timeout(Some(Duration::from_secs(5)))?;
-            redis::cmd("EXISTS").arg(&marker).query::<bool>(&mut c)
-        })
-        .map_err(|e| CliError::failed(format!("cannot reach the Redis server: {e}")))?;
     if exists {
         return Ok(());
     }
