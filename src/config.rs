@@ -171,18 +171,22 @@ impl Config {
     /// primary dies fail, calls made before Sentinel has promoted a replica fail within a
     /// few seconds, and calls after it succeed.
     ///
-    /// The primary is reached with the scheme (`rediss://` for TLS, with the same
+    /// Each Sentinel is reached with the user and password of its own URL. The primary is
+    /// reached with the scheme (`rediss://` for TLS, with the same
     /// [`redis_tls_root_ca`](Config::redis_tls_root_ca) and
-    /// [`redis_tls_client_auth`](Config::redis_tls_client_auth)), user, password and
-    /// database of the first URL; each Sentinel with the user and password of its own.
+    /// [`redis_tls_client_auth`](Config::redis_tls_client_auth)) and database of the first
+    /// URL, and its user and password unless
+    /// [`redis_primary_auth`](Config::redis_primary_auth) gives the primary's own (the
+    /// usual setup: a password on the data nodes, none or another on the Sentinels).
     ///
     /// Writes are acknowledged by the primary alone unless
     /// [`redis_min_replicas`](Config::redis_min_replicas) is set: a failover right after a
     /// write may promote a replica that never saw it, so a logout could come back and a
     /// save could be lost. With `redis_min_replicas(1)`, every revocation (destroy,
-    /// revoke-all, the cap, a regeneration) returns only once a replica has it; ordinary
-    /// saves under the default [`Durability`] still risk the last moments before the
-    /// failover.
+    /// revoke-all, the cap, a regeneration) returns only once a connected replica has it
+    /// (at once if none is connected: set the server's `min-replicas-to-write` too);
+    /// ordinary saves under the default [`Durability`] still risk the last moments before
+    /// the failover.
     ///
     /// ```no_run
     /// # fn main() -> sessile::Result<()> {
@@ -204,10 +208,22 @@ impl Config {
         target.sentinel = Some(SentinelTarget {
             urls,
             master: master_name.into(),
+            auth: None,
         });
         let mut config = Config::new(target.redacted());
         config.redis = Some(target);
         config
+    }
+
+    /// With [`Config::redis_sentinel`]: the user (`None` for the default user) and password
+    /// the primary takes, when they are not those of the first Sentinel URL. Ignored
+    /// otherwise.
+    #[cfg(feature = "redis")]
+    pub fn redis_primary_auth(mut self, user: Option<&str>, password: impl Into<String>) -> Config {
+        if let Some(sentinel) = self.redis.as_mut().and_then(|t| t.sentinel.as_mut()) {
+            sentinel.auth = Some((user.map(str::to_owned), password.into()));
+        }
+        self
     }
 
     /// Settings with every default, for a store on the Redis Cluster that `seed_urls`
@@ -623,6 +639,8 @@ pub(crate) struct RedisTarget {
 pub(crate) struct SentinelTarget {
     pub(crate) urls: Vec<String>,
     pub(crate) master: String,
+    /// [`Config::redis_primary_auth`]: the primary's user and password.
+    pub(crate) auth: Option<(Option<String>, String)>,
 }
 
 #[cfg(feature = "redis")]

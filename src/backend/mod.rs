@@ -103,9 +103,6 @@ impl Backend {
             let redis = redis::RedisBackend::connect(target, config.clock.clone())?;
             let backend = Backend(Storage::Redis(Box::new(redis)));
             let format = backend.check_format(&config.path)?;
-            if let Storage::Redis(b) = &backend.0 {
-                b.index_handles()?;
-            }
             if let Ok(Some(policy)) = backend.eviction_policy() {
                 tracing::warn!(
                     policy,
@@ -179,17 +176,14 @@ impl Backend {
         dispatch!(self, b => b.write(digest, old, new))
     }
 
-    /// Stores each of `records` where nothing is stored under its digest; returns, for
-    /// each, whether it was stored. On Redis one pipeline for the lot; on sled one
-    /// insert after another. No stripe lock is taken: the engine calls it where no
-    /// process-local lock guards the records (Redis) and retries what was not stored
-    /// through its locked path.
+    /// Stores each of `records` where nothing is stored under its digest, without the
+    /// stripe locks (on Redis the scripts' compare-and-swap is what guards a record), and
+    /// returns, for each, whether it was stored; the caller writes the others through its
+    /// locked path. On Redis one pipeline for the lot; on sled, whose writes need the
+    /// stripe lock, none is stored here.
     pub(crate) fn create_many(&self, records: &[(&Digest, &StoredRecord)]) -> Result<Vec<bool>> {
         match &self.0 {
-            Storage::Sled(b) => records
-                .iter()
-                .map(|(digest, record)| Ok(b.write(digest, None, record)? == Swap::Done))
-                .collect(),
+            Storage::Sled(_) => Ok(vec![false; records.len()]),
             #[cfg(feature = "redis")]
             Storage::Redis(b) => b.create_many(records),
         }

@@ -26,6 +26,9 @@ const IDLE_CHECK: Duration = Duration::from_secs(1);
 /// instead of a hang.
 pub(super) struct Connector {
     nodes: Nodes,
+    /// The namespace's hash tag: on a Cluster, the check of an idle connection asks the
+    /// node that holds it.
+    tag: String,
 }
 
 enum Nodes {
@@ -127,9 +130,15 @@ impl Tracked {
         answer
     }
 
+    /// Marks the connection for the pool to drop if `e` says the server is no longer a
+    /// primary that takes writes: `READONLY` (demoted by a failover) or `NOREPLICAS` (cut
+    /// off from its replicas, with `min-replicas-to-write`): a new connection asks
+    /// Sentinel again.
     fn note(&mut self, e: &redis::RedisError) {
+        let text = e.to_string();
         if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
-            || e.to_string().contains("READONLY")
+            || text.contains("READONLY")
+            || text.contains("NOREPLICAS")
         {
             self.demoted = true;
         }
@@ -194,12 +203,18 @@ impl Connector {
     ///
     /// [`Error::InvalidConfig`] for a URL the client refuses or a PEM file that cannot be
     /// read.
-    pub(super) fn new(target: &RedisTarget) -> Result<Connector> {
+    pub(super) fn new(target: &RedisTarget, tag: &str) -> Result<Connector> {
         let nodes = match (&target.sentinel, &target.cluster) {
             (_, Some(seeds)) => {
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                // Few, quick retries: enough to follow a MOVED or ASK; more would hold a
+                // call far past the timeouts, and send a script again after a lost reply.
                 let mut builder = redis::cluster::ClusterClient::builder(seeds.clone())
                     .connection_timeout(CONNECT_TIMEOUT)
-                    .response_timeout(IO_TIMEOUT);
+                    .response_timeout(IO_TIMEOUT)
+                    .retries(1)
+                    .min_retry_wait(10)
+                    .max_retry_wait(100);
                 if let Some(certificates) = certificates(target)? {
                     builder = builder.certs(certificates);
                 }
@@ -209,24 +224,50 @@ impl Connector {
                 })?)
             }
             (None, None) => Nodes::Direct(client(target, &target.url)?),
-            (Some(SentinelTarget { urls, master }), None) => Nodes::Sentinel {
-                sentinels: urls
+            (Some(SentinelTarget { urls, master, auth }), None) => {
+                let mut template = client(target, &target.url)?.get_connection_info().clone();
+                if let Some((user, password)) = auth {
+                    let mut settings = template.redis_settings().clone().set_password(password);
+                    if let Some(user) = user {
+                        settings = settings.set_username(user);
+                    }
+                    template = template.set_redis_settings(settings);
+                }
+                let sentinels = urls
                     .iter()
-                    .map(|url| client(target, url))
-                    .collect::<Result<_>>()?,
-                master: master.clone(),
-                template: client(target, &target.url)?.get_connection_info().clone(),
-            },
+                    .map(|url| {
+                        // A Sentinel has no databases: never SELECT one.
+                        let info = client(target, url)?.get_connection_info().clone();
+                        let settings = info.redis_settings().clone().set_db(0);
+                        redis::Client::open(info.set_redis_settings(settings)).map_err(|e| {
+                            Error::InvalidConfig {
+                                setting: "redis_sentinel",
+                                reason: format!("{}: {e}", redact(url)),
+                            }
+                        })
+                    })
+                    .collect::<Result<_>>()?;
+                Nodes::Sentinel {
+                    sentinels,
+                    master: master.clone(),
+                    template,
+                }
+            }
         };
-        Ok(Connector { nodes })
+        Ok(Connector {
+            nodes,
+            tag: tag.to_owned(),
+        })
     }
 
-    /// The primary's client, as the first Sentinel that answers names it.
+    /// A connection to the primary: each Sentinel in turn is asked where it is, and the
+    /// first address that answers as a primary (`ROLE`) is taken; a Sentinel that is
+    /// down, or names a server that is not (or no longer) the primary, is passed over.
     fn primary(
         sentinels: &[redis::Client],
         master: &str,
         template: &redis::ConnectionInfo,
-    ) -> redis::RedisResult<redis::Client> {
+    ) -> redis::RedisResult<redis::Connection> {
         let mut failure = None;
         for sentinel in sentinels {
             let asked = sentinel
@@ -239,38 +280,54 @@ impl Connector {
                         .arg(master)
                         .query::<Option<(String, u16)>>(&mut conn)
                 });
-            match asked {
-                Ok(Some((host, port))) => {
-                    let mut addr = template.addr().clone();
-                    match &mut addr {
-                        redis::ConnectionAddr::Tcp(h, p)
-                        | redis::ConnectionAddr::TcpTls {
-                            host: h, port: p, ..
-                        } => {
-                            *h = host;
-                            *p = port;
-                        }
-                        _ => {
-                            return Err(redis::RedisError::from((
-                                redis::ErrorKind::InvalidClientConfig,
-                                "Sentinel URLs must be TCP addresses",
-                            )));
-                        }
-                    }
-                    return redis::Client::open(template.clone().set_addr(addr));
-                }
-                Ok(None) => {
-                    failure = Some(redis::RedisError::from((
-                        redis::ErrorKind::InvalidClientConfig,
-                        "the Sentinel does not know this primary name",
-                        master.to_string(),
-                    )));
-                }
+            let reached = match asked {
+                Ok(Some((host, port))) => Self::reach(template, host, port),
+                Ok(None) => Err(redis::RedisError::from((
+                    redis::ErrorKind::InvalidClientConfig,
+                    "the Sentinel does not know this primary name",
+                    master.to_string(),
+                ))),
+                Err(e) => Err(e),
+            };
+            match reached {
+                Ok(conn) => return Ok(conn),
                 Err(e) => failure = Some(e),
             }
         }
         Err(failure
             .unwrap_or_else(|| (redis::ErrorKind::InvalidClientConfig, "no Sentinel URL").into()))
+    }
+
+    /// A connection to `host:port` with `template`'s settings, if that server is a
+    /// primary.
+    fn reach(
+        template: &redis::ConnectionInfo,
+        host: String,
+        port: u16,
+    ) -> redis::RedisResult<redis::Connection> {
+        let mut addr = template.addr().clone();
+        match &mut addr {
+            redis::ConnectionAddr::Tcp(h, p)
+            | redis::ConnectionAddr::TcpTls {
+                host: h, port: p, ..
+            } => {
+                *h = host;
+                *p = port;
+            }
+            _ => {
+                return Err(redis::RedisError::from((
+                    redis::ErrorKind::InvalidClientConfig,
+                    "Sentinel URLs must be TCP addresses",
+                )));
+            }
+        }
+        let client = redis::Client::open(template.clone().set_addr(addr))?;
+        let mut conn = client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
+        conn.set_read_timeout(Some(CONNECT_TIMEOUT))?;
+        if !is_primary(&mut conn)? {
+            return Err(not_primary());
+        }
+        Ok(conn)
     }
 }
 
@@ -311,15 +368,7 @@ impl r2d2::ManageConnection for Connector {
                 sentinels,
                 master,
                 template,
-            } => {
-                let client = Connector::primary(sentinels, master, template)?;
-                let mut conn = client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
-                conn.set_read_timeout(Some(CONNECT_TIMEOUT))?;
-                if !is_primary(&mut conn)? {
-                    return Err(not_primary());
-                }
-                conn
-            }
+            } => Connector::primary(sentinels, master, template)?,
         };
         conn.set_read_timeout(Some(IO_TIMEOUT))?;
         conn.set_write_timeout(Some(IO_TIMEOUT))?;
@@ -345,7 +394,8 @@ impl r2d2::ManageConnection for Connector {
                 Ok(false) => Err(not_primary()),
                 Err(e) => Err(e),
             },
-            // A Cluster connection reconnects to a node that went away by itself.
+            // The namespace's node only: another shard's trouble is not this store's.
+            (Nodes::Cluster(_), _) => t.on_node_of::<()>(&self.tag, &redis::cmd("PING")),
             (_, conn) => redis::cmd("PING").query::<()>(conn.as_dyn()),
         };
         t.conn.set_read_timeout(Some(IO_TIMEOUT))?;

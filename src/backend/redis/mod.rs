@@ -14,10 +14,10 @@
 //!   store's writes;
 //! - `ns:quarantine`: a hash, digest -> the bytes of a record that did not decode;
 //! - `ns:handles`: a hash, handle (the digest's first 32 hex digits) -> digest, so
-//!   [`Store::destroy_by_handle`](crate::Store::destroy_by_handle) is one lookup; every
-//!   script that writes or deletes a record keeps it, and `ns:handles-indexed` says that
-//!   the namespace's older records were given theirs (once, at open, see
-//!   [`RedisBackend::index_handles`]);
+//!   [`Store::destroy_by_handle`](crate::Store::destroy_by_handle) is one lookup; the
+//!   scripts that write, move and delete records (revoke-all, the cap and the purge's
+//!   drop of an expiry entry included) keep it; a handle it does not name is looked for
+//!   in `ns:expiry` (see [`RedisBackend::records_with_prefix`]);
 //! - `ns:revoked`, `ns:ended`, `ns:r:<handle hex>`, `ns:fingerprints`: the revocation
 //!   marks and the fingerprint secret (see `marks.rs`);
 //! - `ns:format`: the store format, in decimal.
@@ -119,22 +119,23 @@ impl RedisBackend {
     ///
     /// [`Error::Storage`] if the server cannot be reached.
     pub(super) fn connect(target: &RedisTarget, clock: Clock) -> Result<RedisBackend> {
+        // On a Cluster the namespace is every key's hash tag: one slot, one shard.
+        let ns = if target.cluster.is_some() {
+            format!("{{{}}}", target.namespace)
+        } else {
+            target.namespace.clone()
+        };
         let pool = r2d2::Pool::builder()
             .max_size(target.pool_size)
             .min_idle(Some(1))
             .connection_timeout(POOL_WAIT)
             .test_on_check_out(true)
-            .build(Connector::new(target)?)
+            .build(Connector::new(target, &ns)?)
             .map_err(|e| Error::no_connection(target.redacted(), e))?;
         Ok(RedisBackend {
             pool,
             scripts: Scripts::new(),
-            // On a Cluster the namespace is every key's hash tag: one slot, one shard.
-            ns: if target.cluster.is_some() {
-                format!("{{{}}}", target.namespace)
-            } else {
-                target.namespace.clone()
-            },
+            ns,
             clock,
             min_replicas: target.min_replicas,
         })
@@ -275,7 +276,7 @@ impl RedisBackend {
         let old_user = old.and_then(|e| e.user.as_deref());
         let mut call = redis::cmd("EVALSHA");
         call.arg(self.scripts.write.get_hash())
-            .arg(6)
+            .arg(6) // the number of keys that follow
             .arg(self.record_key(digest))
             .arg(self.expiry_key())
             .arg(self.lease_key(digest))
@@ -304,7 +305,7 @@ impl RedisBackend {
         new: &StoredRecord,
     ) -> Result<Swap> {
         let call = self.write_call(digest, old, new, &Self::nonce(digest));
-        let answer = self.past_leases(|conn| eval(conn, &self.scripts.write, &call))?;
+        let answer = self.past_leases(|conn| self.eval_write(conn, &call))?;
         swap(answer)
     }
 
@@ -314,7 +315,7 @@ impl RedisBackend {
     /// was there.
     pub(super) fn create_many(&self, records: &[(&Digest, &StoredRecord)]) -> Result<Vec<bool>> {
         let mut conn = self.conn()?;
-        self.scripts.write.load(&mut *conn)?;
+        self.load_write(&mut conn)?;
         let calls = records
             .iter()
             .map(|(digest, record)| self.write_call(digest, None, record, &Self::nonce(digest)))
@@ -462,65 +463,46 @@ impl RedisBackend {
     }
 
     /// The records whose digest starts with `prefix` (a handle): one `HGET` in the
-    /// handle index, then the record.
+    /// handle index, then the record. A handle the index does not name (a session written
+    /// by an earlier version, or whose entry was lost) is looked for in the namespace's
+    /// `expiry` set, where every record has its entry (`ZSCAN MATCH`, in steps: that one
+    /// set, never the server's keyspace), so a revocation never misses a live session.
     pub(super) fn records_with_prefix(&self, prefix: &[u8]) -> Result<Vec<(Digest, IVec)>> {
         let member: Option<Vec<u8>> = self.conn()?.hget(self.handles_key(), hex(prefix))?;
-        let Some(digest) = member.as_deref().and_then(digest_of_hex) else {
-            return Ok(Vec::new());
-        };
-        if !digest.0.starts_with(prefix) {
-            return Err(corrupt(format!(
-                "{} names a session under the wrong handle",
-                self.handles_key()
-            )));
+        if let Some(digest) = member.as_deref().and_then(digest_of_hex)
+            && digest.0.starts_with(prefix)
+            && let Some(bytes) = self.get(&digest)?
+        {
+            return Ok(vec![(digest, bytes)]);
         }
-        Ok(self
-            .get(&digest)?
-            .map(|bytes| (digest, bytes))
-            .into_iter()
-            .collect())
-    }
-
-    /// Gives every record of a namespace written before the handle index its entry, once
-    /// (`ns:handles-indexed` marks it done): `ZSCAN` of the expiry set (every record has
-    /// its entry there), 512 members a step, each added by a script only if its record
-    /// still exists and its handle has no entry. Stores that write meanwhile keep the
-    /// index themselves.
-    pub(super) fn index_handles(&self) -> Result<()> {
-        let done = format!("{}:handles-indexed", self.ns);
-        let mut conn = self.conn()?;
-        if conn.exists(&done)? {
-            return Ok(());
-        }
-        let mut cursor = 0u64;
-        loop {
-            let (next, page): (u64, Vec<Vec<u8>>) = redis::cmd("ZSCAN")
+        let pattern = format!("{}*", hex(prefix));
+        let items: Vec<String> = {
+            let mut conn = self.conn()?;
+            let mut zscan = redis::cmd("ZSCAN");
+            zscan
                 .arg(self.expiry_key())
-                .arg(cursor)
+                .cursor_arg(0)
+                .arg("MATCH")
+                .arg(pattern)
                 .arg("COUNT")
-                .arg(SCAN_COUNT)
-                .query(&mut *conn)?;
-            // Members and scores alternate.
-            let members: Vec<&Vec<u8>> = page
-                .iter()
-                .step_by(2)
-                .filter(|m| digest_of_hex(m).is_some())
-                .collect();
-            if !members.is_empty() {
-                let mut call = self.scripts.index_handles.prepare_invoke();
-                call.key(self.handles_key()).arg(self.record_prefix());
-                for m in members {
-                    call.arg(&m[..]);
-                }
-                let _: i64 = call.invoke(&mut *conn)?;
+                .arg(SCAN_COUNT);
+            zscan
+                .iter::<String>(&mut *conn)?
+                .collect::<std::result::Result<_, _>>()?
+        };
+        // Members and scores alternate; a member may come twice while the server rehashes.
+        let digests: BTreeSet<Digest> = items
+            .iter()
+            .step_by(2)
+            .filter_map(|m| digest_of_hex(m.as_bytes()))
+            .collect();
+        let mut found = Vec::new();
+        for digest in digests {
+            if let Some(bytes) = self.get(&digest)? {
+                found.push((digest, bytes));
             }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
         }
-        let _: () = conn.set(&done, 1)?;
-        Ok(())
+        Ok(found)
     }
 
     /// With [`Config::redis_min_replicas`](crate::Config::redis_min_replicas): waits until
@@ -718,6 +700,28 @@ impl RedisBackend {
         )?)
     }
 
+    /// Loads the `write` script on the node that holds the namespace (on a Cluster, only
+    /// there: a shard that is down elsewhere does not matter).
+    fn load_write(&self, conn: &mut Conn) -> Result<()> {
+        let _: String = conn.on_node_of(
+            &self.ns,
+            redis::cmd("SCRIPT").arg("LOAD").arg(scripts::WRITE),
+        )?;
+        Ok(())
+    }
+
+    /// Runs `call`, an `EVALSHA` of the `write` script, loading the script first if the
+    /// server does not know it (after a restart or failover).
+    fn eval_write(&self, conn: &mut Conn, call: &redis::Cmd) -> Result<i64> {
+        match call.query(&mut **conn) {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                self.load_write(conn)?;
+                Ok(call.query(&mut **conn)?)
+            }
+            answer => Ok(answer?),
+        }
+    }
+
     /// Every key matching `pattern` (each once, though `SCAN` may name one twice).
     fn keys_matching(&self, pattern: &str) -> Result<BTreeSet<Vec<u8>>> {
         let mut conn = self.conn()?;
@@ -731,18 +735,6 @@ impl RedisBackend {
             }
             cursor = next;
         }
-    }
-}
-
-/// Runs `call`, an `EVALSHA` of `script`, loading the script first if the server does
-/// not know it (after a restart or failover).
-fn eval(conn: &mut Conn, script: &redis::Script, call: &redis::Cmd) -> Result<i64> {
-    match call.query(&mut **conn) {
-        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-            script.load(&mut **conn)?;
-            Ok(call.query(&mut **conn)?)
-        }
-        answer => Ok(answer?),
     }
 }
 

@@ -17,7 +17,6 @@ pub(super) struct Scripts {
     pub(super) repair: Script,
     pub(super) raise: Script,
     pub(super) link: Script,
-    pub(super) index_handles: Script,
 }
 
 /// Removes the handle index entry (hash `KEYS[key]`) of the member `m` (a Lua
@@ -54,25 +53,30 @@ macro_rules! lease_check {
     };
 }
 
+/// The write script (see [`Scripts::write`]), whose source the backend loads itself on
+/// the namespace's node before a pipeline of writes.
+///
+/// KEYS: record, expiry, lease, old user set, new user set, handles.
+/// ARGV: mode (absent|match), old bytes, new bytes, ttl, expires_at, created_at, member,
+/// nonce, old has user, new has user.
+pub(super) const WRITE: &str = concat!(
+    lease_check!("3", "8"),
+    "local cur = redis.call('GET', KEYS[1]) ",
+    "if ARGV[1] == 'absent' then if cur then return 0 end ",
+    "elseif cur ~= ARGV[2] then return 0 end ",
+    "redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4]) ",
+    "redis.call('ZADD', KEYS[2], ARGV[5], ARGV[7]) ",
+    "if ARGV[9] == '1' and (ARGV[10] ~= '1' or KEYS[4] ~= KEYS[5]) then ",
+    "redis.call('ZREM', KEYS[4], ARGV[7]) end ",
+    "if ARGV[10] == '1' then redis.call('ZADD', KEYS[5], ARGV[6], ARGV[7]) end ",
+    "redis.call('HSET', KEYS[6], string.sub(ARGV[7], 1, 32), ARGV[7]) ",
+    "return 1"
+);
+
 impl Scripts {
     pub(super) fn new() -> Scripts {
         Scripts {
-            // KEYS: record, expiry, lease, old user set, new user set, handles.
-            // ARGV: mode (absent|match), old bytes, new bytes, ttl, expires_at,
-            //       created_at, member, nonce, old has user, new has user.
-            write: Script::new(concat!(
-                lease_check!("3", "8"),
-                "local cur = redis.call('GET', KEYS[1]) ",
-                "if ARGV[1] == 'absent' then if cur then return 0 end ",
-                "elseif cur ~= ARGV[2] then return 0 end ",
-                "redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4]) ",
-                "redis.call('ZADD', KEYS[2], ARGV[5], ARGV[7]) ",
-                "if ARGV[9] == '1' and (ARGV[10] ~= '1' or KEYS[4] ~= KEYS[5]) then ",
-                "redis.call('ZREM', KEYS[4], ARGV[7]) end ",
-                "if ARGV[10] == '1' then redis.call('ZADD', KEYS[5], ARGV[6], ARGV[7]) end ",
-                "redis.call('HSET', KEYS[6], string.sub(ARGV[7], 1, 32), ARGV[7]) ",
-                "return 1"
-            )),
+            write: Script::new(WRITE),
             // KEYS: record, expiry, user set, handles. ARGV: old bytes, member, has user.
             // No lease check: like revoke-all, a logout must not wait for (or be held
             // off by) another store's updates; an update whose record it deletes fails
@@ -180,14 +184,6 @@ impl Scripts {
                 "redis.call('SADD', KEYS[1], ARGV[1]) ",
                 "if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then ",
                 "redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 1"
-            )),
-            // KEYS: handles. ARGV: record key prefix, then members. Gives each member
-            // whose record exists its handle entry, unless the handle has one.
-            index_handles: Script::new(concat!(
-                "local n = 0 for i = 2, #ARGV do local m = ARGV[i] ",
-                "if redis.call('EXISTS', ARGV[1] .. m) == 1 then ",
-                "n = n + redis.call('HSETNX', KEYS[1], string.sub(m, 1, 32), m) end end ",
-                "return n"
             )),
             // KEYS: record, sorted set. ARGV: bytes, score, member. Adds a missing index
             // entry if the record is still the one verify read.

@@ -123,6 +123,14 @@ fn tls(mut config: Config) -> Config {
 /// A client for `url` with the TLS settings of [`tls`], for the one check made before
 /// the store is opened.
 fn client(url: &str) -> redis::RedisResult<redis::Client> {
+    match certificates()? {
+        None => redis::Client::open(url),
+        Some(certificates) => redis::Client::build_with_tls(url, certificates),
+    }
+}
+
+/// The certificates the TLS variables of [`tls`] name, read; `None` if none is set.
+fn certificates() -> redis::RedisResult<Option<redis::TlsCertificates>> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let read = |var: &str| {
         std::env::var_os(var)
@@ -151,15 +159,12 @@ fn client(url: &str) -> redis::RedisResult<redis::Client> {
         _ => None,
     };
     if root_cert.is_none() && client_tls.is_none() {
-        return redis::Client::open(url);
+        return Ok(None);
     }
-    redis::Client::build_with_tls(
-        url,
-        redis::TlsCertificates {
-            client_tls,
-            root_cert,
-        },
-    )
+    Ok(Some(redis::TlsCertificates {
+        client_tls,
+        root_cert,
+    }))
 }
 
 /// Whether a Redis URL names a node of a Redis Cluster: `SESSILE_REDIS_CLUSTER=1`.
@@ -178,17 +183,30 @@ fn check_namespace(url: &str, folder: Folder) -> Result<(), CliError> {
     if folder == Folder::CreateIfMissing {
         return Ok(());
     }
+    // On a Cluster the namespace is the keys' hash tag.
+    let marker = match cluster() {
+        true => format!("{{{}}}:format", namespace()),
+        false => format!("{}:format", namespace()),
+    };
     let exists = if cluster() {
-        // On a Cluster the namespace is the keys' hash tag.
-        let marker = format!("{{{}}}:format", namespace());
-        redis::cluster::ClusterClient::builder([url])
+        let mut builder = redis::cluster::ClusterClient::builder([url])
             .connection_timeout(Duration::from_secs(5))
             .response_timeout(Duration::from_secs(5))
+            .retries(1);
+        match certificates() {
+            Ok(Some(certificates)) => builder = builder.certs(certificates),
+            Ok(None) => {}
+            Err(e) => {
+                return Err(CliError::failed(format!(
+                    "cannot reach the Redis server: {e}"
+                )));
+            }
+        }
+        builder
             .build()
             .and_then(|c| c.get_connection())
             .and_then(|mut c| redis::cmd("EXISTS").arg(&marker).query::<bool>(&mut c))
     } else {
-        let marker = format!("{}:format", namespace());
         client(url)
             .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(5)))
             .and_then(|mut c| {
@@ -197,7 +215,6 @@ fn check_namespace(url: &str, folder: Folder) -> Result<(), CliError> {
             })
     }
     .map_err(|e| CliError::failed(format!("cannot reach the Redis server: {e}")))?;
-    let marker = format!("{}:format", namespace());
     if exists {
         return Ok(());
     }
