@@ -189,6 +189,39 @@ impl Backend {
         }
     }
 
+    /// The stored bytes of `digest`, awaited without blocking where the storage offers an
+    /// async path (Redis on a single server); `None` where it does not, or where that path
+    /// failed: then the caller reads through [`get`](Self::get).
+    #[cfg(any(feature = "tower", feature = "tower-014"))]
+    #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
+    pub(crate) async fn get_async(&self, digest: &Digest) -> Option<Option<IVec>> {
+        match &self.0 {
+            Storage::Sled(_) => None,
+            #[cfg(feature = "redis")]
+            Storage::Redis(b) => b.get_async(digest).await,
+        }
+    }
+
+    /// [`write`](Self::write) of `new` over `old`, awaited without blocking where the
+    /// storage offers an async path (Redis on a single server), without the stripe lock
+    /// (the compare-and-swap guards the record). `None` where there is no such path, after
+    /// an error, or when another store's `update` lease holds the session: nothing was
+    /// written, and the caller takes its locked path.
+    #[cfg(any(feature = "tower", feature = "tower-014"))]
+    #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
+    pub(crate) async fn write_async(
+        &self,
+        digest: &Digest,
+        old: &StoredRecord,
+        new: &StoredRecord,
+    ) -> Option<Swap> {
+        match &self.0 {
+            Storage::Sled(_) => None,
+            #[cfg(feature = "redis")]
+            Storage::Redis(b) => b.write_async(digest, old, new).await,
+        }
+    }
+
     /// Deletes the record of `digest` if it is still `old`, with its index entries.
     /// Caller holds the stripe lock.
     pub(crate) fn delete(&self, digest: &Digest, old: &StoredRecord) -> Result<Swap> {

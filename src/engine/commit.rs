@@ -142,6 +142,21 @@ impl Contents {
     }
 }
 
+/// What a write over a stored record comes to (see [`Engine::plan`]).
+pub(super) enum Plan {
+    /// The record is not live: nothing is written.
+    Gone,
+    /// The session's new lifetime has already run out: the record is deleted.
+    End,
+    /// Neither the contents nor (beyond the touch granularity) the expiry change.
+    Unchanged,
+    /// `new` replaces the record; `assigned` is its user if that is new.
+    Write {
+        new: StoredRecord,
+        assigned: Option<String>,
+    },
+}
+
 /// What a write to a live record changes.
 pub(super) enum Change<'a> {
     /// Only the times: the expiry moves, user and values stay; the lifetime too, or it
@@ -478,13 +493,38 @@ impl Engine {
         old: Option<&StoredRecord>,
         held: &StripeGuard<'_>,
     ) -> Result<Step<(Committed, Option<String>)>> {
-        let gone = Step::Done((Committed::Gone, None));
-        let Some(old) = old else { return Ok(gone) };
-        let now = self.now();
-        if !expiry::is_live(&self.config, &old.header, now) {
-            return Ok(gone);
+        let Some(old) = old else {
+            return Ok(Step::Done((Committed::Gone, None)));
+        };
+        match self.plan(change, old, self.now())? {
+            Plan::Gone => Ok(Step::Done((Committed::Gone, None))),
+            Plan::Unchanged => Ok(Step::Done((Committed::Unchanged, None))),
+            Plan::End => {
+                // The session ends here instead of being written dead, and the end is
+                // flushed: an adapter's write in place on the executor gives up first.
+                crate::engine::locks::give_up_if_in_place()?;
+                if self.delete_record(digest, old, held)? == Swap::Conflict {
+                    return Ok(Step::Retry);
+                }
+                Ok(Step::Done((Committed::Expired(old.user.clone()), None)))
+            }
+            Plan::Write { new, assigned } => {
+                if assigned.is_some() && self.config.max_sessions_per_user.is_some() {
+                    crate::engine::locks::give_up_if_in_place()?;
+                }
+                let swap = self.write_record(digest, Some(old), new, held)?;
+                Ok(Step::after(swap, || (Committed::Written, assigned)))
+            }
         }
-        // Changes made to an earlier version are applied onto this one.
+    }
+
+    /// What writing `change` over `old` (the stored record) at `now` comes to, worked out
+    /// without writing anything: the same for the locked path and the adapters' awaited
+    /// one. Changes made to an earlier version are applied onto `old` here.
+    pub(super) fn plan(&self, change: &Change<'_>, old: &StoredRecord, now: u64) -> Result<Plan> {
+        if !expiry::is_live(&self.config, &old.header, now) {
+            return Ok(Plan::Gone);
+        }
         let rebased = match change {
             Change::Replace(c) => c.rebase(self, old)?,
             Change::Touch(_) => None,
@@ -498,13 +538,8 @@ impl Engine {
         let expires_at = timeouts.expires_at(now, old.header.created_at);
         if expires_at <= now {
             // The new lifetime has already run out (an absolute timeout set after it
-            // passed): the session ends here instead of being written dead, and the end
-            // is flushed: an adapter's write in place on the executor gives up first.
-            crate::engine::locks::give_up_if_in_place()?;
-            if self.delete_record(digest, old, held)? == Swap::Conflict {
-                return Ok(Step::Retry);
-            }
-            return Ok(Step::Done((Committed::Expired(old.user.clone()), None)));
+            // passed).
+            return Ok(Plan::End);
         }
         let same_contents = match change {
             Change::Touch(_) => true,
@@ -512,7 +547,7 @@ impl Engine {
         };
         let barely_moves = self.expiry_barely_moves(&old.header, own, now, expires_at);
         if same_contents && barely_moves {
-            return Ok(Step::Done((Committed::Unchanged, None)));
+            return Ok(Plan::Unchanged);
         }
         let header = Header {
             // A write whose expiry would move by less than the touch granularity keeps
@@ -538,11 +573,7 @@ impl Engine {
             Change::Replace(c) => c.record(header),
         };
         let assigned = new.user.clone().filter(|u| Some(u) != old.user.as_ref());
-        if assigned.is_some() && self.config.max_sessions_per_user.is_some() {
-            crate::engine::locks::give_up_if_in_place()?;
-        }
-        let swap = self.write_record(digest, Some(old), new, held)?;
-        Ok(Step::after(swap, || (Committed::Written, assigned)))
+        Ok(Plan::Write { new, assigned })
     }
 
     /// Extends the idle expiry of the live record of `digest` (giving it the lifetime

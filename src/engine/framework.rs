@@ -10,9 +10,13 @@
 
 use std::time::Duration;
 
+#[cfg(any(feature = "tower", feature = "tower-014"))]
+use crate::backend::Swap;
 use crate::changes::Fingerprints;
 use crate::clock::duration_ms;
 use crate::engine::Engine;
+#[cfg(any(feature = "tower", feature = "tower-014"))]
+use crate::engine::commit::Plan;
 use crate::engine::commit::{Change, Committed, Contents};
 use crate::error::Result;
 use crate::events::DestroyReason;
@@ -148,6 +152,65 @@ impl Engine {
     /// nothing and moves the expiry by less than the touch granularity writes nothing.
     pub(crate) fn save_contents(&self, digest: &Digest, contents: &Contents) -> Result<Committed> {
         self.commit(digest, &Change::Replace(contents))
+    }
+
+    /// [`save_contents`](Self::save_contents) awaited without blocking where the storage
+    /// has an async path (Redis on a single server): the change planned onto the version
+    /// the adapter last read or wrote (else the stored one, read now) as the locked path
+    /// would, and written by compare-and-swap against it, on the multiplexed connection:
+    /// one round trip when the guess holds. A guess is trusted for nothing else: any
+    /// other outcome is decided on the stored record. `None` (nothing written) for
+    /// whatever needs the locked path: no async path, an error, a record written
+    /// meanwhile or under an `update` lease (the locked path rebases or waits), a lifetime
+    /// that ended (a delete and a flush), a login under the per-user cap, a write that
+    /// must flush ([`Durability::EveryWrite`](crate::Durability::EveryWrite)) or upgrade
+    /// the format.
+    #[cfg(any(feature = "tower", feature = "tower-014"))]
+    pub(crate) async fn save_contents_async(
+        &self,
+        digest: &Digest,
+        contents: &Contents,
+    ) -> Option<Result<Committed>> {
+        if self.config.durability == crate::config::Durability::EveryWrite
+            || self.format() < crate::record::codec::STORE_FORMAT
+        {
+            return None;
+        }
+        let change = Change::Replace(contents);
+        let mut guess = self.expected(digest);
+        loop {
+            let guessed = guess.is_some();
+            let old = match guess.take() {
+                Some(old) => old,
+                None => match self.read_async(digest).await? {
+                    Some(old) => old,
+                    None => return Some(Ok(Committed::Gone)),
+                },
+            };
+            let (new, assigned) = match self.plan(&change, &old, self.now()) {
+                Ok(Plan::Write { new, assigned }) => (new, assigned),
+                // Decided on the stored record, not on a guess.
+                Ok(_) if guessed => continue,
+                Err(e) => return Some(Err(e)),
+                Ok(Plan::Gone) => return Some(Ok(Committed::Gone)),
+                Ok(Plan::Unchanged) => return Some(Ok(Committed::Unchanged)),
+                Ok(Plan::End) => return None,
+            };
+            if assigned.is_some() && self.config.max_sessions_per_user.is_some() {
+                return None;
+            }
+            match self.backend.write_async(digest, &old, &new).await {
+                Some(Swap::Done) => {
+                    self.expect(digest, Some(&std::sync::Arc::new(new)));
+                    return Some(Ok(Committed::Written));
+                }
+                Some(Swap::Conflict) if guessed => self.expect(digest, None),
+                _ => {
+                    self.expect(digest, None);
+                    return None;
+                }
+            }
+        }
     }
 
     /// Gives the live record of `digest` the lifetime `lifetime` and moves its expiry,

@@ -60,6 +60,11 @@ pub(crate) struct Engine {
     /// The adapters' fingerprints, keyed with the store's secret (read or made once).
     #[cfg(any(feature = "tower", feature = "tower-014", feature = "actix"))]
     fingerprints: std::sync::OnceLock<crate::changes::Fingerprints>,
+    /// Where other processes write too (Redis): the version of each session the tower
+    /// adapter last read or wrote, which its next save expects to find, so that save is
+    /// one round trip (its compare-and-swap checks the guess). Never served to a read.
+    #[cfg(any(feature = "tower", feature = "tower-014"))]
+    expected: Option<quick_cache::sync::Cache<Digest, std::sync::Arc<StoredRecord>>>,
 }
 
 impl Engine {
@@ -76,7 +81,11 @@ impl Engine {
     fn new(backend: Backend, config: Config, format: u32) -> Engine {
         // A backend other processes write too tells this one nothing: no cache of records
         // there (see ARCHITECTURE.md, "Scaling out"). Tokens' digests never change.
-        let cache_entries = if backend.shared_by_processes() {
+        let backend_shared = backend.shared_by_processes();
+        #[cfg(any(feature = "tower", feature = "tower-014"))]
+        let expected = (backend_shared && config.cache_entries > 0)
+            .then(|| quick_cache::sync::Cache::new(config.cache_entries));
+        let cache_entries = if backend_shared {
             0
         } else {
             config.cache_entries
@@ -93,6 +102,8 @@ impl Engine {
             format: AtomicU32::new(format),
             #[cfg(any(feature = "tower", feature = "tower-014", feature = "actix"))]
             fingerprints: std::sync::OnceLock::new(),
+            #[cfg(any(feature = "tower", feature = "tower-014"))]
+            expected,
         }
     }
 

@@ -94,6 +94,50 @@ impl Engine {
         Ok(record.filter(|r| expiry::is_live(&self.config, &r.header, now)))
     }
 
+    /// [`live`](Self::live) awaited without blocking where the storage has an async path
+    /// (Redis on a single server): `Some` of what `live` would answer. `None` where it has
+    /// none, after an error, or for a record this path leaves to the locked one
+    /// (undecodable: quarantined there): the caller then runs [`live`](Self::live) off the
+    /// executor.
+    #[cfg(any(feature = "tower", feature = "tower-014"))]
+    pub(crate) async fn live_async(&self, digest: &Digest) -> Option<Option<Arc<StoredRecord>>> {
+        let record = self.read_async(digest).await?;
+        let now = self.now();
+        Some(record.filter(|r| expiry::is_live(&self.config, &r.header, now)))
+    }
+
+    /// The stored record of `digest` read on the async path (see
+    /// [`live_async`](Self::live_async)), remembered as what the next save expects.
+    #[cfg(any(feature = "tower", feature = "tower-014"))]
+    pub(super) async fn read_async(&self, digest: &Digest) -> Option<Option<Arc<StoredRecord>>> {
+        let Some(bytes) = self.backend.get_async(digest).await? else {
+            return Some(None);
+        };
+        let record = Arc::new(StoredRecord::decode(bytes).ok()?);
+        self.expect(digest, Some(&record));
+        Some(Some(record))
+    }
+
+    /// Remembers `record` as the version of `digest` the next save expects (or forgets
+    /// the guess).
+    #[cfg(any(feature = "tower", feature = "tower-014"))]
+    pub(super) fn expect(&self, digest: &Digest, record: Option<&Arc<StoredRecord>>) {
+        if let Some(expected) = &self.expected {
+            match record {
+                Some(r) => expected.insert(*digest, Arc::clone(r)),
+                None => {
+                    expected.remove(digest);
+                }
+            }
+        }
+    }
+
+    /// The version of `digest` the next save expects, if one is remembered.
+    #[cfg(any(feature = "tower", feature = "tower-014"))]
+    pub(super) fn expected(&self, digest: &Digest) -> Option<Arc<StoredRecord>> {
+        self.expected.as_ref()?.get(digest)
+    }
+
     /// The digest of `id`: remembered, or derived (blake3).
     pub(crate) fn digest_of(&self, id: &SessionId) -> Digest {
         self.tokens.get(&id.words()).unwrap_or_else(|| id.digest())

@@ -419,12 +419,23 @@ impl TowerStore {
             return self.delete_record(id).await;
         };
         let (contents, _) = self.contents(data, lifetime)?;
-        let work = Work::of_write(&self.store, Some(&key), &contents);
-        let saved = run(&self.store, work, move |s| {
-            s.engine.save_contents(&key, &contents)
-        })
-        .await
-        .map_err(|e| Refusal::of(&e))?;
+        // Awaited on the multiplexed connection where there is one; else, or whenever it
+        // needs the locked path (a conflict, a lease, the cap, ...), as below.
+        let awaited = match self.store.engine.on_network() {
+            true => self.store.engine.save_contents_async(&key, &contents).await,
+            false => None,
+        };
+        let saved = match awaited {
+            Some(saved) => saved.map_err(|e| Refusal::of(&e.into()))?,
+            None => {
+                let work = Work::of_write(&self.store, Some(&key), &contents);
+                run(&self.store, work, move |s| {
+                    s.engine.save_contents(&key, &contents)
+                })
+                .await
+                .map_err(|e| Refusal::of(&e))?
+            }
+        };
         if saved.ended() {
             tracing::debug!(handle = %key.handle(), "not saving a session that is gone");
         }
@@ -434,6 +445,11 @@ impl TowerStore {
     /// `load` for any version.
     async fn load_record(&self, id: i128) -> Result<Option<Arc<StoredRecord>>, Refusal> {
         let found = if self.store.engine.on_network() {
+            // Awaited on the multiplexed connection where there is one; else, or if it
+            // cannot say, on the blocking pool.
+            if let Some(found) = self.store.engine.live_async(&self.key(id)).await {
+                return Ok(found);
+            }
             let ids = Arc::clone(&self.ids);
             off_executor(&self.store, move |s| {
                 ids.find(&id_words(id), || digest(id), |key| s.engine.live(key))

@@ -168,9 +168,18 @@ async fn measure<S: SessionStore + 'static>(store: S, n: usize, ops: usize) -> (
 }
 
 fn main() {
-    let Some(server) = Server::start() else {
-        eprintln!("redis-server is not installed: skipping the Redis bench");
-        return;
+    // SESSILE_BENCH_REDIS_URL: a server of your own instead (to read its INFO
+    // commandstats, say); flushed of the bench's keys by nothing: use an empty one.
+    let own = std::env::var("SESSILE_BENCH_REDIS_URL").ok();
+    let server = match own {
+        Some(_) => None,
+        None => match Server::start() {
+            Some(server) => Some(server),
+            None => {
+                eprintln!("redis-server is not installed: skipping the Redis bench");
+                return;
+            }
+        },
     };
     let (n, ops) = if smoke() { (500, 2_000) } else { (20_000, 60_000) };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -178,7 +187,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let url = server.url();
+    let url = own.unwrap_or_else(|| server.as_ref().map(Server::url).unwrap_or_default());
 
     let peer = rt.block_on(async {
         let config = fred::prelude::Config::from_url(&url).expect("fred config");

@@ -196,6 +196,55 @@ impl ConnectionLike for Tracked {
     }
 }
 
+/// The multiplexed connection the async adapters await on a single server (see
+/// [`RedisBackend::get_async`](super::RedisBackend::get_async)): one connection, many
+/// requests in flight, made on first use inside a tokio runtime. Not for Sentinel or
+/// Cluster, whose calls take the pooled path.
+#[cfg(any(feature = "tower", feature = "tower-014"))]
+pub(super) struct Multiplexed {
+    client: Option<redis::Client>,
+    conn: parking_lot::Mutex<Option<redis::aio::ConnectionManager>>,
+}
+
+#[cfg(any(feature = "tower", feature = "tower-014"))]
+impl Multiplexed {
+    pub(super) fn new(target: &RedisTarget) -> Result<Multiplexed> {
+        let client = match (&target.sentinel, &target.cluster) {
+            (None, None) => Some(client(target, &target.url)?),
+            _ => None,
+        };
+        Ok(Multiplexed {
+            client,
+            conn: parking_lot::Mutex::new(None),
+        })
+    }
+
+    /// The connection, made now if there is none; `None` outside a tokio runtime, for
+    /// Sentinel and Cluster, or if it cannot be made (the pooled path reports why).
+    pub(super) async fn get(&self) -> Option<redis::aio::ConnectionManager> {
+        let client = self.client.as_ref()?;
+        if let Some(conn) = self.conn.lock().clone() {
+            return Some(conn);
+        }
+        tokio::runtime::Handle::try_current().ok()?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(IO_TIMEOUT))
+            .set_number_of_retries(1);
+        let conn = redis::aio::ConnectionManager::new_with_config(client.clone(), config)
+            .await
+            .ok()?;
+        *self.conn.lock() = Some(conn.clone());
+        Some(conn)
+    }
+
+    /// Drops the connection after an error: the next call makes a new one (on the
+    /// runtime it runs on; the old one may have died with its runtime).
+    pub(super) fn reset(&self) {
+        self.conn.lock().take();
+    }
+}
+
 impl Connector {
     /// The connector for `target`: its URL, or its Sentinels.
     ///

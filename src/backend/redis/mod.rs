@@ -47,6 +47,8 @@ mod scripts;
 mod verify;
 
 use connect::Connector;
+#[cfg(any(feature = "tower", feature = "tower-014"))]
+use connect::Multiplexed;
 use scripts::Scripts;
 
 use crate::backend::Swap;
@@ -103,6 +105,8 @@ impl Drop for Lease<'_> {
 
 pub(super) struct RedisBackend {
     pool: r2d2::Pool<Connector>,
+    #[cfg(any(feature = "tower", feature = "tower-014"))]
+    multiplexed: Multiplexed,
     scripts: Scripts,
     ns: String,
     clock: Clock,
@@ -134,6 +138,8 @@ impl RedisBackend {
             .map_err(|e| Error::no_connection(target.redacted(), e))?;
         Ok(RedisBackend {
             pool,
+            #[cfg(any(feature = "tower", feature = "tower-014"))]
+            multiplexed: Multiplexed::new(target)?,
             scripts: Scripts::new(),
             ns,
             clock,
@@ -258,23 +264,94 @@ impl RedisBackend {
         })
     }
 
+    /// [`get`](Self::get) awaited on the multiplexed connection, for the async adapters:
+    /// no blocking-pool hop, and the requests of every task share one connection.
+    /// `None` where that connection is not available, or after it failed (then reset):
+    /// the caller takes the pooled path, which reports the error.
+    #[cfg(any(feature = "tower", feature = "tower-014"))]
+    pub(super) async fn get_async(&self, digest: &Digest) -> Option<Option<IVec>> {
+        let mut conn = self.multiplexed.get().await?;
+        let got: redis::RedisResult<Option<Vec<u8>>> = redis::cmd("GET")
+            .arg(self.record_key(digest))
+            .query_async(&mut conn)
+            .await;
+        match got {
+            Ok(bytes) => Some(bytes.map(IVec::from)),
+            Err(_) => {
+                self.multiplexed.reset();
+                None
+            }
+        }
+    }
+
+    /// [`write`](Self::write) over `old` on the multiplexed connection (see
+    /// [`get_async`](Self::get_async)). `None` if that connection is not available, after
+    /// an error (it is reset), or if an `update` lease holds the session (another
+    /// store's, or this store's on another thread: the async path holds none).
+    #[cfg(any(feature = "tower", feature = "tower-014"))]
+    pub(super) async fn write_async(
+        &self,
+        digest: &Digest,
+        old: &StoredRecord,
+        new: &StoredRecord,
+    ) -> Option<Swap> {
+        let mut conn = self.multiplexed.get().await?;
+        let (call, source) = self.write_call(digest, Some(old), new, "");
+        let mut answer: redis::RedisResult<i64> = call.query_async(&mut conn).await;
+        if let Err(e) = &answer
+            && e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+        {
+            let mut load = redis::cmd("SCRIPT");
+            load.arg("LOAD").arg(source);
+            answer = match load.query_async::<String>(&mut conn).await {
+                Ok(_) => call.query_async(&mut conn).await,
+                Err(e) => Err(e),
+            };
+        }
+        match answer {
+            Ok(1) => Some(Swap::Done),
+            Ok(0) => Some(Swap::Conflict),
+            Ok(_) => None, // -1: leased
+            Err(_) => {
+                self.multiplexed.reset();
+                None
+            }
+        }
+    }
+
     pub(super) fn get(&self, digest: &Digest) -> Result<Option<IVec>> {
         let bytes: Option<Vec<u8>> = self.conn()?.get(self.record_key(digest))?;
         Ok(bytes.map(IVec::from))
     }
 
-    /// The `write` script's call for `digest`: compare with `old` (or absence), then
-    /// store `new` and move its index entries. Sent by hash (see [`eval`]).
+    /// The call that writes `new` over `old` (or where nothing is stored), and the source
+    /// of its script (sent by hash; loaded again if the server lost it). A save that
+    /// changes neither the user nor the stored expiry runs the `replace` script (compare,
+    /// then `SET`); anything else runs `write`, which moves the index entries too.
     fn write_call(
         &self,
         digest: &Digest,
         old: Option<&StoredRecord>,
         new: &StoredRecord,
         nonce: &str,
-    ) -> redis::Cmd {
+    ) -> (redis::Cmd, &'static str) {
+        let mut call = redis::cmd("EVALSHA");
+        if let Some(old) = old
+            && old.user == new.user
+            && old.header.expires_at == new.header.expires_at
+        {
+            call.arg(self.scripts.replace.get_hash())
+                .arg(2) // the number of keys that follow
+                .arg(self.record_key(digest))
+                .arg(self.lease_key(digest))
+                .arg(&old.bytes[..])
+                .arg(&new.bytes[..])
+                .arg(self.ttl_ms(new.header.expires_at))
+                .arg(nonce);
+            return (call, scripts::REPLACE);
+        }
         let member = hex(&digest.0);
         let old_user = old.and_then(|e| e.user.as_deref());
-        let mut call = redis::cmd("EVALSHA");
         call.arg(self.scripts.write.get_hash())
             .arg(6) // the number of keys that follow
             .arg(self.record_key(digest))
@@ -294,8 +371,11 @@ impl RedisBackend {
             .arg(&member)
             .arg(nonce)
             .arg(flag(old_user.is_some()))
-            .arg(flag(new.user.is_some()));
-        call
+            .arg(flag(new.user.is_some()))
+            .arg(flag(old.is_none_or(|e| {
+                e.header.expires_at != new.header.expires_at
+            })));
+        (call, scripts::WRITE)
     }
 
     pub(super) fn write(
@@ -304,8 +384,8 @@ impl RedisBackend {
         old: Option<&StoredRecord>,
         new: &StoredRecord,
     ) -> Result<Swap> {
-        let call = self.write_call(digest, old, new, &Self::nonce(digest));
-        let answer = self.past_leases(|conn| self.eval_write(conn, &call))?;
+        let (call, source) = self.write_call(digest, old, new, &Self::nonce(digest));
+        let answer = self.past_leases(|conn| self.eval(conn, &call, source))?;
         swap(answer)
     }
 
@@ -315,10 +395,13 @@ impl RedisBackend {
     /// was there.
     pub(super) fn create_many(&self, records: &[(&Digest, &StoredRecord)]) -> Result<Vec<bool>> {
         let mut conn = self.conn()?;
-        self.load_write(&mut conn)?;
+        self.load(&mut conn, scripts::WRITE)?;
         let calls = records
             .iter()
-            .map(|(digest, record)| self.write_call(digest, None, record, &Self::nonce(digest)))
+            .map(|(digest, record)| {
+                self.write_call(digest, None, record, &Self::nonce(digest))
+                    .0
+            })
             .collect();
         let answers: Vec<i64> = conn.pipeline(calls)?;
         Ok(answers.into_iter().map(|a| a == 1).collect())
@@ -700,22 +783,19 @@ impl RedisBackend {
         )?)
     }
 
-    /// Loads the `write` script on the node that holds the namespace (on a Cluster, only
+    /// Loads the script `source` on the node that holds the namespace (on a Cluster, only
     /// there: a shard that is down elsewhere does not matter).
-    fn load_write(&self, conn: &mut Conn) -> Result<()> {
-        let _: String = conn.on_node_of(
-            &self.ns,
-            redis::cmd("SCRIPT").arg("LOAD").arg(scripts::WRITE),
-        )?;
+    fn load(&self, conn: &mut Conn, source: &str) -> Result<()> {
+        let _: String = conn.on_node_of(&self.ns, redis::cmd("SCRIPT").arg("LOAD").arg(source))?;
         Ok(())
     }
 
-    /// Runs `call`, an `EVALSHA` of the `write` script, loading the script first if the
+    /// Runs `call`, an `EVALSHA` of the script `source`, loading the script first if the
     /// server does not know it (after a restart or failover).
-    fn eval_write(&self, conn: &mut Conn, call: &redis::Cmd) -> Result<i64> {
+    fn eval(&self, conn: &mut Conn, call: &redis::Cmd, source: &str) -> Result<i64> {
         match call.query(&mut **conn) {
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                self.load_write(conn)?;
+                self.load(conn, source)?;
                 Ok(call.query(&mut **conn)?)
             }
             answer => Ok(answer?),
