@@ -1066,3 +1066,77 @@ fn an_import_in_batches_restores_every_session_and_replaces_what_is_there() {
     assert!(matches!(err, Error::InvalidDump { .. }), "{err}");
     assert_eq!(fresh.len().expect("len"), 400);
 }
+
+/// The tower adapter's awaited save (one round trip: a compare-and-swap against the
+/// version it last read) racing each revocation of the session through another store,
+/// on threads behind a barrier, many rounds: whichever lands first, the session is gone
+/// afterwards (a save that lost the race never brings it back).
+#[cfg(feature = "tower")]
+#[test]
+fn the_adapters_awaited_save_racing_revocations_never_brings_a_session_back() {
+    use tower_sessions::session::{Id, Record};
+    use tower_sessions::session_store::SessionStore;
+    let Some((url, ns)) = namespace() else { return };
+    let clock = ManualClock::new();
+    let (a, b) = two_stores(&url, &ns, &clock, Some(2));
+    let tower = Arc::new(sessile::tower::TowerStore::new(a.clone()));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let expiry = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+    for round in 0..rounds(60) {
+        b.destroy_user("ada", None).expect("clean slate");
+        let mut record = Record {
+            id: Id::default(),
+            data: [
+                (
+                    sessile::tower::USER_KEY.to_owned(),
+                    serde_json::json!("ada"),
+                ),
+                ("n".to_owned(), serde_json::json!(0)),
+            ]
+            .into_iter()
+            .collect(),
+            expiry_date: expiry,
+        };
+        rt.block_on(tower.create(&mut record)).expect("create");
+        let mut loaded = rt
+            .block_on(tower.load(&record.id))
+            .expect("load")
+            .expect("live");
+        loaded.data.insert("n".into(), serde_json::json!(round));
+        let handle = b.sessions_of("ada").expect("list")[0].handle;
+        let barrier = Arc::new(Barrier::new(2));
+        let (saver, runtime) = (Arc::clone(&tower), rt.handle().clone());
+        let saved = spawn_after(&barrier, move || runtime.block_on(saver.save(&loaded)));
+        let revoker = b.clone();
+        let clock2 = clock.clone();
+        let revoked = spawn_after(&barrier, move || match round % 3 {
+            0 => revoker.destroy_user("ada", None).map(|_| ()),
+            1 => revoker.destroy_by_handle(&handle).map(|_| ()),
+            _ => {
+                // Two newer sessions of the user: the cap of 2 evicts this one.
+                for _ in 0..2 {
+                    clock2.advance(Duration::from_millis(1));
+                    logged_in(&revoker, "ada");
+                }
+                Ok(())
+            }
+        });
+        collect(&saved, "the save").expect("save");
+        collect(&revoked, "the revocation").expect("revoke");
+        assert!(
+            rt.block_on(tower.load(&record.id)).expect("load").is_none(),
+            "round {round}: the session came back"
+        );
+        assert!(
+            b.sessions_of("ada")
+                .expect("list")
+                .iter()
+                .all(|s| s.handle != handle),
+            "round {round}: the session is listed again"
+        );
+    }
+}
