@@ -139,7 +139,9 @@ impl Config {
     /// Any number of stores, in any number of processes, may open the same server and
     /// namespace: they are one store. What changes from a folder (see the README's
     /// "Scaling out"): there is no read cache ([`cache_entries`](Config::cache_entries)
-    /// only sizes the token memo), [`Store::flush`](crate::Store::flush) and [`Durability`] promise what the
+    /// and [`cache_bytes`](Config::cache_bytes) size the token memo and, for the tower
+    /// adapter, the versions its next saves expect, never served to a read),
+    /// [`Store::flush`](crate::Store::flush) and [`Durability`] promise what the
     /// server's own persistence settings promise, events reach only the subscribers of the
     /// store that made the change, and [`Store::path`](crate::Store::path) is the URL without its password.
     /// A `rediss://` URL connects over TLS (see

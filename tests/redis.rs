@@ -1139,4 +1139,81 @@ fn the_adapters_awaited_save_racing_revocations_never_brings_a_session_back() {
             "round {round}: the session is listed again"
         );
     }
+    let report = b.verify(false).expect("verify");
+    assert!(report.is_consistent(), "{report:?}");
+}
+
+/// The tower adapter on Redis used from several runtimes in turn: a multi-thread one
+/// (the awaited path, its connection driven by that runtime), then after that runtime is
+/// gone, outside any runtime (in place), a current-thread one (the pooled path) and
+/// another multi-thread one (a new connection for it). Every call answers; none panics
+/// for want of a runtime or hangs on a connection whose runtime died.
+#[cfg(feature = "tower")]
+#[test]
+fn the_adapter_answers_from_runtime_after_runtime() {
+    use tower_sessions::session::{Id, Record};
+    use tower_sessions::session_store::SessionStore;
+    let Some((url, ns)) = namespace() else { return };
+    let clock = ManualClock::new();
+    let store = config(&url, &ns, &clock).open().expect("open");
+    let tower = sessile::tower::TowerStore::new(store);
+    let multi = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime")
+    };
+    let expiry = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+    let mut record = Record {
+        id: Id::default(),
+        data: [("n".to_owned(), serde_json::json!(1))]
+            .into_iter()
+            .collect(),
+        expiry_date: expiry,
+    };
+    let first = multi();
+    first.block_on(tower.create(&mut record)).expect("create");
+    let mut loaded = first
+        .block_on(tower.load(&record.id))
+        .expect("load")
+        .expect("live");
+    drop(first);
+    // Outside any runtime (a plain executor): answered in place, no panic.
+    let outside = {
+        let mut call = std::pin::pin!(tower.load(&record.id));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        loop {
+            if let std::task::Poll::Ready(found) = call.as_mut().poll(&mut cx) {
+                break found;
+            }
+            std::thread::yield_now();
+        }
+    };
+    assert!(outside.expect("load outside a runtime").is_some());
+    let started = Instant::now();
+    let current = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    loaded.data.insert("n".into(), serde_json::json!(2));
+    current.block_on(tower.save(&loaded)).expect("save");
+    let second = multi();
+    let back = second
+        .block_on(tower.load(&record.id))
+        .expect("load")
+        .expect("live");
+    assert_eq!(back.data["n"], serde_json::json!(2));
+    loaded.data.insert("n".into(), serde_json::json!(3));
+    second.block_on(tower.save(&loaded)).expect("save");
+    let back = current
+        .block_on(tower.load(&record.id))
+        .expect("load")
+        .expect("live");
+    assert_eq!(back.data["n"], serde_json::json!(3));
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}: a call waited on a dead runtime's connection",
+        started.elapsed()
+    );
 }

@@ -51,6 +51,21 @@ impl quick_cache::Weighter<Digest, Arc<StoredRecord>> for RecordWeight {
     }
 }
 
+/// A map of about `entries` records and at most `bytes` of them, weighed as the read
+/// cache weighs them: the tower adapter's expected versions on Redis
+/// ([`Engine::expected`](super::Engine::expected)).
+#[cfg(any(feature = "tower", feature = "tower-014"))]
+pub(super) fn bounded_records(
+    entries: usize,
+    bytes: usize,
+) -> quick_cache::sync::Cache<Digest, Arc<StoredRecord>, RecordWeight> {
+    let to_u64 = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    let weight = RecordWeight {
+        least: to_u64(bytes / entries.max(1)),
+    };
+    quick_cache::sync::Cache::with_weighter(entries, to_u64(bytes), weight)
+}
+
 impl ReadCache {
     /// A cache of about `entries` records and `bytes` of them (see [`RecordWeight`]),
     /// able to hold a record of `largest` bytes; none for 0 entries.

@@ -190,13 +190,17 @@ impl Engine {
             let (new, assigned) = match self.plan(&change, &old, self.now()) {
                 Ok(Plan::Write { new, assigned }) => (new, assigned),
                 // Decided on the stored record, not on a guess.
-                Ok(_) if guessed => continue,
+                _ if guessed => continue,
                 Err(e) => return Some(Err(e)),
                 Ok(Plan::Gone) => return Some(Ok(Committed::Gone)),
                 Ok(Plan::Unchanged) => return Some(Ok(Committed::Unchanged)),
-                Ok(Plan::End) => return None,
+                Ok(Plan::End) => {
+                    self.expect(digest, None);
+                    return None;
+                }
             };
             if assigned.is_some() && self.config.max_sessions_per_user.is_some() {
+                self.expect(digest, None);
                 return None;
             }
             match self.backend.write_async(digest, &old, &new).await {

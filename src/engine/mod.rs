@@ -64,7 +64,8 @@ pub(crate) struct Engine {
     /// adapter last read or wrote, which its next save expects to find, so that save is
     /// one round trip (its compare-and-swap checks the guess). Never served to a read.
     #[cfg(any(feature = "tower", feature = "tower-014"))]
-    expected: Option<quick_cache::sync::Cache<Digest, std::sync::Arc<StoredRecord>>>,
+    expected:
+        Option<quick_cache::sync::Cache<Digest, std::sync::Arc<StoredRecord>, cache::RecordWeight>>,
 }
 
 impl Engine {
@@ -84,7 +85,7 @@ impl Engine {
         let backend_shared = backend.shared_by_processes();
         #[cfg(any(feature = "tower", feature = "tower-014"))]
         let expected = (backend_shared && config.cache_entries > 0)
-            .then(|| quick_cache::sync::Cache::new(config.cache_entries));
+            .then(|| cache::bounded_records(config.cache_entries, config.cache_bytes));
         let cache_entries = if backend_shared {
             0
         } else {

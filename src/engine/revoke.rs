@@ -83,6 +83,8 @@ impl Engine {
         allow(dead_code, reason = "only the adapters delete for a framework")
     )]
     pub(crate) fn framework_delete(&self, digest: &Digest) -> Result<bool> {
+        #[cfg(any(feature = "tower", feature = "tower-014"))]
+        self.expect(digest, None);
         let destroyed = self.destroy_where(digest, DestroyReason::Destroy, false, |_, _| true)?;
         self.backend.flush()?;
         Ok(destroyed == Destroyed::Live)

@@ -1,7 +1,9 @@
 //! The write protocol: every change to a record and its index entries goes through here.
 //!
-//! One session's record is written only with its stripe lock held ([`crate::engine::locks`]).
-//! Inside it, a write is:
+//! One session's record is written only with its stripe lock held ([`crate::engine::locks`]),
+//! but for the tower adapter's awaited save on Redis (`Engine::save_contents_async`), whose
+//! compare-and-swap on the server against the version it planned onto is what guards it
+//! (on a conflict it comes here). Inside the lock, a write is:
 //!
 //! 1. insert the new `expiry` entry (and the new `users` entry if the user changed);
 //! 2. compare-and-swap the record against the version read under the same lock;
@@ -14,8 +16,9 @@
 //! leaves only stale index entries (invariants I1 and I2 in ARCHITECTURE.md); on Redis
 //! they are one script, so the indexes are exact. A delete goes the other way: the
 //! record first, then its entries.
-//! The compare-and-swap never fails in a healthy process (every writer holds the lock);
-//! on a mismatch the operation retries from disk, a bounded number of times
+//! On sled the compare-and-swap never fails in a healthy process (every writer holds the
+//! lock); on Redis other stores' writes and this store's awaited saves can make it fail.
+//! On a mismatch the operation retries from the storage, a bounded number of times
 //! ([`retrying`]), then fails with [`Error::Contended`].
 //!
 //! The operations above it: `commit` (create, save, touch), `update`, `revoke` (destroy,

@@ -77,6 +77,13 @@
 //!   under `Durability::EveryWrite`, writes that may apply the per-user cap) or scans
 //!   (`delete_expired`) runs on the blocking pool
 //!   ([`spawn_blocking`](tokio::task::spawn_blocking)).
+//! - On a single Redis server, `load` and `save` are awaited on one multiplexed
+//!   connection, never on the blocking pool: a load is one `GET`; a save plans its change
+//!   onto the version this store last read or wrote for the session and writes it by
+//!   compare-and-swap, one round trip while that guess holds. Anything else (another
+//!   writer got there first, an `update` lease, the per-user cap, an ended lifetime) takes
+//!   the locked path on the blocking pool, which reads the stored version and merges onto
+//!   it. Through Sentinel or Cluster every call takes the blocking pool.
 //! - `delete` is flushed to disk before it returns.
 //!
 //! # How records are stored

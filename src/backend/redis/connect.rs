@@ -198,13 +198,30 @@ impl ConnectionLike for Tracked {
 
 /// The multiplexed connection the async adapters await on a single server (see
 /// [`RedisBackend::get_async`](super::RedisBackend::get_async)): one connection, many
-/// requests in flight, made on first use inside a tokio runtime. Not for Sentinel or
-/// Cluster, whose calls take the pooled path.
+/// requests in flight, made on first use inside a multi-thread tokio runtime, and made
+/// again for another runtime (its driver task lives on the runtime that made it). Not for
+/// Sentinel or Cluster, nor on a current-thread runtime (actix's workers, a test's
+/// `block_on`), whose calls take the pooled path.
 #[cfg(any(feature = "tower", feature = "tower-014"))]
 pub(super) struct Multiplexed {
     client: Option<redis::Client>,
-    conn: parking_lot::Mutex<Option<redis::aio::ConnectionManager>>,
+    state: parking_lot::Mutex<MultiplexedState>,
 }
+
+/// The multiplexed connection and what became of the last attempt to make one.
+#[cfg(any(feature = "tower", feature = "tower-014"))]
+#[derive(Default)]
+struct MultiplexedState {
+    conn: Option<(tokio::runtime::Id, redis::aio::ConnectionManager)>,
+    /// One attempt at a time: the others take the pooled path meanwhile.
+    making: bool,
+    /// When the last attempt failed: no other is made for [`RETRY_AFTER`].
+    failed: Option<Instant>,
+}
+
+/// How long after a failed attempt to make the multiplexed connection the next is made.
+#[cfg(any(feature = "tower", feature = "tower-014"))]
+const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 #[cfg(any(feature = "tower", feature = "tower-014"))]
 impl Multiplexed {
@@ -215,33 +232,63 @@ impl Multiplexed {
         };
         Ok(Multiplexed {
             client,
-            conn: parking_lot::Mutex::new(None),
+            state: parking_lot::Mutex::new(MultiplexedState::default()),
         })
     }
 
-    /// The connection, made now if there is none; `None` outside a tokio runtime, for
-    /// Sentinel and Cluster, or if it cannot be made (the pooled path reports why).
+    /// The connection for the current runtime, made now if there is none; `None` outside
+    /// a multi-thread tokio runtime, for Sentinel and Cluster, while another task makes
+    /// it, or for a second after an attempt failed (the pooled path then reports why).
     pub(super) async fn get(&self) -> Option<redis::aio::ConnectionManager> {
         let client = self.client.as_ref()?;
-        if let Some(conn) = self.conn.lock().clone() {
-            return Some(conn);
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        if runtime.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+            return None;
         }
-        tokio::runtime::Handle::try_current().ok()?;
+        {
+            let mut state = self.state.lock();
+            match &state.conn {
+                Some((id, conn)) if *id == runtime.id() => return Some(conn.clone()),
+                _ => {}
+            }
+            if state.making || state.failed.is_some_and(|at| at.elapsed() < RETRY_AFTER) {
+                return None;
+            }
+            state.making = true;
+        }
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(IO_TIMEOUT))
             .set_number_of_retries(1);
-        let conn = redis::aio::ConnectionManager::new_with_config(client.clone(), config)
-            .await
-            .ok()?;
-        *self.conn.lock() = Some(conn.clone());
-        Some(conn)
+        // Made on a task of its own: a runtime without the I/O or time driver panics
+        // there, and that panic is caught here instead of reaching the caller.
+        let made = runtime
+            .spawn(redis::aio::ConnectionManager::new_with_config(
+                client.clone(),
+                config,
+            ))
+            .await;
+        let mut state = self.state.lock();
+        state.making = false;
+        match made {
+            Ok(Ok(conn)) => {
+                state.conn = Some((runtime.id(), conn.clone()));
+                state.failed = None;
+                Some(conn)
+            }
+            _ => {
+                state.failed = Some(Instant::now());
+                None
+            }
+        }
     }
 
-    /// Drops the connection after an error: the next call makes a new one (on the
-    /// runtime it runs on; the old one may have died with its runtime).
-    pub(super) fn reset(&self) {
-        self.conn.lock().take();
+    /// After `e` on the connection: if the connection itself failed (not a server's
+    /// answer), it is dropped and the next call makes a new one.
+    pub(super) fn failed(&self, e: &redis::RedisError) {
+        if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
+            self.state.lock().conn = None;
+        }
     }
 }
 

@@ -277,8 +277,8 @@ impl RedisBackend {
             .await;
         match got {
             Ok(bytes) => Some(bytes.map(IVec::from)),
-            Err(_) => {
-                self.multiplexed.reset();
+            Err(e) => {
+                self.multiplexed.failed(&e);
                 None
             }
         }
@@ -312,8 +312,8 @@ impl RedisBackend {
             Ok(1) => Some(Swap::Done),
             Ok(0) => Some(Swap::Conflict),
             Ok(_) => None, // -1: leased
-            Err(_) => {
-                self.multiplexed.reset();
+            Err(e) => {
+                self.multiplexed.failed(&e);
                 None
             }
         }
@@ -326,8 +326,9 @@ impl RedisBackend {
 
     /// The call that writes `new` over `old` (or where nothing is stored), and the source
     /// of its script (sent by hash; loaded again if the server lost it). A save that
-    /// changes neither the user nor the stored expiry runs the `replace` script (compare,
-    /// then `SET`); anything else runs `write`, which moves the index entries too.
+    /// changes neither the user, the stored expiry nor the creation time runs the
+    /// `replace` script (compare, then `SET`); anything else runs `write`, which writes
+    /// the index entries too.
     fn write_call(
         &self,
         digest: &Digest,
@@ -339,6 +340,7 @@ impl RedisBackend {
         if let Some(old) = old
             && old.user == new.user
             && old.header.expires_at == new.header.expires_at
+            && old.header.created_at == new.header.created_at
         {
             call.arg(self.scripts.replace.get_hash())
                 .arg(2) // the number of keys that follow
@@ -371,10 +373,7 @@ impl RedisBackend {
             .arg(&member)
             .arg(nonce)
             .arg(flag(old_user.is_some()))
-            .arg(flag(new.user.is_some()))
-            .arg(flag(old.is_none_or(|e| {
-                e.header.expires_at != new.header.expires_at
-            })));
+            .arg(flag(new.user.is_some()));
         (call, scripts::WRITE)
     }
 

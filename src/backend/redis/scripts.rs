@@ -6,7 +6,9 @@ use redis::Script;
 /// The scripts, loaded once per store (sent by hash; the client loads a script the
 /// server does not know).
 pub(super) struct Scripts {
+    /// See [`WRITE`].
     pub(super) write: Script,
+    /// See [`REPLACE`].
     pub(super) replace: Script,
     pub(super) delete: Script,
     pub(super) move_record: Script,
@@ -55,34 +57,30 @@ macro_rules! lease_check {
 }
 
 /// The write script (see [`Scripts::write`]), whose source the backend loads itself on
-/// the namespace's node before a pipeline of writes.
+/// the namespace's node before a pipeline of writes. Every write puts the record's
+/// expiry, user and handle entries back as they should be, so an entry that went
+/// missing (an evicted set, a hand edit) comes back with the session's next such write.
 ///
 /// KEYS: record, expiry, lease, old user set, new user set, handles.
 /// ARGV: mode (absent|match), old bytes, new bytes, ttl, expires_at, created_at, member,
 /// nonce, old has user, new has user.
-///
-/// A save that changes only values (the common one) costs a `GET` and a `SET`: the
-/// expiry entry is written only when the expiry moves, the user entries only when the
-/// user changes, the handle entry only for a new record; the entries written with the
-/// record's earlier versions are still there (every script that deletes a record
-/// removes them with it).
 pub(super) const WRITE: &str = concat!(
     lease_check!("3", "8"),
     "local cur = redis.call('GET', KEYS[1]) ",
-    "local new = ARGV[1] == 'absent' ",
-    "if new then if cur then return 0 end ",
+    "if ARGV[1] == 'absent' then if cur then return 0 end ",
     "elseif cur ~= ARGV[2] then return 0 end ",
     "redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4]) ",
-    "if new or ARGV[11] == '1' then redis.call('ZADD', KEYS[2], ARGV[5], ARGV[7]) end ",
-    "local moved = new or ARGV[9] ~= ARGV[10] or KEYS[4] ~= KEYS[5] ",
-    "if moved and ARGV[9] == '1' then redis.call('ZREM', KEYS[4], ARGV[7]) end ",
-    "if moved and ARGV[10] == '1' then redis.call('ZADD', KEYS[5], ARGV[6], ARGV[7]) end ",
-    "if new then redis.call('HSET', KEYS[6], string.sub(ARGV[7], 1, 32), ARGV[7]) end ",
+    "redis.call('ZADD', KEYS[2], ARGV[5], ARGV[7]) ",
+    "if ARGV[9] == '1' and (ARGV[10] ~= '1' or KEYS[4] ~= KEYS[5]) then ",
+    "redis.call('ZREM', KEYS[4], ARGV[7]) end ",
+    "if ARGV[10] == '1' then redis.call('ZADD', KEYS[5], ARGV[6], ARGV[7]) end ",
+    "redis.call('HSET', KEYS[6], string.sub(ARGV[7], 1, 32), ARGV[7]) ",
     "return 1"
 );
 
-/// The replace script (see [`Scripts::replace`]): a save that changes neither the user
-/// nor the stored expiry, whose index entries stay as they are.
+/// The replace script (see [`Scripts::replace`]): a save that changes neither the user,
+/// the stored expiry nor the creation time, so every index entry stays as it is (a
+/// missing one is put back by the session's next `write`, or by `verify --repair`).
 ///
 /// KEYS: record, lease. ARGV: old bytes, new bytes, ttl, nonce.
 pub(super) const REPLACE: &str = concat!(
