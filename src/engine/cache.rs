@@ -53,7 +53,7 @@ impl quick_cache::Weighter<Digest, Arc<StoredRecord>> for RecordWeight {
 
 /// A map of about `entries` records and at most `bytes` of them, weighed as the read
 /// cache weighs them: the tower adapter's expected versions on Redis
-/// ([`Engine::expected`](super::Engine::expected)).
+/// (the engine's `expected`).
 #[cfg(any(feature = "tower", feature = "tower-014"))]
 pub(super) fn bounded_records(
     entries: usize,
