@@ -1217,3 +1217,50 @@ fn the_adapter_answers_from_runtime_after_runtime() {
         started.elapsed()
     );
 }
+
+/// An `update` that writes is three round trips: the lease (`SET NX`), the read, and the
+/// write, whose script releases the lease as it lands, so no release script follows
+/// (counted on a server of its own by `INFO commandstats`: one `EVALSHA` per update,
+/// after a first update has loaded the scripts).
+#[test]
+fn an_update_is_three_round_trips() {
+    let Some(server) = RedisServer::start(None) else {
+        return;
+    };
+    let clock = ManualClock::new();
+    let store = config(&server.url(), "count", &clock).open().expect("open");
+    let s = logged_in(&store, "ada");
+    let mut conn = raw(&server.url());
+    let mut scripts_run = || -> u64 {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut conn)
+            .expect("info");
+        info.lines()
+            .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    store
+        .update(s.id(), |s| s.insert("n", &1u32))
+        .expect("first update");
+    let before = scripts_run();
+    store
+        .update(s.id(), |s| s.insert("n", &2u32))
+        .expect("update");
+    assert_eq!(scripts_run() - before, 1, "scripts run by one update");
+    let lease: Option<String> = raw(&server.url())
+        .get("count:l:".to_owned() + &s.handle().to_string())
+        .expect("get");
+    assert_eq!(lease, None);
+    assert_eq!(
+        store
+            .load(s.id())
+            .expect("load")
+            .expect("live")
+            .get::<u32>("n")
+            .expect("get"),
+        Some(2)
+    );
+}

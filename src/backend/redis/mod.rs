@@ -86,7 +86,9 @@ pub(super) struct Lease<'a> {
 
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
-        HELD.with(|h| h.borrow_mut().take());
+        if HELD.with(|h| h.borrow_mut().take()).is_none() {
+            return; // released by the commit's write (see `write`)
+        }
         let released = self.backend.conn().and_then(|mut conn| {
             self.backend
                 .scripts
@@ -383,8 +385,14 @@ impl RedisBackend {
         old: Option<&StoredRecord>,
         new: &StoredRecord,
     ) -> Result<Swap> {
-        let (call, source) = self.write_call(digest, old, new, &Self::nonce(digest));
+        let nonce = Self::nonce(digest);
+        let (call, source) = self.write_call(digest, old, new, &nonce);
         let answer = self.past_leases(|conn| self.eval(conn, &call, source))?;
+        if answer == 1 && !nonce.is_empty() {
+            // The script released this thread's lease with the write: the lease's drop
+            // has nothing left to send.
+            HELD.with(|h| h.borrow_mut().take());
+        }
         swap(answer)
     }
 

@@ -63,7 +63,8 @@ macro_rules! lease_check {
 ///
 /// KEYS: record, expiry, lease, old user set, new user set, handles.
 /// ARGV: mode (absent|match), old bytes, new bytes, ttl, expires_at, created_at, member,
-/// nonce, old has user, new has user.
+/// nonce, old has user, new has user. With a nonce (an `update`'s commit), a write that
+/// lands also releases the lease: the update's fourth round trip saved.
 pub(super) const WRITE: &str = concat!(
     lease_check!("3", "8"),
     "local cur = redis.call('GET', KEYS[1]) ",
@@ -75,6 +76,7 @@ pub(super) const WRITE: &str = concat!(
     "redis.call('ZREM', KEYS[4], ARGV[7]) end ",
     "if ARGV[10] == '1' then redis.call('ZADD', KEYS[5], ARGV[6], ARGV[7]) end ",
     "redis.call('HSET', KEYS[6], string.sub(ARGV[7], 1, 32), ARGV[7]) ",
+    "if ARGV[8] ~= '' then redis.call('DEL', KEYS[3]) end ",
     "return 1"
 );
 
@@ -82,11 +84,14 @@ pub(super) const WRITE: &str = concat!(
 /// the stored expiry nor the creation time, so every index entry stays as it is (a
 /// missing one is put back by the session's next `write`, or by `verify --repair`).
 ///
-/// KEYS: record, lease. ARGV: old bytes, new bytes, ttl, nonce.
+/// KEYS: record, lease. ARGV: old bytes, new bytes, ttl, nonce (with one, a write that
+/// lands releases the lease, as `write` does).
 pub(super) const REPLACE: &str = concat!(
     lease_check!("2", "4"),
     "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end ",
-    "redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) return 1"
+    "redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) ",
+    "if ARGV[4] ~= '' then redis.call('DEL', KEYS[2]) end ",
+    "return 1"
 );
 
 impl Scripts {
