@@ -28,7 +28,8 @@ impl Engine {
         f: impl FnOnce(&mut Session) -> R,
     ) -> Result<Option<R>> {
         let digest = self.digest_of(id);
-        // The locks (and the lease) are released at the end of this block, before the cap.
+        // The locks (and the lease, unless the commit's write released it) are released at
+        // the end of this block, before the cap.
         let (result, step) = {
             let held = self.locks.stripe(&digest)?;
             // On Redis, other processes' writes wait for this lease, as this process's

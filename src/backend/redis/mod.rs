@@ -73,11 +73,13 @@ const SCAN_COUNT: usize = 512;
 
 thread_local! {
     /// The lease this thread's running `update` holds: its digest and nonce. Its own
-    /// commit passes the nonce, so the scripts let it through.
+    /// commit passes the nonce, so the scripts let it through; a commit that lands also
+    /// releases the lease and clears this.
     static HELD: RefCell<Option<(Digest, String)>> = const { RefCell::new(None) };
 }
 
-/// An `update`'s lease on one session, released (if still ours) when dropped.
+/// An `update`'s lease on one session, released (if still ours) when dropped, unless
+/// the update's commit released it already (see [`RedisBackend::write`]).
 pub(super) struct Lease<'a> {
     backend: &'a RedisBackend,
     digest: Digest,
