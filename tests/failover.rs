@@ -63,15 +63,7 @@ fn a_sentinel_failover_keeps_every_session_and_every_logout() {
     let Some(primary) = RedisServer::start(None) else {
         return;
     };
-    let replica = RedisServer::start_with(
-        None,
-        &[
-            "--replicaof".into(),
-            "127.0.0.1".into(),
-            primary.port.to_string(),
-        ],
-    )
-    .expect("replica");
+    let replica = backend::start_replica(&primary);
     let Some(sentinels) = (0..3)
         .map(|_| RedisServer::start_sentinel(primary.port, MASTER))
         .collect::<Option<Vec<_>>>()
@@ -79,12 +71,6 @@ fn a_sentinel_failover_keeps_every_session_and_every_logout() {
         return;
     };
     let urls: Vec<String> = sentinels.iter().map(RedisServer::url).collect();
-    wait_until("the replica is in sync", || {
-        redis::cmd("INFO")
-            .arg("replication")
-            .query::<String>(&mut raw(&replica.url()))
-            .is_ok_and(|info| info.contains("master_link_status:up"))
-    });
     // Every Sentinel knows the replica and the two others before the primary dies.
     for url in &urls {
         wait_until("the Sentinels see each other and the replica", || {

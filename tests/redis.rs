@@ -265,29 +265,41 @@ fn a_cap_holds_across_two_stores() {
     assert!(failures.is_empty(), "{failures:?}");
 }
 
+/// A sled store in `dir` holding `n` sessions: session `i` has the value `i` under "i",
+/// every third a user (ada or bob), every tenth an idle timeout of 30 days of its own.
+fn sled_with_sessions(dir: &std::path::Path, clock: &ManualClock, n: u32) -> (Store, Vec<Session>) {
+    let sled = Config::new(dir.join("s"))
+        .purge_thread(false)
+        .clock(clock.clock())
+        .open()
+        .expect("open sled");
+    let sessions = (0..n)
+        .map(|i| {
+            let mut s = sled.create().expect("create");
+            s.insert("i", &i).expect("insert");
+            if i % 3 == 0 {
+                s.set_user(Some(["ada", "bob"][i as usize % 2]));
+            }
+            if i % 10 == 0 {
+                s.set_lifetime(Lifetime::default().with_idle(Duration::from_secs(30 * 24 * 3600)));
+            }
+            sled.save(&s).expect("save");
+            s
+        })
+        .collect();
+    (sled, sessions)
+}
+
 #[test]
 fn a_sled_store_migrates_with_every_token_still_loading() {
     let Some((url, ns)) = namespace() else { return };
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = ManualClock::new();
-    let sled = Config::new(dir.path().join("s"))
-        .purge_thread(false)
-        .clock(clock.clock())
-        .open()
-        .expect("open sled");
-    let mut ids = Vec::new();
-    for i in 0..200u32 {
-        let mut s = sled.create().expect("create");
-        s.insert("i", &i).expect("insert");
-        if i % 3 == 0 {
-            s.set_user(Some(["ada", "bob"][i as usize % 2]));
-        }
-        if i % 10 == 0 {
-            s.set_lifetime(Lifetime::default().with_idle(Duration::from_secs(30 * 24 * 3600)));
-        }
-        sled.save(&s).expect("save");
-        ids.push((s.id().to_string(), i));
-    }
+    let (sled, sessions) = sled_with_sessions(dir.path(), &clock, 200);
+    let ids: Vec<(String, u32)> = (0..)
+        .zip(&sessions)
+        .map(|(i, s)| (s.id().to_string(), i))
+        .collect();
     let before_ada = sled.sessions_of("ada").expect("list").len();
 
     let redis = config(&url, &ns, &clock).open().expect("open redis");
@@ -654,28 +666,8 @@ fn a_logout_waits_for_the_replica_and_says_when_it_is_not_confirmed() {
     let Some(primary) = RedisServer::start(None) else {
         return;
     };
-    let replica = RedisServer::start_with(
-        None,
-        &[
-            "--replicaof".into(),
-            "127.0.0.1".into(),
-            primary.port.to_string(),
-        ],
-    )
-    .expect("replica");
+    let replica = backend::start_replica(&primary);
     let mut on_replica = raw(&replica.url());
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let info: String = redis::cmd("INFO")
-            .arg("replication")
-            .query(&mut on_replica)
-            .expect("info");
-        if info.contains("master_link_status:up") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the replica never synced");
-        std::thread::sleep(Duration::from_millis(50));
-    }
     let clock = ManualClock::new();
     let store = config(&primary.url(), "replicated", &clock)
         .redis_min_replicas(1)
@@ -1009,21 +1001,7 @@ fn an_import_in_batches_restores_every_session_and_replaces_what_is_there() {
     let Some((url, ns)) = namespace() else { return };
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = ManualClock::new();
-    let sled = Config::new(dir.path().join("s"))
-        .purge_thread(false)
-        .clock(clock.clock())
-        .open()
-        .expect("open sled");
-    let mut sessions = Vec::new();
-    for i in 0..600u32 {
-        let mut s = sled.create().expect("create");
-        s.insert("i", &i).expect("insert");
-        if i % 3 == 0 {
-            s.set_user(Some(["ada", "bob"][i as usize % 2]));
-        }
-        sled.save(&s).expect("save");
-        sessions.push(s);
-    }
+    let (sled, sessions) = sled_with_sessions(dir.path(), &clock, 600);
     let mut dump = Vec::new();
     assert_eq!(sled.export(&mut dump).expect("export"), 600);
 

@@ -182,6 +182,37 @@ impl Drop for RedisServer {
     }
 }
 
+/// A redis-server replicating `primary`, returned once it is in sync
+/// (`master_link_status:up`, within 30 s).
+#[cfg(feature = "redis")]
+pub fn start_replica(primary: &RedisServer) -> RedisServer {
+    let replica = RedisServer::start_with(
+        None,
+        &[
+            "--replicaof".into(),
+            "127.0.0.1".into(),
+            primary.port.to_string(),
+        ],
+    )
+    .expect("replica");
+    let mut conn = redis::Client::open(replica.url())
+        .expect("client")
+        .get_connection()
+        .expect("connect");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query(&mut conn)
+            .expect("info");
+        if info.contains("master_link_status:up") {
+            return replica;
+        }
+        assert!(Instant::now() < deadline, "the replica never synced");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Makes the server at `url` one that may evict keys: `maxmemory-policy` `policy` with a
 /// memory limit (without one nothing is evicted).
 #[cfg(feature = "redis")]
