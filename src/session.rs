@@ -1,5 +1,6 @@
 //! A session as the application sees it: an ID, times, an optional user and typed values.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -12,6 +13,7 @@ use crate::config::Config;
 use crate::error::{Error, Oversized, Result};
 use crate::expiry::Lifetime;
 use crate::id::{Digest, SessionHandle, SessionId};
+use crate::record::StoredRecord;
 use crate::record::codec::{self, Header};
 use crate::record::values::Values;
 
@@ -84,6 +86,45 @@ pub struct Session {
     pub(crate) limits: Limits,
     /// What was changed since the session was read: what a save applies.
     pub(crate) changes: Changes,
+    /// Where other processes share the storage (Redis): the stored record the next save
+    /// expects. Empty on sled.
+    pub(crate) base: Base,
+}
+
+/// Where other processes share the storage (Redis): the record a session was read from,
+/// created as, or last saved as by this copy, which its next save compares against, so
+/// the save is one round trip while nobody else wrote. Empty on sled, and after a save
+/// that took the locked path.
+#[derive(Default)]
+pub(crate) struct Base(parking_lot::Mutex<Option<Arc<StoredRecord>>>);
+
+impl Base {
+    pub(crate) fn new(record: Option<Arc<StoredRecord>>) -> Base {
+        Base(parking_lot::Mutex::new(record))
+    }
+
+    /// The record the next save expects, if known.
+    pub(crate) fn get(&self) -> Option<Arc<StoredRecord>> {
+        self.0.lock().clone()
+    }
+
+    /// What the next save expects from now on.
+    pub(crate) fn set(&self, record: Option<Arc<StoredRecord>>) {
+        *self.0.lock() = record;
+    }
+}
+
+impl Clone for Base {
+    fn clone(&self) -> Base {
+        Base::new(self.get())
+    }
+}
+
+impl std::fmt::Debug for Base {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let version = self.0.lock().as_ref().map(|r| r.header.version);
+        f.debug_tuple("Base").field(&version).finish()
+    }
 }
 
 impl Session {

@@ -1196,6 +1196,104 @@ fn the_adapter_answers_from_runtime_after_runtime() {
     );
 }
 
+/// How many commands the server ran whose name `counts` (from `INFO commandstats`).
+fn commands_run(conn: &mut redis::Connection, counts: impl Fn(&str) -> bool) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(conn)
+        .expect("info");
+    info.lines()
+        .filter_map(|l| l.strip_prefix("cmdstat_")?.split_once(":calls="))
+        .filter(|(name, _)| counts(name))
+        .filter_map(|(_, rest)| rest.split(',').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Starts logging every command clients send (not those scripts run inside) to the
+/// server's slow log, emptied first.
+fn start_counting(conn: &mut redis::Connection) {
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("slowlog-log-slower-than")
+        .arg(0)
+        .query(conn)
+        .expect("config");
+    let _: () = redis::cmd("SLOWLOG")
+        .arg("RESET")
+        .query(conn)
+        .expect("reset");
+}
+
+/// The commands clients sent since [`start_counting`] (this test's own slow-log calls
+/// left out), oldest first.
+fn sent(conn: &mut redis::Connection) -> Vec<String> {
+    // id, time, duration, arguments, client address ("?:0" for a script's own calls)
+    type Entry = (i64, i64, i64, Vec<Vec<u8>>, String);
+    let log: Vec<redis::Value> = redis::cmd("SLOWLOG")
+        .arg("GET")
+        .arg(-1)
+        .query(conn)
+        .expect("slowlog");
+    let mut sent: Vec<String> = log
+        .into_iter()
+        .filter_map(|entry| match entry {
+            redis::Value::Array(fields) => {
+                let head = redis::Value::Array(fields.into_iter().take(5).collect());
+                redis::from_redis_value::<Entry>(head).ok()
+            }
+            _ => None,
+        })
+        .filter(|(_, _, _, _, client)| client != "?:0")
+        .filter_map(|(_, _, _, args, _)| {
+            Some(String::from_utf8_lossy(args.first()?).to_uppercase())
+        })
+        .filter(|name| !matches!(name.as_str(), "SLOWLOG" | "CONFIG"))
+        .collect();
+    sent.reverse();
+    sent
+}
+
+/// A core save of a loaded session is one round trip while nobody else wrote: the
+/// script compares the record the session was read from (no read first). After another
+/// store's write it still merges (the compare fails and the locked path rebases).
+#[test]
+fn a_save_is_one_round_trip() {
+    let Some(server) = RedisServer::start(None) else {
+        return;
+    };
+    let clock = ManualClock::new();
+    let store = config(&server.url(), "save", &clock).open().expect("open");
+    let s = logged_in(&store, "ada");
+    let mut warm = store.load(s.id()).expect("load").expect("live");
+    warm.insert("a", &1u32).expect("insert");
+    store.save(&warm).expect("save"); // the scripts are loaded now
+
+    let mut conn = raw(&server.url());
+    let mut loaded = store.load(s.id()).expect("load").expect("live");
+    loaded.insert("n", &2u32).expect("insert");
+    start_counting(&mut conn);
+    store.save(&loaded).expect("save");
+    assert_eq!(sent(&mut conn), ["EVALSHA"], "commands one save sent");
+    // The same copy saved again expects what it wrote.
+    start_counting(&mut conn);
+    loaded.insert("n", &3u32).expect("insert");
+    store.save(&loaded).expect("save");
+    assert_eq!(sent(&mut conn), ["EVALSHA"], "commands the next save sent");
+
+    // A copy read before another store's write: two changes, both kept.
+    let mut stale = store.load(s.id()).expect("load").expect("live");
+    let other = config(&server.url(), "save", &clock).open().expect("open");
+    let mut theirs = other.load(s.id()).expect("load").expect("live");
+    theirs.insert("theirs", &3u32).expect("insert");
+    other.save(&theirs).expect("save");
+    stale.insert("ours", &4u32).expect("insert");
+    store.save(&stale).expect("save");
+    let now = store.load(s.id()).expect("load").expect("live");
+    assert_eq!(now.get::<u32>("theirs").expect("get"), Some(3));
+    assert_eq!(now.get::<u32>("ours").expect("get"), Some(4));
+    assert_eq!(now.get::<u32>("n").expect("get"), Some(3));
+}
+
 /// An `update` that writes is three round trips: the lease (`SET NX`), the read, and the
 /// write, whose script releases the lease as it lands, so no release script follows
 /// (counted on a server of its own by `INFO commandstats`: one `EVALSHA` per update,
@@ -1209,17 +1307,7 @@ fn an_update_is_three_round_trips() {
     let store = config(&server.url(), "count", &clock).open().expect("open");
     let s = logged_in(&store, "ada");
     let mut conn = raw(&server.url());
-    let mut scripts_run = || -> u64 {
-        let info: String = redis::cmd("INFO")
-            .arg("commandstats")
-            .query(&mut conn)
-            .expect("info");
-        info.lines()
-            .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
-            .and_then(|rest| rest.split(',').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
-    };
+    let mut scripts_run = || commands_run(&mut conn, |name| name == "evalsha");
     store
         .update(s.id(), |s| s.insert("n", &1u32))
         .expect("first update");

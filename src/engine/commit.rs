@@ -284,6 +284,11 @@ impl Engine {
             })
         };
         let (id, digest, header) = self.insert_fresh(fresh, &contents)?;
+        let base = crate::session::Base::new(
+            self.backend
+                .shared_by_processes()
+                .then(|| Arc::new(contents.record(header))),
+        );
         Ok(Session {
             id,
             digest,
@@ -293,6 +298,7 @@ impl Engine {
             lifetime,
             limits: self.limits(),
             changes: Changes::since(&header),
+            base,
         })
     }
 
@@ -304,13 +310,53 @@ impl Engine {
     /// [`Contents::of`] and [`commit`](Self::commit).
     pub(crate) fn save(&self, session: &Session) -> Result<()> {
         let contents = Contents::of(self, session)?;
-        if self
-            .commit(&session.digest, &Change::Replace(&contents))?
-            .ended()
-        {
+        let change = Change::Replace(&contents);
+        if let Some(base) = session.base.get() {
+            if let Some(written) = self.write_on_base(&session.digest, &change, &base)? {
+                session.base.set(Some(written));
+                return Ok(());
+            }
+            // The locked path's write is not known here: the next save reads first.
+            session.base.set(None);
+        }
+        if self.commit(&session.digest, &change)?.ended() {
             return Err(Error::NotFound);
         }
         Ok(())
+    }
+
+    /// Where other processes share the storage (Redis): `change` planned onto `base`, the
+    /// record the session was read from, and written by compare-and-swap against it, so a
+    /// save is one round trip while nobody else wrote. Returns the record written, if it
+    /// was. `base` decides nothing but that write: anything else (`base` is no longer stored,
+    /// nothing to write, an ended lifetime, a login under the per-user cap, a flush after
+    /// every write, a format upgrade, a plan that fails) is left to the locked path, which
+    /// decides on the stored record.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WriteInsideUpdate`] inside an `update` closure (as the locked path);
+    /// those of [`Backend::write`](crate::backend::Backend::write).
+    fn write_on_base(
+        &self,
+        digest: &Digest,
+        change: &Change<'_>,
+        base: &StoredRecord,
+    ) -> Result<Option<Arc<StoredRecord>>> {
+        self.locks.refuse_inside_update()?;
+        if self.config.durability == crate::config::Durability::EveryWrite
+            || self.format() < codec::STORE_FORMAT
+        {
+            return Ok(None);
+        }
+        let Ok(Plan::Write { new, assigned }) = self.plan(change, base, self.now()) else {
+            return Ok(None);
+        };
+        if assigned.is_some() && self.config.max_sessions_per_user.is_some() {
+            return Ok(None);
+        }
+        let swapped = self.backend.write(digest, Some(base), &new)?;
+        Ok((swapped == Swap::Done).then(|| Arc::new(new)))
     }
 
     /// Stores `contents` with `header` under `digest`, replacing any record there (a

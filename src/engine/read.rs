@@ -221,7 +221,12 @@ impl Engine {
     }
 
     /// The application's copy of a record.
-    pub(super) fn session(&self, id: SessionId, digest: Digest, entry: &StoredRecord) -> Session {
+    pub(super) fn session(
+        &self,
+        id: SessionId,
+        digest: Digest,
+        entry: &Arc<StoredRecord>,
+    ) -> Session {
         Session {
             id,
             digest,
@@ -231,6 +236,11 @@ impl Engine {
             lifetime: crate::expiry::Lifetime::from_own(entry.header.own, &self.config),
             limits: self.limits(),
             changes: crate::changes::Changes::since(&entry.header),
+            base: crate::session::Base::new(
+                self.backend
+                    .shared_by_processes()
+                    .then(|| Arc::clone(entry)),
+            ),
         }
     }
 }
