@@ -114,6 +114,10 @@ impl Base {
     }
 }
 
+// The record is swapped whole under the lock: a panic elsewhere cannot leave it half made.
+impl std::panic::UnwindSafe for Base {}
+impl std::panic::RefUnwindSafe for Base {}
+
 impl Clone for Base {
     fn clone(&self) -> Base {
         Base::new(self.get())
@@ -284,5 +288,18 @@ impl Session {
     /// The keys of the session's values, in sorted order.
     pub fn keys(&self) -> impl Iterator<Item = &str> {
         self.values.iter().map(|(key, _)| key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::panic::{RefUnwindSafe, UnwindSafe};
+
+    /// What callers may do with a session: send it, share it, clone it, and keep it
+    /// across `catch_unwind` (`Base`'s lock must not take that away).
+    #[test]
+    fn a_session_is_send_sync_clone_and_unwind_safe() {
+        fn check<T: Send + Sync + Clone + UnwindSafe + RefUnwindSafe>() {}
+        check::<super::Session>();
     }
 }

@@ -1292,6 +1292,24 @@ fn a_save_is_one_round_trip() {
     assert_eq!(now.get::<u32>("theirs").expect("get"), Some(3));
     assert_eq!(now.get::<u32>("ours").expect("get"), Some(4));
     assert_eq!(now.get::<u32>("n").expect("get"), Some(3));
+
+    // A save that gives the session to another user keeps the users' index right.
+    let mut moved = store.load(s.id()).expect("load").expect("live");
+    moved.set_user(Some("bob"));
+    store.save(&moved).expect("save");
+    assert!(store.sessions_of("ada").expect("list").is_empty());
+    assert_eq!(store.sessions_of("bob").expect("list").len(), 1);
+    assert!(store.verify(false).expect("verify").is_consistent());
+
+    // After a regeneration the next save reads first (what the move wrote is not kept).
+    store.regenerate(&mut moved).expect("regenerate");
+    start_counting(&mut conn);
+    moved.insert("after", &5u32).expect("insert");
+    store.save(&moved).expect("save");
+    assert_eq!(sent(&mut conn), ["GET", "EVALSHA"], "commands a save after a move sent");
+    let after = store.load(moved.id()).expect("load").expect("live");
+    assert_eq!(after.get::<u32>("after").expect("get"), Some(5));
+    assert_eq!(after.user(), Some("bob"));
 }
 
 /// An `update` that writes is three round trips: the lease (`SET NX`), the read, and the

@@ -311,7 +311,11 @@ impl Engine {
     pub(crate) fn save(&self, session: &Session) -> Result<()> {
         let contents = Contents::of(self, session)?;
         let change = Change::Replace(&contents);
-        if let Some(base) = session.base.get() {
+        if let Some(base) = session
+            .base
+            .get()
+            .filter(|_| self.backend.shared_by_processes())
+        {
             if let Some(written) = self.write_on_base(&session.digest, &change, &base)? {
                 session.base.set(Some(written));
                 return Ok(());
@@ -327,7 +331,9 @@ impl Engine {
 
     /// Where other processes share the storage (Redis): `change` planned onto `base`, the
     /// record the session was read from, and written by compare-and-swap against it, so a
-    /// save is one round trip while nobody else wrote. Returns the record written, if it
+    /// save is one round trip while nobody else wrote. The stripe lock is held as on the
+    /// locked path (this process's destroys, regenerations and updates of the session
+    /// still go one at a time; it costs no round trip). Returns the record written, if it
     /// was. `base` decides nothing but that write: anything else (`base` is no longer stored,
     /// nothing to write, an ended lifetime, a login under the per-user cap, a flush after
     /// every write, a format upgrade, a plan that fails) is left to the locked path, which
@@ -335,15 +341,16 @@ impl Engine {
     ///
     /// # Errors
     ///
-    /// [`Error::WriteInsideUpdate`] inside an `update` closure (as the locked path);
-    /// those of [`Backend::write`](crate::backend::Backend::write).
+    /// Those of [`Locks::stripe`](crate::engine::locks::Locks::stripe) (inside an `update`
+    /// closure, [`Error::WriteInsideUpdate`]) and of
+    /// [`Backend::write`](crate::backend::Backend::write).
     fn write_on_base(
         &self,
         digest: &Digest,
         change: &Change<'_>,
         base: &StoredRecord,
     ) -> Result<Option<Arc<StoredRecord>>> {
-        self.locks.refuse_inside_update()?;
+        let _held = self.locks.stripe(digest)?;
         if self.config.durability == crate::config::Durability::EveryWrite
             || self.format() < codec::STORE_FORMAT
         {

@@ -59,6 +59,8 @@ impl Engine {
         session.id = new_id;
         session.digest = new_digest;
         session.header = header;
+        // What the move wrote may be merged with a newer version: the next save reads.
+        session.base.set(None);
         self.backend.flush()?;
         self.events.emit(&self.counters, || Event::Regenerated {
             old: old_digest.handle(),
