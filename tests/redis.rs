@@ -1306,7 +1306,11 @@ fn a_save_is_one_round_trip() {
     start_counting(&mut conn);
     moved.insert("after", &5u32).expect("insert");
     store.save(&moved).expect("save");
-    assert_eq!(sent(&mut conn), ["GET", "EVALSHA"], "commands a save after a move sent");
+    assert_eq!(
+        sent(&mut conn),
+        ["GET", "EVALSHA"],
+        "commands a save after a move sent"
+    );
     let after = store.load(moved.id()).expect("load").expect("live");
     assert_eq!(after.get::<u32>("after").expect("get"), Some(5));
     assert_eq!(after.user(), Some("bob"));
