@@ -1,0 +1,108 @@
+//! A probe for counting the instructions of one tower-sessions `load` with callgrind (see
+//! BENCHMARKS.md): sessile's tower adapter against tower-sessions' `MemoryStore`, on the
+//! same records, in one loop that callgrind counts alone (`--toggle-collect='*measured*'`).
+//!
+//! ```text
+//! cargo build --release --example tower_probe --features tower
+//! valgrind --tool=callgrind --toggle-collect='*measured*' \
+//!     target/release/examples/tower_probe sessile 2000 50000
+//! ```
+//!
+//! Modes: `sessile` (the adapter over a sled store whose cache holds every record),
+//! `memory` (`MemoryStore`). Instructions per load = the loop's Ir / lookups.
+
+use std::collections::HashMap;
+use std::hint::black_box;
+
+use sessile::tower::TowerStore;
+use tower_sessions::cookie::time::{Duration, OffsetDateTime};
+use tower_sessions::session::{Id, Record};
+use tower_sessions::{MemoryStore, SessionStore};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let mode = args.get(1).map_or("sessile", String::as_str).to_owned();
+    let n: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(2_000);
+    let lookups: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(50_000);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let found = if mode == "memory" {
+        probe(&runtime, &MemoryStore::default(), n, lookups)
+    } else {
+        let store = sessile::Store::open(dir.path().join("store")).expect("open");
+        probe(&runtime, &TowerStore::new(store), n, lookups)
+    };
+    println!("{mode}: {found} of {lookups} found");
+}
+
+/// Creates `n` records, loads each once, then counts the measured loop's loads.
+fn probe(
+    runtime: &tokio::runtime::Runtime,
+    store: &impl SessionStore,
+    n: usize,
+    lookups: usize,
+) -> usize {
+    let ids = runtime.block_on(fill(store, n));
+    // A fixed pseudo-random order.
+    let order: Vec<usize> = (0..lookups).map(|i| (i * 7919 + i / n) % n).collect();
+    measured(runtime, store, &ids, &order)
+}
+
+/// Stores `n` records and loads each once.
+async fn fill(store: &impl SessionStore, n: usize) -> Vec<Id> {
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut record = Record {
+            id: Id::default(),
+            data: data(i as u64),
+            expiry_date: OffsetDateTime::now_utc() + Duration::hours(1),
+        };
+        store.create(&mut record).await.expect("create");
+        ids.push(record.id);
+    }
+    for id in &ids {
+        black_box(store.load(id).await.expect("load"));
+    }
+    ids
+}
+
+/// The loop callgrind counts: every load polled inside this function's frame.
+#[inline(never)]
+fn measured(
+    runtime: &tokio::runtime::Runtime,
+    store: &impl SessionStore,
+    ids: &[Id],
+    order: &[usize],
+) -> usize {
+    runtime.block_on(async {
+        let mut found = 0;
+        for &i in order {
+            let record = store.load(&ids[i]).await.expect("load");
+            found += usize::from(black_box(record).is_some());
+        }
+        found
+    })
+}
+
+/// What a web app keeps in a session, as tower-sessions holds it.
+fn data(i: u64) -> HashMap<String, serde_json::Value> {
+    HashMap::from([
+        ("user_id".to_owned(), serde_json::json!(1_000_000 + i)),
+        (
+            "csrf".to_owned(),
+            serde_json::json!("p8yJ1bQm4Xw0n3zVt7uKcE2sLd9hRa5fGi6oYj-MNkW"),
+        ),
+        ("locale".to_owned(), serde_json::json!("en-GB")),
+        (
+            "cart".to_owned(),
+            serde_json::json!([100_001, 100_002, 100_003, 250_000]),
+        ),
+        (
+            "flash".to_owned(),
+            serde_json::json!("Your changes were saved."),
+        ),
+    ])
+}
