@@ -25,7 +25,7 @@ use crate::record::StoredRecord;
 pub const BASE_KEY: &str = "sessile.base";
 
 /// The format of the entry's text (its first character).
-const FORMAT: char = '1';
+const FORMAT: char = '2';
 /// Bytes of the fixed part: created_at, version, last_seen, expires_at, the secret's
 /// fingerprint, the user's, handle.
 const FIXED: usize = 64;
@@ -67,8 +67,9 @@ impl Base {
         bytes.extend_from_slice(&fingerprints.user(record.user.as_deref()).to_le_bytes());
         bytes.extend_from_slice(handle.as_bytes());
         for (key, value) in record.values.iter().chain(added.iter().copied()) {
-            bytes.extend_from_slice(&fingerprints.key(key).to_le_bytes());
-            bytes.extend_from_slice(&fingerprints.value(key, value).to_le_bytes());
+            let (of_key, of_value) = fingerprints.key_and_value(key, value);
+            bytes.extend_from_slice(&of_key.to_le_bytes());
+            bytes.extend_from_slice(&of_value.to_le_bytes());
         }
         let mut text = String::with_capacity(1 + bytes.len().div_ceil(3) * 4);
         text.push(FORMAT);

@@ -30,20 +30,34 @@ pub(crate) struct StoredRecord {
     pub(crate) memo: Memo,
 }
 
-/// A value derived from an [`StoredRecord`], made at most once.
+/// A value derived from an [`StoredRecord`], made at most once, and only for a record
+/// asked for twice.
 #[derive(Default)]
-pub(crate) struct Memo(std::sync::OnceLock<Arc<dyn std::any::Any + Send + Sync>>);
+pub(crate) struct Memo {
+    made: std::sync::OnceLock<Arc<dyn std::any::Any + Send + Sync>>,
+    /// Whether it was asked for before.
+    asked: std::sync::atomic::AtomicBool,
+}
 
 impl Memo {
-    /// The memo if it is a `T`, made by `make` if there is none yet. Borrowed: a hit
-    /// writes nothing (no reference count), so threads reading one record's memo do not
-    /// pass its cache line between cores.
+    /// The memo if it is a `T`, made by `make` if there is none yet; `None` the first time
+    /// (the caller derives what it needs itself) or if the memo is of another type.
+    ///
+    /// Made on the second ask: most records a uniform load reads are read once while
+    /// cached, and keeping their derived copy would cost the caller a clone of it (and
+    /// the cache its memory) for nothing. Borrowed: a hit writes nothing (no reference
+    /// count), so threads reading one record's memo do not pass its cache line between
+    /// cores.
     #[cfg_attr(
         not(any(feature = "tower", feature = "tower-014", feature = "actix")),
         allow(dead_code, reason = "only the adapters memoise")
     )]
     pub(crate) fn get_or<T: Send + Sync + 'static>(&self, make: impl FnOnce() -> T) -> Option<&T> {
-        let any = self.0.get_or_init(|| Arc::new(make()));
+        use std::sync::atomic::Ordering;
+        if self.made.get().is_none() && !self.asked.swap(true, Ordering::Relaxed) {
+            return None;
+        }
+        let any = self.made.get_or_init(|| Arc::new(make()));
         any.downcast_ref::<T>()
     }
 
@@ -51,8 +65,8 @@ impl Memo {
     /// derived from the same bytes).
     fn shared(&self) -> Memo {
         let memo = Memo::default();
-        if let Some(any) = self.0.get() {
-            let _ = memo.0.set(Arc::clone(any));
+        if let Some(any) = self.made.get() {
+            let _ = memo.made.set(Arc::clone(any));
         }
         memo
     }
@@ -60,7 +74,7 @@ impl Memo {
 
 impl std::fmt::Debug for Memo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.get().is_some() {
+        f.write_str(if self.made.get().is_some() {
             "Memo(set)"
         } else {
             "Memo(empty)"
@@ -207,13 +221,25 @@ mod tests {
         StoredRecord::decode(bytes.into()).expect("decode")
     }
 
+    /// A memo is made on the second ask (the first caller uses what it derived itself),
+    /// then kept.
+    #[test]
+    fn a_memo_is_made_on_the_second_ask() {
+        let r = record();
+        assert_eq!(r.memo.get_or(|| 1u32), None);
+        assert_eq!(r.memo.get_or(|| 2u32), Some(&2));
+        assert_eq!(r.memo.get_or(|| 3u32), Some(&2));
+        assert_eq!(r.memo.get_or(|| "text"), None, "another type");
+    }
+
     /// A thread's copy of a record keeps what an adapter derived from it (a tower load
-    /// parses every value and fingerprints it: ~8,000 instructions against ~5,000 for the
-    /// whole hot load), and a copy made before anything was derived derives its own.
+    /// parses every value and fingerprints it: more than the whole hot load costs), and a
+    /// copy made before anything was derived derives its own.
     #[test]
     fn a_private_copy_keeps_the_memo_made_before_it() {
         let empty = record();
         let early = empty.private_copy().expect("copy");
+        let _ = empty.memo.get_or(|| 1u32);
         assert_eq!(empty.memo.get_or(|| 1u32), Some(&1));
         let late = empty.private_copy().expect("copy");
         assert_eq!(
@@ -221,7 +247,7 @@ mod tests {
             Some(&1),
             "made again for the copy"
         );
+        let _ = early.memo.get_or(|| 3u32);
         assert_eq!(early.memo.get_or(|| 3u32), Some(&3));
-        assert_eq!(late.memo.get_or(|| "text"), None, "another type");
     }
 }
