@@ -10,7 +10,9 @@
 //!
 //! Modes: `sessile` (the adapter over a sled store whose cache holds every record),
 //! `sessile-cold` (a cache of a sixth of the records, as 16k of 100k: most loads miss),
-//! `memory` (`MemoryStore`). Instructions per load = the loop's Ir / lookups.
+//! `memory` (`MemoryStore`). Instructions per load = the loop's Ir / lookups. With
+//! `-write` after the mode (`sessile-write`, `memory-write`) each step is a request that
+//! changes a value: a load, then a save of the changed record.
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -30,15 +32,19 @@ fn main() {
         .build()
         .expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
-    let found = if mode == "memory" {
-        probe(&runtime, &MemoryStore::default(), n, lookups)
+    let found = if mode.starts_with("memory") {
+        probe(&runtime, &MemoryStore::default(), n, lookups, &mode)
     } else {
-        let cache = if mode == "sessile-cold" { n / 6 } else { n };
+        let cache = if mode.starts_with("sessile-cold") {
+            n / 6
+        } else {
+            n
+        };
         let store = sessile::Config::new(dir.path().join("store"))
             .cache_entries(cache.max(1))
             .open()
             .expect("open");
-        probe(&runtime, &TowerStore::new(store), n, lookups)
+        probe(&runtime, &TowerStore::new(store), n, lookups, &mode)
     };
     println!("{mode}: {found} of {lookups} found");
 }
@@ -49,11 +55,16 @@ fn probe(
     store: &impl SessionStore,
     n: usize,
     lookups: usize,
+    mode: &str,
 ) -> usize {
     let ids = runtime.block_on(fill(store, n));
     // A fixed pseudo-random order.
     let order: Vec<usize> = (0..lookups).map(|i| (i * 7919 + i / n) % n).collect();
-    measured(runtime, store, &ids, &order)
+    if mode.ends_with("-write") {
+        measured_writes(runtime, store, &ids, &order)
+    } else {
+        measured(runtime, store, &ids, &order)
+    }
 }
 
 /// Stores `n` records and loads each once.
@@ -89,6 +100,28 @@ fn measured(
             found += usize::from(black_box(record).is_some());
         }
         found
+    })
+}
+
+/// The loop callgrind counts in the `-write` modes: requests that change a value.
+#[inline(never)]
+fn measured_writes(
+    runtime: &tokio::runtime::Runtime,
+    store: &impl SessionStore,
+    ids: &[Id],
+    order: &[usize],
+) -> usize {
+    runtime.block_on(async {
+        for (step, &i) in order.iter().enumerate() {
+            let mut record = store.load(&ids[i]).await.expect("load").expect("live");
+            record
+                .data
+                .insert("flash".to_owned(), serde_json::json!(step));
+            // As tower-sessions' `Expiry::OnInactivity` sets it at every save.
+            record.expiry_date = OffsetDateTime::now_utc() + Duration::hours(1);
+            store.save(&record).await.expect("save");
+        }
+        order.len()
     })
 }
 

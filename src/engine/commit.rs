@@ -14,9 +14,9 @@ use crate::error::{Error, Oversized, Result};
 use crate::events::Event;
 use crate::expiry::{self, Lifetime, Timeouts};
 use crate::id::{Digest, SessionId};
+use crate::record::StoredRecord;
 use crate::record::codec::{self, Header, OwnTimeouts};
 use crate::record::values::Values;
-use crate::record::{Memo, StoredRecord};
 use crate::session::Session;
 
 /// A session's user, values and own lifetime, encoded once (limits checked, lifetime cut
@@ -621,7 +621,7 @@ impl Engine {
                 header,
                 user: old.user.clone(),
                 values: old.values.clone(),
-                memo: Memo::default(),
+                memo: Default::default(),
             },
             Change::Replace(c) => c.record(header),
         };

@@ -249,8 +249,8 @@ fn state(
         state.insert(USER_KEY.to_owned(), json(user)?);
     }
     state.insert(HANDLE_KEY.to_owned(), json(&handle.to_string())?);
-    // What the request loaded: made once per version of the record, kept with it in the
-    // read cache (fingerprinting every value on every hot load would cost more than the
+    // What the request loaded: kept with the record in the read cache from its second
+    // load on (fingerprinting every value on every hot load would cost more than the
     // load).
     let base = || BaseText(Base::text_of(entry, &handle, fingerprints, &[]));
     let text = match entry.memo.get_or(base) {

@@ -25,7 +25,7 @@ use crate::record::StoredRecord;
 pub const BASE_KEY: &str = "sessile.base";
 
 /// The format of the entry's text (its first character).
-const FORMAT: char = '2';
+const FORMAT: char = '1';
 /// Bytes of the fixed part: created_at, version, last_seen, expires_at, the secret's
 /// fingerprint, the user's, handle.
 const FIXED: usize = 64;

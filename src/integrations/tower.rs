@@ -307,8 +307,12 @@ impl TowerStore {
     }
 
     /// tower's data and expiry date of a live sessile record. The JSON values are parsed
-    /// once per version of the record and kept with it in the read cache, so a hot load
-    /// costs a clone, as with an in-memory store.
+    /// on each of the first two loads of a version of the record and then kept with it in
+    /// the read cache (see `Memo::get_or`), so a hot load costs a clone, as with an
+    /// in-memory store. Two `TowerStore`s with different [`index_user_from`] keys on one
+    /// store do not share the memo: the one that did not make it parses every time.
+    ///
+    /// [`index_user_from`]: TowerStore::index_user_from
     fn parts(
         &self,
         id: i128,

@@ -20,14 +20,16 @@ pub(crate) struct StoredRecord {
     pub(crate) user: Option<String>,
     pub(crate) values: Values,
     /// What an adapter made of this version of the record (tower's parsed JSON values,
-    /// actix's `sessile.base` entry), kept with it in the cache so a hot load converts
-    /// once. A write makes a new entry,
-    /// so the memo never outlives the data it was made from.
+    /// actix's `sessile.base` entry), kept with it in the cache once it is loaded a second
+    /// time, so a hot load converts twice at most (see [`Memo::get_or`]). A write makes a
+    /// new entry, so the memo never outlives the data it was made from.
     #[cfg_attr(
         not(any(feature = "tower", feature = "tower-014", feature = "actix")),
         allow(dead_code, reason = "only the adapters memoise")
     )]
-    pub(crate) memo: Memo,
+    /// Shared with this record's thread copies (see
+    /// [`private_copy`](StoredRecord::private_copy)).
+    pub(crate) memo: Arc<Memo>,
 }
 
 /// A value derived from an [`StoredRecord`], made at most once, and only for a record
@@ -60,16 +62,6 @@ impl Memo {
         let any = self.made.get_or_init(|| Arc::new(make()));
         any.downcast_ref::<T>()
     }
-
-    /// The same memo, for a copy of the record (made already, it is not made again: it is
-    /// derived from the same bytes).
-    fn shared(&self) -> Memo {
-        let memo = Memo::default();
-        if let Some(any) = self.made.get() {
-            let _ = memo.made.set(Arc::clone(any));
-        }
-        memo
-    }
 }
 
 impl std::fmt::Debug for Memo {
@@ -97,12 +89,13 @@ impl StoredRecord {
             header,
             user,
             values,
-            memo: Memo::default(),
+            memo: Arc::default(),
         }
     }
 
     /// A copy of this entry that shares no memory it writes with it (for one thread's own
-    /// use; see the engine's thread copies): only its memo, if made, which is read-only.
+    /// use; see the engine's thread copies) but its memo, which is written once: what is
+    /// derived from the bytes is derived once for the record and all its copies.
     /// `None` if the bytes no longer parse, which cannot happen for bytes that parsed once.
     pub(crate) fn private_copy(&self) -> Option<StoredRecord> {
         let bytes = IVec::from(&self.bytes[..]);
@@ -118,7 +111,7 @@ impl StoredRecord {
             header: self.header,
             user: self.user.clone(),
             values,
-            memo: self.memo.shared(),
+            memo: Arc::clone(&self.memo),
         })
     }
 
@@ -130,7 +123,7 @@ impl StoredRecord {
                 header: record.header,
                 user: record.user,
                 values: record.values,
-                memo: Memo::default(),
+                memo: Arc::default(),
             }),
             Err(e) => Err((bytes, e)),
         }
@@ -232,22 +225,17 @@ mod tests {
         assert_eq!(r.memo.get_or(|| "text"), None, "another type");
     }
 
-    /// A thread's copy of a record keeps what an adapter derived from it (a tower load
-    /// parses every value and fingerprints it: more than the whole hot load costs), and a
-    /// copy made before anything was derived derives its own.
+    /// A thread's copy of a record shares its memo (a tower load parses every value and
+    /// fingerprints it: more than the whole hot load costs), made or not yet: asked for
+    /// once through the record and once through a copy, it is made, for both.
     #[test]
-    fn a_private_copy_keeps_the_memo_made_before_it() {
-        let empty = record();
-        let early = empty.private_copy().expect("copy");
-        let _ = empty.memo.get_or(|| 1u32);
-        assert_eq!(empty.memo.get_or(|| 1u32), Some(&1));
-        let late = empty.private_copy().expect("copy");
-        assert_eq!(
-            late.memo.get_or(|| 2u32),
-            Some(&1),
-            "made again for the copy"
-        );
-        let _ = early.memo.get_or(|| 3u32);
-        assert_eq!(early.memo.get_or(|| 3u32), Some(&3));
+    fn private_copies_share_the_memo() {
+        let r = record();
+        let early = r.private_copy().expect("copy");
+        assert_eq!(r.memo.get_or(|| 1u32), None);
+        assert_eq!(early.memo.get_or(|| 2u32), Some(&2));
+        assert_eq!(r.memo.get_or(|| 3u32), Some(&2));
+        let late = r.private_copy().expect("copy");
+        assert_eq!(late.memo.get_or(|| 4u32), Some(&2));
     }
 }
