@@ -228,29 +228,9 @@ impl Fingerprints {
     /// first, so what follows cannot be mistaken for more of it).
     fn hasher(&self, domain: u8, text: &[u8]) -> siphasher::sip::SipHasher24 {
         use std::hash::Hasher as _;
-        let [
-            k0,
-            k1,
-            k2,
-            k3,
-            k4,
-            k5,
-            k6,
-            k7,
-            k8,
-            k9,
-            k10,
-            k11,
-            k12,
-            k13,
-            k14,
-            k15,
-            ..,
-        ] = self.0;
-        let sip_key = [
-            k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10, k11, k12, k13, k14, k15,
-        ];
-        let mut hasher = siphasher::sip::SipHasher24::new_with_key(&sip_key);
+        // The secret's first 16 bytes, as SipHash reads a 16-byte key (little-endian).
+        let [k0, k1] = crate::id::words::<2>(&self.0);
+        let mut hasher = siphasher::sip::SipHasher24::new_with_keys(k0, k1);
         // Byte strings, not `write_u64` (native-endian): the same on every machine.
         hasher.write(&[domain]);
         hasher.write(&(text.len() as u64).to_le_bytes());

@@ -88,7 +88,7 @@ pub struct Session {
     pub(crate) changes: Changes,
     /// Where other processes share the storage (Redis): the stored record the next save
     /// expects. Empty on sled.
-    pub(crate) base: Base,
+    pub(crate) expected: Expected,
 }
 
 /// Where other processes share the storage (Redis): the record a session was read from,
@@ -96,11 +96,11 @@ pub struct Session {
 /// the save is one round trip while nobody else wrote. Empty on sled, and after a save
 /// that took the locked path.
 #[derive(Default)]
-pub(crate) struct Base(parking_lot::Mutex<Option<Arc<StoredRecord>>>);
+pub(crate) struct Expected(parking_lot::Mutex<Option<Arc<StoredRecord>>>);
 
-impl Base {
-    pub(crate) fn new(record: Option<Arc<StoredRecord>>) -> Base {
-        Base(parking_lot::Mutex::new(record))
+impl Expected {
+    pub(crate) fn new(record: Option<Arc<StoredRecord>>) -> Expected {
+        Expected(parking_lot::Mutex::new(record))
     }
 
     /// The record the next save expects, if known.
@@ -115,19 +115,19 @@ impl Base {
 }
 
 // The record is swapped whole under the lock: a panic elsewhere cannot leave it half made.
-impl std::panic::UnwindSafe for Base {}
-impl std::panic::RefUnwindSafe for Base {}
+impl std::panic::UnwindSafe for Expected {}
+impl std::panic::RefUnwindSafe for Expected {}
 
-impl Clone for Base {
-    fn clone(&self) -> Base {
-        Base::new(self.get())
+impl Clone for Expected {
+    fn clone(&self) -> Expected {
+        Expected::new(self.get())
     }
 }
 
-impl std::fmt::Debug for Base {
+impl std::fmt::Debug for Expected {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let version = self.0.lock().as_ref().map(|r| r.header.version);
-        f.debug_tuple("Base").field(&version).finish()
+        f.debug_tuple("Expected").field(&version).finish()
     }
 }
 
@@ -296,7 +296,7 @@ mod tests {
     use std::panic::{RefUnwindSafe, UnwindSafe};
 
     /// What callers may do with a session: send it, share it, clone it, and keep it
-    /// across `catch_unwind` (`Base`'s lock must not take that away).
+    /// across `catch_unwind` (`Expected`'s lock must not take that away).
     #[test]
     fn a_session_is_send_sync_clone_and_unwind_safe() {
         fn check<T: Send + Sync + Clone + UnwindSafe + RefUnwindSafe>() {}

@@ -284,7 +284,7 @@ impl Engine {
             })
         };
         let (id, digest, header) = self.insert_fresh(fresh, &contents)?;
-        let base = crate::session::Base::new(
+        let expected = crate::session::Expected::new(
             self.backend
                 .shared_by_processes()
                 .then(|| Arc::new(contents.record(header))),
@@ -298,7 +298,7 @@ impl Engine {
             lifetime,
             limits: self.limits(),
             changes: Changes::since(&header),
-            base,
+            expected,
         })
     }
 
@@ -312,16 +312,16 @@ impl Engine {
         let contents = Contents::of(self, session)?;
         let change = Change::Replace(&contents);
         if let Some(base) = session
-            .base
+            .expected
             .get()
             .filter(|_| self.backend.shared_by_processes())
         {
-            if let Some(written) = self.write_on_base(&session.digest, &change, &base)? {
-                session.base.set(Some(written));
+            if let Some(written) = self.write_as_expected(&session.digest, &change, &base)? {
+                session.expected.set(Some(written));
                 return Ok(());
             }
             // The locked path's write is not known here: the next save reads first.
-            session.base.set(None);
+            session.expected.set(None);
         }
         if self.commit(&session.digest, &change)?.ended() {
             return Err(Error::NotFound);
@@ -344,7 +344,7 @@ impl Engine {
     /// Those of [`Locks::stripe`](crate::engine::locks::Locks::stripe) (inside an `update`
     /// closure, [`Error::WriteInsideUpdate`]) and of
     /// [`Backend::write`](crate::backend::Backend::write).
-    fn write_on_base(
+    fn write_as_expected(
         &self,
         digest: &Digest,
         change: &Change<'_>,

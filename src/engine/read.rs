@@ -236,7 +236,7 @@ impl Engine {
             lifetime: crate::expiry::Lifetime::from_own(entry.header.own, &self.config),
             limits: self.limits(),
             changes: crate::changes::Changes::since(&entry.header),
-            base: crate::session::Base::new(
+            expected: crate::session::Expected::new(
                 self.backend
                     .shared_by_processes()
                     .then(|| Arc::clone(entry)),

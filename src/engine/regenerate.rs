@@ -60,7 +60,7 @@ impl Engine {
         session.digest = new_digest;
         session.header = header;
         // What the move wrote may be merged with a newer version: the next save reads.
-        session.base.set(None);
+        session.expected.set(None);
         self.backend.flush()?;
         self.events.emit(&self.counters, || Event::Regenerated {
             old: old_digest.handle(),
