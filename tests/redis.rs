@@ -1045,6 +1045,68 @@ fn an_import_in_batches_restores_every_session_and_replaces_what_is_there() {
     assert_eq!(fresh.len().expect("len"), 400);
 }
 
+/// An import's batches (a pipeline of write scripts for the sessions not stored yet)
+/// racing another store that restores the same sessions given to another user, carl, and
+/// revokes one of the dump's users, on threads behind a barrier, many rounds: every
+/// session ends as one writer or the other left it (never lost unless revoked), and the
+/// users' indexes name exactly the stored sessions.
+#[test]
+fn an_import_racing_restores_and_a_revoke_keeps_the_indexes_exact() {
+    let Some((url, ns)) = namespace() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new();
+    let (sled, sessions) = sled_with_sessions(dir.path(), &clock, 300);
+    let mut dump = Vec::new();
+    sled.export(&mut dump).expect("export");
+    let dumps: Vec<sessile::SessionDump> = sled.dump().map(|d| d.expect("dump")).collect();
+    let dump = Arc::new(dump);
+    for round in 0..rounds(20) {
+        let ns = format!("{ns}r{round}");
+        let importer = config(&url, &ns, &clock).open().expect("open");
+        let other = config(&url, &ns, &clock).open().expect("open");
+        let barrier = Arc::new(Barrier::new(2));
+        let imported = {
+            let dump = Arc::clone(&dump);
+            spawn_after(&barrier, move || importer.import(dump.as_slice()))
+        };
+        let restored = {
+            let dumps = dumps.clone();
+            spawn_after(&barrier, move || -> sessile::Result<()> {
+                for (i, d) in dumps.iter().enumerate().rev() {
+                    let mut theirs = d.clone();
+                    theirs.user = Some("carl".into());
+                    other.restore(&theirs)?;
+                    if i == 150 {
+                        other.destroy_user("bob", None)?;
+                    }
+                }
+                Ok(())
+            })
+        };
+        assert_eq!(collect(&imported, "import").expect("import"), 300);
+        collect(&restored, "restores").expect("restores");
+        let store = config(&url, &ns, &clock).open().expect("open");
+        let report = store.verify(false).expect("verify");
+        assert!(report.is_consistent(), "round {round}: {report:?}");
+        for (i, s) in sessions.iter().enumerate() {
+            match store.load(s.id()).expect("load") {
+                Some(back) => assert_eq!(back.get::<u32>("i").expect("get"), Some(i as u32)),
+                // Only a session of bob's may be gone (the revoke).
+                None => assert_eq!(s.user(), Some("bob"), "round {round}: session {i} lost"),
+            }
+        }
+        for user in ["ada", "bob", "carl"] {
+            let listed = store.sessions_of(user).expect("list").len();
+            let live = sessions
+                .iter()
+                .filter_map(|s| store.load(s.id()).expect("load"))
+                .filter(|b| b.user() == Some(user))
+                .count();
+            assert_eq!(listed, live, "round {round}: {user}'s sessions");
+        }
+    }
+}
+
 /// The tower adapter's awaited save (one round trip: a compare-and-swap against the
 /// version it last read) racing each revocation of the session through another store,
 /// on threads behind a barrier, many rounds: whichever lands first, the session is gone
