@@ -509,3 +509,158 @@ mod tower_contract {
         assert!(store.load(&r.id).await.expect("load").is_none());
     }
 }
+
+/// The tower adapter's hot records (a tower ID straight to the converted record): every
+/// change made by any other path shows at the next load, and a load racing writes never
+/// goes back to an older version.
+#[cfg(feature = "tower")]
+mod tower_hot {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Barrier, mpsc};
+    use std::time::Duration as StdDuration;
+
+    use serde_json::json;
+    use sessile::ManualClock;
+    use sessile::tower::{TowerStore, USER_KEY};
+    use tower_sessions::cookie::time::{Duration, OffsetDateTime};
+    use tower_sessions::session::{Id, Record};
+    use tower_sessions::session_store::SessionStore;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    /// A session of `user` holding `n`, loaded three times (so its converted record is
+    /// remembered) through `store`.
+    async fn hot_session(store: &TowerStore, user: &str, n: u64) -> Id {
+        let mut record = Record {
+            id: Id::default(),
+            data: HashMap::from([
+                ("n".to_owned(), json!(n)),
+                (USER_KEY.to_owned(), json!(user)),
+            ]),
+            expiry_date: OffsetDateTime::now_utc() + Duration::minutes(30),
+        };
+        store.create(&mut record).await.expect("create");
+        for _ in 0..3 {
+            assert!(store.load(&record.id).await.expect("load").is_some());
+        }
+        record.id
+    }
+
+    async fn value(store: &TowerStore, id: &Id) -> Option<serde_json::Value> {
+        let record = store.load(id).await.expect("load")?;
+        Some(record.data["n"].clone())
+    }
+
+    #[test]
+    fn a_hot_load_sees_every_change_made_through_another_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = ManualClock::new();
+        let core = crate::backend::config_at(dir.path().join("s"))
+            .clock(clock.clock())
+            .purge_thread(false)
+            .open()
+            .expect("open");
+        let hot = TowerStore::new(core.clone());
+        let other = TowerStore::new(core.clone());
+        runtime().block_on(async {
+            // A save through another TowerStore (its own hot records).
+            let id = hot_session(&hot, "ann", 1).await;
+            let mut changed = other.load(&id).await.expect("load").expect("live");
+            changed.data.insert("n".to_owned(), json!(2));
+            other.save(&changed).await.expect("save");
+            assert_eq!(value(&hot, &id).await, Some(json!(2)));
+
+            // A logout everywhere through the core store.
+            assert_eq!(core.destroy_user("ann", None).expect("revoke"), 1);
+            assert_eq!(value(&hot, &id).await, None, "a revoked session loaded");
+
+            // A delete through another TowerStore.
+            let id = hot_session(&hot, "bob", 3).await;
+            other.delete(&id).await.expect("delete");
+            assert_eq!(value(&hot, &id).await, None, "a deleted session loaded");
+
+            // The expiry passing, with nothing written.
+            let id = hot_session(&hot, "cat", 4).await;
+            clock.advance(StdDuration::from_secs(31 * 60));
+            assert_eq!(value(&hot, &id).await, None, "an expired session loaded");
+        });
+    }
+
+    /// Loads through one TowerStore racing saves and deletes through another, released
+    /// together, many rounds: a load never returns a version older than one it already
+    /// returned, and the first load after a write returns what the write left.
+    #[test]
+    fn hot_loads_racing_writes_never_go_back_to_an_older_version() {
+        let rounds: u64 = std::env::var("SESSILE_RACE_ROUNDS")
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(40);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let core = crate::backend::config_at(dir.path().join("s"))
+            .open()
+            .expect("open");
+        let reader = TowerStore::new(core.clone());
+        let writer = TowerStore::new(core.clone());
+        for round in 0..rounds {
+            let id = runtime().block_on(hot_session(&reader, "ann", 0));
+            let barrier = Arc::new(Barrier::new(2));
+            let (tx, rx) = mpsc::channel();
+            let (w, start, done) = (writer.clone(), Arc::clone(&barrier), tx.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                runtime().block_on(async {
+                    for n in 1..=20u64 {
+                        let mut r = w.load(&id).await.expect("load").expect("live");
+                        r.data.insert("n".to_owned(), json!(n));
+                        w.save(&r).await.expect("save");
+                    }
+                    if round % 2 == 1 {
+                        w.delete(&id).await.expect("delete");
+                    }
+                });
+                let _ = done.send(None);
+            });
+            let r = reader.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                let mut last = 0;
+                let mut went_back = None;
+                runtime().block_on(async {
+                    for _ in 0..200 {
+                        match value(&r, &id).await {
+                            Some(n) => {
+                                let n = n.as_u64().expect("a number");
+                                if n < last {
+                                    went_back = Some((last, n));
+                                }
+                                last = n;
+                            }
+                            None => last = u64::MAX, // deleted: nothing may come back
+                        }
+                    }
+                });
+                let _ = tx.send(Some(went_back));
+            });
+            for _ in 0..2 {
+                let outcome = rx
+                    .recv_timeout(StdDuration::from_secs(60))
+                    .expect("a racing thread hung");
+                if let Some(went_back) = outcome {
+                    assert_eq!(went_back, None, "round {round}: a load went back");
+                }
+            }
+            let after = runtime().block_on(value(&reader, &id));
+            let expected = if round % 2 == 1 {
+                None
+            } else {
+                Some(json!(20))
+            };
+            assert_eq!(after, expected, "round {round}: the load after the writes");
+        }
+    }
+}

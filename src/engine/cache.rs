@@ -112,6 +112,15 @@ impl ReadCache {
             .map_or(0, |v| v.load(Ordering::Acquire))
     }
 
+    /// The version of `digest`'s stripe where there is a cache to keep it (`None` where
+    /// there is none: then nothing tells this process of changes). Read before a record,
+    /// it stamps what is derived from the record: while it is unchanged, no change to the
+    /// record has reached the cache since.
+    pub(super) fn stamp(&self, digest: &Digest) -> Option<u64> {
+        self.shared.as_ref()?;
+        Some(self.version(digest))
+    }
+
     fn changed(&self, digest: &Digest) {
         if let Some(v) = self.versions.get(Locks::stripe_of(digest)) {
             v.fetch_add(1, Ordering::Release);

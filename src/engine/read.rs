@@ -94,6 +94,15 @@ impl Engine {
         Ok(record.filter(|r| expiry::is_live(&self.config, &r.header, now)))
     }
 
+    /// The stamp of `digest`'s record (see `ReadCache::stamp`): read before the record,
+    /// what an adapter derives from it may be served again while the stamp is the same
+    /// (and the record's expiry has not passed). `None` where the store keeps no read
+    /// cache (a shared backend, or a cache sized 0).
+    #[cfg(any(feature = "tower", feature = "tower-014"))]
+    pub(crate) fn stamp(&self, digest: &Digest) -> Option<u64> {
+        self.cache.stamp(digest)
+    }
+
     /// [`live`](Self::live) awaited without blocking where the storage has an async path
     /// (Redis on a single server): `Some` of what `live` would answer. `None` where it has
     /// none, after an error, or for a record this path leaves to the locked one

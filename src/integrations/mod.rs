@@ -13,6 +13,8 @@
 #[cfg(feature = "actix")]
 pub mod actix;
 mod base;
+#[cfg(any(feature = "tower", feature = "tower-014"))]
+mod hot;
 mod support;
 #[cfg(any(feature = "tower", feature = "tower-014"))]
 pub mod tower;

@@ -134,6 +134,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use super::base::Base;
+use super::hot::HotRecords;
 pub use super::support::{BASE_KEY, BoxError, USER_KEY};
 use super::support::{OffExecutorError, Work, helpers, off_executor, run};
 use crate::changes::Fingerprints;
@@ -166,6 +167,8 @@ pub struct TowerStore {
     user_from: &'static str,
     /// tower ID -> record key of sessions found live, so a hot load skips blake3.
     ids: Arc<DigestMemo<2>>,
+    /// tower ID -> the record as tower wants it, for hot loads (see `HotRecords`).
+    hot: Arc<HotRecords<HotRecord>>,
 }
 
 /// A tower-sessions session ID of any supported version (0.14 or 0.15).
@@ -185,10 +188,12 @@ impl TowerStore {
     /// (durability, limits, purge) apply as they are.
     pub fn new(store: Store) -> TowerStore {
         let ids = DigestMemo::new(store.engine.config().cache_entries.saturating_mul(2));
+        let hot = HotRecords::for_engine(&store.engine);
         TowerStore {
             store,
             user_from: AXUM_LOGIN_KEY,
             ids: Arc::new(ids),
+            hot: Arc::new(hot),
         }
     }
 
@@ -306,19 +311,31 @@ impl TowerStore {
         })
     }
 
-    /// tower's data and expiry date of a live sessile record. The JSON values are parsed
-    /// on each of the first two loads of a version of the record and then kept with it in
-    /// the read cache (see `Memo::get_or`), so a hot load costs a clone, as with an
-    /// in-memory store. Two `TowerStore`s with different [`index_user_from`] keys on one
-    /// store do not share the memo: the one that did not make it parses every time.
+    /// tower's data and expiry date of the session `id` if the hot table has it current
+    /// (see `HotRecords`): a lookup and a clone, as with an in-memory store.
+    fn hot_parts(&self, id: i128) -> Option<(HashMap<String, Value>, OffsetDateTime)> {
+        let engine = &self.store.engine;
+        self.hot.read(&id.to_le_bytes(), engine, |hot, _| {
+            (hot.parsed.data.clone(), hot.expiry)
+        })
+    }
+
+    /// tower's data and expiry date of a live sessile record, found under `key`, read
+    /// after its `stamp`. The JSON values are parsed on each of the first two loads of a
+    /// version of the record and then kept with it in the read cache (see
+    /// `Memo::get_or`), and in the hot table while the stamp holds, so a hot load costs a
+    /// clone, as with an in-memory store. Two `TowerStore`s with different
+    /// [`index_user_from`] keys on one store do not share the memo: the one that did not
+    /// make it parses every time.
     ///
     /// [`index_user_from`]: TowerStore::index_user_from
     fn parts(
         &self,
         id: i128,
-        entry: &StoredRecord,
+        (key, stamp, entry): (Digest, Option<u64>, &StoredRecord),
     ) -> Result<(HashMap<String, Value>, OffsetDateTime), Refusal> {
-        let expiry = from_ms(self.store.engine.live_until(&entry.header));
+        let live_until = self.store.engine.live_until(&entry.header);
+        let expiry = from_ms(live_until);
         let fingerprints = self
             .store
             .engine
@@ -327,12 +344,25 @@ impl TowerStore {
         if entry.bytes.len() > MEMO_MAX_RECORD {
             return Ok((self.parse(id, entry, &fingerprints), expiry));
         }
-        let memo = entry.memo.get_or(|| ParsedRecord {
-            user_from: self.user_from,
-            data: self.parse(id, entry, &fingerprints),
+        let memo = entry.memo.get_or(|| {
+            Arc::new(ParsedRecord {
+                user_from: self.user_from,
+                data: self.parse(id, entry, &fingerprints),
+            })
         });
         Ok(match memo.filter(|m| m.user_from == self.user_from) {
-            Some(memo) => (memo.data.clone(), expiry),
+            Some(memo) => {
+                if let Some(stamp) = stamp {
+                    let hot = HotRecord {
+                        parsed: Arc::clone(memo),
+                        expiry,
+                    };
+                    let engine = &self.store.engine;
+                    self.hot
+                        .remember(&id.to_le_bytes(), key, stamp, live_until, hot, engine);
+                }
+                (memo.data.clone(), expiry)
+            }
             None => (self.parse(id, entry, &fingerprints), expiry),
         })
     }
@@ -453,27 +483,41 @@ impl TowerStore {
         Ok(())
     }
 
-    /// `load` for any version.
-    async fn load_record(&self, id: i128) -> Result<Option<Arc<StoredRecord>>, Refusal> {
+    /// `load` for any version: tower's data and expiry date of the live session `id`.
+    async fn load_record(
+        &self,
+        id: i128,
+    ) -> Result<Option<(HashMap<String, Value>, OffsetDateTime)>, Refusal> {
+        if let Some(parts) = self.hot_parts(id) {
+            return Ok(Some(parts));
+        }
         let found = if self.store.engine.on_network() {
             // Awaited on the multiplexed connection where there is one; else, or if it
             // cannot say, on the blocking pool.
-            if let Some(found) = self.store.engine.live_async(&self.key(id)).await {
-                return Ok(found);
+            let key = self.key(id);
+            if let Some(found) = self.store.engine.live_async(&key).await {
+                let parts = found.map(|entry| self.parts(id, (key, None, &entry)));
+                return parts.transpose();
             }
             let ids = Arc::clone(&self.ids);
             off_executor(&self.store, move |s| {
-                ids.find(&id_words(id), || digest(id), |key| s.engine.live(key))
+                let live = |key: &Digest| Ok(s.engine.live(key)?.map(|entry| (None, entry)));
+                ids.find(&id_words(id), || digest(id), live)
             })
             .await
         } else {
-            self.ids.find(
-                &id_words(id),
-                || digest(id),
-                |key| helpers::load(&self.store, *key),
-            )
+            // The stamp first: a change after it makes what is derived from the record
+            // stale (see `HotRecords`).
+            let live = |key: &Digest| {
+                let stamp = self.store.engine.stamp(key);
+                Ok(helpers::load(&self.store, *key)?.map(|entry| (stamp, entry)))
+            };
+            self.ids.find(&id_words(id), || digest(id), live)
         };
-        Ok(found.map_err(|e| Refusal::of(&e))?.map(|(_, entry)| entry))
+        match found.map_err(|e| Refusal::of(&e))? {
+            Some((key, (stamp, entry))) => self.parts(id, (key, stamp, &entry)).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// The record key of tower ID `id`: remembered, or derived.
@@ -485,9 +529,11 @@ impl TowerStore {
     async fn delete_record(&self, id: i128) -> Result<(), Refusal> {
         let key = self.key(id);
         self.ids.forget(&id_words(id));
+        self.hot.forget(&id.to_le_bytes());
         let destroyed = helpers::destroy(&self.store, key).await;
         // Again: a load racing the delete may have remembered the ID meanwhile.
         self.ids.forget(&id_words(id));
+        self.hot.forget(&id.to_le_bytes());
         destroyed.map_err(|e| Refusal::of(&e))
     }
 
@@ -504,12 +550,19 @@ impl TowerStore {
 /// take many times the bytes it came from, and the cache is bounded by entries.
 const MEMO_MAX_RECORD: usize = 16 * 1024;
 
-/// A record's values as tower wants them, memoised in the cache entry.
+/// A record's values as tower wants them, memoised in the cache entry (and shared with
+/// the hot table).
 struct ParsedRecord {
     /// The `user_from` of the store that parsed it (the user goes back under
     /// [`USER_KEY`] or not depending on it).
     user_from: &'static str,
     data: HashMap<String, Value>,
+}
+
+/// What the hot table keeps of a record: its parsed values and tower's expiry date.
+struct HotRecord {
+    parsed: Arc<ParsedRecord>,
+    expiry: OffsetDateTime,
 }
 
 /// A store error, as either tower-sessions version reports it.
@@ -634,10 +687,9 @@ macro_rules! session_store_for {
                 &self,
                 id: &$core::session::Id,
             ) -> $core::session_store::Result<Option<$core::session::Record>> {
-                let Some(entry) = self.load_record(id.0).await? else {
+                let Some((data, expiry_date)) = self.load_record(id.0).await? else {
                     return Ok(None);
                 };
-                let (data, expiry_date) = self.parts(id.0, &entry)?;
                 Ok(Some($core::session::Record {
                     id: *id,
                     data,
