@@ -37,7 +37,7 @@ fn main() {
     } else {
         let cache = if mode.starts_with("sessile-cold") {
             n / 6
-        } else if mode.contains("-hot") {
+        } else if mode.contains("-hot") || mode.contains("-uniform") {
             16 * 1024 // the default, as in the peers bench
         } else {
             n

@@ -591,11 +591,13 @@ mod tower_hot {
         });
     }
 
-    /// Loads through one TowerStore racing saves and deletes through another, released
-    /// together, many rounds: a load never returns a version older than one it already
-    /// returned, and the first load after a write returns what the write left.
+    /// Loads through one TowerStore on two threads racing saves and deletes through
+    /// another, released together, many rounds: no load returns a version older than one
+    /// a load returned before it began, and the first load after the writes returns what
+    /// they left.
     #[test]
     fn hot_loads_racing_writes_never_go_back_to_an_older_version() {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
         let rounds: u64 = std::env::var("SESSILE_RACE_ROUNDS")
             .ok()
             .and_then(|r| r.parse().ok())
@@ -608,10 +610,15 @@ mod tower_hot {
         let writer = TowerStore::new(core.clone());
         for round in 0..rounds {
             let id = runtime().block_on(hot_session(&reader, "ann", 0));
-            let barrier = Arc::new(Barrier::new(2));
+            let barrier = Arc::new(Barrier::new(3));
+            let done = Arc::new(AtomicBool::new(false));
+            // The newest version any load has returned (u64::MAX once deleted).
+            let newest = Arc::new(AtomicU64::new(0));
             let (tx, rx) = mpsc::channel();
-            let (w, start, done) = (writer.clone(), Arc::clone(&barrier), tx.clone());
-            std::thread::spawn(move || {
+            let mut threads = Vec::new();
+            let (w, start, finished) = (writer.clone(), Arc::clone(&barrier), Arc::clone(&done));
+            let sent = tx.clone();
+            threads.push(std::thread::spawn(move || {
                 start.wait();
                 runtime().block_on(async {
                     for n in 1..=20u64 {
@@ -623,36 +630,45 @@ mod tower_hot {
                         w.delete(&id).await.expect("delete");
                     }
                 });
-                let _ = done.send(None);
-            });
-            let r = reader.clone();
-            std::thread::spawn(move || {
-                barrier.wait();
-                let mut last = 0;
-                let mut went_back = None;
-                runtime().block_on(async {
-                    for _ in 0..200 {
-                        match value(&r, &id).await {
-                            Some(n) => {
-                                let n = n.as_u64().expect("a number");
-                                if n < last {
-                                    went_back = Some((last, n));
-                                }
-                                last = n;
-                            }
-                            None => last = u64::MAX, // deleted: nothing may come back
-                        }
-                    }
-                });
-                let _ = tx.send(Some(went_back));
-            });
+                finished.store(true, Ordering::SeqCst);
+                let _ = sent.send(None);
+            }));
             for _ in 0..2 {
+                let (r, start, done) = (reader.clone(), Arc::clone(&barrier), Arc::clone(&done));
+                let (newest, sent) = (Arc::clone(&newest), tx.clone());
+                threads.push(std::thread::spawn(move || {
+                    start.wait();
+                    let mut went_back = None;
+                    runtime().block_on(async {
+                        loop {
+                            let last = done.load(Ordering::SeqCst);
+                            let before = newest.load(Ordering::SeqCst);
+                            let n = match value(&r, &id).await {
+                                Some(n) => n.as_u64().expect("a number"),
+                                None => u64::MAX, // deleted: nothing may come back
+                            };
+                            if n < before {
+                                went_back = Some((before, n));
+                            }
+                            newest.fetch_max(n, Ordering::SeqCst);
+                            if last {
+                                break;
+                            }
+                        }
+                    });
+                    let _ = sent.send(Some(went_back));
+                }));
+            }
+            for _ in 0..3 {
                 let outcome = rx
                     .recv_timeout(StdDuration::from_secs(60))
                     .expect("a racing thread hung");
                 if let Some(went_back) = outcome {
                     assert_eq!(went_back, None, "round {round}: a load went back");
                 }
+            }
+            for thread in threads {
+                thread.join().expect("a racing thread panicked");
             }
             let after = runtime().block_on(value(&reader, &id));
             let expected = if round % 2 == 1 {

@@ -75,7 +75,7 @@ impl Engine {
             (Ok(record), held) => {
                 let record = Arc::new(record);
                 if let Some(held) = held {
-                    self.cache.put(*digest, Arc::clone(&record), held);
+                    self.cache.fill(*digest, Arc::clone(&record), held);
                 }
                 Ok(Some(record))
             }

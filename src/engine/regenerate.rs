@@ -122,10 +122,13 @@ impl Engine {
                 return Ok(Step::Done(Regeneration::Ended(entry.user.clone())));
             }
             let record = contents.record(header);
+            // Both stripes are being written (one guard where they are the same stripe).
+            let writing = self.cache.writing(old, &held);
+            let writing_new = held_new.as_ref().map(|h| self.cache.writing(new, h));
             let swapped = self
                 .upgrade_before_write()
                 .and_then(|()| self.backend.move_record(old, &entry, new, &record));
-            self.cache.remove(old, &held);
+            self.cache.remove(old, &writing);
             // Changed since it was read: only a writer outside this process's locks (on
             // Redis, another store) can do that. Read it again.
             if swapped? == Swap::Conflict {
@@ -133,8 +136,11 @@ impl Engine {
             }
             let previous_user = entry.user.clone();
             let user = record.user.clone();
-            self.cache
-                .put(*new, Arc::new(record), held_new.as_ref().unwrap_or(&held));
+            self.cache.put(
+                *new,
+                Arc::new(record),
+                writing_new.as_ref().unwrap_or(&writing),
+            );
             Ok(Step::Done(Regeneration::Moved(header, previous_user, user)))
         })
     }

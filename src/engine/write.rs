@@ -111,12 +111,14 @@ impl Engine {
         self.upgrade_before_write()?;
         // An error may come after the backend applied the change, and a conflict means
         // another version is stored: the cache must keep neither the old version.
+        let writing = self.cache.writing(digest, held);
         let swapped = self.backend.write(digest, old, &new);
         if !matches!(swapped, Ok(Swap::Done)) {
-            self.cache.remove(digest, held);
+            self.cache.remove(digest, &writing);
             return swapped;
         }
-        self.cache.put(*digest, Arc::new(new), held);
+        self.cache.put(*digest, Arc::new(new), &writing);
+        drop(writing);
         self.after_write()?;
         Ok(Swap::Done)
     }
@@ -129,8 +131,9 @@ impl Engine {
         old: &StoredRecord,
         held: &StripeGuard<'_>,
     ) -> Result<Swap> {
+        let writing = self.cache.writing(digest, held);
         let swapped = self.backend.delete(digest, old);
-        self.cache.remove(digest, held);
+        self.cache.remove(digest, &writing);
         swapped
     }
 
@@ -144,8 +147,11 @@ impl Engine {
         why: &CodecError,
         held: &StripeGuard<'_>,
     ) -> Result<()> {
-        let removed = self.backend.quarantine(digest, bytes)?;
-        self.cache.remove(digest, held);
+        let writing = self.cache.writing(digest, held);
+        let removed = self.backend.quarantine(digest, bytes);
+        self.cache.remove(digest, &writing);
+        drop(writing);
+        let removed = removed?;
         if removed {
             self.counters.add(Counter::Quarantined, 1);
             tracing::warn!(handle = %digest.handle(), error = %why, "quarantined an undecodable session record");

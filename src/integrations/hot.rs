@@ -12,11 +12,17 @@
 //! what the general path would find. Where the store keeps no read cache (a backend other
 //! processes write, or a cache sized 0) there is no stamp and the table stays empty.
 //!
+//! A write makes the stamp odd before it changes the backend (the engine's stamps are
+//! seqlocks), and a record read while a write is under way is not remembered: so an entry
+//! is never older than what any load was handed meanwhile either.
+//!
 //! Slots come in pairs (an ID may sit in either slot of its pair), indexed by a hash of
 //! the ID keyed per process, and hold the ID, compared in constant time, as the token memo
 //! does. A slot is an [`ArcSwapOption`]: a hit writes nothing shared, so two cores loading
 //! one hot session do not pass a cache line between them. Only records found live are
-//! remembered, so forged IDs cannot push real ones out.
+//! remembered, so forged IDs cannot push real ones out, and the adapter remembers only
+//! small records asked for repeatedly. An entry found stale is dropped, so the values of
+//! a session that ended do not stay in memory once its ID is asked for again.
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
@@ -76,9 +82,10 @@ impl<T> HotRecords<T> {
     fn pair(&self, id: &[u8; 16]) -> Option<[&ArcSwapOption<Hot<T>>; 2]> {
         let mut h = self.hasher.build_hasher();
         h.write(id);
-        // The length is a power of two, at least 2, or 0.
-        let mask = self.slots.len().wrapping_sub(1) & !1;
-        let at = usize::try_from(h.finish()).unwrap_or(usize::MAX) & mask;
+        // The length is a power of two (at most MAX_SLOTS), at least 2, or 0: the mask
+        // is taken in 64 bits, so the index fits any usize.
+        let mask = u64::try_from(self.slots.len()).ok()?.wrapping_sub(1) & !1;
+        let at = usize::try_from(h.finish() & mask).ok()?;
         Some([self.slots.get(at)?, self.slots.get(at | 1)?])
     }
 
@@ -100,6 +107,9 @@ impl<T> HotRecords<T> {
             }
             let current = engine.stamp(&hot.digest) == Some(hot.stamp);
             if !current || hot.live_until <= engine.now() {
+                // Stale or ended: dropped (unless replaced meanwhile), so its values do
+                // not stay in memory.
+                slot.compare_and_swap(&guard, None::<Arc<Hot<T>>>);
                 return None;
             }
             return Some(read(&hot.converted, hot.live_until));
@@ -108,9 +118,9 @@ impl<T> HotRecords<T> {
     }
 
     /// Remembers `converted` as the record of `id` (under `digest`), live until
-    /// `live_until`, read at `stamp` (read before the record). It goes in the slot of the
-    /// pair that holds `id`, else an empty one, else one whose entry is stale, else the
-    /// first.
+    /// `live_until`, read at `stamp` (read before the record), unless the stamp has moved
+    /// since. It goes in the slot of the pair that holds `id`, else an empty one, else
+    /// one whose entry is stale, else the first.
     pub(super) fn remember(
         &self,
         id: &[u8; 16],
@@ -123,6 +133,9 @@ impl<T> HotRecords<T> {
         let Some(pair) = self.pair(id) else {
             return;
         };
+        if engine.stamp(&digest) != Some(stamp) {
+            return; // stale already
+        }
         let score = |slot: &ArcSwapOption<Hot<T>>| {
             let guard = slot.load();
             match guard.as_deref() {
@@ -149,12 +162,13 @@ impl<T> HotRecords<T> {
     /// after the logout.
     pub(super) fn forget(&self, id: &[u8; 16]) {
         for slot in self.pair(id).into_iter().flatten() {
-            let holds = slot
-                .load()
+            let guard = slot.load();
+            if guard
                 .as_deref()
-                .is_some_and(|hot| bool::from(hot.id.ct_eq(id)));
-            if holds {
-                slot.store(None);
+                .is_some_and(|hot| bool::from(hot.id.ct_eq(id)))
+            {
+                // Only that entry: one another ID put there meanwhile stays.
+                slot.compare_and_swap(&guard, None::<Arc<Hot<T>>>);
             }
         }
     }

@@ -128,6 +128,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -203,6 +204,8 @@ impl TowerStore {
     #[must_use]
     pub fn index_user_from(mut self, key: &'static str) -> TowerStore {
         self.user_from = key;
+        // Records converted for the other key are not this store's to hand out.
+        self.hot = Arc::new(HotRecords::for_engine(&self.store.engine));
         self
     }
 
@@ -348,18 +351,27 @@ impl TowerStore {
             Arc::new(ParsedRecord {
                 user_from: self.user_from,
                 data: self.parse(id, entry, &fingerprints),
+                served: AtomicBool::new(false),
             })
         });
         Ok(match memo.filter(|m| m.user_from == self.user_from) {
             Some(memo) => {
-                if let Some(stamp) = stamp {
-                    let hot = HotRecord {
-                        parsed: Arc::clone(memo),
-                        expiry,
-                    };
-                    let engine = &self.store.engine;
-                    self.hot
-                        .remember(&id.to_le_bytes(), key, stamp, live_until, hot, engine);
+                // Into the hot table on the record's third ask (its memo served before),
+                // if small: a uniform load does not fill it with records read once or
+                // twice.
+                let again = memo.served.load(Ordering::Relaxed);
+                match stamp {
+                    Some(stamp) if again && entry.bytes.len() <= HOT_MAX_RECORD => {
+                        let hot = HotRecord {
+                            parsed: Arc::clone(memo),
+                            expiry,
+                        };
+                        let engine = &self.store.engine;
+                        let id = id.to_le_bytes();
+                        self.hot.remember(&id, key, stamp, live_until, hot, engine);
+                    }
+                    _ if !again => memo.served.store(true, Ordering::Relaxed),
+                    _ => {}
                 }
                 (memo.data.clone(), expiry)
             }
@@ -550,6 +562,11 @@ impl TowerStore {
 /// take many times the bytes it came from, and the cache is bounded by entries.
 const MEMO_MAX_RECORD: usize = 16 * 1024;
 
+/// Records larger than this do not go into the hot table, which holds their parsed
+/// values beyond the read cache's life of them: a bound on its memory (at most
+/// [`Config::cache_entries`](crate::Config::cache_entries) of them).
+const HOT_MAX_RECORD: usize = 4 * 1024;
+
 /// A record's values as tower wants them, memoised in the cache entry (and shared with
 /// the hot table).
 struct ParsedRecord {
@@ -557,6 +574,8 @@ struct ParsedRecord {
     /// [`USER_KEY`] or not depending on it).
     user_from: &'static str,
     data: HashMap<String, Value>,
+    /// Whether this memo was handed out before (the record's third ask makes it hot).
+    served: AtomicBool,
 }
 
 /// What the hot table keeps of a record: its parsed values and tower's expiry date.
@@ -733,6 +752,48 @@ mod tests {
         assert_eq!(digest(1), digest(1));
         // Not the plain hash of the bytes: a different domain from any other digest.
         assert_ne!(digest(1).0, *blake3::hash(&1i128.to_le_bytes()).as_bytes());
+    }
+
+    /// A record asked for a third time is served from the hot table, to this store only
+    /// (not to one indexing users by another key), and a large record never is.
+    #[cfg(feature = "tower")]
+    #[test]
+    fn a_small_record_asked_for_three_times_is_served_from_the_hot_table() {
+        use tower_sessions_core::session::{Id, Record};
+        use tower_sessions_core::session_store::SessionStore;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = TowerStore::new(Store::open(dir.path().join("s")).expect("open"));
+        let create = |value: Value| {
+            let mut record = Record {
+                id: Id::default(),
+                data: HashMap::from([("v".to_owned(), value)]),
+                expiry_date: OffsetDateTime::now_utc() + time::Duration::minutes(5),
+            };
+            runtime.block_on(store.create(&mut record)).expect("create");
+            for _ in 0..3 {
+                let loaded = runtime.block_on(store.load(&record.id)).expect("load");
+                assert!(loaded.is_some());
+            }
+            record.id.0
+        };
+        let small = create(serde_json::json!(1));
+        let (data, _) = store.hot_parts(small).expect("served from the hot table");
+        assert_eq!(data["v"], serde_json::json!(1));
+        assert!(data.contains_key(BASE_KEY));
+        let other = store.clone().index_user_from("uid");
+        assert!(
+            other.hot_parts(small).is_none(),
+            "converted for another key"
+        );
+
+        let large = create(serde_json::json!("x".repeat(HOT_MAX_RECORD)));
+        assert!(
+            store.hot_parts(large).is_none(),
+            "a large record remembered"
+        );
     }
 
     #[test]
