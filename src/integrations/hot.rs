@@ -33,8 +33,28 @@ use subtle::ConstantTimeEq as _;
 use crate::engine::Engine;
 use crate::id::Digest;
 
-/// The most slots a table has: enough for the hot set of a large cache.
-const MAX_SLOTS: usize = 1 << 16;
+/// The most slots a table has (64 KiB of them): enough for a hot set of a few thousand
+/// sessions, while a uniform load's probe of a cold ID stays in the CPU's caches and the
+/// records it keeps alive beyond the read cache stay few. A larger hot set is served by
+/// the general path.
+const MAX_SLOTS: usize = 1 << 13;
+
+/// A pair of two current entries takes a new one on one in this many tries.
+const ADMIT_ONE_IN: u32 = 8;
+
+thread_local! {
+    /// Counts tries to remember into a pair of two current entries, for [`admit`].
+    static FULL_PAIR_TRIES: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Whether a new entry replaces a current one this time (one in [`ADMIT_ONE_IN`]).
+fn admit() -> bool {
+    FULL_PAIR_TRIES.with(|n| {
+        let next = n.get().wrapping_add(1);
+        n.set(next);
+        next % ADMIT_ONE_IN == 0
+    })
+}
 
 /// One remembered record.
 struct Hot<T> {
@@ -63,14 +83,18 @@ impl<T> std::fmt::Debug for HotRecords<T> {
 }
 
 impl<T> HotRecords<T> {
-    /// A table for `engine`'s records: about as many slots as its cache has entries
-    /// (a power of two, at most [`MAX_SLOTS`]), or none where it keeps no read cache.
+    /// A table for `engine`'s records: twice as many slots as its cache has entries (a
+    /// power of two, at most [`MAX_SLOTS`]), or none where it keeps no read cache.
     pub(super) fn for_engine(engine: &Engine) -> Self {
         let entries = engine.config().cache_entries;
         let len = if entries == 0 || engine.on_network() {
             0
         } else {
-            entries.clamp(2, MAX_SLOTS).next_power_of_two()
+            // Twice the entries, so a hot set as large as the cache seldom fills a pair.
+            entries
+                .saturating_mul(2)
+                .clamp(2, MAX_SLOTS)
+                .next_power_of_two()
         };
         HotRecords {
             slots: (0..len).map(|_| ArcSwapOption::empty()).collect(),
@@ -120,7 +144,9 @@ impl<T> HotRecords<T> {
     /// Remembers `converted` as the record of `id` (under `digest`), live until
     /// `live_until`, read at `stamp` (read before the record), unless the stamp has moved
     /// since. It goes in the slot of the pair that holds `id`, else an empty one, else
-    /// one whose entry is stale, else the first.
+    /// one whose entry is stale; into a pair of two current entries only one time in
+    /// [`ADMIT_ONE_IN`], so IDs that outnumber their pair do not keep replacing each
+    /// other (each replacement an allocation) on every load.
     pub(super) fn remember(
         &self,
         id: &[u8; 16],
@@ -145,10 +171,14 @@ impl<T> HotRecords<T> {
                 Some(_) => 3,
             }
         };
-        let slot = match score(pair[1]) < score(pair[0]) {
+        let (first, second) = (score(pair[0]), score(pair[1]));
+        let slot = match second < first {
             true => pair[1],
             false => pair[0],
         };
+        if first.min(second) == 3 && !admit() {
+            return;
+        }
         slot.store(Some(Arc::new(Hot {
             id: *id,
             digest,
