@@ -252,7 +252,7 @@ fn state(
     // What the request loaded: kept with the record in the read cache from its second
     // load on (fingerprinting every value on every hot load would cost more than the
     // load).
-    let base = || BaseText(Base::text_of(entry, &handle, fingerprints, &[]));
+    let base = || BaseText(Base::text_of(entry, &handle, fingerprints));
     let text = match entry.memo.get_or(base) {
         Some(memo) => json(&memo.0)?,
         None => json(&base().0)?,

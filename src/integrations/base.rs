@@ -50,15 +50,35 @@ pub(super) struct Base {
 
 impl Base {
     /// The entry's text for a request loading `record`, the session with handle `handle`,
-    /// with the store's `fingerprints`; `added` are values the adapter hands out beside
-    /// the stored ones (tower's user of a record saved before it was kept as a value).
+    /// with the store's `fingerprints`.
+    #[cfg_attr(
+        not(feature = "actix"),
+        allow(dead_code, reason = "tower fingerprints in its own walk of the values")
+    )]
     pub(super) fn text_of(
         record: &StoredRecord,
         handle: &SessionHandle,
         fingerprints: &Fingerprints,
-        added: &[(&str, &[u8])],
     ) -> String {
-        let mut bytes = Vec::with_capacity(FIXED + PER_VALUE * record.values.len());
+        let values: Vec<(u64, u64)> = record
+            .values
+            .iter()
+            .map(|(key, value)| fingerprints.key_and_value(key, value))
+            .collect();
+        Self::text_with(record, handle, fingerprints, &values)
+    }
+
+    /// [`text_of`](Self::text_of) with the values' key and key-and-value fingerprints
+    /// given (`Fingerprints::key_and_value`, made while the caller walked the values
+    /// anyway), in any order, with any values the adapter hands out beside the stored
+    /// ones (tower's user of a record saved before it was kept as a value).
+    pub(super) fn text_with(
+        record: &StoredRecord,
+        handle: &SessionHandle,
+        fingerprints: &Fingerprints,
+        values: &[(u64, u64)],
+    ) -> String {
+        let mut bytes = Vec::with_capacity(FIXED + PER_VALUE * values.len());
         bytes.extend_from_slice(&record.header.created_at.to_le_bytes());
         bytes.extend_from_slice(&record.header.version.to_le_bytes());
         bytes.extend_from_slice(&record.header.last_seen.to_le_bytes());
@@ -66,8 +86,7 @@ impl Base {
         bytes.extend_from_slice(&fingerprints.id().to_le_bytes());
         bytes.extend_from_slice(&fingerprints.user(record.user.as_deref()).to_le_bytes());
         bytes.extend_from_slice(handle.as_bytes());
-        for (key, value) in record.values.iter().chain(added.iter().copied()) {
-            let (of_key, of_value) = fingerprints.key_and_value(key, value);
+        for (of_key, of_value) in values {
             bytes.extend_from_slice(&of_key.to_le_bytes());
             bytes.extend_from_slice(&of_value.to_le_bytes());
         }
@@ -189,7 +208,7 @@ mod tests {
     fn the_text_round_trips_and_odd_text_is_not_a_base() {
         let r = record(Some("ann"), &[("a", b"1"), ("b", b"2")]);
         let handle = SessionHandle::from_bytes([3; 16]);
-        let base = Base::parse(&Base::text_of(&r, &handle, &FP, &[])).expect("parses");
+        let base = Base::parse(&Base::text_of(&r, &handle, &FP)).expect("parses");
         assert_eq!(base.handle, handle);
         assert_eq!(
             base.version,
@@ -218,13 +237,8 @@ mod tests {
             None,
             &[("same", b"1"), ("changed", b"2"), ("removed", b"3")],
         );
-        let base = Base::parse(&Base::text_of(
-            &r,
-            &SessionHandle::from_bytes([0; 16]),
-            &FP,
-            &[],
-        ))
-        .expect("parses");
+        let base = Base::parse(&Base::text_of(&r, &SessionHandle::from_bytes([0; 16]), &FP))
+            .expect("parses");
         let now: ValueMap = [("same", b"1"), ("changed", b"9"), ("added", b"4")]
             .into_iter()
             .map(|(k, v)| (k.to_owned(), ByteBuf::from(v.to_vec())))

@@ -379,7 +379,8 @@ impl TowerStore {
         })
     }
 
-    /// tower's data of a sessile record: each value parsed from JSON.
+    /// tower's data of a sessile record: each value parsed from JSON, and the base entry
+    /// (every stored value fingerprinted in the same walk, JSON or not).
     fn parse(
         &self,
         id: i128,
@@ -387,7 +388,9 @@ impl TowerStore {
         fingerprints: &Fingerprints,
     ) -> HashMap<String, Value> {
         let mut data = HashMap::with_capacity(entry.values.len() + 2);
+        let mut prints = Vec::with_capacity(entry.values.len() + 1);
         for (key, bytes) in entry.values.iter() {
+            prints.push(fingerprints.key_and_value(key, bytes));
             match serde_json::from_slice::<Value>(bytes) {
                 Ok(value) => {
                     data.insert(key.to_owned(), value);
@@ -403,16 +406,16 @@ impl TowerStore {
         // Records saved before USER_KEY was kept as a value have it only as the user.
         // It is handed out as loaded, so a request that leaves it does not write it back.
         let derived = data.get(self.user_from).and_then(user_id);
-        let mut added = None;
         if !data.contains_key(USER_KEY)
             && let Some(user) = entry.user.as_ref().filter(|u| derived.as_ref() != Some(*u))
         {
             let value = Value::String(user.clone());
-            added = serde_json::to_vec(&value).ok();
+            if let Ok(bytes) = serde_json::to_vec(&value) {
+                prints.push(fingerprints.key_and_value(USER_KEY, &bytes));
+            }
             data.insert(USER_KEY.to_owned(), value);
         }
-        let added: Vec<(&str, &[u8])> = added.iter().map(|v| (USER_KEY, &v[..])).collect();
-        let base = Base::text_of(entry, &digest(id).handle(), fingerprints, &added);
+        let base = Base::text_with(entry, &digest(id).handle(), fingerprints, &prints);
         data.insert(BASE_KEY.to_owned(), Value::String(base));
         data
     }
