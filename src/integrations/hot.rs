@@ -7,22 +7,23 @@
 //! converted record in the record's memo. This table goes from the ID straight to the
 //! converted record. An entry is stamped with its record's stripe version
 //! ([`Engine::stamp`]), read before the record was, and is served only while the stamp is
-//! unchanged and the record's expiry has not passed: every write, destroy or purge of a
-//! record bumps the stamp after it reaches the cache, so an entry is never older than
-//! what the general path would find. Where the store keeps no read cache (a backend other
-//! processes write, or a cache sized 0) there is no stamp and the table stays empty.
-//!
-//! A write makes the stamp odd before it changes the backend (the engine's stamps are
-//! seqlocks), and a record read while a write is under way is not remembered: so an entry
-//! is never older than what any load was handed meanwhile either.
+//! unchanged and the record's expiry has not passed. Every write, destroy or purge of a
+//! record makes the stamp odd before it changes the backend and even again, with a new
+//! value, after the cache has the change (the engine's stamps are seqlocks), and a record
+//! read while the stamp is odd is not remembered: so an entry is never older than what
+//! the general path would find, nor than what any load was handed meanwhile. Where the
+//! store keeps no read cache (a backend other processes write, or a cache sized 0) there
+//! is no stamp and the table stays empty.
 //!
 //! Slots come in pairs (an ID may sit in either slot of its pair), indexed by a hash of
 //! the ID keyed per process, and hold the ID, compared in constant time, as the token memo
 //! does. A slot is an [`ArcSwapOption`]: a hit writes nothing shared, so two cores loading
 //! one hot session do not pass a cache line between them. Only records found live are
 //! remembered, so forged IDs cannot push real ones out, and the adapter remembers only
-//! small records asked for repeatedly. An entry found stale is dropped, so the values of
-//! a session that ended do not stay in memory once its ID is asked for again.
+//! small records asked for repeatedly. An entry found stale is dropped when its ID is
+//! asked for again or a new entry takes its slot; until then the values of a session
+//! ended by another path (a revocation, the purge) stay in memory, as the read cache's
+//! thread copies do.
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
@@ -33,7 +34,7 @@ use subtle::ConstantTimeEq as _;
 use crate::engine::Engine;
 use crate::id::Digest;
 
-/// The most slots a table has (64 KiB of them): enough for a hot set of a few thousand
+/// The most slots a table has (8,192 pointers, 64 KiB): enough for a hot set of a few thousand
 /// sessions, while a uniform load's probe of a cold ID stays in the CPU's caches and the
 /// records it keeps alive beyond the read cache stay few. A larger hot set is served by
 /// the general path.
@@ -47,13 +48,18 @@ thread_local! {
     static FULL_PAIR_TRIES: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
 
-/// Whether a new entry replaces a current one this time (one in [`ADMIT_ONE_IN`]).
-fn admit() -> bool {
-    FULL_PAIR_TRIES.with(|n| {
-        let next = n.get().wrapping_add(1);
-        n.set(next);
-        next % ADMIT_ONE_IN == 0
-    })
+/// Which slot of a pair of two current entries a new entry replaces this time: one time
+/// in [`ADMIT_ONE_IN`], the first and the second in turn; `None` otherwise.
+fn admitted() -> Option<usize> {
+    FULL_PAIR_TRIES
+        .try_with(|n| {
+            let next = n.get().wrapping_add(1);
+            n.set(next);
+            let turn = next / ADMIT_ONE_IN;
+            (next % ADMIT_ONE_IN == 0).then_some(usize::from(turn % 2 == 1))
+        })
+        .ok()
+        .flatten()
 }
 
 /// One remembered record.
@@ -168,17 +174,21 @@ impl<T> HotRecords<T> {
                 Some(hot) if bool::from(hot.id.ct_eq(id)) => 0,
                 None => 1,
                 Some(hot) if engine.stamp(&hot.digest) != Some(hot.stamp) => 2,
+                Some(hot) if hot.live_until <= engine.now() => 2,
                 Some(_) => 3,
             }
         };
         let (first, second) = (score(pair[0]), score(pair[1]));
-        let slot = match second < first {
-            true => pair[1],
-            false => pair[0],
+        let at = match (first, second) {
+            (3, 3) => match admitted() {
+                Some(at) => at,
+                None => return,
+            },
+            _ => usize::from(second < first),
         };
-        if first.min(second) == 3 && !admit() {
+        let Some(slot) = pair.get(at) else {
             return;
-        }
+        };
         slot.store(Some(Arc::new(Hot {
             id: *id,
             digest,

@@ -566,8 +566,8 @@ impl TowerStore {
 const MEMO_MAX_RECORD: usize = 16 * 1024;
 
 /// Records larger than this do not go into the hot table, which holds their parsed
-/// values beyond the read cache's life of them: a bound on its memory (at most
-/// [`Config::cache_entries`](crate::Config::cache_entries) of them).
+/// values beyond the read cache's life of them: a bound on its memory (at most twice
+/// [`Config::cache_entries`](crate::Config::cache_entries) of them, and 8,192).
 const HOT_MAX_RECORD: usize = 4 * 1024;
 
 /// A record's values as tower wants them, memoised in the cache entry (and shared with
