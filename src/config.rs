@@ -439,7 +439,10 @@ impl Config {
     /// slots, at most 65,536, 72 bytes each), and, in each thread that loads sessions,
     /// private copies of up to 2,048 hot records of at most 4 KiB each (about 1 MiB per
     /// thread with records of a few hundred bytes, 8 MiB at most), so two cores reading the
-    /// same sessions do not contend.
+    /// same sessions do not contend. Each tower-sessions adapter on the store
+    /// (`sessile::tower::TowerStore`) also keeps its hot sessions as tower
+    /// wants them, keyed by tower's ID (twice this many slots, at most 8,192, of records of
+    /// at most 4 KiB asked for at least three times).
     pub fn cache_entries(mut self, entries: usize) -> Config {
         self.cache_entries = entries;
         self
