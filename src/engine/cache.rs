@@ -275,24 +275,27 @@ impl Drop for ReadCache {
     }
 }
 
-/// A full set takes a new copy on one in this many shared-cache hits: a record read
-/// again and again gets its copy soon, while a working set larger than the copies (each
-/// read once per cycle) does not pay for a copy on every read.
+/// A full set of copies (or of an adapter's hot records) takes a new entry on one in this
+/// many tries: a record read again and again gets in soon, while a working set larger
+/// than the slots (each read once per cycle) does not pay for an entry on every read.
 const ADMIT_ONE_IN: u32 = 8;
 
 thread_local! {
     static COPIES: Arc<Copies> = Copies::registered();
-    /// Counts shared-cache hits that found their set full, for [`admit`].
-    static FULL_SET_HITS: Cell<u32> = const { Cell::new(0) };
+    /// Counts tries to put an entry into a full set, for [`admit`].
+    static FULL_SET_TRIES: Cell<u32> = const { Cell::new(0) };
 }
 
-/// Whether a copy goes into a full set this time (one in [`ADMIT_ONE_IN`]).
-fn admit() -> bool {
-    FULL_SET_HITS.with(|n| {
-        let next = n.get().wrapping_add(1);
-        n.set(next);
-        next % ADMIT_ONE_IN == 0
-    })
+/// Whether an entry goes into a full set this time (one in [`ADMIT_ONE_IN`]; never while
+/// the thread is ending).
+pub(crate) fn admit() -> bool {
+    FULL_SET_TRIES
+        .try_with(|n| {
+            let next = n.get().wrapping_add(1);
+            n.set(next);
+            next % ADMIT_ONE_IN == 0
+        })
+        .unwrap_or(false)
 }
 
 fn set_of(digest: &Digest) -> usize {

@@ -15,6 +15,8 @@
 //!   writes): the operations.
 
 mod cache;
+#[cfg(any(feature = "tower", feature = "tower-014"))]
+pub(crate) use cache::admit;
 pub(crate) mod commit;
 #[cfg(any(feature = "tower", feature = "tower-014", feature = "actix"))]
 pub(crate) mod framework;

@@ -40,28 +40,6 @@ use crate::id::Digest;
 /// the general path.
 const MAX_SLOTS: usize = 1 << 13;
 
-/// A pair of two current entries takes a new one on one in this many tries.
-const ADMIT_ONE_IN: u32 = 8;
-
-thread_local! {
-    /// Counts tries to remember into a pair of two current entries, for [`admit`].
-    static FULL_PAIR_TRIES: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
-}
-
-/// Which slot of a pair of two current entries a new entry replaces this time: one time
-/// in [`ADMIT_ONE_IN`], the first and the second in turn; `None` otherwise.
-fn admitted() -> Option<usize> {
-    FULL_PAIR_TRIES
-        .try_with(|n| {
-            let next = n.get().wrapping_add(1);
-            n.set(next);
-            let turn = next / ADMIT_ONE_IN;
-            (next % ADMIT_ONE_IN == 0).then_some(usize::from(turn % 2 == 1))
-        })
-        .ok()
-        .flatten()
-}
-
 /// One remembered record.
 struct Hot<T> {
     /// The framework's session ID.
@@ -150,9 +128,10 @@ impl<T> HotRecords<T> {
     /// Remembers `converted` as the record of `id` (under `digest`), live until
     /// `live_until`, read at `stamp` (read before the record), unless the stamp has moved
     /// since. It goes in the slot of the pair that holds `id`, else an empty one, else
-    /// one whose entry is stale; into a pair of two current entries only one time in
-    /// [`ADMIT_ONE_IN`], so IDs that outnumber their pair do not keep replacing each
-    /// other (each replacement an allocation) on every load.
+    /// one whose entry is stale or expired; into a pair of two current entries only when
+    /// the read cache's admission lets it (`engine::admit`, as for a full set of thread
+    /// copies), in place of the one that expires first, so IDs that outnumber their pair
+    /// do not keep replacing each other (each replacement an allocation) on every load.
     pub(super) fn remember(
         &self,
         id: &[u8; 16],
@@ -168,24 +147,22 @@ impl<T> HotRecords<T> {
         if engine.stamp(&digest) != Some(stamp) {
             return; // stale already
         }
+        // Lower goes first; of two current entries, the one that expires first.
         let score = |slot: &ArcSwapOption<Hot<T>>| {
             let guard = slot.load();
             match guard.as_deref() {
-                Some(hot) if bool::from(hot.id.ct_eq(id)) => 0,
-                None => 1,
-                Some(hot) if engine.stamp(&hot.digest) != Some(hot.stamp) => 2,
-                Some(hot) if hot.live_until <= engine.now() => 2,
-                Some(_) => 3,
+                Some(hot) if bool::from(hot.id.ct_eq(id)) => (0, 0),
+                None => (1, 0),
+                Some(hot) if engine.stamp(&hot.digest) != Some(hot.stamp) => (2, 0),
+                Some(hot) if hot.live_until <= engine.now() => (2, 0),
+                Some(hot) => (3, hot.live_until),
             }
         };
         let (first, second) = (score(pair[0]), score(pair[1]));
-        let at = match (first, second) {
-            (3, 3) => match admitted() {
-                Some(at) => at,
-                None => return,
-            },
-            _ => usize::from(second < first),
-        };
+        if first.0 == 3 && second.0 == 3 && !crate::engine::admit() {
+            return;
+        }
+        let at = usize::from(second < first);
         let Some(slot) = pair.get(at) else {
             return;
         };
