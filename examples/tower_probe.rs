@@ -43,7 +43,12 @@ fn main() {
             n
         };
         let store = sessile::Config::new(dir.path().join("store"))
-            .cache_entries(cache.max(1))
+            .cache_entries(
+                std::env::var("PROBE_CACHE")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(cache.max(1)),
+            )
             .open()
             .expect("open");
         probe(&runtime, &TowerStore::new(store), n, lookups, &mode)
@@ -64,9 +69,23 @@ fn probe(
     // first 1% of the records (as the peers bench's hot row).
     let spread = |i: usize| (i * 7919 + i / n) % n;
     let few = (n / 100).max(1);
+    // `-uniform`: picks at random with repeats, as the peers bench's uniform row, after
+    // as many unmeasured ones, so the cache holds what such picks leave in it.
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut random = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        usize::try_from(state % n as u64).unwrap_or(0)
+    };
+    if mode.contains("-uniform") {
+        let warm: Vec<usize> = (0..lookups).map(|_| random()).collect();
+        measured(runtime, store, &ids, &warm);
+    }
     let order: Vec<usize> = (0..lookups)
-        .map(|i| match mode.contains("-hot") {
-            true if i % 100 != 0 => spread(i) % few,
+        .map(|i| match mode {
+            _ if mode.contains("-hot") && i % 100 != 0 => spread(i) % few,
+            _ if mode.contains("-uniform") => random(),
             _ => spread(i),
         })
         .collect();

@@ -199,7 +199,11 @@ impl Changes {
 /// inputs: a keyed blake3 costs one whole compression per fingerprint, and a load that
 /// fingerprints five values and their keys spent 40% of its instructions there.
 #[derive(Clone, Copy)]
-pub(crate) struct Fingerprints([u8; 32]);
+pub(crate) struct Fingerprints {
+    secret: [u8; 32],
+    /// [`Fingerprints::id`], made once: every load's base carries it.
+    id: u64,
+}
 
 impl std::fmt::Debug for Fingerprints {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -220,8 +224,11 @@ const SECRET: u8 = 3;
 )]
 impl Fingerprints {
     /// Fingerprints keyed with `secret`.
-    pub(crate) const fn new(secret: [u8; 32]) -> Fingerprints {
-        Fingerprints(secret)
+    pub(crate) fn new(secret: [u8; 32]) -> Fingerprints {
+        use std::hash::Hasher as _;
+        let mut fingerprints = Fingerprints { secret, id: 0 };
+        fingerprints.id = fingerprints.hasher(SECRET, &[]).finish();
+        fingerprints
     }
 
     /// A hasher keyed with the secret that has taken in `domain` and `text` (its length
@@ -229,7 +236,7 @@ impl Fingerprints {
     fn hasher(&self, domain: u8, text: &[u8]) -> siphasher::sip::SipHasher24 {
         use std::hash::Hasher as _;
         // The secret's first 16 bytes, as SipHash reads a 16-byte key (little-endian).
-        let [k0, k1] = crate::id::words::<2>(&self.0);
+        let [k0, k1] = crate::id::words::<2>(&self.secret);
         let mut hasher = siphasher::sip::SipHasher24::new_with_keys(k0, k1);
         // Byte strings, not `write_u64` (native-endian): the same on every machine.
         hasher.write(&[domain]);
@@ -266,8 +273,7 @@ impl Fingerprints {
     /// A fingerprint of the secret itself, to recognise fingerprints made with another
     /// (a secret lost and made again while requests were in flight).
     pub(crate) fn id(&self) -> u64 {
-        use std::hash::Hasher as _;
-        self.hasher(SECRET, &[]).finish()
+        self.id
     }
 
     /// A fingerprint of a session's user (`None` included).
@@ -317,7 +323,8 @@ mod tests {
         assert_eq!(out.keys().collect::<Vec<_>>(), ["b"]);
     }
 
-    const FP: Fingerprints = Fingerprints([7; 32]);
+    static FP: std::sync::LazyLock<Fingerprints> =
+        std::sync::LazyLock::new(|| Fingerprints::new([7; 32]));
     /// What [`FP`] gives in `fingerprints_are_pinned`.
     const PINNED: ((u64, u64), u64, u64) = (
         (0xe722_45e3_49fb_8aa4, 0xf4f0_c154_18fe_1688),
@@ -332,7 +339,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (FP.key(k), FP.value(k, v.as_bytes())))
                 .collect(),
-            fingerprints: FP,
+            fingerprints: *FP,
         };
         let changes = Changes::recovered(Version::default(), loaded, false);
         let latest = values(&[
@@ -387,6 +394,9 @@ mod tests {
         assert_ne!(FP.user(None), FP.user(Some("")));
         assert_ne!(FP.user(Some("ann")), FP.user(Some("bob")));
         // Another store's secret gives other fingerprints.
-        assert_ne!(FP.value("a", b"1"), Fingerprints([8; 32]).value("a", b"1"));
+        assert_ne!(
+            FP.value("a", b"1"),
+            Fingerprints::new([8; 32]).value("a", b"1")
+        );
     }
 }

@@ -24,6 +24,7 @@ use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 
+use crate::engine::doorkeeper::Doorkeeper;
 use crate::engine::locks::{Locks, StripeGuard};
 use crate::id::Digest;
 use crate::record::StoredRecord;
@@ -32,6 +33,8 @@ use crate::record::StoredRecord;
 /// version per stripe that every change bumps (see the module docs). Off when sized 0.
 pub(super) struct ReadCache {
     shared: Option<quick_cache::sync::Cache<Digest, Arc<StoredRecord>, RecordWeight>>,
+    /// Which records read from the backend get cached (see [`fill`](Self::fill)).
+    doorkeeper: Doorkeeper,
     versions: Box<[AtomicU64]>,
     /// This store's number in the threads' private copies.
     store: u64,
@@ -101,6 +104,7 @@ impl ReadCache {
         });
         ReadCache {
             shared,
+            doorkeeper: Doorkeeper::new(entries),
             versions: (0..Locks::STRIPES).map(|_| AtomicU64::new(0)).collect(),
             store: store_number(),
         }
@@ -186,10 +190,14 @@ impl ReadCache {
     }
 
     /// Caches `entry`, read from the backend under the stripe lock (so it is the stored
-    /// version, and no write is under way), as `digest`'s record. The version stays: what
-    /// was derived at it (thread copies, adapters' hot records) is of this same record.
+    /// version, and no write is under way), as `digest`'s record, if it was read from the
+    /// backend lately too (see [`Doorkeeper`]): a record read once is not worth an insert
+    /// and an eviction. The version stays: what was derived at it (thread copies,
+    /// adapters' hot records) is of this same record.
     pub(super) fn fill(&self, digest: Digest, entry: Arc<StoredRecord>, _held: &StripeGuard<'_>) {
-        if let Some(cache) = &self.shared {
+        if let Some(cache) = &self.shared
+            && self.doorkeeper.seen(&digest)
+        {
             cache.insert(digest, entry);
         }
     }
@@ -520,6 +528,27 @@ mod tests {
         assert!(copy_of(store, &digest(1), 1).is_none());
     }
 
+    /// A record read from the backend is cached on its second read, not its first: a
+    /// working set larger than the cache (each record read once in a while) does not pay
+    /// an insert and an eviction on every read. A written record is cached at once.
+    #[test]
+    fn a_record_read_once_is_not_cached_and_one_read_twice_is() {
+        let locks = Locks::new();
+        let cache = ReadCache::new(16, 1 << 20, 4096);
+        let (read, written) = (digest(1), digest(2));
+        let held = locks.stripe(&read).expect("lock");
+        cache.fill(read, Arc::new(entry(10)), &held);
+        assert!(cache.peek(&read).is_none(), "cached on its first read");
+        cache.fill(read, Arc::new(entry(10)), &held);
+        assert!(cache.peek(&read).is_some(), "not cached on its second read");
+        drop(held);
+        let held = locks.stripe(&written).expect("lock");
+        let writing = cache.writing(&written, &held);
+        cache.put(written, Arc::new(entry(10)), &writing);
+        drop(writing);
+        assert!(cache.peek(&written).is_some(), "a write not cached");
+    }
+
     /// The shared cache holds at most its bytes of large records, and at most its entries
     /// of small ones.
     #[test]
@@ -530,6 +559,8 @@ mod tests {
         for i in 0..40u8 {
             let d = digest(i);
             let held = locks.stripe(&d).expect("lock");
+            // Twice: a record is cached on its second read (see `Doorkeeper`).
+            cache.fill(d, Arc::new(entry(16 * 1024)), &held);
             cache.fill(d, Arc::new(entry(16 * 1024)), &held);
         }
         assert!(shared.weight() <= 17 * 4096, "{} bytes", shared.weight());
@@ -538,12 +569,14 @@ mod tests {
             let d = digest(i);
             let held = locks.stripe(&d).expect("lock");
             cache.fill(d, Arc::new(entry(10)), &held);
+            cache.fill(d, Arc::new(entry(10)), &held);
         }
         assert!(shared.len() <= 17, "{} small records", shared.len());
         // One entry of a large record: cached (the whole budget is one record).
         let one = ReadCache::new(1, 64 << 10, 60 << 10);
         let d = digest(1);
         let held = locks.stripe(&d).expect("lock");
+        one.fill(d, Arc::new(entry(60 << 10)), &held);
         one.fill(d, Arc::new(entry(60 << 10)), &held);
         assert!(
             one.peek(&d).is_some(),

@@ -15,6 +15,7 @@
 //!   writes): the operations.
 
 mod cache;
+mod doorkeeper;
 #[cfg(any(feature = "tower", feature = "tower-014"))]
 pub(crate) use cache::admit;
 pub(crate) mod commit;

@@ -182,7 +182,8 @@ mod tests {
     use crate::record::values::{ValueMap, Values};
     use serde_bytes::ByteBuf;
 
-    const FP: Fingerprints = Fingerprints::new([9; 32]);
+    static FP: std::sync::LazyLock<Fingerprints> =
+        std::sync::LazyLock::new(|| Fingerprints::new([9; 32]));
 
     fn record(user: Option<&str>, pairs: &[(&str, &[u8])]) -> StoredRecord {
         let values: ValueMap = pairs
