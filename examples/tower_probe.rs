@@ -10,7 +10,9 @@
 //!
 //! Modes: `sessile` (the adapter over a sled store whose cache holds every record),
 //! `sessile-cold` (a cache of a sixth of the records, as 16k of 100k: most loads miss),
-//! `memory` (`MemoryStore`). Instructions per load = the loop's Ir / lookups. With
+//! `memory` (`MemoryStore`); `sessile-uniform` picks at random with repeats after as many
+//! unmeasured picks (both loops are counted: halve the Ir). `PROBE_CACHE=N` sets the
+//! cache's entries. Instructions per load = the loop's Ir / lookups. With
 //! `-write` after the mode (`sessile-write`, `memory-write`) each step is a request that
 //! changes a value: a load, then a save of the changed record.
 
