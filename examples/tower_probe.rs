@@ -27,8 +27,17 @@ use tower_sessions::{MemoryStore, SessionStore};
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let mode = args.get(1).map_or("sessile", String::as_str).to_owned();
-    let n: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(2_000);
-    let lookups: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(50_000);
+    // At least one record and one lookup (the order is taken modulo `n`).
+    let n: usize = args
+        .get(2)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(2_000)
+        .max(1);
+    let lookups: usize = args
+        .get(3)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(50_000)
+        .max(1);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -401,10 +401,11 @@ mod tests {
         StoredRecord::decode(sled::IVec::from(bytes)).expect("decode")
     }
 
-    /// Digests that all fall in one set.
+    /// Digests that all fall in one set, and on distinct bits of the doorkeeper.
     fn digest(i: u8) -> Digest {
         let mut d = [0u8; 32];
         d[0] = i;
+        d[8] = i;
         Digest(d)
     }
 

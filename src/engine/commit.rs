@@ -132,6 +132,12 @@ impl Contents {
         self.user.as_deref()
     }
 
+    /// Whether these are changes to a loaded session that leave its user as it was
+    /// loaded: written, they assign no user.
+    pub(crate) fn keeps_user(&self) -> bool {
+        self.changes.as_ref().is_some_and(|changes| !changes.user())
+    }
+
     pub(super) fn record(&self, header: Header) -> StoredRecord {
         StoredRecord::encoded(
             self.encoded.clone(),

@@ -19,6 +19,9 @@ use crate::id::Digest;
 /// few hundred reads apart.
 const LEAST_WINDOW: usize = 256;
 
+/// The longest window, in records: the most entries a cache can be configured with.
+const MOST_WINDOW: usize = 1 << 24;
+
 /// Bits per record of the window: a filter about a sixteenth full when it is cleared, so a
 /// record seen for the first time passes as seen about once in sixteen.
 const BITS_PER_RECORD: usize = 16;
@@ -36,11 +39,11 @@ pub(super) struct Doorkeeper {
 impl Doorkeeper {
     /// A doorkeeper for a cache of `entries` records.
     pub(super) fn new(entries: usize) -> Doorkeeper {
-        let window = entries.max(LEAST_WINDOW);
-        let bits = window
-            .saturating_mul(BITS_PER_RECORD)
-            .next_power_of_two()
-            .max(64);
+        // Configured caches hold at most 2^24 entries (`Config::cache_entries`); the
+        // clamp keeps the filter's size in bounds (and the power of two below from
+        // overflowing) for any caller.
+        let window = entries.clamp(LEAST_WINDOW, MOST_WINDOW);
+        let bits = (window * BITS_PER_RECORD).next_power_of_two();
         Doorkeeper {
             words: (0..bits / 64).map(|_| AtomicU64::new(0)).collect(),
             marked: AtomicUsize::new(0),
@@ -53,8 +56,10 @@ impl Doorkeeper {
     pub(super) fn seen(&self, digest: &Digest) -> bool {
         // Digests are blake3 outputs: any eight of their bytes are uniform.
         let [.., high] = crate::id::words::<2>(&digest.0);
-        // `words.len()` is a power of two: the mask keeps the index in bounds.
-        let bit = usize::try_from(high).unwrap_or(usize::MAX) & (self.words.len() * 64 - 1);
+        // `words.len()` is a power of two: the mask keeps the index in bounds (taken in
+        // 64 bits, so a 32-bit target spreads records too).
+        let bits = self.words.len() as u64 * 64;
+        let bit = usize::try_from(high & (bits - 1)).unwrap_or(0);
         let Some(word) = self.words.get(bit / 64) else {
             return true;
         };
@@ -91,6 +96,18 @@ mod tests {
         // Of records read once, few pass (a false positive rate near a sixteenth).
         let passed = (2..900).filter(|n| keeper.seen(&digest(*n))).count();
         assert!(passed < 900 / 8, "{passed} of 898 passed");
+    }
+
+    /// A record read again after half a window of others still passes: the window is
+    /// the cache's reach, not a few reads.
+    #[test]
+    fn a_record_read_again_within_the_window_passes() {
+        let keeper = Doorkeeper::new(1_000);
+        assert!(!keeper.seen(&digest(0)));
+        for n in 1..500 {
+            keeper.seen(&digest(n));
+        }
+        assert!(keeper.seen(&digest(0)), "forgotten within the window");
     }
 
     #[test]

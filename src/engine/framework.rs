@@ -62,8 +62,9 @@ impl Engine {
 
     /// Whether writing `contents` over `digest`'s record (or as a new one, `None`) may
     /// apply the per-user cap, which destroys sessions and flushes: it gives the session
-    /// to a user other than the cached record's, with a cap configured. A hint only: a
-    /// write made without waiting that turns out to assign a user gives up instead.
+    /// to a user other than the one it loaded (or, without that, the cached record's),
+    /// with a cap configured. A hint only: a write made without waiting that turns out to
+    /// assign a user gives up instead.
     pub(crate) fn may_apply_cap(&self, digest: Option<&Digest>, contents: &Contents) -> bool {
         let Some(user) = contents
             .user()
@@ -71,6 +72,11 @@ impl Engine {
         else {
             return false;
         };
+        if contents.keeps_user() {
+            // Changes to a loaded session that leave its user as loaded never assign one
+            // (see `Contents::user_over`), cached record or not.
+            return false;
+        }
         let keeps_user = digest
             .and_then(|d| self.cache.peek(d))
             .is_some_and(|e| e.user.as_deref() == Some(user));

@@ -82,8 +82,10 @@ impl<const W: usize> DigestMemo<W> {
         for w in secret {
             h.write_u64(*w);
         }
-        // The length is a power of two.
-        let index = usize::try_from(h.finish()).unwrap_or(usize::MAX) & (self.slots.len() - 1);
+        // The length is a power of two; masked in 64 bits, so a 32-bit target spreads
+        // tokens over every slot too.
+        let mask = self.slots.len() as u64 - 1;
+        let index = usize::try_from(h.finish() & mask).unwrap_or(0);
         self.slots.get(index)
     }
 

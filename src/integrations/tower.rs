@@ -799,6 +799,54 @@ mod tests {
         );
     }
 
+    /// A save that keeps the user the request loaded runs in place even with a per-user
+    /// cap and the record not in the read cache (read once since the store opened); one
+    /// that logs another user in may apply the cap, so it goes to the blocking pool.
+    #[cfg(feature = "tower")]
+    #[test]
+    fn a_save_keeping_the_loaded_user_never_waits_for_the_cap() {
+        use crate::integrations::support::Work;
+        use tower_sessions_core::session::{Id, Record};
+        use tower_sessions_core::session_store::SessionStore;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let open = || {
+            let config = crate::config::Config::new(dir.path().join("s")).max_sessions_per_user(5);
+            TowerStore::new(config.open().expect("open"))
+        };
+        let expiry_date = OffsetDateTime::now_utc() + time::Duration::minutes(5);
+        let id = {
+            let store = open();
+            let mut record = Record {
+                id: Id::default(),
+                data: HashMap::from([(USER_KEY.to_owned(), Value::from("ann"))]),
+                expiry_date,
+            };
+            runtime.block_on(store.create(&mut record)).expect("create");
+            record.id
+        };
+        let store = open();
+        let mut data = runtime
+            .block_on(store.load(&id))
+            .expect("load")
+            .expect("live")
+            .data;
+        let key = store.key(id.0);
+        let work = |data: &HashMap<String, Value>| {
+            let life = lifetime(&store.store.engine, expiry_date).expect("lifetime");
+            let Ok((contents, _)) = store.contents(data, life) else {
+                panic!("contents refused");
+            };
+            Work::of_write(&store.store, Some(&key), &contents)
+        };
+        data.insert("v".to_owned(), Value::from(1));
+        assert_eq!(work(&data), Work::Write);
+        data.insert(USER_KEY.to_owned(), Value::from("bob"));
+        assert_eq!(work(&data), Work::Long);
+    }
+
     #[test]
     fn milliseconds_become_dates_and_saturate() {
         let at = OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("valid");

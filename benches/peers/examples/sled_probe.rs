@@ -21,8 +21,9 @@ use tower_sessions_core_014::session::{Id, Record};
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let mode = args.get(1).map_or("sled-store", String::as_str).to_owned();
-    let n: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(100_000);
-    let lookups: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(50_000);
+    // At least one record and one lookup (the order is taken modulo `n`).
+    let n: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(100_000).max(1);
+    let lookups: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(50_000).max(1);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -53,7 +54,7 @@ fn main() {
     let order: Vec<usize> = (0..lookups).map(spread).collect();
     let started = std::time::Instant::now();
     let found = measured(&runtime, &store, &tree, &ids, &order, mode == "json-doc");
-    eprintln!("{mode}: {:?} per step", started.elapsed() / lookups as u32);
+    eprintln!("{mode}: {:?} per step", started.elapsed().div_f64(lookups as f64));
     println!("{mode}: {found} of {lookups} found");
 }
 
