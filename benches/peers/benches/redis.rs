@@ -181,7 +181,11 @@ fn main() {
             }
         },
     };
-    let (n, ops) = if smoke() { (500, 2_000) } else { (20_000, 60_000) };
+    let (n, ops) = if smoke() {
+        (500, 2_000)
+    } else {
+        (20_000, 60_000)
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -194,12 +198,7 @@ fn main() {
         let pool = fred::prelude::Pool::new(config, None, None, None, 6).expect("pool");
         pool.connect();
         pool.wait_for_connect().await.expect("connect");
-        measure(
-            tower_sessions_redis_store::RedisStore::new(pool),
-            n,
-            ops,
-        )
-        .await
+        measure(tower_sessions_redis_store::RedisStore::new(pool), n, ops).await
     });
     let store = sessile::Config::redis(&url)
         .redis_namespace("bench")
@@ -207,7 +206,9 @@ fn main() {
         .expect("open");
     let ours = rt.block_on(measure(sessile::tower::TowerStore::new(store), n, ops));
 
-    println!("| 32 concurrent requests, {n} sessions | sessile tower adapter | tower-sessions-redis-store | ratio |");
+    println!(
+        "| 32 concurrent requests, {n} sessions | sessile tower adapter | tower-sessions-redis-store | ratio |"
+    );
     println!("|---|---|---|---|");
     println!(
         "| load | {:.1}k/s | {:.1}k/s | {:.2}x |",
