@@ -21,9 +21,10 @@ pub(crate) struct StoredRecord {
     pub(crate) values: Values,
     /// What an adapter made of this version of the record (tower's parsed JSON values,
     /// actix's `sessile.base` entry), kept with it in the cache once the cached record is
-    /// asked for a second time, so a hot load converts twice at most (see [`Memo::get_or`]). A write makes a
-    /// new entry, so the memo never outlives the data it was made from. Shared with this
-    /// record's thread copies (see [`private_copy`](StoredRecord::private_copy)).
+    /// asked for a second time, so a hot load converts twice at most (see
+    /// [`Memo::get_or`]). A write makes a new entry, so the memo never outlives the data
+    /// it was made from. Shared with this record's thread copies (see
+    /// [`private_copy`](StoredRecord::private_copy)).
     #[cfg_attr(
         not(any(feature = "tower", feature = "tower-014", feature = "actix")),
         allow(dead_code, reason = "only the adapters memoise")
