@@ -16,7 +16,6 @@
 //! `-write` after the mode (`sessile-write`, `memory-write`) each step is a request that
 //! changes a value: a load, then a save of the changed record.
 
-use std::collections::HashMap;
 use std::hint::black_box;
 
 use sessile::tower::TowerStore;
@@ -24,20 +23,11 @@ use tower_sessions::cookie::time::{Duration, OffsetDateTime};
 use tower_sessions::session::{Id, Record};
 use tower_sessions::{MemoryStore, SessionStore};
 
+#[path = "common/probe.rs"]
+mod probe;
+
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let mode = args.get(1).map_or("sessile", String::as_str).to_owned();
-    // At least one record and one lookup (the order is taken modulo `n`).
-    let n: usize = args
-        .get(2)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(2_000)
-        .max(1);
-    let lookups: usize = args
-        .get(3)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(50_000)
-        .max(1);
+    let (mode, n, lookups) = probe::args("sessile", 2_000);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -117,7 +107,7 @@ async fn fill(store: &impl SessionStore, n: usize) -> Vec<Id> {
     for i in 0..n {
         let mut record = Record {
             id: Id::default(),
-            data: data(i as u64),
+            data: probe::data(i as u64),
             expiry_date: OffsetDateTime::now_utc() + Duration::hours(1),
         };
         store.create(&mut record).await.expect("create");
@@ -167,24 +157,4 @@ fn measured_writes(
         }
         order.len()
     })
-}
-
-/// What a web app keeps in a session, as tower-sessions holds it.
-fn data(i: u64) -> HashMap<String, serde_json::Value> {
-    HashMap::from([
-        ("user_id".to_owned(), serde_json::json!(1_000_000 + i)),
-        (
-            "csrf".to_owned(),
-            serde_json::json!("p8yJ1bQm4Xw0n3zVt7uKcE2sLd9hRa5fGi6oYj-MNkW"),
-        ),
-        ("locale".to_owned(), serde_json::json!("en-GB")),
-        (
-            "cart".to_owned(),
-            serde_json::json!([100_001, 100_002, 100_003, 250_000]),
-        ),
-        (
-            "flash".to_owned(),
-            serde_json::json!("Your changes were saved."),
-        ),
-    ])
 }

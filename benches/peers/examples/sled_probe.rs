@@ -28,20 +28,11 @@ use std::hint::black_box;
 use tower_sessions_core_014::SessionStore;
 use tower_sessions_core_014::session::{Id, Record};
 
+#[path = "../../../examples/common/probe.rs"]
+mod probe;
+
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let mode = args.get(1).map_or("sled-store", String::as_str).to_owned();
-    // At least one record and one lookup (the order is taken modulo `n`).
-    let n: usize = args
-        .get(2)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(100_000)
-        .max(1);
-    let lookups: usize = args
-        .get(3)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(50_000)
-        .max(1);
+    let (mode, n, lookups) = probe::args("sled-store", 100_000);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -56,7 +47,7 @@ fn main() {
         for i in 0..n {
             let record = Record {
                 id: Id::default(),
-                data: data(i as u64),
+                data: probe::data(i as u64),
                 expiry_date: expiry,
             };
             if mode == "json-doc" {
@@ -214,23 +205,4 @@ fn measured_guarded(tree: &sled::Tree, ids: &[Id], order: &[usize], base: bool) 
         found += usize::from(black_box(data).len() > 1);
     }
     found
-}
-
-fn data(i: u64) -> HashMap<String, serde_json::Value> {
-    HashMap::from([
-        ("user_id".to_owned(), serde_json::json!(1_000_000 + i)),
-        (
-            "csrf".to_owned(),
-            serde_json::json!("p8yJ1bQm4Xw0n3zVt7uKcE2sLd9hRa5fGi6oYj-MNkW"),
-        ),
-        ("locale".to_owned(), serde_json::json!("en-GB")),
-        (
-            "cart".to_owned(),
-            serde_json::json!([100_001, 100_002, 100_003, 250_000]),
-        ),
-        (
-            "flash".to_owned(),
-            serde_json::json!("Your changes were saved."),
-        ),
-    ])
 }
